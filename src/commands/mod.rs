@@ -1,0 +1,49 @@
+//! The command line: argument types (clap derive) and one module per subcommand.
+
+pub mod bench;
+pub mod data;
+pub mod progress;
+pub mod train;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dcx",
+    version,
+    about = "Deep Compression Explorer: prune, weight-share and Huffman-code MNIST networks"
+)]
+pub struct Cli {
+    /// Folder holding the four MNIST IDX files (default: $DCX_DATA, then the dcx data folder).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a network (or reuse the cached checkpoint of the same recipe).
+    Train(train::TrainArgs),
+    /// Find, download and verify MNIST.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Measure speed and print a table.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Train(args)) => train::run(cli.data.as_deref(), &args),
+        Some(Command::Data(cmd)) => data::run(cli.data.as_deref(), &cmd),
+        Some(Command::Bench(cmd)) => bench::run(cli.data.as_deref(), &cmd),
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `dcx train`: train one network with a progress bar, or reuse its cached checkpoint.
+
+use std::path::Path;
+
+use clap::Args;
+
+use super::progress::BarObserver;
+use crate::model::ModelKind;
+use crate::model::cache;
+use crate::model::optim::OptimizerKind;
+use crate::model::train::{Schedule, TrainConfig};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// lenet-300-100, lenet-5 or course-cnn.
+    #[arg(long, default_value = "lenet-5")]
+    pub model: ModelKind,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long = "batch", default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// adam or sgd (with momentum 0.9).
+    #[arg(long, default_value = "adam")]
+    pub optimizer: OptimizerKind,
+    /// Keep the learning rate constant instead of cosine decay.
+    #[arg(long)]
+    pub constant_lr: bool,
+    /// Train on only the first N training images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Train again even if a checkpoint of this recipe is cached.
+    #[arg(long)]
+    pub retrain: bool,
+}
+
+impl TrainArgs {
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optimizer: self.optimizer,
+            schedule: if self.constant_lr {
+                Schedule::Constant
+            } else {
+                Schedule::Cosine
+            },
+            seed: self.seed,
+            train_limit: self.limit,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
+    if args.batch_size == 0 || args.epochs == 0 {
+        anyhow::bail!("--batch and --epochs must be at least 1");
+    }
+    let data = super::data::load(data_dir)?;
+    let cfg = args.config();
+    let mut observer = BarObserver::new(args.model.name());
+    let started = std::time::Instant::now();
+    let got = cache::obtain(
+        args.model,
+        &cfg,
+        &data,
+        args.retrain,
+        &cache::cache_dir(),
+        &mut observer,
+    )?;
+    observer.finish();
+    let accuracy = got.meta.test_accuracy().unwrap_or(0.0) * 100.0;
+    if got.reused {
+        println!(
+            "{}: reused cached checkpoint (test accuracy {accuracy:.2}%; --retrain to train again)",
+            args.model
+        );
+    } else if !got.meta.complete {
+        println!(
+            "{}: stopped after {} of {} epochs; partial weights saved (not reused as a cache hit)",
+            args.model,
+            got.meta.history.len(),
+            cfg.epochs
+        );
+    } else {
+        println!(
+            "{}: trained {} epochs in {:.1} s, test accuracy {accuracy:.2}%",
+            args.model,
+            cfg.epochs,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!("checkpoint: {}", got.path.display());
+    Ok(())
+}

@@ -1,0 +1,640 @@
+//! The MNIST dataset: loading the four IDX files, normalising, and finding where they live.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use sha2::{Digest, Sha256};
+
+use super::DataError;
+use super::idx::{IdxArray, read_idx};
+
+/// The usual MNIST normalisation constants (mean and standard deviation of the training pixels
+/// scaled to [0, 1]); every model in the crate expects inputs normalised with them.
+pub const MEAN: f32 = 0.1307;
+pub const STD: f32 = 0.3081;
+
+pub const ROWS: usize = 28;
+pub const COLS: usize = 28;
+pub const PIXELS: usize = ROWS * COLS;
+
+/// Environment variable naming a directory that holds the four files.
+pub const DATA_ENV: &str = "DCX_DATA";
+
+/// One of the four MNIST files as published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MnistFile {
+    /// File name without `.gz`; both `stem` and `stem.gz` are accepted on disk.
+    pub stem: &'static str,
+    /// Shape of the original file, used to recognise when a checksum must match.
+    pub dims: &'static [usize],
+    /// sha256 of the uncompressed bytes, hex. Compressed bytes differ between mirrors.
+    pub sha256: &'static str,
+}
+
+impl MnistFile {
+    pub fn gz_name(&self) -> String {
+        format!("{}.gz", self.stem)
+    }
+
+    /// The `.gz` name wins when both exist: it is what `dcx data fetch` writes.
+    pub fn find_in(&self, dir: &Path) -> Option<PathBuf> {
+        [dir.join(self.gz_name()), dir.join(self.stem)]
+            .into_iter()
+            .find(|p| p.is_file())
+    }
+}
+
+/// In this order: train images, train labels, test images, test labels.
+pub const FILES: [MnistFile; 4] = [
+    MnistFile {
+        stem: "train-images-idx3-ubyte",
+        dims: &[60000, 28, 28],
+        sha256: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    },
+    MnistFile {
+        stem: "train-labels-idx1-ubyte",
+        dims: &[60000],
+        sha256: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    },
+    MnistFile {
+        stem: "t10k-images-idx3-ubyte",
+        dims: &[10000, 28, 28],
+        sha256: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    },
+    MnistFile {
+        stem: "t10k-labels-idx1-ubyte",
+        dims: &[10000],
+        sha256: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+];
+
+#[derive(Clone, PartialEq)]
+pub struct Split {
+    /// `len * PIXELS` values, row-major per image, normalised as `(x / 255 - MEAN) / STD`.
+    pub images: Vec<f32>,
+    pub labels: Vec<u8>,
+    pub len: usize,
+}
+
+impl Split {
+    pub fn image(&self, i: usize) -> &[f32] {
+        &self.images[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    fn prefix(&self, n: usize) -> Split {
+        let n = n.min(self.len);
+        Split {
+            images: self.images[..n * PIXELS].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            len: n,
+        }
+    }
+}
+
+impl fmt::Debug for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Split {{ len: {} }}", self.len)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mnist {
+    pub train: Split,
+    pub test: Split,
+    /// 16 hex digits derived from the four files' uncompressed sha256 (and the subset sizes,
+    /// for a subset); identical data gives an identical fingerprint, so it keys caches.
+    pub fingerprint: String,
+}
+
+impl Mnist {
+    /// Loads and checks the four files in `dir`. A file with the shape of the original MNIST
+    /// must also have its checksum, because a damaged copy would otherwise silently skew every
+    /// figure; files of other shapes (fixtures) cannot be mistaken for it and load as they are.
+    pub fn load(dir: &Path) -> Result<Mnist, DataError> {
+        load(dir, true)
+    }
+
+    /// Like [`Mnist::load`] without the checksum check, for same-shaped stand-ins such as
+    /// Fashion-MNIST or hand-made fixtures.
+    pub fn load_unverified(dir: &Path) -> Result<Mnist, DataError> {
+        load(dir, false)
+    }
+
+    /// The first `n_train` training and `n_test` test examples (clamped to what exists).
+    pub fn subset(&self, n_train: usize, n_test: usize) -> Mnist {
+        let train = self.train.prefix(n_train);
+        let test = self.test.prefix(n_test);
+        let fingerprint = if train.len == self.train.len && test.len == self.test.len {
+            self.fingerprint.clone()
+        } else {
+            let key = format!("{}:{}:{}", self.fingerprint, train.len, test.len);
+            short_hex(&Sha256::digest(key.as_bytes()))
+        };
+        Mnist {
+            train,
+            test,
+            fingerprint,
+        }
+    }
+}
+
+fn short_hex(digest: &[u8]) -> String {
+    hex::encode(&digest[..8])
+}
+
+fn load(dir: &Path, verify: bool) -> Result<Mnist, DataError> {
+    let mut paths = Vec::with_capacity(FILES.len());
+    let mut missing = Vec::new();
+    for file in &FILES {
+        match file.find_in(dir) {
+            Some(p) => paths.push(p),
+            None => missing.push(file.stem),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(DataError::NotFound(format!(
+            "{}: missing {} (looked for NAME.gz and NAME); to fix, {}",
+            dir.display(),
+            missing.join(", "),
+            FIX_HINT
+        )));
+    }
+
+    // Decompressing the training images dominates; reading the files side by side hides
+    // the other three behind it.
+    let results: Vec<Result<(IdxArray, [u8; 32]), DataError>> = thread::scope(|s| {
+        let handles: Vec<_> = paths.iter().map(|p| s.spawn(move || read_idx(p))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("IDX reader thread panicked"))
+            .collect()
+    });
+
+    let mut arrays = Vec::with_capacity(FILES.len());
+    let mut fingerprint = Sha256::new();
+    for ((file, path), result) in FILES.iter().zip(&paths).zip(results) {
+        let (array, digest) = result?;
+        if verify && array.dims == file.dims {
+            let actual = hex::encode(digest);
+            if actual != file.sha256 {
+                return Err(DataError::Checksum {
+                    name: path.display().to_string(),
+                    expected: file.sha256.to_string(),
+                    actual,
+                });
+            }
+        }
+        fingerprint.update(digest);
+        arrays.push(array);
+    }
+
+    let mut arrays = arrays.into_iter();
+    let mut next = || arrays.next().expect("four arrays");
+    let (train_images, train_labels, test_images, test_labels) = (next(), next(), next(), next());
+    let (train, test) = thread::scope(|s| {
+        let train = s.spawn(|| split(train_images, train_labels, &paths[0], &paths[1]));
+        let test = split(test_images, test_labels, &paths[2], &paths[3]);
+        (train.join().expect("conversion thread panicked"), test)
+    });
+    Ok(Mnist {
+        train: train?,
+        test: test?,
+        fingerprint: short_hex(&fingerprint.finalize()),
+    })
+}
+
+fn split(
+    images: IdxArray,
+    labels: IdxArray,
+    images_path: &Path,
+    labels_path: &Path,
+) -> Result<Split, DataError> {
+    let invalid = |path: &Path, reason: String| DataError::Invalid {
+        name: path.display().to_string(),
+        reason,
+    };
+    if images.dims.len() != 3 || images.dims[1..] != [ROWS, COLS] {
+        return Err(invalid(
+            images_path,
+            format!(
+                "expected N images of {ROWS}x{COLS} pixels, found shape {}",
+                images.shape()
+            ),
+        ));
+    }
+    if labels.dims.len() != 1 {
+        return Err(invalid(
+            labels_path,
+            format!(
+                "expected a flat list of labels, found shape {}",
+                labels.shape()
+            ),
+        ));
+    }
+    let n = images.dims[0];
+    if labels.dims[0] != n {
+        return Err(invalid(
+            labels_path,
+            format!(
+                "has {} labels but {} has {n} images",
+                labels.dims[0],
+                images_path.display()
+            ),
+        ));
+    }
+    if let Some((i, &l)) = labels.data.iter().enumerate().find(|&(_, &l)| l >= 10) {
+        return Err(invalid(
+            labels_path,
+            format!("label {i} is {l}; digits are 0 to 9"),
+        ));
+    }
+    Ok(Split {
+        images: normalise(&images.data),
+        labels: labels.data,
+        len: n,
+    })
+}
+
+/// A 256-entry table turns normalisation into one lookup per pixel, and computes each value
+/// exactly as `(x / 255 - MEAN) / STD` would.
+fn normalise(pixels: &[u8]) -> Vec<f32> {
+    let mut table = [0f32; 256];
+    for (x, v) in table.iter_mut().enumerate() {
+        *v = (x as f32 / 255.0 - MEAN) / STD;
+    }
+    pixels.iter().map(|&p| table[p as usize]).collect()
+}
+
+const FIX_HINT: &str = "run `dcx data fetch`, or pass `--data DIR` or set DCX_DATA=DIR \
+     to a folder holding the four MNIST IDX files train-images-idx3-ubyte.gz, \
+     train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz \
+     (gzip-compressed or not, with or without the .gz)";
+
+/// Where `dcx data fetch` puts MNIST by default (e.g. `~/.local/share/dcx/mnist` on Linux);
+/// `None` when the platform has no home directory.
+pub fn default_data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("org", "dcx", "dcx").map(|d| d.data_dir().join("mnist"))
+}
+
+/// Finds the MNIST directory: `explicit` (from `--data`), else `$DCX_DATA`, else
+/// [`default_data_dir`]; a directory counts when all four files are in it.
+///
+/// An explicit directory is final: if it lacks the files that is an error, not a reason to
+/// quietly train on data from somewhere else than the user asked.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
+    let env = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty());
+    locate_in(explicit, env, default_data_dir())
+}
+
+fn locate_in(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    default: Option<PathBuf>,
+) -> Result<PathBuf, DataError> {
+    if let Some(dir) = explicit {
+        return match missing_report(dir) {
+            None => Ok(dir.to_path_buf()),
+            Some(what) => Err(DataError::NotFound(format!(
+                "MNIST not found in {} (given with --data): {what}; to fix, {FIX_HINT}",
+                dir.display()
+            ))),
+        };
+    }
+
+    let mut looked = Vec::new();
+    let candidates = [
+        env.map(|v| (PathBuf::from(v), format!("${DATA_ENV}"))),
+        default.map(|d| (d, "default data directory".to_string())),
+    ];
+    for (dir, source) in candidates.into_iter().flatten() {
+        match missing_report(&dir) {
+            None => return Ok(dir),
+            Some(what) => looked.push(format!("  {} ({source}): {what}", dir.display())),
+        }
+    }
+    if looked.is_empty() {
+        looked.push(format!(
+            "  nothing: ${DATA_ENV} is unset and this platform has no default data directory"
+        ));
+    }
+    Err(DataError::NotFound(format!(
+        "MNIST not found. Looked in:\n{}\nTo fix, {FIX_HINT}",
+        looked.join("\n"),
+    )))
+}
+
+/// `None` when `dir` holds all four files, else a description of what is missing.
+fn missing_report(dir: &Path) -> Option<String> {
+    if !dir.is_dir() {
+        return Some(if dir.exists() {
+            "not a directory".to_string()
+        } else {
+            "directory does not exist".to_string()
+        });
+    }
+    let missing: Vec<&str> = FILES
+        .iter()
+        .filter(|f| f.find_in(dir).is_none())
+        .map(|f| f.stem)
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!("missing {}[.gz]", missing.join("[.gz], ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{Compression, write::GzEncoder};
+    use std::fs;
+    use std::io::Write;
+    use std::time::Instant;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A small fake MNIST: image `i` is filled with `i`, label `i % 10`.
+    fn write_fixture(dir: &Path, n_train: usize, n_test: usize, compress: bool) {
+        for (file, n) in FILES.iter().zip([n_train, n_train, n_test, n_test]) {
+            let array = if file.dims.len() == 3 {
+                IdxArray {
+                    dims: vec![n, ROWS, COLS],
+                    data: (0..n).flat_map(|i| [i as u8; PIXELS]).collect(),
+                }
+            } else {
+                IdxArray {
+                    dims: vec![n],
+                    data: (0..n).map(|i| (i % 10) as u8).collect(),
+                }
+            };
+            write_array(dir, file, &array, compress);
+        }
+    }
+
+    fn write_array(dir: &Path, file: &MnistFile, array: &IdxArray, compress: bool) {
+        let raw = array.to_bytes();
+        // Only one of the two names may exist, or the other would shadow the change.
+        let _ = fs::remove_file(dir.join(file.gz_name()));
+        let _ = fs::remove_file(dir.join(file.stem));
+        if compress {
+            fs::write(dir.join(file.gz_name()), gzip(&raw)).unwrap();
+        } else {
+            fs::write(dir.join(file.stem), raw).unwrap();
+        }
+    }
+
+    fn real_data_dir() -> Option<PathBuf> {
+        match std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()) {
+            Some(d) => Some(PathBuf::from(d)),
+            None => {
+                eprintln!(
+                    "skipping: set {DATA_ENV}=/path/to/mnist (the folder with the four IDX \
+                     files, e.g. ../shared/datasets/mnist) to run"
+                );
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn loads_fixture_gz_and_raw() {
+        for compress in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            write_fixture(dir.path(), 12, 5, compress);
+            let m = Mnist::load(dir.path()).unwrap();
+            assert_eq!((m.train.len, m.test.len), (12, 5));
+            assert_eq!(m.train.images.len(), 12 * PIXELS);
+            assert_eq!(m.test.labels, vec![0, 1, 2, 3, 4]);
+            assert_eq!(m.train.image(3)[0], (3.0 / 255.0 - MEAN) / STD);
+            assert_eq!(m.train.image(0)[0], -MEAN / STD);
+            assert_eq!(m.fingerprint.len(), 16);
+        }
+    }
+
+    #[test]
+    fn fingerprint_follows_content_not_compression() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        write_fixture(a.path(), 10, 4, true);
+        write_fixture(b.path(), 10, 4, false);
+        let fa = Mnist::load(a.path()).unwrap().fingerprint;
+        assert_eq!(fa, Mnist::load(b.path()).unwrap().fingerprint);
+        write_fixture(b.path(), 10, 5, false);
+        assert_ne!(fa, Mnist::load(b.path()).unwrap().fingerprint);
+    }
+
+    #[test]
+    fn subset_takes_prefixes_and_changes_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 20, 8, true);
+        let m = Mnist::load(dir.path()).unwrap();
+        let s = m.subset(7, 3);
+        assert_eq!((s.train.len, s.test.len), (7, 3));
+        assert_eq!(s.train.images, m.train.images[..7 * PIXELS]);
+        assert_eq!(s.test.labels, m.test.labels[..3]);
+        assert_ne!(s.fingerprint, m.fingerprint);
+        assert_eq!(s.fingerprint, m.subset(7, 3).fingerprint);
+        let all = m.subset(100, 100);
+        assert_eq!(all, m);
+    }
+
+    #[test]
+    fn rejects_bad_shapes_counts_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 6, 4, true);
+
+        write_array(
+            dir.path(),
+            &FILES[2],
+            &IdxArray {
+                dims: vec![4, 28, 27],
+                data: vec![0; 4 * 28 * 27],
+            },
+            true,
+        );
+        let err = Mnist::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{err}");
+        assert!(err.contains("found shape 4x28x27"), "{err}");
+
+        write_fixture(dir.path(), 6, 4, true);
+        write_array(
+            dir.path(),
+            &FILES[1],
+            &IdxArray {
+                dims: vec![5],
+                data: vec![1; 5],
+            },
+            false,
+        );
+        let err = Mnist::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("train-labels-idx1-ubyte: has 5 labels"),
+            "{err}"
+        );
+        assert!(err.contains("has 6 images"), "{err}");
+
+        write_fixture(dir.path(), 6, 4, true);
+        write_array(
+            dir.path(),
+            &FILES[3],
+            &IdxArray {
+                dims: vec![4],
+                data: vec![1, 2, 10, 3],
+            },
+            true,
+        );
+        let err = Mnist::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("label 2 is 10"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 3, 3, true);
+        fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+        let err = Mnist::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("missing t10k-labels-idx1-ubyte"), "{err}");
+        assert!(err.contains("dcx data fetch"), "{err}");
+    }
+
+    #[test]
+    fn real_shaped_file_with_wrong_checksum_is_refused_unless_unverified() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 4, 3, true);
+        // Same shape as the real test labels, different content.
+        write_array(
+            dir.path(),
+            &FILES[3],
+            &IdxArray {
+                dims: vec![10000],
+                data: vec![7; 10000],
+            },
+            true,
+        );
+        write_array(
+            dir.path(),
+            &FILES[2],
+            &IdxArray {
+                dims: vec![10000, 28, 28],
+                data: vec![0; 10000 * PIXELS],
+            },
+            true,
+        );
+        let err = Mnist::load(dir.path()).unwrap_err();
+        assert!(matches!(err, DataError::Checksum { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("t10k-images-idx3-ubyte.gz: checksum mismatch"),
+            "{msg}"
+        );
+        assert!(msg.contains(FILES[2].sha256), "{msg}");
+        let m = Mnist::load_unverified(dir.path()).unwrap();
+        assert_eq!(m.test.len, 10000);
+    }
+
+    #[test]
+    fn locate_prefers_explicit_then_env_then_default() {
+        let good = tempfile::tempdir().unwrap();
+        write_fixture(good.path(), 1, 1, true);
+        let other = tempfile::tempdir().unwrap();
+        write_fixture(other.path(), 1, 1, false);
+        let empty = tempfile::tempdir().unwrap();
+        let g = good.path().to_path_buf();
+        let o = other.path().to_path_buf();
+
+        assert_eq!(
+            locate_in(Some(&g), Some(o.clone().into()), Some(o.clone())).unwrap(),
+            g
+        );
+        assert_eq!(
+            locate_in(None, Some(g.clone().into()), Some(o.clone())).unwrap(),
+            g
+        );
+        assert_eq!(locate_in(None, None, Some(g.clone())).unwrap(), g);
+        // A useless $DCX_DATA falls through to the default directory...
+        assert_eq!(
+            locate_in(None, Some(empty.path().into()), Some(g.clone())).unwrap(),
+            g
+        );
+        // ...but an explicit --data never does.
+        let err = locate_in(Some(empty.path()), Some(g.clone().into()), Some(g.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("given with --data"), "{err}");
+        assert!(
+            err.contains("missing train-images-idx3-ubyte[.gz]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn locate_error_lists_every_place_and_the_fix() {
+        let partial = tempfile::tempdir().unwrap();
+        write_fixture(partial.path(), 1, 1, true);
+        fs::remove_file(partial.path().join("train-labels-idx1-ubyte.gz")).unwrap();
+        let nowhere = partial.path().join("does-not-exist");
+        let err = locate_in(None, Some(partial.path().into()), Some(nowhere.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("MNIST not found. Looked in:\n"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{} ($DCX_DATA): missing train-labels-idx1-ubyte[.gz]",
+                partial.path().display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "{} (default data directory): directory does not exist",
+                nowhere.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("\nTo fix, run `dcx data fetch`"), "{err}");
+        assert!(err.contains("--data DIR"), "{err}");
+        assert!(err.contains("t10k-labels-idx1-ubyte.gz"), "{err}");
+
+        let err = locate_in(None, None, None).unwrap_err().to_string();
+        assert!(err.contains("$DCX_DATA is unset"), "{err}");
+    }
+
+    #[test]
+    fn default_dir_ends_in_mnist() {
+        if let Some(d) = default_data_dir() {
+            assert!(d.ends_with("mnist"));
+        }
+    }
+
+    #[test]
+    fn real_mnist_loads_verified_and_quickly() {
+        let Some(dir) = real_data_dir() else { return };
+        let start = Instant::now();
+        let m = Mnist::load(&dir).unwrap();
+        let elapsed = start.elapsed();
+        eprintln!("loaded MNIST in {elapsed:?}, fingerprint {}", m.fingerprint);
+        assert_eq!((m.train.len, m.test.len), (60000, 10000));
+        assert_eq!(m.train.images.len(), 60000 * PIXELS);
+        assert_eq!(m.test.images.len(), 10000 * PIXELS);
+        // Well-known facts about the data set.
+        assert_eq!(&m.train.labels[..8], &[5, 0, 4, 1, 9, 2, 1, 3]);
+        assert_eq!(&m.test.labels[..8], &[7, 2, 1, 0, 4, 1, 4, 9]);
+        let mean =
+            m.train.images.iter().map(|&x| x as f64).sum::<f64>() / m.train.images.len() as f64;
+        assert!(mean.abs() < 1e-3, "normalised training mean {mean}");
+        let mut counts = [0usize; 10];
+        for &l in &m.train.labels {
+            counts[l as usize] += 1;
+        }
+        assert_eq!(counts[1], 6742);
+        // Generous: the target is well under a second in release builds on a quiet machine.
+        assert!(elapsed.as_secs_f64() < 5.0, "took {elapsed:?}");
+    }
+}

@@ -1,0 +1,4 @@
+pub mod commands;
+pub mod data;
+pub mod fsutil;
+pub mod model;

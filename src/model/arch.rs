@@ -1,0 +1,312 @@
+//! The three networks as plain layer specifications.
+//!
+//! Everything downstream (pruning plans, experiment files, the `.dcz` format, the UI) keys on a
+//! layer's stable `name` and `kind`, never on its position in a Candle graph.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Which network. The serde / command-line names are the ones users type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ModelKind {
+    #[serde(rename = "lenet-300-100")]
+    Lenet300100,
+    #[serde(rename = "lenet-5")]
+    Lenet5,
+    #[serde(rename = "course-cnn")]
+    CourseCnn,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 3] = [
+        ModelKind::Lenet300100,
+        ModelKind::Lenet5,
+        ModelKind::CourseCnn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Lenet300100 => "lenet-300-100",
+            ModelKind::Lenet5 => "lenet-5",
+            ModelKind::CourseCnn => "course-cnn",
+        }
+    }
+
+    pub fn arch(self) -> Arch {
+        Arch::new(self)
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = ModelKind::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "unknown model '{s}' (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerKind {
+    Conv,
+    Fc,
+}
+
+impl LayerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Conv => "conv",
+            LayerKind::Fc => "fc",
+        }
+    }
+}
+
+/// One parameterised layer. Conv weights are `[out, in, k, k]`, fc weights `[out, in]`
+/// (Candle / PyTorch order), so a flattened weight index means the same thing everywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerSpec {
+    pub name: &'static str,
+    pub kind: LayerKind,
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Kernel side for conv layers; 1 for fc.
+    pub kernel: usize,
+    pub padding: usize,
+}
+
+impl LayerSpec {
+    fn conv(name: &'static str, inputs: usize, outputs: usize, kernel: usize, pad: usize) -> Self {
+        LayerSpec {
+            name,
+            kind: LayerKind::Conv,
+            inputs,
+            outputs,
+            kernel,
+            padding: pad,
+        }
+    }
+
+    fn fc(name: &'static str, inputs: usize, outputs: usize) -> Self {
+        LayerSpec {
+            name,
+            kind: LayerKind::Fc,
+            inputs,
+            outputs,
+            kernel: 1,
+            padding: 0,
+        }
+    }
+
+    pub fn weight_shape(&self) -> Vec<usize> {
+        match self.kind {
+            LayerKind::Conv => vec![self.outputs, self.inputs, self.kernel, self.kernel],
+            LayerKind::Fc => vec![self.outputs, self.inputs],
+        }
+    }
+
+    pub fn weight_count(&self) -> usize {
+        self.weight_shape().iter().product()
+    }
+
+    pub fn bias_count(&self) -> usize {
+        self.outputs
+    }
+
+    /// Fan-in, used for initialisation.
+    pub fn fan_in(&self) -> usize {
+        self.inputs * self.kernel * self.kernel
+    }
+
+    /// Shape as users read it, e.g. `20x1x5x5` or `500x800`.
+    pub fn shape_label(&self) -> String {
+        let dims: Vec<String> = self.weight_shape().iter().map(|d| d.to_string()).collect();
+        dims.join("x")
+    }
+}
+
+/// The order of operations of a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Apply parameterised layer `i` (an index into `Arch::layers`).
+    Layer(usize),
+    Relu,
+    MaxPool2,
+    Flatten,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arch {
+    pub kind: ModelKind,
+    pub layers: Vec<LayerSpec>,
+    pub stages: Vec<Stage>,
+}
+
+impl Arch {
+    pub fn new(kind: ModelKind) -> Arch {
+        use Stage::*;
+        let (layers, stages) = match kind {
+            ModelKind::Lenet300100 => (
+                vec![
+                    LayerSpec::fc("fc1", 784, 300),
+                    LayerSpec::fc("fc2", 300, 100),
+                    LayerSpec::fc("fc3", 100, 10),
+                ],
+                vec![Flatten, Layer(0), Relu, Layer(1), Relu, Layer(2)],
+            ),
+            // Caffe's LeNet: no non-linearity after the convolutions.
+            ModelKind::Lenet5 => (
+                vec![
+                    LayerSpec::conv("conv1", 1, 20, 5, 0),
+                    LayerSpec::conv("conv2", 20, 50, 5, 0),
+                    LayerSpec::fc("fc1", 800, 500),
+                    LayerSpec::fc("fc2", 500, 10),
+                ],
+                vec![
+                    Layer(0),
+                    MaxPool2,
+                    Layer(1),
+                    MaxPool2,
+                    Flatten,
+                    Layer(2),
+                    Relu,
+                    Layer(3),
+                ],
+            ),
+            ModelKind::CourseCnn => (
+                vec![
+                    LayerSpec::conv("conv1", 1, 64, 3, 1),
+                    LayerSpec::conv("conv2", 64, 256, 3, 1),
+                    LayerSpec::fc("fc1", 12544, 512),
+                    LayerSpec::fc("fc2", 512, 10),
+                ],
+                vec![
+                    Layer(0),
+                    Relu,
+                    MaxPool2,
+                    Layer(1),
+                    Relu,
+                    MaxPool2,
+                    Flatten,
+                    Layer(2),
+                    Relu,
+                    Layer(3),
+                ],
+            ),
+        };
+        Arch {
+            kind,
+            layers,
+            stages,
+        }
+    }
+
+    /// Whether the first stage wants images as `[n, 1, 28, 28]` rather than `[n, 784]`.
+    pub fn takes_images(&self) -> bool {
+        self.layers.first().map(|l| l.kind) == Some(LayerKind::Conv)
+    }
+
+    pub fn layer_index(&self, name: &str) -> Option<usize> {
+        self.layers.iter().position(|l| l.name == name)
+    }
+
+    pub fn weight_count(&self) -> usize {
+        self.layers.iter().map(LayerSpec::weight_count).sum()
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.weight_count() + l.bias_count())
+            .sum()
+    }
+
+    /// Multiply-accumulates of one forward pass of one image (used for GFLOP/s figures).
+    pub fn macs_per_image(&self) -> u64 {
+        let mut side = 28usize;
+        let mut macs = 0u64;
+        for stage in &self.stages {
+            match *stage {
+                Stage::Layer(i) => {
+                    let l = &self.layers[i];
+                    match l.kind {
+                        LayerKind::Conv => {
+                            side = side + 2 * l.padding + 1 - l.kernel;
+                            macs += (side * side * l.weight_count()) as u64;
+                        }
+                        LayerKind::Fc => macs += l.weight_count() as u64,
+                    }
+                }
+                Stage::MaxPool2 => side /= 2,
+                Stage::Relu | Stage::Flatten => {}
+            }
+        }
+        macs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_match_the_paper() {
+        // Paper, Table 1: 1070 KB and 1720 KB of 32-bit floats including biases.
+        assert_eq!(ModelKind::Lenet300100.arch().param_count(), 266_610);
+        assert_eq!(ModelKind::Lenet5.arch().param_count(), 431_080);
+        assert_eq!(
+            ModelKind::CourseCnn.arch().weight_count(),
+            640 - 64 + 147_456 + 6_422_528 + 5_120
+        );
+    }
+
+    #[test]
+    fn fc_inputs_agree_with_the_conv_stack_output() {
+        for kind in ModelKind::ALL {
+            let arch = kind.arch();
+            let mut side = 28;
+            let mut channels = 1;
+            for stage in &arch.stages {
+                match *stage {
+                    Stage::Layer(i) => {
+                        let l = &arch.layers[i];
+                        if l.kind == LayerKind::Conv {
+                            assert_eq!(l.inputs, channels, "{kind} {}", l.name);
+                            side = side + 2 * l.padding + 1 - l.kernel;
+                            channels = l.outputs;
+                        } else if channels > 0 {
+                            assert_eq!(l.inputs, channels * side * side, "{kind} {}", l.name);
+                            channels = 0;
+                        }
+                    }
+                    Stage::MaxPool2 => side /= 2,
+                    Stage::Flatten | Stage::Relu => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in ModelKind::ALL {
+            assert_eq!(kind.name().parse::<ModelKind>().unwrap(), kind);
+        }
+        let err = "lenet".parse::<ModelKind>().unwrap_err();
+        assert!(err.contains("lenet-300-100"), "{err}");
+    }
+}

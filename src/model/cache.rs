@@ -1,0 +1,127 @@
+//! Trained networks on demand: reuse a cached checkpoint when one matches the recipe, train and
+//! store one otherwise. The cache key covers everything that determines the weights.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::arch::ModelKind;
+use super::checkpoint::{self, CheckpointMeta};
+use super::net::Net;
+use super::train::{self, Observer, TrainConfig};
+use crate::data::Mnist;
+
+/// Bumped whenever a change to the training code would change the weights a recipe produces,
+/// so stale cached checkpoints are not reused.
+const RECIPE_VERSION: u32 = 1;
+
+/// Where cached checkpoints live: `DCX_CACHE` if set, else the platform cache directory.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DCX_CACHE") {
+        return PathBuf::from(dir);
+    }
+    directories::ProjectDirs::from("org", "dcx", "dcx")
+        .map(|d| d.cache_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".dcx-cache"))
+        .join("checkpoints")
+}
+
+/// A short stable key of everything that determines the trained weights.
+pub fn cache_key(model: ModelKind, cfg: &TrainConfig, data_fingerprint: &str) -> String {
+    let recipe = serde_json::to_string(cfg).expect("TrainConfig serialises");
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{RECIPE_VERSION}|{model}|{recipe}|{data_fingerprint}"
+    ));
+    let digest = hex::encode(h.finalize());
+    format!("{model}-e{}-{}", cfg.epochs, &digest[..12])
+}
+
+pub fn cached_path(
+    dir: &Path,
+    model: ModelKind,
+    cfg: &TrainConfig,
+    data_fingerprint: &str,
+) -> PathBuf {
+    dir.join(format!(
+        "{}.safetensors",
+        cache_key(model, cfg, data_fingerprint)
+    ))
+}
+
+/// The result of [`obtain`].
+pub struct Obtained {
+    pub net: Net,
+    pub meta: CheckpointMeta,
+    pub path: PathBuf,
+    /// True when an existing checkpoint was loaded instead of training.
+    pub reused: bool,
+}
+
+/// Loads the cached checkpoint for this recipe, or trains one (reporting to `observer`) and
+/// saves it. A run the observer cancels is saved beside the cache entry as `.partial` and is
+/// never picked up as a cache hit.
+pub fn obtain(
+    model: ModelKind,
+    cfg: &TrainConfig,
+    data: &Mnist,
+    retrain: bool,
+    cache_dir: &Path,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Obtained> {
+    let path = cached_path(cache_dir, model, cfg, &data.fingerprint);
+    if !retrain && path.exists() {
+        match checkpoint::load(&path) {
+            Ok((net, meta)) if meta.complete => {
+                return Ok(Obtained {
+                    net,
+                    meta,
+                    path,
+                    reused: true,
+                });
+            }
+            // A corrupt or partial cache entry is simply replaced.
+            _ => {}
+        }
+    }
+    let net = Net::new(model, cfg.seed)?;
+    let outcome = train::train(&net, data, cfg, &[], observer)?;
+    let meta = CheckpointMeta {
+        model,
+        train: cfg.clone(),
+        data_fingerprint: data.fingerprint.clone(),
+        history: outcome.history,
+        complete: !outcome.cancelled,
+    };
+    let path = if outcome.cancelled {
+        path.with_extension("partial.safetensors")
+    } else {
+        path
+    };
+    checkpoint::save(&path, &net, &meta)?;
+    Ok(Obtained {
+        net,
+        meta,
+        path,
+        reused: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_changes_with_the_recipe() {
+        let cfg = TrainConfig::default();
+        let other = TrainConfig {
+            seed: 2,
+            ..TrainConfig::default()
+        };
+        let a = cache_key(ModelKind::Lenet5, &cfg, "fp");
+        assert_eq!(a, cache_key(ModelKind::Lenet5, &cfg, "fp"));
+        assert_ne!(a, cache_key(ModelKind::Lenet5, &other, "fp"));
+        assert_ne!(a, cache_key(ModelKind::Lenet5, &cfg, "fp2"));
+        assert_ne!(a, cache_key(ModelKind::Lenet300100, &cfg, "fp"));
+    }
+}

@@ -1,0 +1,167 @@
+//! Trained networks on disk: safetensors files with the training recipe in their metadata.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::arch::ModelKind;
+use super::net::Net;
+use super::train::{EpochStats, TrainConfig};
+use crate::fsutil::write_atomic;
+
+const FORMAT: &str = "dcx-checkpoint-1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a usable dcx checkpoint: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub model: ModelKind,
+    pub train: TrainConfig,
+    pub data_fingerprint: String,
+    pub history: Vec<EpochStats>,
+    /// False when training was stopped early (Ctrl-C); such a file is never reused as a cache hit.
+    pub complete: bool,
+}
+
+impl CheckpointMeta {
+    pub fn test_accuracy(&self) -> Option<f64> {
+        self.history.last().map(|e| e.test_accuracy)
+    }
+}
+
+pub fn save(path: &Path, net: &Net, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut tensors = Vec::new();
+    for (spec, p) in net.arch.layers.iter().zip(&net.params) {
+        tensors.push((
+            format!("{}.weight", spec.name),
+            p.weight.as_tensor().clone(),
+        ));
+        tensors.push((format!("{}.bias", spec.name), p.bias.as_tensor().clone()));
+    }
+    let mut info = HashMap::new();
+    info.insert("format".to_string(), FORMAT.to_string());
+    info.insert(
+        "dcx".to_string(),
+        serde_json::to_string(meta).map_err(|e| invalid(e.to_string()))?,
+    );
+    let bytes = safetensors::serialize(tensors, Some(info)).map_err(|e| invalid(e.to_string()))?;
+    write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub fn load(path: &Path) -> Result<(Net, CheckpointMeta), CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_bytes(&bytes).map_err(|reason| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+fn from_bytes(bytes: &[u8]) -> Result<(Net, CheckpointMeta), String> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let info = header.metadata().as_ref().ok_or("no metadata")?;
+    if info.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(format!("format is not {FORMAT}"));
+    }
+    let meta: CheckpointMeta = serde_json::from_str(info.get("dcx").ok_or("no dcx metadata")?)
+        .map_err(|e| format!("bad metadata: {e}"))?;
+    let arch = meta.model.arch();
+    let mut values = Vec::new();
+    for spec in &arch.layers {
+        let read = |name: String, shape: Vec<usize>| -> Result<Vec<f32>, String> {
+            let t = st
+                .tensor(&name)
+                .map_err(|_| format!("missing tensor {name}"))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape.as_slice() {
+                return Err(format!(
+                    "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                ));
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        values.push((
+            read(format!("{}.weight", spec.name), spec.weight_shape())?,
+            read(format!("{}.bias", spec.name), vec![spec.bias_count()])?,
+        ));
+    }
+    let net = Net::from_values(meta.model, values).map_err(|e| e.to_string())?;
+    Ok((net, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::train::{EpochStats, TrainConfig};
+
+    fn meta() -> CheckpointMeta {
+        CheckpointMeta {
+            model: ModelKind::Lenet5,
+            train: TrainConfig::default(),
+            data_fingerprint: "abc".into(),
+            history: vec![EpochStats {
+                epoch: 1,
+                train_loss: 0.1,
+                test_loss: 0.2,
+                test_accuracy: 0.98,
+                images_per_sec: 100.0,
+                seconds: 1.0,
+            }],
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn save_then_load_gives_identical_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.safetensors");
+        let net = Net::new(ModelKind::Lenet5, 7).unwrap();
+        save(&path, &net, &meta()).unwrap();
+        let (loaded, m) = load(&path).unwrap();
+        assert_eq!(m, meta());
+        let x = net
+            .input((0..2 * 784).map(|i| (i % 17) as f32 / 17.0).collect(), 2)
+            .unwrap();
+        let a: Vec<Vec<f32>> = net.forward(&x).unwrap().to_vec2().unwrap();
+        let b: Vec<Vec<f32>> = loaded.forward(&x).unwrap().to_vec2().unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn garbage_and_missing_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.safetensors");
+        std::fs::write(&path, b"not a checkpoint at all").unwrap();
+        let err = load(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("junk.safetensors") && err.contains("not a usable"),
+            "{err}"
+        );
+        let err = load(&dir.path().join("absent")).err().unwrap().to_string();
+        assert!(err.contains("absent"), "{err}");
+    }
+}

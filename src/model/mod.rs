@@ -1,0 +1,11 @@
+//! The networks: architecture specs, Candle forward pass, training, checkpoints.
+
+pub mod arch;
+pub mod cache;
+pub mod checkpoint;
+pub mod net;
+pub mod optim;
+pub mod train;
+
+pub use arch::{Arch, LayerKind, LayerSpec, ModelKind};
+pub use net::{Backend, Net};

@@ -1,0 +1,215 @@
+//! A network's parameters as Candle `Var`s and its forward pass.
+//!
+//! Weights live in plain `Var`s that the compression stage overwrites (masked, or rebuilt from a
+//! codebook), so every forward path — training, evaluation, export — sees the same numbers.
+//! `forward_with` additionally lets a caller substitute a layer's weight for one pass without
+//! touching the stored parameters, which is how "what if" evaluation avoids copying the net.
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use super::arch::{Arch, LayerKind, LayerSpec, ModelKind, Stage};
+
+/// Which kernels run the layers: Candle's own ops, or dcx's fused CPU kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    #[default]
+    Stock,
+    Fast,
+}
+
+pub struct LayerParams {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+pub struct Net {
+    pub arch: Arch,
+    pub params: Vec<LayerParams>,
+    pub backend: Backend,
+    device: Device,
+}
+
+impl Net {
+    /// PyTorch's default initialisation (uniform in ±1/sqrt(fan_in) for weights and biases),
+    /// drawn from a seeded RNG so the same seed always gives the same network.
+    pub fn new(kind: ModelKind, seed: u64) -> candle_core::Result<Net> {
+        let arch = kind.arch();
+        let device = Device::Cpu;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut params = Vec::with_capacity(arch.layers.len());
+        for layer in &arch.layers {
+            let bound = 1.0 / (layer.fan_in() as f32).sqrt();
+            let w: Vec<f32> = (0..layer.weight_count())
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            let b: Vec<f32> = (0..layer.bias_count())
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            params.push(LayerParams {
+                weight: Var::from_tensor(&Tensor::from_vec(w, layer.weight_shape(), &device)?)?,
+                bias: Var::from_tensor(&Tensor::from_vec(b, layer.bias_count(), &device)?)?,
+            });
+        }
+        Ok(Net {
+            arch,
+            params,
+            backend: Backend::default(),
+            device,
+        })
+    }
+
+    /// Build from explicit per-layer weights and biases (flattened, in `LayerSpec` order).
+    pub fn from_values(
+        kind: ModelKind,
+        values: Vec<(Vec<f32>, Vec<f32>)>,
+    ) -> candle_core::Result<Net> {
+        let arch = kind.arch();
+        let device = Device::Cpu;
+        if values.len() != arch.layers.len() {
+            candle_core::bail!(
+                "{kind} has {} layers, got values for {}",
+                arch.layers.len(),
+                values.len()
+            );
+        }
+        let mut params = Vec::with_capacity(values.len());
+        for (layer, (w, b)) in arch.layers.iter().zip(values) {
+            params.push(LayerParams {
+                weight: Var::from_tensor(&Tensor::from_vec(w, layer.weight_shape(), &device)?)?,
+                bias: Var::from_tensor(&Tensor::from_vec(b, layer.bias_count(), &device)?)?,
+            });
+        }
+        Ok(Net {
+            arch,
+            params,
+            backend: Backend::default(),
+            device,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.arch.kind
+    }
+
+    /// All trainable variables, weight then bias, layer by layer.
+    pub fn vars(&self) -> Vec<Var> {
+        self.params
+            .iter()
+            .flat_map(|p| [p.weight.clone(), p.bias.clone()])
+            .collect()
+    }
+
+    pub fn weight_values(&self, layer: usize) -> candle_core::Result<Vec<f32>> {
+        self.params[layer].weight.flatten_all()?.to_vec1()
+    }
+
+    pub fn bias_values(&self, layer: usize) -> candle_core::Result<Vec<f32>> {
+        self.params[layer].bias.to_vec1()
+    }
+
+    pub fn set_weight_values(&self, layer: usize, values: &[f32]) -> candle_core::Result<()> {
+        let shape = self.arch.layers[layer].weight_shape();
+        self.params[layer]
+            .weight
+            .set(&Tensor::from_slice(values, shape, &self.device)?)
+    }
+
+    pub fn set_bias_values(&self, layer: usize, values: &[f32]) -> candle_core::Result<()> {
+        self.params[layer]
+            .bias
+            .set(&Tensor::from_slice(values, values.len(), &self.device)?)
+    }
+
+    /// Turns a batch of flattened 28x28 images into the input tensor this network expects.
+    pub fn input(&self, images: Vec<f32>, n: usize) -> candle_core::Result<Tensor> {
+        if self.arch.takes_images() {
+            Tensor::from_vec(images, (n, 1, 28, 28), &self.device)
+        } else {
+            Tensor::from_vec(images, (n, 784), &self.device)
+        }
+    }
+
+    /// Logits for a batch.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(x, &[])
+    }
+
+    /// Logits for a batch, with `weights[i]` (when present and `Some`) used in place of layer
+    /// i's stored weight.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        weights: &[Option<&Tensor>],
+    ) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        let stages = &self.arch.stages;
+        let mut i = 0;
+        while i < stages.len() {
+            match stages[i] {
+                Stage::Layer(l) => {
+                    let spec = &self.arch.layers[l];
+                    let w = weights
+                        .get(l)
+                        .copied()
+                        .flatten()
+                        .unwrap_or(self.params[l].weight.as_tensor());
+                    let b = self.params[l].bias.as_tensor();
+                    // A ReLU right after an fc layer is fused into it on the fast path.
+                    let relu_next = stages.get(i + 1) == Some(&Stage::Relu);
+                    let (out, fused) = self.layer(spec, &h, w, b, relu_next)?;
+                    h = out;
+                    if fused {
+                        i += 1;
+                    }
+                }
+                Stage::Relu => h = h.relu()?,
+                Stage::MaxPool2 => h = self.max_pool(&h)?,
+                Stage::Flatten => h = h.flatten_from(1)?,
+            }
+            i += 1;
+        }
+        Ok(h)
+    }
+
+    fn layer(
+        &self,
+        spec: &LayerSpec,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        relu_next: bool,
+    ) -> candle_core::Result<(Tensor, bool)> {
+        let _ = relu_next;
+        let out = match spec.kind {
+            LayerKind::Conv => x
+                .conv2d(w, spec.padding, 1, 1, 1)?
+                .broadcast_add(&b.reshape((1, spec.outputs, 1, 1))?)?,
+            LayerKind::Fc => candle_nn::Linear::new(w.clone(), Some(b.clone())).forward(x)?,
+        };
+        Ok((out, false))
+    }
+
+    fn max_pool(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.max_pool2d(2)
+    }
+
+    /// A deep copy with its own variables (the explorer keeps the trained net untouched).
+    pub fn duplicate(&self) -> candle_core::Result<Net> {
+        let mut values = Vec::with_capacity(self.params.len());
+        for i in 0..self.params.len() {
+            values.push((self.weight_values(i)?, self.bias_values(i)?));
+        }
+        let mut net = Net::from_values(self.kind(), values)?;
+        net.backend = self.backend;
+        Ok(net)
+    }
+
+    pub fn dtype(&self) -> DType {
+        DType::F32
+    }
+}

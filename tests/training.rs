@@ -1,0 +1,126 @@
+//! Training: reproducibility, learning, checkpoint reuse.
+
+mod common;
+
+use dcx::model::cache;
+use dcx::model::train::{self, Silent, TrainConfig};
+use dcx::model::{ModelKind, Net};
+
+fn quick(epochs: usize, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 32,
+        seed,
+        ..TrainConfig::default()
+    }
+}
+
+fn weights(net: &Net) -> Vec<Vec<f32>> {
+    (0..net.arch.layers.len())
+        .map(|l| net.weight_values(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn same_seed_gives_the_same_weights() {
+    let data = common::fixture().subset(256, 50);
+    let run = |seed| {
+        let net = Net::new(ModelKind::Lenet5, seed).unwrap();
+        train::train(&net, &data, &quick(1, seed), &[], &mut Silent).unwrap();
+        weights(&net)
+    };
+    let a = run(3);
+    assert_eq!(a, run(3), "same seed, different weights");
+    assert_ne!(a, run(4), "different seeds gave identical weights");
+}
+
+#[test]
+fn short_training_on_the_fixture_beats_chance() {
+    let data = common::fixture();
+    let net = Net::new(ModelKind::Lenet300100, 1).unwrap();
+    let before = train::evaluate(&net, &data.test).unwrap().accuracy;
+    let out = train::train(&net, &data, &quick(5, 1), &[], &mut Silent).unwrap();
+    let after = out.history.last().unwrap().test_accuracy;
+    assert_eq!(out.history.len(), 5);
+    assert!(after > 0.75, "600 images, 5 epochs: {after}");
+    assert!(after > before + 0.5, "{before} -> {after}");
+}
+
+#[test]
+fn a_few_thousand_real_images_train_lenet5_well_past_chance() {
+    let Some(data) = common::full_mnist("a_few_thousand_real_images_train_lenet5_well_past_chance")
+    else {
+        return;
+    };
+    let data = data.subset(4000, 2000);
+    let net = Net::new(ModelKind::Lenet5, 1).unwrap();
+    let out = train::train(&net, &data, &quick(1, 1), &[], &mut Silent).unwrap();
+    let acc = out.history[0].test_accuracy;
+    assert!(acc > 0.9, "4000 images, 1 epoch: {acc}");
+}
+
+struct StopAfter(usize, usize);
+impl train::Observer for StopAfter {
+    fn progress(&mut self, _p: &train::Progress) {
+        self.1 += 1;
+    }
+    fn should_stop(&self) -> bool {
+        self.1 >= self.0
+    }
+}
+
+#[test]
+fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
+    let data = common::fixture().subset(200, 50);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = quick(2, 5);
+
+    let mut stop = StopAfter(3, 0);
+    let partial = cache::obtain(
+        ModelKind::Lenet300100,
+        &cfg,
+        &data,
+        false,
+        dir.path(),
+        &mut stop,
+    )
+    .unwrap();
+    assert!(!partial.meta.complete && !partial.reused);
+    assert_eq!(stop.1, 3, "training went on after the stop request");
+
+    let first = cache::obtain(
+        ModelKind::Lenet300100,
+        &cfg,
+        &data,
+        false,
+        dir.path(),
+        &mut Silent,
+    )
+    .unwrap();
+    assert!(
+        first.meta.complete && !first.reused,
+        "a partial run was reused"
+    );
+    let second = cache::obtain(
+        ModelKind::Lenet300100,
+        &cfg,
+        &data,
+        false,
+        dir.path(),
+        &mut Silent,
+    )
+    .unwrap();
+    assert!(second.reused);
+    assert_eq!(weights(&first.net), weights(&second.net));
+    assert_eq!(first.meta, second.meta);
+    let forced = cache::obtain(
+        ModelKind::Lenet300100,
+        &cfg,
+        &data,
+        true,
+        dir.path(),
+        &mut Silent,
+    )
+    .unwrap();
+    assert!(!forced.reused);
+}
