@@ -1,4 +1,12 @@
+//! dcx — Deep Compression Explorer.
+//!
+//! Train small MNIST networks with Candle, then prune, weight-share and Huffman-code them
+//! (Han, Mao & Dally, ICLR 2016) and see what each choice costs and saves.
+
 pub mod commands;
+pub mod compress;
 pub mod data;
+pub mod experiment;
+pub mod format;
 pub mod fsutil;
 pub mod model;

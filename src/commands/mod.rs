@@ -1,7 +1,10 @@
 //! The command line: argument types (clap derive) and one module per subcommand.
 
 pub mod bench;
+pub mod compress;
 pub mod data;
+pub mod eval;
+pub mod inspect;
 pub mod progress;
 pub mod train;
 
@@ -30,6 +33,12 @@ pub enum Command {
     /// Find, download and verify MNIST.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Run an experiment's whole compression pipeline and write model.dcz and reports.
+    Compress(compress::CompressArgs),
+    /// Test accuracy computed from a .dcz file alone.
+    Eval(eval::EvalArgs),
+    /// Per-layer table of what is in a .dcz file.
+    Inspect(inspect::InspectArgs),
     /// Measure speed and print a table.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -39,6 +48,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Train(args)) => train::run(cli.data.as_deref(), &args),
         Some(Command::Data(cmd)) => data::run(cli.data.as_deref(), &cmd),
+        Some(Command::Compress(args)) => compress::run(cli.data.as_deref(), &args),
+        Some(Command::Eval(args)) => eval::run(cli.data.as_deref(), &args),
+        Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Bench(cmd)) => bench::run(cli.data.as_deref(), &cmd),
         None => {
             use clap::CommandFactory;

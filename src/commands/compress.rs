@@ -1,0 +1,90 @@
+//! `dcx compress EXPERIMENT`: the whole pipeline without a UI; writes `model.dcz`,
+//! `report.json`, `report.md` and a copy of the experiment.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::progress::BarObserver;
+use crate::compress::pipeline::{self, PipelineObserver};
+use crate::compress::report;
+use crate::experiment::Experiment;
+use crate::format::dcz;
+use crate::fsutil::write_atomic;
+use crate::model::train::{EpochStats, Observer, Progress};
+
+#[derive(Debug, Args)]
+pub struct CompressArgs {
+    /// Experiment TOML file (see experiments/).
+    pub experiment: PathBuf,
+    /// Output folder (default: out/NAME).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Prints stage names and drives a progress bar for the training stages.
+struct CliPipeline {
+    bar: BarObserver,
+}
+
+impl Observer for CliPipeline {
+    fn progress(&mut self, p: &Progress) {
+        self.bar.progress(p)
+    }
+    fn epoch_done(&mut self, s: &EpochStats) {
+        self.bar.epoch_done(s)
+    }
+    fn should_stop(&self) -> bool {
+        self.bar.should_stop()
+    }
+}
+
+impl PipelineObserver for CliPipeline {
+    fn stage(&mut self, description: &str) {
+        self.bar.println(&format!("-> {description}"));
+    }
+}
+
+pub fn run(data_dir: Option<&Path>, args: &CompressArgs) -> anyhow::Result<()> {
+    let exp = Experiment::load(&args.experiment)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(&exp.name));
+    let data = super::data::load(data_dir)?;
+    let mut obs = CliPipeline {
+        bar: BarObserver::new(exp.model.name()),
+    };
+    let result = pipeline::run(&exp, &data, &crate::model::cache::cache_dir(), &mut obs)?;
+    obs.bar.finish();
+    if result.cancelled {
+        anyhow::bail!("interrupted: nothing written");
+    }
+    std::fs::create_dir_all(&out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create output folder: {e}", out.display()))?;
+    let dcz_path = out.join("model.dcz");
+    dcz::save(&dcz_path, &result.bytes)?;
+
+    // The file alone must reproduce the in-memory model and its accuracy.
+    let reread = dcz::load(&dcz_path)?;
+    if reread.model != result.model {
+        anyhow::bail!(
+            "{}: reading the file back gave a different model",
+            dcz_path.display()
+        );
+    }
+    let md = report::markdown(&result.report, exp.model);
+    let write = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
+        let p = out.join(name);
+        write_atomic(&p, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    };
+    write(
+        "report.json",
+        serde_json::to_string_pretty(&result.report)?.as_bytes(),
+    )?;
+    write("report.md", md.as_bytes())?;
+    write("experiment.toml", exp.to_toml().as_bytes())?;
+    println!("{md}");
+    println!("wrote {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Magnitude pruning: per-layer thresholds, masks, and iterative schedules.
+
+use crate::experiment::{PruneRule, PruneSchedule};
+
+/// The absolute threshold a rule means for these weights: weights with |w| below it are pruned.
+/// `Keep(k)` keeps the round(k * n) largest magnitudes (ties at the threshold are kept too).
+pub fn threshold_for(rule: PruneRule, weights: &[f32]) -> f32 {
+    match rule {
+        PruneRule::Threshold(t) => t,
+        PruneRule::Quality(q) => q * std_dev(weights),
+        PruneRule::Keep(k) => keep_threshold(weights, k),
+    }
+}
+
+/// Smallest magnitude among the `round(keep * n)` largest ones.
+pub fn keep_threshold(weights: &[f32], keep: f32) -> f32 {
+    let n = weights.len();
+    if n == 0 || keep >= 1.0 {
+        return 0.0;
+    }
+    // Rounded, not ceiled: 0.3 as f32 is a hair above 0.3 and must still mean 3 of 10.
+    let kept = ((keep.max(0.0) as f64 * n as f64).round() as usize).min(n);
+    if kept == 0 {
+        return f32::INFINITY;
+    }
+    let mut mags: Vec<f32> = weights.iter().map(|w| w.abs()).collect();
+    let idx = n - kept;
+    let (_, nth, _) = mags.select_nth_unstable_by(idx, f32::total_cmp);
+    *nth
+}
+
+pub fn std_dev(values: &[f32]) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    var.sqrt() as f32
+}
+
+/// `true` = kept. A threshold of 0 keeps everything, including exact zeros.
+pub fn mask_for(weights: &[f32], threshold: f32) -> Vec<bool> {
+    weights
+        .iter()
+        .map(|w| threshold <= 0.0 || w.abs() >= threshold)
+        .collect()
+}
+
+pub fn kept_count(mask: &[bool]) -> usize {
+    mask.iter().filter(|&&k| k).count()
+}
+
+/// Fraction of weights kept, 0..=1 (1 for an empty layer).
+pub fn kept_fraction(mask: &[bool]) -> f64 {
+    if mask.is_empty() {
+        1.0
+    } else {
+        kept_count(mask) as f64 / mask.len() as f64
+    }
+}
+
+/// The rule to apply in round `round` (1-based) of `rounds`, so that the last round reaches
+/// the final rule and earlier rounds prune less.
+pub fn round_rule(
+    rule: PruneRule,
+    round: usize,
+    rounds: usize,
+    schedule: PruneSchedule,
+) -> PruneRule {
+    let rounds = rounds.max(1);
+    let t = (round.min(rounds) as f32) / rounds as f32;
+    // Share of the final pruning strength reached by this round.
+    let strength = match schedule {
+        PruneSchedule::Agp => 1.0 - (1.0 - t).powi(3),
+        PruneSchedule::Geometric => t,
+    };
+    match rule {
+        PruneRule::Threshold(x) => PruneRule::Threshold(x * strength),
+        PruneRule::Quality(q) => PruneRule::Quality(q * strength),
+        PruneRule::Keep(k) => PruneRule::Keep(match schedule {
+            PruneSchedule::Agp => k + (1.0 - k) * (1.0 - t).powi(3),
+            PruneSchedule::Geometric => k.powf(t),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_rule_keeps_the_largest_magnitudes() {
+        let w = [0.1, -0.5, 0.3, -0.05, 0.9, 0.2, -0.7, 0.0, 0.4, 0.6];
+        let t = threshold_for(PruneRule::Keep(0.3), &w);
+        let m = mask_for(&w, t);
+        assert_eq!(kept_count(&m), 3);
+        assert_eq!(
+            m,
+            [
+                false, false, false, false, true, false, true, false, false, true
+            ]
+        );
+        assert_eq!(
+            kept_count(&mask_for(&w, threshold_for(PruneRule::Keep(1.0), &w))),
+            10
+        );
+    }
+
+    #[test]
+    fn quality_rule_is_a_multiple_of_the_std() {
+        let w = [1.0, -1.0, 1.0, -1.0];
+        assert!((threshold_for(PruneRule::Quality(0.5), &w) - 0.5).abs() < 1e-6);
+        assert_eq!(threshold_for(PruneRule::Threshold(0.02), &w), 0.02);
+    }
+
+    #[test]
+    fn schedules_end_at_the_target_and_prune_monotonically() {
+        for schedule in [PruneSchedule::Agp, PruneSchedule::Geometric] {
+            let mut last = 1.0f32;
+            for r in 1..=4 {
+                let PruneRule::Keep(k) = round_rule(PruneRule::Keep(0.08), r, 4, schedule) else {
+                    panic!()
+                };
+                assert!(k < last && k >= 0.08 - 1e-6, "{schedule:?} round {r}: {k}");
+                last = k;
+            }
+            assert!((last - 0.08).abs() < 1e-6);
+        }
+        assert_eq!(
+            round_rule(PruneRule::Threshold(0.1), 2, 2, PruneSchedule::Agp),
+            PruneRule::Threshold(0.1)
+        );
+    }
+
+    #[test]
+    fn empty_layers_do_not_panic() {
+        assert_eq!(threshold_for(PruneRule::Keep(0.5), &[]), 0.0);
+        assert_eq!(kept_fraction(&[]), 1.0);
+        assert_eq!(std_dev(&[]), 0.0);
+    }
+}

@@ -1,0 +1,144 @@
+//! Human-readable reports: the per-layer size table (`dcx inspect`, `report.md`) and the
+//! whole-run summary. Everything here formats numbers computed elsewhere; nothing is computed.
+
+use std::fmt::Write;
+
+use super::paper;
+use super::pipeline::CompressionReport;
+use super::size::SizeReport;
+use crate::model::ModelKind;
+
+fn kb(bytes: u64) -> String {
+    format!("{:.1} KB", bytes as f64 / 1000.0)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+/// Markdown table, one row per layer plus header and total rows.
+pub fn layer_table(sizes: &SizeReport, thresholds: Option<&[f32]>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| layer | weights | kept | threshold | bits | index bits | fillers | dense | pruned (P) | shared (P+Q) | file (P+Q+H) | ratio | weight bits H (entropy) | index bits H (entropy) |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (i, l) in sizes.layers.iter().enumerate() {
+        let t = thresholds
+            .and_then(|t| t.get(i))
+            .map_or("-".to_string(), |t| format!("{t:.4}"));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {t} | {} | {} | {} | {} | {} | {} | {} | {:.1}x | {:.2} ({:.2}) | {:.2} ({:.2}) |",
+            l.name,
+            l.weights,
+            pct(l.kept_fraction()),
+            l.bits,
+            l.index_bits,
+            l.fillers,
+            kb(l.dense_bytes),
+            kb(l.pruned_bytes),
+            kb(l.shared_bytes),
+            kb(l.huffman_bytes),
+            l.ratio(),
+            l.weight_bits_huffman,
+            l.weight_bits_entropy,
+            l.index_bits_huffman,
+            l.index_bits_entropy,
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| header + metadata + checksum | | | | | | | | | | {} | | | |",
+        kb(sizes.header_bytes + sizes.trailer_bytes)
+    );
+    let kept = sizes.kept() as f64 / sizes.weights().max(1) as f64;
+    let _ = writeln!(
+        s,
+        "| **total** | {} | {} | | | | {} | {} | {} ({:.1}x) | {} ({:.1}x) | **{} ({} bytes)** | **{:.1}x** | | |",
+        sizes.weights(),
+        pct(kept),
+        sizes.layers.iter().map(|l| l.fillers).sum::<usize>(),
+        kb(sizes.dense_bytes),
+        kb(sizes.pruned_bytes),
+        sizes.dense_bytes as f64 / sizes.pruned_bytes.max(1) as f64,
+        kb(sizes.shared_bytes),
+        sizes.dense_bytes as f64 / sizes.shared_bytes.max(1) as f64,
+        kb(sizes.file_bytes),
+        sizes.file_bytes,
+        sizes.ratio(),
+    );
+    s
+}
+
+pub fn markdown(r: &CompressionReport, model: ModelKind) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# {} ({})\n", r.experiment, r.model);
+    let _ = writeln!(
+        s,
+        "| stage | test accuracy | test error | loss | weights kept |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for st in &r.stages {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.4} | {} |",
+            st.stage,
+            pct(st.accuracy),
+            pct(1.0 - st.accuracy),
+            st.loss,
+            pct(st.kept)
+        );
+    }
+    let _ = writeln!(s, "\n## Sizes (bytes of the written model.dcz)\n");
+    s.push_str(&layer_table(&r.sizes, Some(&r.thresholds)));
+    let _ = writeln!(s, "\n## Weight sharing\n");
+    let _ = writeln!(
+        s,
+        "| layer | k | init | iterations | SSE at init | SSE | empty clusters |"
+    );
+    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|");
+    for l in &r.sharing {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.6} | {:.6} | {} |",
+            l.name, l.k, l.init, l.iterations, l.init_sse, l.sse, l.empty_clusters
+        );
+    }
+    if let Some(p) = paper::figure(model) {
+        let _ = writeln!(s, "\n## Compared with the paper (Table 1)\n");
+        let _ = writeln!(
+            s,
+            "| | error before | error after | dense | compressed | ratio |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| paper | {} | {} | {:.0} KB | {:.0} KB | {:.0}x |",
+            pct(p.error_before),
+            pct(p.error_after),
+            p.dense_kb,
+            p.compressed_kb,
+            p.ratio
+        );
+        let _ = writeln!(
+            s,
+            "| dcx | {} | {} | {} | {} | {:.1}x |",
+            pct(1.0 - r.baseline().accuracy),
+            pct(1.0 - r.last().accuracy),
+            kb(r.sizes.dense_bytes),
+            kb(r.sizes.file_bytes),
+            r.sizes.ratio()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nBaseline checkpoint: `{}`. Wall time: {:.1} s. k-means stops when no weight changes cluster unless the experiment says otherwise.",
+        r.baseline_checkpoint, r.seconds
+    );
+    s
+}

@@ -1,0 +1,497 @@
+//! The `.dcz` container: a compressed model, self-describing and self-checking.
+//! Byte layout: `docs/dcz-format.md`. The reader treats every byte as hostile: every length is
+//! checked against what remains and against the architecture before anything is allocated,
+//! and every failure is an error naming what is wrong, never a panic.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::compress::bits::BitReader;
+use crate::compress::encode::EncodedLayer;
+use crate::compress::huffman::HuffmanCode;
+use crate::compress::model::{CompressedLayer, CompressedModel};
+use crate::compress::sparse_index;
+use crate::model::{LayerKind, ModelKind};
+
+pub const MAGIC: &[u8; 4] = b"DCZ\x01";
+const MAX_METADATA: usize = 1 << 20;
+const TRAILER: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DczError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid .dcz file: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    model: ModelKind,
+    layers: Vec<LayerMeta>,
+    experiment: String,
+    writer: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayerMeta {
+    name: String,
+    kind: LayerKind,
+    shape: Vec<usize>,
+}
+
+/// Where the bytes of a written file went: the size report reads these, so reported sizes
+/// are the file's sizes by construction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DczLayout {
+    /// Magic, metadata and layer count.
+    pub header_bytes: usize,
+    /// Each layer's section, its length field included.
+    pub section_bytes: Vec<usize>,
+    /// The checksum at the end.
+    pub trailer_bytes: usize,
+}
+
+impl DczLayout {
+    pub fn total(&self) -> usize {
+        self.header_bytes + self.section_bytes.iter().sum::<usize>() + self.trailer_bytes
+    }
+}
+
+/// Serialises a model whose layers were encoded by [`crate::compress::encode::encode_layer`].
+pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, DczLayout) {
+    assert_eq!(model.layers.len(), encoded.len(), "one encoding per layer");
+    let meta = Metadata {
+        model: model.model,
+        layers: model
+            .layers
+            .iter()
+            .map(|l| LayerMeta {
+                name: l.name.clone(),
+                kind: l.kind,
+                shape: l.shape.clone(),
+            })
+            .collect(),
+        experiment: model.experiment.clone(),
+        writer: format!("dcx {}", env!("CARGO_PKG_VERSION")),
+    };
+    let meta = serde_json::to_vec(&meta).expect("metadata serialises");
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(&(model.layers.len() as u16).to_le_bytes());
+    let header_bytes = out.len();
+    let mut section_bytes = Vec::with_capacity(model.layers.len());
+    for (layer, enc) in model.layers.iter().zip(encoded) {
+        let section = layer_section(layer, enc);
+        out.extend_from_slice(&(section.len() as u32).to_le_bytes());
+        out.extend_from_slice(&section);
+        section_bytes.push(4 + section.len());
+    }
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest[..TRAILER]);
+    let layout = DczLayout {
+        header_bytes,
+        section_bytes,
+        trailer_bytes: TRAILER,
+    };
+    debug_assert_eq!(layout.total(), out.len());
+    (out, layout)
+}
+
+fn layer_section(layer: &CompressedLayer, enc: &EncodedLayer) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.push(layer.bits);
+    s.push(layer.index_bits);
+    s.extend_from_slice(&(layer.kept() as u32).to_le_bytes());
+    s.extend_from_slice(&(enc.gap_symbols as u32).to_le_bytes());
+    s.extend_from_slice(&(layer.codebook.len() as u16).to_le_bytes());
+    for c in &layer.codebook {
+        s.extend_from_slice(&c.to_le_bytes());
+    }
+    s.extend_from_slice(&(layer.bias.len() as u32).to_le_bytes());
+    for b in &layer.bias {
+        s.extend_from_slice(&b.to_le_bytes());
+    }
+    for block in [&enc.table_bytes, &enc.weight_stream, &enc.gap_stream] {
+        s.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        s.extend_from_slice(block);
+    }
+    s
+}
+
+pub fn save(path: &Path, bytes: &[u8]) -> Result<(), DczError> {
+    crate::fsutil::write_atomic(path, bytes).map_err(|source| DczError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A file read back: the model and where its bytes are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DczFile {
+    pub model: CompressedModel,
+    pub layout: DczLayout,
+}
+
+pub fn load(path: &Path) -> Result<DczFile, DczError> {
+    let bytes = std::fs::read(path).map_err(|source| DczError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    from_bytes(&bytes).map_err(|reason| DczError::Invalid {
+        path: path.display().to_string(),
+        reason,
+    })
+}
+
+/// Bounds-checked little-endian reader over a byte slice.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        if self.bytes.len() - self.at < n {
+            return Err(format!(
+                "truncated: {what} needs {n} bytes at offset {}, only {} left",
+                self.at,
+                self.bytes.len() - self.at
+            ));
+        }
+        let s = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, String> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn f32s(&mut self, n: usize, what: &str) -> Result<Vec<f32>, String> {
+        let b = self.take(n.checked_mul(4).ok_or("length overflow")?, what)?;
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+    fn block(&mut self, what: &str) -> Result<&'a [u8], String> {
+        let n = self.u32(what)? as usize;
+        self.take(n, what)
+    }
+}
+
+pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
+    if bytes.len() < MAGIC.len() + TRAILER || &bytes[..4] != MAGIC {
+        return Err("missing DCZ magic (is this a .dcz file, and of this version?)".into());
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - TRAILER);
+    if Sha256::digest(body)[..TRAILER] != *trailer {
+        return Err("checksum mismatch: the file is corrupt or truncated".into());
+    }
+    let mut c = Cursor { bytes: body, at: 4 };
+    let meta_len = c.u32("metadata length")? as usize;
+    if meta_len > MAX_METADATA {
+        return Err(format!("metadata length {meta_len} exceeds {MAX_METADATA}"));
+    }
+    let meta: Metadata = serde_json::from_slice(c.take(meta_len, "metadata")?)
+        .map_err(|e| format!("metadata: {e}"))?;
+    let arch = meta.model.arch();
+    let count = c.u16("layer count")? as usize;
+    if count != arch.layers.len() || meta.layers.len() != arch.layers.len() {
+        return Err(format!(
+            "{} has {} layers, the file describes {} and holds {count}",
+            meta.model,
+            arch.layers.len(),
+            meta.layers.len()
+        ));
+    }
+    let header_bytes = c.at;
+    let mut layers = Vec::with_capacity(count);
+    let mut section_bytes = Vec::with_capacity(count);
+    for (spec, lm) in arch.layers.iter().zip(&meta.layers) {
+        if lm.name != spec.name || lm.kind != spec.kind || lm.shape != spec.weight_shape() {
+            return Err(format!(
+                "layer {} ({:?} {:?}) does not match {}'s {} ({:?} {:?})",
+                lm.name,
+                lm.kind,
+                lm.shape,
+                meta.model,
+                spec.name,
+                spec.kind,
+                spec.weight_shape()
+            ));
+        }
+        let start = c.at;
+        let section = c.block(&format!("layer {} section", spec.name))?;
+        section_bytes.push(c.at - start);
+        let layer = read_section(
+            section,
+            spec.name,
+            spec.kind,
+            spec.weight_shape(),
+            spec.bias_count(),
+        )
+        .map_err(|e| format!("layer {}: {e}", spec.name))?;
+        layers.push(layer);
+    }
+    if c.at != body.len() {
+        return Err(format!(
+            "{} unexpected bytes after the last layer",
+            body.len() - c.at
+        ));
+    }
+    Ok(DczFile {
+        model: CompressedModel {
+            model: meta.model,
+            experiment: meta.experiment,
+            layers,
+        },
+        layout: DczLayout {
+            header_bytes,
+            section_bytes,
+            trailer_bytes: TRAILER,
+        },
+    })
+}
+
+fn read_section(
+    bytes: &[u8],
+    name: &str,
+    kind: LayerKind,
+    shape: Vec<usize>,
+    bias_count: usize,
+) -> Result<CompressedLayer, String> {
+    let weights: usize = shape.iter().product();
+    let mut c = Cursor { bytes, at: 0 };
+    let bits = c.u8("bits")?;
+    let index_bits = c.u8("index bits")?;
+    if !(1..=8).contains(&bits) || !(1..=16).contains(&index_bits) {
+        return Err(format!(
+            "bits {bits} / index bits {index_bits} out of range"
+        ));
+    }
+    let kept = c.u32("kept count")? as usize;
+    let gap_symbols = c.u32("gap count")? as usize;
+    // Every gap symbol advances at least one position, so neither can exceed the layer size.
+    if kept > weights || gap_symbols > weights || kept > gap_symbols {
+        return Err(format!(
+            "{kept} kept weights / {gap_symbols} gaps impossible for {weights} weights"
+        ));
+    }
+    let k = c.u16("codebook size")? as usize;
+    if k > 1 << bits || (kept > 0 && k == 0) {
+        return Err(format!("codebook of {k} entries for {bits} bits"));
+    }
+    let codebook = c.f32s(k, "codebook")?;
+    let bias_len = c.u32("bias length")? as usize;
+    if bias_len != bias_count {
+        return Err(format!("{bias_len} biases, expected {bias_count}"));
+    }
+    let bias = c.f32s(bias_len, "biases")?;
+    let tables = c.block("code tables")?;
+    let weight_stream = c.block("weight stream")?;
+    let gap_stream = c.block("gap stream")?;
+    if c.at != bytes.len() {
+        return Err("section has trailing bytes".into());
+    }
+    let mut t = BitReader::new(tables);
+    let weight_code = HuffmanCode::read_table(&mut t).map_err(|e| format!("weight code: {e}"))?;
+    let gap_code = HuffmanCode::read_table(&mut t).map_err(|e| format!("gap code: {e}"))?;
+    let symbols = weight_code
+        .decode(&mut BitReader::new(weight_stream), kept)
+        .map_err(|e| format!("weight stream: {e}"))?;
+    let assignments = symbols
+        .iter()
+        .map(|&s| {
+            if (s as usize) < k {
+                Ok(s as u8)
+            } else {
+                Err(format!("cluster index {s} outside a codebook of {k}"))
+            }
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    let gaps = gap_code
+        .decode(&mut BitReader::new(gap_stream), gap_symbols)
+        .map_err(|e| format!("gap stream: {e}"))?;
+    let positions = sparse_index::decode_positions(&gaps, index_bits, weights)
+        .map_err(|e| format!("sparse index: {e}"))?;
+    if positions.len() != kept {
+        return Err(format!(
+            "gaps give {} positions, header says {kept}",
+            positions.len()
+        ));
+    }
+    Ok(CompressedLayer {
+        name: name.to_string(),
+        kind,
+        shape,
+        bits,
+        index_bits,
+        codebook,
+        positions,
+        assignments,
+        bias,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::encode::encode_layer;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// A LeNet-300-100 with random sparse, shared layers: no training needed.
+    fn random_model(seed: u64, keep: f64) -> CompressedModel {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let arch = ModelKind::Lenet300100.arch();
+        let layers = arch
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let bits = [6u8, 5, 2][i];
+                let k = 1usize << bits;
+                let positions: Vec<u32> = (0..spec.weight_count() as u32)
+                    .filter(|_| rng.random_bool(keep))
+                    .collect();
+                let assignments = positions
+                    .iter()
+                    .map(|_| rng.random_range(0..k) as u8)
+                    .collect();
+                CompressedLayer {
+                    name: spec.name.to_string(),
+                    kind: spec.kind,
+                    shape: spec.weight_shape(),
+                    bits,
+                    index_bits: [5u8, 4, 3][i],
+                    codebook: (0..k).map(|j| j as f32 * 0.01 - 0.1).collect(),
+                    positions,
+                    assignments,
+                    bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
+                }
+            })
+            .collect();
+        CompressedModel {
+            model: ModelKind::Lenet300100,
+            experiment: "name = \"t\"".into(),
+            layers,
+        }
+    }
+
+    fn file_bytes(model: &CompressedModel) -> (Vec<u8>, DczLayout) {
+        let enc: Vec<_> = model
+            .layers
+            .iter()
+            .map(|l| encode_layer(l, 16).unwrap())
+            .collect();
+        to_bytes(model, &enc)
+    }
+
+    /// Re-seals a mutated body so the reader gets past the checksum into the parser.
+    fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+        if bytes.len() < TRAILER {
+            return bytes;
+        }
+        let n = bytes.len() - TRAILER;
+        let digest = Sha256::digest(&bytes[..n]);
+        bytes[n..].copy_from_slice(&digest[..TRAILER]);
+        bytes
+    }
+
+    #[test]
+    fn write_read_decode_is_bit_exact() {
+        for keep in [0.0, 0.02, 0.1, 1.0] {
+            let model = random_model(1, keep);
+            let (bytes, layout) = file_bytes(&model);
+            assert_eq!(layout.total(), bytes.len());
+            let back = from_bytes(&bytes).unwrap();
+            assert_eq!(back.model, model, "keep {keep}");
+            assert_eq!(back.layout, layout);
+            for (a, b) in back.model.layers.iter().zip(&model.layers) {
+                let (da, db) = (a.dense_weights(), b.dense_weights());
+                assert!(da.iter().zip(&db).all(|(x, y)| x.to_bits() == y.to_bits()));
+            }
+        }
+    }
+
+    #[test]
+    fn corruption_is_a_clear_error() {
+        let (mut bytes, _) = file_bytes(&random_model(2, 0.05));
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        assert!(from_bytes(&bytes).unwrap_err().contains("checksum"));
+        assert!(
+            from_bytes(b"PK\x03\x04 zip file")
+                .unwrap_err()
+                .contains("magic")
+        );
+        let (bytes, _) = file_bytes(&random_model(2, 0.05));
+        let err = from_bytes(&bytes[..bytes.len() - 100]).unwrap_err();
+        assert!(
+            err.contains("checksum") || err.contains("truncated"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn save_and_load_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.dcz");
+        std::fs::write(&p, b"DCZ\x01garbage garbage").unwrap();
+        let err = load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.dcz") && err.contains("not a valid .dcz"),
+            "{err}"
+        );
+        let model = random_model(3, 0.1);
+        let (bytes, _) = file_bytes(&model);
+        let good = dir.path().join("good.dcz");
+        save(&good, &bytes).unwrap();
+        assert_eq!(load(&good).unwrap().model, model);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut with_magic = MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = from_bytes(&bytes);
+            let _ = from_bytes(&reseal(with_magic));
+        }
+
+        #[test]
+        fn mutated_and_truncated_files_never_panic(
+            cut in 0usize..4000,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        ) {
+            let (bytes, _) = file_bytes(&random_model(4, 0.01));
+            let mut m = bytes.clone();
+            for (at, x) in flips {
+                let i = at % m.len();
+                m[i] ^= x;
+            }
+            let m = reseal(m);
+            let _ = from_bytes(&m);
+            let t = reseal(bytes[..bytes.len().saturating_sub(cut)].to_vec());
+            let _ = from_bytes(&t);
+        }
+    }
+}

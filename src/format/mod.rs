@@ -1,0 +1,3 @@
+//! File formats dcx writes (byte layouts documented in `docs/`).
+
+pub mod dcz;

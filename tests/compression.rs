@@ -1,0 +1,162 @@
+//! The compression pipeline end to end on the committed fixture: the invariants the design
+//! asks for (zeros stay zero, shared weights stay in the codebook, the file reproduces the
+//! in-memory model and accuracy, reported sizes are the file's bytes).
+
+mod common;
+
+use dcx::compress::pipeline::{self, PipelineObserver};
+use dcx::experiment::Experiment;
+use dcx::format::dcz;
+use dcx::model::optim::Constraint;
+use dcx::model::train::{self, Observer, Silent, TrainConfig};
+use dcx::model::{ModelKind, Net};
+
+struct Quiet;
+impl Observer for Quiet {}
+impl PipelineObserver for Quiet {}
+
+const EXPERIMENT: &str = r#"
+name = "fixture-lenet-300-100"
+model = "lenet-300-100"
+[train]
+epochs = 3
+batch_size = 32
+lr = 0.001
+optimizer = "adam"
+schedule = "cosine"
+seed = 7
+[defaults]
+prune = { keep = 0.1 }
+bits = 4
+index_bits = 4
+[layers.fc3]
+prune = { quality = 0.5 }
+prune_bias = true
+bits = 3
+init = "kmeans++"
+[retrain]
+rounds = 2
+epochs = 1
+lr = 0.0005
+batch_size = 32
+[finetune]
+epochs = 1
+lr = 0.0005
+batch_size = 32
+"#;
+
+#[test]
+fn pipeline_file_round_trip_and_invariants() {
+    let data = common::fixture();
+    let exp = Experiment::parse(EXPERIMENT, "fixture").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let result = pipeline::run(&exp, &data, cache.path(), &mut Quiet).unwrap();
+    let r = &result.report;
+    let stages: Vec<&str> = r.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(
+        stages,
+        [
+            "baseline",
+            "pruned (round 1)",
+            "retrained (round 1)",
+            "pruned (round 2)",
+            "retrained (round 2)",
+            "shared",
+            "fine-tuned"
+        ]
+    );
+    assert!(
+        r.baseline().accuracy > 0.6,
+        "baseline {}",
+        r.baseline().accuracy
+    );
+
+    // Reported sizes are the bytes of the file, header counted separately.
+    assert_eq!(r.sizes.file_bytes as usize, result.bytes.len());
+    let sections: u64 = r.sizes.layers.iter().map(|l| l.huffman_bytes).sum();
+    assert_eq!(
+        sections + r.sizes.header_bytes + r.sizes.trailer_bytes,
+        r.sizes.file_bytes
+    );
+    assert!(r.sizes.ratio() > 5.0, "ratio {}", r.sizes.ratio());
+
+    // The in-memory network: pruned weights are exactly zero, survivors are codebook values.
+    for (l, layer) in result.model.layers.iter().enumerate() {
+        let w = result.net.weight_values(l).unwrap();
+        let mask = layer.mask();
+        let kept = mask.iter().filter(|&&k| k).count();
+        let expected = (0.1 * layer.weight_count() as f64).round() as usize;
+        if l < 2 {
+            assert_eq!(kept, expected, "{}", layer.name);
+        }
+        for (i, &v) in w.iter().enumerate() {
+            if mask[i] {
+                assert!(
+                    layer.codebook.contains(&v),
+                    "{}[{i}] = {v} not shared",
+                    layer.name
+                );
+            } else {
+                assert_eq!(v, 0.0, "{}[{i}] pruned but {v}", layer.name);
+            }
+        }
+        assert!(layer.codebook.len() <= 1 << layer.bits);
+        assert_eq!(w, layer.dense_weights());
+    }
+
+    // The file alone gives back the same model and the same accuracy.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.dcz");
+    dcz::save(&path, &result.bytes).unwrap();
+    let file = dcz::load(&path).unwrap();
+    assert_eq!(file.model, result.model);
+    let from_file = train::evaluate(&file.model.to_net().unwrap(), &data.test).unwrap();
+    let in_memory = train::evaluate(&result.net, &data.test).unwrap();
+    assert_eq!(from_file.correct, in_memory.correct);
+    assert_eq!(from_file.accuracy, r.last().accuracy);
+
+    // The experiment travels in the file and parses back to the same plan.
+    let again = Experiment::parse(&file.model.experiment, "from file").unwrap();
+    assert_eq!(again, exp);
+}
+
+#[test]
+fn masked_retraining_keeps_pruned_weights_at_zero_and_trains_the_rest() {
+    let data = common::fixture().subset(300, 50);
+    let net = Net::new(ModelKind::Lenet5, 2).unwrap();
+    let masks: Vec<Vec<bool>> = net
+        .arch
+        .layers
+        .iter()
+        .map(|l| (0..l.weight_count()).map(|i| i % 3 == 0).collect())
+        .collect();
+    let before: Vec<Vec<f32>> = (0..4).map(|l| net.weight_values(l).unwrap()).collect();
+    let constraints = train::weight_constraints(
+        masks
+            .iter()
+            .map(|m| Constraint {
+                mask: Some(m.clone()),
+                tie: None,
+            })
+            .collect(),
+    );
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        weight_decay: 1e-4,
+        ..TrainConfig::default()
+    };
+    train::train(&net, &data, &cfg, &constraints, &mut Silent).unwrap();
+    for (l, mask) in masks.iter().enumerate() {
+        let after = net.weight_values(l).unwrap();
+        let mut moved = 0;
+        for (i, &keep) in mask.iter().enumerate() {
+            if keep {
+                moved += (after[i] != before[l][i]) as usize;
+            } else {
+                assert_eq!(after[i], 0.0, "layer {l} weight {i}");
+            }
+        }
+        assert!(moved > 0, "layer {l}: no kept weight trained");
+    }
+}
