@@ -65,9 +65,29 @@ impl DczLayout {
     }
 }
 
-/// Serialises a model whose layers were encoded by [`crate::compress::encode::encode_layer`].
-pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, DczLayout) {
-    assert_eq!(model.layers.len(), encoded.len(), "one encoding per layer");
+/// Bytes of a layer's section in a file, its length field included, without building it:
+/// what the explorer shows must be what a file written now would hold.
+pub fn section_bytes(layer: &CompressedLayer, enc: &EncodedLayer) -> usize {
+    4 + 1
+        + 1
+        + 4
+        + 4
+        + 2
+        + 4 * layer.codebook.len()
+        + 4
+        + 4 * layer.bias.len()
+        + 12
+        + enc.table_bytes.len()
+        + enc.weight_stream.len()
+        + enc.gap_stream.len()
+}
+
+/// Bytes of the header (magic, metadata, layer count) plus the checksum trailer.
+pub fn overhead_bytes(model: &CompressedModel) -> usize {
+    MAGIC.len() + 4 + metadata(model).len() + 2 + TRAILER
+}
+
+fn metadata(model: &CompressedModel) -> Vec<u8> {
     let meta = Metadata {
         model: model.model,
         layers: model
@@ -82,7 +102,13 @@ pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, 
         experiment: model.experiment.clone(),
         writer: format!("dcx {}", env!("CARGO_PKG_VERSION")),
     };
-    let meta = serde_json::to_vec(&meta).expect("metadata serialises");
+    serde_json::to_vec(&meta).expect("metadata serialises")
+}
+
+/// Serialises a model whose layers were encoded by [`crate::compress::encode::encode_layer`].
+pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, DczLayout) {
+    assert_eq!(model.layers.len(), encoded.len(), "one encoding per layer");
+    let meta = metadata(model);
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
@@ -95,6 +121,7 @@ pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, 
         out.extend_from_slice(&(section.len() as u32).to_le_bytes());
         out.extend_from_slice(&section);
         section_bytes.push(4 + section.len());
+        debug_assert_eq!(4 + section.len(), self::section_bytes(layer, enc));
     }
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest[..TRAILER]);
@@ -104,6 +131,7 @@ pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, 
         trailer_bytes: TRAILER,
     };
     debug_assert_eq!(layout.total(), out.len());
+    debug_assert_eq!(header_bytes + TRAILER, overhead_bytes(model));
     (out, layout)
 }
 
@@ -420,6 +448,19 @@ mod tests {
             let model = random_model(1, keep);
             let (bytes, layout) = file_bytes(&model);
             assert_eq!(layout.total(), bytes.len());
+            let enc: Vec<_> = model
+                .layers
+                .iter()
+                .map(|l| encode_layer(l, 16).unwrap())
+                .collect();
+            let predicted: usize = model
+                .layers
+                .iter()
+                .zip(&enc)
+                .map(|(l, e)| section_bytes(l, e))
+                .sum::<usize>()
+                + overhead_bytes(&model);
+            assert_eq!(predicted, bytes.len());
             let back = from_bytes(&bytes).unwrap();
             assert_eq!(back.model, model, "keep {keep}");
             assert_eq!(back.layout, layout);
