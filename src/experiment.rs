@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::kmeans::{EmptyClusters, Init, Stop};
-use crate::model::train::TrainConfig;
+use crate::model::train::{Schedule, TrainConfig};
 use crate::model::{Arch, ModelKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,9 @@ pub struct RetrainPlan {
     /// Epochs of masked retraining per round (0 = prune only).
     pub epochs: usize,
     pub lr: f64,
+    /// Learning-rate schedule within each round.
+    #[serde(default = "default_lr_schedule")]
+    pub lr_schedule: Schedule,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
 }
@@ -132,6 +135,8 @@ pub struct RetrainPlan {
 pub struct FinetunePlan {
     pub epochs: usize,
     pub lr: f64,
+    #[serde(default = "default_lr_schedule")]
+    pub lr_schedule: Schedule,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
 }
@@ -162,6 +167,9 @@ fn one() -> usize {
 }
 fn default_schedule() -> PruneSchedule {
     PruneSchedule::Agp
+}
+fn default_lr_schedule() -> Schedule {
+    Schedule::Constant
 }
 fn default_batch() -> usize {
     64

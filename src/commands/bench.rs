@@ -13,6 +13,16 @@ use crate::model::{Backend, ModelKind, Net};
 pub enum BenchCommand {
     /// Training and test-set inference images/s for each network.
     Train(TrainBenchArgs),
+    /// 1-D k-means time and SSE per init on Laplace data of 30k and 400k points, k = 32, 256
+    /// (the data `benches/kmeans_sklearn.py` feeds scikit-learn, for comparison).
+    Kmeans {
+        /// Timed repetitions per cell (the best is printed).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Include the exact dynamic-programming optimum (seconds at 400k x 256).
+        #[arg(long)]
+        optimal: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +51,10 @@ pub enum BackendChoice {
 pub fn run(data_dir: Option<&Path>, cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Train(args) => bench_train(data_dir, args),
+        BenchCommand::Kmeans { repeats, optimal } => {
+            bench_kmeans(*repeats, *optimal);
+            Ok(())
+        }
     }
 }
 
@@ -137,4 +151,66 @@ fn time_inference(net: &Net, split: &Split) -> anyhow::Result<(f64, f64)> {
     let rate = split.len as f64 / t.elapsed().as_secs_f64();
     let gflops = rate * 2.0 * net.arch.macs_per_image() as f64 / 1e9;
     Ok((rate, gflops))
+}
+
+fn bench_kmeans(repeats: usize, optimal: bool) {
+    use crate::compress::kmeans::{self, Init, KMeansConfig, Stop};
+    let mut inits = vec![Init::Linear, Init::KMeansPlusPlus];
+    if optimal {
+        inits.push(Init::Optimal);
+    }
+    println!(
+        "1-D k-means, Laplace(0, 0.05) data seeded 2016, max 300 iterations, best of {repeats}"
+    );
+    println!(
+        "{:>8} {:>5} {:<9} {:<10} {:>12} {:>14} {:>6} {:>6}",
+        "n", "k", "init", "stop", "time", "SSE", "iters", "empty"
+    );
+    for n in [30_000usize, 400_000] {
+        let data = kmeans::laplace_sample(n, 0.05, 2016);
+        for k in [32usize, 256] {
+            for &init in &inits {
+                let stops: &[Stop] = if init == Init::Optimal {
+                    &[Stop::Converged]
+                } else {
+                    &[Stop::Converged, Stop::Tolerance]
+                };
+                for &stop in stops {
+                    let cfg = KMeansConfig {
+                        k,
+                        init,
+                        seed: 0,
+                        max_iter: 300,
+                        stop,
+                        ..KMeansConfig::default()
+                    };
+                    let mut best = f64::INFINITY;
+                    let mut result = None;
+                    let reps = if init == Init::Optimal {
+                        1
+                    } else {
+                        repeats.max(1)
+                    };
+                    for _ in 0..reps {
+                        let t = Instant::now();
+                        let r = kmeans::kmeans_1d(&data, &cfg);
+                        best = best.min(t.elapsed().as_secs_f64());
+                        result = Some(r);
+                    }
+                    let r = result.expect("at least one repetition");
+                    println!(
+                        "{:>8} {:>5} {:<9} {:<10} {:>9.2} ms {:>14.6} {:>6} {:>6}",
+                        n,
+                        k,
+                        init.name(),
+                        format!("{stop:?}").to_lowercase(),
+                        best * 1e3,
+                        r.sse,
+                        r.iterations,
+                        r.empty_clusters
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1186,7 +1186,15 @@ mod tests {
         xs.sort_by(f64::total_cmp);
         let n = xs.len();
         let k = k.min(n);
-        let cost = |j: usize, i: usize| exact_sse(&xs[j..=i]);
+        let (mut p1, mut p2) = (vec![0.0], vec![0.0]);
+        for x in &xs {
+            p1.push(p1[p1.len() - 1] + x);
+            p2.push(p2[p2.len() - 1] + x * x);
+        }
+        let cost = |j: usize, i: usize| {
+            let s = p1[i + 1] - p1[j];
+            (p2[i + 1] - p2[j]) - s * s / (i + 1 - j) as f64
+        };
         let mut d: Vec<f64> = (0..n).map(|i| cost(0, i)).collect();
         for l in 2..=k {
             let mut next = vec![f64::INFINITY; n];

@@ -155,7 +155,14 @@ pub fn run(
         stages.push(eval_stage(&label, &net, data, Some(&masks))?);
         if let Some(r) = exp.retrain.as_ref().filter(|r| r.epochs > 0) {
             obs.stage(&format!("masked retraining, round {round} of {rounds}"));
-            let cfg = stage_config(exp, r.epochs, r.lr, r.batch_size, round as u64);
+            let cfg = stage_config(
+                exp,
+                r.epochs,
+                r.lr,
+                r.lr_schedule,
+                r.batch_size,
+                round as u64,
+            );
             let constraints = masks
                 .iter()
                 .zip(&bias_masks)
@@ -214,7 +221,7 @@ pub fn run(
     let mut finetune_history = Vec::new();
     if let Some(f) = exp.finetune.as_ref().filter(|f| f.epochs > 0 && !cancelled) {
         obs.stage("centroid fine-tuning");
-        let cfg = stage_config(exp, f.epochs, f.lr, f.batch_size, 1000);
+        let cfg = stage_config(exp, f.epochs, f.lr, f.lr_schedule, f.batch_size, 1000);
         let constraints: Vec<Constraint> = masks
             .iter()
             .zip(&ties)
@@ -310,14 +317,21 @@ fn apply(values: &mut [f32], mask: &[bool]) {
     }
 }
 
-/// Training settings for a retraining / fine-tuning stage: the baseline's optimiser, a
-/// constant learning rate, and a seed that differs per stage.
-fn stage_config(exp: &Experiment, epochs: usize, lr: f64, batch: usize, salt: u64) -> TrainConfig {
+/// Training settings for a retraining / fine-tuning stage: the baseline's optimiser and a seed
+/// that differs per stage.
+fn stage_config(
+    exp: &Experiment,
+    epochs: usize,
+    lr: f64,
+    schedule: Schedule,
+    batch: usize,
+    salt: u64,
+) -> TrainConfig {
     TrainConfig {
         epochs,
         lr,
         batch_size: batch,
-        schedule: Schedule::Constant,
+        schedule,
         seed: exp.train.seed.wrapping_add(salt.wrapping_mul(7919)),
         ..exp.train.clone()
     }

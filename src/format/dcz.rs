@@ -3,6 +3,7 @@
 //! checked against what remains and against the architecture before anything is allocated,
 //! and every failure is an error naming what is wrong, never a panic.
 
+use std::io::{Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -102,7 +103,24 @@ fn metadata(model: &CompressedModel) -> Vec<u8> {
         experiment: model.experiment.clone(),
         writer: format!("dcx {}", env!("CARGO_PKG_VERSION")),
     };
-    serde_json::to_vec(&meta).expect("metadata serialises")
+    let json = serde_json::to_vec(&meta).expect("metadata serialises");
+    // The experiment text is a large share of a small model's file: deflate it.
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&json).expect("writing to memory");
+    z.finish().expect("writing to memory")
+}
+
+/// Inflates metadata, refusing to produce more than `MAX_METADATA` bytes (no zip bombs).
+fn inflate_metadata(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(bytes)
+        .take(MAX_METADATA as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("metadata: not deflate data: {e}"))?;
+    if out.len() > MAX_METADATA {
+        return Err(format!("metadata inflates past {MAX_METADATA} bytes"));
+    }
+    Ok(out)
 }
 
 /// Serialises a model whose layers were encoded by [`crate::compress::encode::encode_layer`].
@@ -236,8 +254,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
     if meta_len > MAX_METADATA {
         return Err(format!("metadata length {meta_len} exceeds {MAX_METADATA}"));
     }
-    let meta: Metadata = serde_json::from_slice(c.take(meta_len, "metadata")?)
-        .map_err(|e| format!("metadata: {e}"))?;
+    let json = inflate_metadata(c.take(meta_len, "metadata")?)?;
+    let meta: Metadata = serde_json::from_slice(&json).map_err(|e| format!("metadata: {e}"))?;
     let arch = meta.model.arch();
     let count = c.u16("layer count")? as usize;
     if count != arch.layers.len() || meta.layers.len() != arch.layers.len() {
