@@ -10,3 +10,4 @@ pub mod experiment;
 pub mod format;
 pub mod fsutil;
 pub mod model;
+pub mod tui;

@@ -1,0 +1,365 @@
+//! UI state and its update function. `App::update` turns an action into state changes and a
+//! list of effects for the controller (which owns the explore session and the worker); it
+//! never computes results itself, so it is cheap, synchronous and unit-testable.
+
+use super::keys::Action;
+use super::view::ViewModel;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Layers,
+    Histogram,
+    Curves,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CurveTab {
+    Sensitivity,
+    History,
+    Training,
+}
+
+impl CurveTab {
+    fn next(self) -> Self {
+        match self {
+            CurveTab::Sensitivity => CurveTab::History,
+            CurveTab::History => CurveTab::Training,
+            CurveTab::Training => CurveTab::Sensitivity,
+        }
+    }
+    pub fn title(self) -> &'static str {
+        match self {
+            CurveTab::Sensitivity => "sensitivity",
+            CurveTab::History => "accuracy vs compression",
+            CurveTab::Training => "training",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    Help,
+    /// Typing an exact threshold for the selected layer.
+    EditThreshold(String),
+    /// Background work is running; quitting would discard it.
+    ConfirmQuit,
+}
+
+/// What the controller must do after an update.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Move the selected layer's threshold by `steps` scrub steps.
+    ScrubThreshold {
+        layer: usize,
+        steps: i32,
+    },
+    SetThreshold {
+        layer: usize,
+        value: f32,
+    },
+    Bits {
+        layer: usize,
+        delta: i8,
+    },
+    IndexBits {
+        layer: usize,
+        delta: i8,
+    },
+    CycleInit {
+        layer: usize,
+    },
+    ResetLayer {
+        layer: usize,
+    },
+    Undo,
+    Redo,
+    Retrain,
+    Finetune,
+    Sweep,
+    Export,
+    Screenshot,
+    Quit,
+}
+
+pub struct App {
+    pub view: ViewModel,
+    pub selected: usize,
+    pub focus: Focus,
+    pub mode: Mode,
+    pub curve_tab: CurveTab,
+    pub log_counts: bool,
+    pub lecture: bool,
+    /// Changes apply to every layer, not just the selected one.
+    pub apply_all: bool,
+    /// A one-line message for the status bar (export path, errors).
+    pub message: Option<String>,
+    /// Screen row of the first layer-table data row (for mouse clicks), set by drawing.
+    pub table_top: std::cell::Cell<u16>,
+    pub should_quit: bool,
+}
+
+impl App {
+    pub fn new(view: ViewModel) -> App {
+        App {
+            view,
+            selected: 0,
+            focus: Focus::Layers,
+            mode: Mode::Normal,
+            curve_tab: CurveTab::Sensitivity,
+            log_counts: false,
+            lecture: false,
+            apply_all: false,
+            message: None,
+            table_top: std::cell::Cell::new(0),
+            should_quit: false,
+        }
+    }
+
+    fn layers(&self) -> Vec<usize> {
+        if self.apply_all {
+            (0..self.view.layers.len()).collect()
+        } else {
+            vec![self.selected]
+        }
+    }
+
+    pub fn busy(&self) -> bool {
+        self.view.job.is_some()
+    }
+
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        match self.mode.clone() {
+            Mode::Help => {
+                if matches!(action, Action::Back | Action::Help | Action::Submit) {
+                    self.mode = Mode::Normal;
+                } else if action == Action::Interrupt {
+                    return self.request_quit();
+                }
+                Vec::new()
+            }
+            Mode::ConfirmQuit => match action {
+                Action::Char('y') | Action::Char('Y') | Action::Interrupt => self.quit(),
+                _ => {
+                    self.mode = Mode::Normal;
+                    self.message = Some("quit cancelled".into());
+                    Vec::new()
+                }
+            },
+            Mode::EditThreshold(mut text) => match action {
+                Action::Char(c) if c.is_ascii_digit() || c == '.' || c == 'e' || c == '-' => {
+                    text.push(c);
+                    self.mode = Mode::EditThreshold(text);
+                    Vec::new()
+                }
+                Action::Backspace => {
+                    text.pop();
+                    self.mode = Mode::EditThreshold(text);
+                    Vec::new()
+                }
+                Action::Submit => {
+                    self.mode = Mode::Normal;
+                    match text.parse::<f32>() {
+                        Ok(v) if v.is_finite() && v >= 0.0 => self
+                            .layers()
+                            .into_iter()
+                            .map(|layer| Effect::SetThreshold { layer, value: v })
+                            .collect(),
+                        _ => {
+                            self.message =
+                                Some(format!("'{text}' is not a threshold (a number >= 0)"));
+                            Vec::new()
+                        }
+                    }
+                }
+                Action::Back => {
+                    self.mode = Mode::Normal;
+                    Vec::new()
+                }
+                Action::Interrupt => self.request_quit(),
+                _ => Vec::new(),
+            },
+            Mode::Normal => self.normal(action),
+        }
+    }
+
+    fn normal(&mut self, action: Action) -> Vec<Effect> {
+        let n = self.view.layers.len().max(1);
+        let each = |app: &App, f: &dyn Fn(usize) -> Effect| -> Vec<Effect> {
+            app.layers().into_iter().map(f).collect()
+        };
+        match action {
+            Action::Up => self.selected = (self.selected + n - 1) % n,
+            Action::Down => self.selected = (self.selected + 1) % n,
+            Action::Scrub { dir, coarse } => {
+                let steps = dir as i32 * if coarse { 10 } else { 1 };
+                return each(self, &|layer| Effect::ScrubThreshold { layer, steps });
+            }
+            Action::EditThreshold => self.mode = Mode::EditThreshold(String::new()),
+            Action::Bits(d) => return each(self, &|layer| Effect::Bits { layer, delta: d }),
+            Action::IndexBits(d) => {
+                return each(self, &|layer| Effect::IndexBits { layer, delta: d });
+            }
+            Action::CycleInit => return each(self, &|layer| Effect::CycleInit { layer }),
+            Action::ResetLayer => return each(self, &|layer| Effect::ResetLayer { layer }),
+            Action::ToggleApplyAll => {
+                self.apply_all = !self.apply_all;
+                self.message = Some(if self.apply_all {
+                    "changes now apply to ALL layers (g to undo)".into()
+                } else {
+                    "changes apply to the selected layer".into()
+                });
+            }
+            Action::Retrain => return vec![Effect::Retrain],
+            Action::Finetune => return vec![Effect::Finetune],
+            Action::Sweep => return vec![Effect::Sweep],
+            Action::Undo => return vec![Effect::Undo],
+            Action::Redo => return vec![Effect::Redo],
+            Action::Export => return vec![Effect::Export],
+            Action::Screenshot => return vec![Effect::Screenshot],
+            Action::ToggleLog => self.log_counts = !self.log_counts,
+            Action::ToggleLecture => self.lecture = !self.lecture,
+            Action::NextCurve => self.curve_tab = self.curve_tab.next(),
+            Action::FocusNext => {
+                self.focus = match self.focus {
+                    Focus::Layers => Focus::Histogram,
+                    Focus::Histogram => Focus::Curves,
+                    Focus::Curves => Focus::Layers,
+                }
+            }
+            Action::Help => self.mode = Mode::Help,
+            Action::Back | Action::Interrupt => return self.request_quit(),
+            Action::SelectRow(row) => {
+                let top = self.table_top.get();
+                if row >= top && ((row - top) as usize) < self.view.layers.len() {
+                    self.selected = (row - top) as usize;
+                    self.focus = Focus::Layers;
+                }
+            }
+            Action::Char(_) | Action::Backspace | Action::Submit => {}
+        }
+        Vec::new()
+    }
+
+    fn request_quit(&mut self) -> Vec<Effect> {
+        if self.busy() {
+            self.mode = Mode::ConfirmQuit;
+            Vec::new()
+        } else {
+            self.quit()
+        }
+    }
+
+    fn quit(&mut self) -> Vec<Effect> {
+        self.should_quit = true;
+        vec![Effect::Quit]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::view::{JobView, LayerRow};
+
+    fn app(layers: usize) -> App {
+        App::new(ViewModel {
+            layers: (0..layers)
+                .map(|i| LayerRow {
+                    name: format!("l{i}"),
+                    ..LayerRow::default()
+                })
+                .collect(),
+            ..ViewModel::default()
+        })
+    }
+
+    #[test]
+    fn selection_wraps() {
+        let mut a = app(3);
+        a.update(Action::Up);
+        assert_eq!(a.selected, 2);
+        a.update(Action::Down);
+        assert_eq!(a.selected, 0);
+    }
+
+    #[test]
+    fn scrubbing_targets_the_selected_layer_or_all() {
+        let mut a = app(3);
+        a.update(Action::Down);
+        assert_eq!(
+            a.update(Action::Scrub {
+                dir: -1,
+                coarse: true
+            }),
+            vec![Effect::ScrubThreshold {
+                layer: 1,
+                steps: -10
+            }]
+        );
+        a.update(Action::ToggleApplyAll);
+        assert_eq!(a.update(Action::Bits(1)).len(), 3);
+    }
+
+    #[test]
+    fn typing_a_threshold() {
+        let mut a = app(2);
+        a.update(Action::EditThreshold);
+        for c in "0.0x5".chars() {
+            a.update(Action::Char(c));
+        }
+        a.update(Action::Backspace);
+        a.update(Action::Char('7'));
+        assert_eq!(a.mode, Mode::EditThreshold("0.07".into()));
+        assert_eq!(
+            a.update(Action::Submit),
+            vec![Effect::SetThreshold {
+                layer: 0,
+                value: 0.07
+            }]
+        );
+        a.update(Action::EditThreshold);
+        a.update(Action::Char('.'));
+        a.update(Action::Char('.'));
+        assert!(a.update(Action::Submit).is_empty());
+        assert!(a.message.as_deref().unwrap().contains("not a threshold"));
+    }
+
+    #[test]
+    fn quitting_asks_only_when_work_is_running() {
+        let mut a = app(1);
+        assert_eq!(a.update(Action::Back), vec![Effect::Quit]);
+        let mut b = app(1);
+        b.view.job = Some(JobView {
+            label: "retrain".into(),
+            fraction: 0.5,
+            detail: String::new(),
+        });
+        assert!(b.update(Action::Back).is_empty());
+        assert_eq!(b.mode, Mode::ConfirmQuit);
+        assert!(b.update(Action::Char('n')).is_empty());
+        assert_eq!(b.mode, Mode::Normal);
+        b.update(Action::Interrupt);
+        assert_eq!(b.update(Action::Char('y')), vec![Effect::Quit]);
+        assert!(b.should_quit);
+    }
+
+    #[test]
+    fn help_closes_with_escape_and_does_not_quit() {
+        let mut a = app(1);
+        a.update(Action::Help);
+        assert_eq!(a.mode, Mode::Help);
+        assert!(a.update(Action::Back).is_empty());
+        assert_eq!(a.mode, Mode::Normal);
+        assert!(!a.should_quit);
+    }
+
+    #[test]
+    fn clicks_select_rows_inside_the_table_only() {
+        let mut a = app(4);
+        a.table_top.set(5);
+        a.update(Action::SelectRow(7));
+        assert_eq!(a.selected, 2);
+        a.update(Action::SelectRow(20));
+        assert_eq!(a.selected, 2);
+    }
+}

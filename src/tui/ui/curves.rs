@@ -1,0 +1,193 @@
+//! Accuracy curves: the selected layer's sensitivity, accuracy vs compression of every plan
+//! tried (with its Pareto front and the paper's point), and training curves. `c` cycles.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::symbols::Marker;
+use ratatui::text::Span;
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph};
+
+use crate::tui::app::{App, CurveTab};
+use crate::tui::theme::Theme;
+
+fn bounds(points: &[&[(f64, f64)]], pad: f64) -> ([f64; 2], [f64; 2]) {
+    let mut x = [f64::INFINITY, f64::NEG_INFINITY];
+    let mut y = [f64::INFINITY, f64::NEG_INFINITY];
+    for &(px, py) in points.iter().flat_map(|p| p.iter()) {
+        x = [x[0].min(px), x[1].max(px)];
+        y = [y[0].min(py), y[1].max(py)];
+    }
+    if !x[0].is_finite() {
+        return ([0.0, 1.0], [0.0, 100.0]);
+    }
+    if x[1] - x[0] < 1e-9 {
+        x = [x[0] - 1.0, x[1] + 1.0];
+    }
+    let dy = (y[1] - y[0]).max(0.5) * pad;
+    ([x[0], x[1]], [(y[0] - dy).max(0.0), (y[1] + dy).min(100.0)])
+}
+
+fn labels(r: [f64; 2], fmt: impl Fn(f64) -> String) -> Vec<Span<'static>> {
+    vec![
+        Span::raw(fmt(r[0])),
+        Span::raw(fmt((r[0] + r[1]) / 2.0)),
+        Span::raw(fmt(r[1])),
+    ]
+}
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bool) {
+    let c = &app.view.curves;
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(theme.border(focused))
+        .title(Span::styled(
+            format!(" {} (c: next) ", app.curve_tab.title()),
+            theme.title(),
+        ));
+    let empty = |frame: &mut Frame, text: &str| {
+        frame.render_widget(
+            Paragraph::new(Span::styled(text.to_string(), theme.dim())).block(block.clone()),
+            area,
+        )
+    };
+    let marker = if app.lecture {
+        Marker::Block
+    } else {
+        Marker::Braille
+    };
+    match app.curve_tab {
+        CurveTab::Sensitivity => {
+            let Some(curve) = &c.sensitivity else {
+                return empty(frame, " press s to sweep each layer's sensitivity");
+            };
+            let mark: Vec<(f64, f64)> = c.sensitivity_marker.into_iter().collect();
+            let (xb, yb) = bounds(&[&curve.points, &mark], 0.1);
+            let mut sets = vec![
+                Dataset::default()
+                    .name(curve.label.clone())
+                    .marker(marker)
+                    .graph_type(GraphType::Line)
+                    .style(theme.series(0))
+                    .data(&curve.points),
+            ];
+            if !mark.is_empty() {
+                sets.push(
+                    Dataset::default()
+                        .name("now")
+                        .marker(Marker::Dot)
+                        .graph_type(GraphType::Scatter)
+                        .style(theme.centroid())
+                        .data(&mark),
+                );
+            }
+            frame.render_widget(
+                Chart::new(sets)
+                    .block(block)
+                    .x_axis(
+                        Axis::default()
+                            .title("kept %")
+                            .bounds(xb)
+                            .labels(labels(xb, |v| format!("{v:.0}")))
+                            .style(theme.dim()),
+                    )
+                    .y_axis(
+                        Axis::default()
+                            .title("acc %")
+                            .bounds(yb)
+                            .labels(labels(yb, |v| format!("{v:.1}")))
+                            .style(theme.dim()),
+                    ),
+                area,
+            );
+        }
+        CurveTab::History => {
+            if c.history.is_empty() {
+                return empty(frame, " every evaluated plan lands here");
+            }
+            let paper: Vec<(f64, f64)> = c.paper.into_iter().collect();
+            let (xb, yb) = bounds(&[&c.history, &paper], 0.1);
+            let mut sets = vec![
+                Dataset::default()
+                    .name("tried")
+                    .marker(marker)
+                    .graph_type(GraphType::Scatter)
+                    .style(theme.series(0))
+                    .data(&c.history),
+                Dataset::default()
+                    .name("Pareto")
+                    .marker(marker)
+                    .graph_type(GraphType::Line)
+                    .style(theme.series(2))
+                    .data(&c.pareto),
+            ];
+            if !paper.is_empty() {
+                sets.push(
+                    Dataset::default()
+                        .name("paper")
+                        .marker(Marker::Dot)
+                        .graph_type(GraphType::Scatter)
+                        .style(theme.bad())
+                        .data(&paper),
+                );
+            }
+            frame.render_widget(
+                Chart::new(sets)
+                    .block(block)
+                    .x_axis(
+                        Axis::default()
+                            .title("ratio x")
+                            .bounds(xb)
+                            .labels(labels(xb, |v| format!("{v:.0}")))
+                            .style(theme.dim()),
+                    )
+                    .y_axis(
+                        Axis::default()
+                            .title("acc %")
+                            .bounds(yb)
+                            .labels(labels(yb, |v| format!("{v:.1}")))
+                            .style(theme.dim()),
+                    ),
+                area,
+            );
+        }
+        CurveTab::Training => {
+            if c.training.iter().all(|t| t.points.is_empty()) {
+                return empty(frame, " p retrains, f fine-tunes: curves appear here");
+            }
+            let all: Vec<&[(f64, f64)]> = c.training.iter().map(|t| t.points.as_slice()).collect();
+            let (xb, yb) = bounds(&all, 0.1);
+            let sets = c
+                .training
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    Dataset::default()
+                        .name(t.label.clone())
+                        .marker(marker)
+                        .graph_type(GraphType::Line)
+                        .style(theme.series(i))
+                        .data(&t.points)
+                })
+                .collect();
+            frame.render_widget(
+                Chart::new(sets)
+                    .block(block)
+                    .x_axis(
+                        Axis::default()
+                            .title("epoch")
+                            .bounds(xb)
+                            .labels(labels(xb, |v| format!("{v:.1}")))
+                            .style(theme.dim()),
+                    )
+                    .y_axis(
+                        Axis::default()
+                            .title("acc %")
+                            .bounds(yb)
+                            .labels(labels(yb, |v| format!("{v:.1}")))
+                            .style(theme.dim()),
+                    ),
+                area,
+            );
+        }
+    }
+}

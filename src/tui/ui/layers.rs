@@ -1,0 +1,204 @@
+//! The layer table: one row per layer, a total row; columns drop out as the width shrinks.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Style;
+use ratatui::text::Span;
+use ratatui::widgets::{Block, Borders, Cell, Row, Table};
+
+use super::human_bytes;
+use crate::tui::app::{App, Focus};
+use crate::tui::theme::Theme;
+use crate::tui::view::LayerRow;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Col {
+    Name,
+    Shape,
+    Params,
+    Threshold,
+    Kept,
+    Bits,
+    Init,
+    Index,
+    Dense,
+    Pruned,
+    Shared,
+    File,
+    Ratio,
+    Drop,
+}
+
+impl Col {
+    fn header(self) -> &'static str {
+        match self {
+            Col::Name => "layer",
+            Col::Shape => "shape",
+            Col::Params => "params",
+            Col::Threshold => "thresh",
+            Col::Kept => "kept",
+            Col::Bits => "bits",
+            Col::Init => "init",
+            Col::Index => "idx",
+            Col::Dense => "dense",
+            Col::Pruned => "pruned",
+            Col::Shared => "shared",
+            Col::File => "huffman",
+            Col::Ratio => "ratio",
+            Col::Drop => "Δacc",
+        }
+    }
+    fn width(self) -> u16 {
+        match self {
+            Col::Name => 6,
+            Col::Shape => 11,
+            Col::Params => 9,
+            Col::Threshold => 7,
+            Col::Kept => 7,
+            Col::Bits => 4,
+            Col::Init => 8,
+            Col::Index => 3,
+            Col::Dense | Col::Pruned | Col::Shared | Col::File => 9,
+            Col::Ratio => 7,
+            Col::Drop => 7,
+        }
+    }
+}
+
+/// The widest column set that fits, most important columns first.
+fn columns(width: u16, lecture: bool) -> Vec<Col> {
+    use Col::*;
+    let order: &[Col] = if lecture {
+        &[Name, Kept, Bits, File, Ratio, Drop, Threshold, Init]
+    } else {
+        &[
+            Name, Threshold, Kept, Bits, Init, File, Ratio, Drop, Index, Params, Shape, Shared,
+            Pruned, Dense,
+        ]
+    };
+    let mut chosen = Vec::new();
+    let mut used = 2u16;
+    for &c in order {
+        if used + c.width() < width {
+            used += c.width() + 1;
+            chosen.push(c);
+        }
+    }
+    // Keep the natural reading order regardless of priority.
+    let natural = [
+        Name, Shape, Params, Threshold, Kept, Bits, Init, Index, Dense, Pruned, Shared, File,
+        Ratio, Drop,
+    ];
+    natural.into_iter().filter(|c| chosen.contains(c)).collect()
+}
+
+fn cell(row: &LayerRow, c: Col) -> String {
+    match c {
+        Col::Name => row.name.clone(),
+        Col::Shape => row.shape.clone(),
+        Col::Params => row.params.to_string(),
+        Col::Threshold => format!("{:.4}", row.threshold),
+        Col::Kept => format!("{:.1}%", row.kept * 100.0),
+        Col::Bits => row.bits.to_string(),
+        Col::Init => row.init.clone(),
+        Col::Index => row.index_bits.to_string(),
+        Col::Dense => human_bytes(row.dense_bytes),
+        Col::Pruned => human_bytes(row.pruned_bytes),
+        Col::Shared => human_bytes(row.shared_bytes),
+        Col::File => human_bytes(row.huffman_bytes),
+        Col::Ratio => format!("{:.1}x", row.ratio()),
+        Col::Drop => row
+            .solo_drop
+            .map_or("…".into(), |d| format!("{:+.2}", d * 100.0)),
+    }
+}
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let cols = columns(area.width, app.lecture);
+    let v = &app.view;
+    let header = Row::new(cols.iter().map(|c| Cell::from(c.header()))).style(theme.title());
+    let mut rows: Vec<Row> = v
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let cells = cols.iter().map(|&c| {
+                let text = cell(r, c);
+                let style = match c {
+                    Col::Drop => match r.solo_drop {
+                        Some(d) if d < -0.005 => theme.bad(),
+                        Some(_) => theme.good(),
+                        None => theme.dim(),
+                    },
+                    Col::Kept => theme.kept(),
+                    _ => Style::default(),
+                };
+                Cell::from(Span::styled(text, style))
+            });
+            let row = Row::new(cells);
+            if i == app.selected {
+                row.style(theme.selected())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let t = &v.totals;
+    let total = LayerRow {
+        name: "total".into(),
+        params: t.params,
+        kept: t.kept,
+        dense_bytes: t.dense_bytes,
+        pruned_bytes: t.pruned_bytes,
+        shared_bytes: t.shared_bytes,
+        huffman_bytes: t.file_bytes,
+        ..LayerRow::default()
+    };
+    rows.push(
+        Row::new(cols.iter().map(|&c| match c {
+            Col::Name
+            | Col::Params
+            | Col::Kept
+            | Col::Dense
+            | Col::Pruned
+            | Col::Shared
+            | Col::File
+            | Col::Ratio => Cell::from(cell(&total, c)),
+            _ => Cell::from(""),
+        }))
+        .style(theme.title()),
+    );
+    let widths: Vec<Constraint> = cols.iter().map(|c| Constraint::Length(c.width())).collect();
+    let focused = app.focus == Focus::Layers;
+    let title = if app.apply_all {
+        " Layers — changes apply to ALL "
+    } else {
+        " Layers "
+    };
+    let table = Table::new(rows, widths).header(header).block(
+        Block::default()
+            .borders(Borders::ALL)
+            .border_style(theme.border(focused))
+            .title(Span::styled(title, theme.title())),
+    );
+    // Mouse clicks map screen rows to layers: border + header come first.
+    app.table_top.set(area.y + 2);
+    frame.render_widget(table, area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrow_tables_keep_the_essentials_in_reading_order() {
+        let c = columns(60, false);
+        assert_eq!(c[0], Col::Name);
+        assert!(c.contains(&Col::Threshold) && c.contains(&Col::Kept) && c.contains(&Col::File));
+        assert!(!c.contains(&Col::Dense));
+        let wide = columns(200, false);
+        assert_eq!(wide.len(), 14);
+        let pos = |c: Col| wide.iter().position(|&x| x == c).unwrap();
+        assert!(pos(Col::Shape) < pos(Col::Threshold) && pos(Col::Dense) < pos(Col::File));
+    }
+}

@@ -1,0 +1,85 @@
+//! Drawing: a pure function of `App`. One file per panel.
+
+mod curves;
+mod histogram;
+mod layers;
+mod overlay;
+mod sizes;
+mod status;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+
+use super::app::{App, Focus, Mode};
+use super::theme::Theme;
+
+/// Below this the layout cannot show the layer table and a chart legibly.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 18;
+
+pub fn draw(app: &App, frame: &mut Frame) {
+    let area = frame.area();
+    let theme = Theme::from_env(app.lecture);
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        overlay::too_small(frame, area, &theme);
+        return;
+    }
+    let table_rows = app.view.layers.len() as u16 + 4;
+    let [top, table, middle, bottom, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(table_rows),
+        Constraint::Min(6),
+        Constraint::Length(if app.lecture { 0 } else { sizes::HEIGHT }),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    status::draw(app, frame, top, &theme);
+    layers::draw(app, frame, table, &theme);
+    if app.lecture {
+        // Fewer, larger elements for a projector: the histogram gets the whole middle.
+        histogram::draw(app, frame, middle, &theme, app.focus == Focus::Histogram);
+    } else {
+        let [left, right] = if middle.width >= 100 {
+            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                .areas(middle)
+        } else {
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(middle)
+        };
+        histogram::draw(app, frame, left, &theme, app.focus == Focus::Histogram);
+        curves::draw(app, frame, right, &theme, app.focus == Focus::Curves);
+        sizes::draw(app, frame, bottom, &theme);
+    }
+    status::hints(app, frame, hints, &theme);
+    match &app.mode {
+        Mode::Help => overlay::help(frame, area, &theme),
+        Mode::EditThreshold(text) => overlay::edit(app, frame, area, &theme, text),
+        Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, &theme),
+        Mode::Normal => {}
+    }
+}
+
+/// A rectangle of at most `w` x `h` centred in `area`.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+/// Bytes as people read them.
+pub fn human_bytes(b: u64) -> String {
+    if b >= 1_000_000 {
+        format!("{:.2} MB", b as f64 / 1e6)
+    } else if b >= 10_000 {
+        format!("{:.1} KB", b as f64 / 1e3)
+    } else if b >= 1_000 {
+        format!("{:.2} KB", b as f64 / 1e3)
+    } else {
+        format!("{b} B")
+    }
+}

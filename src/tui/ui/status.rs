@@ -1,0 +1,76 @@
+//! The top status line (accuracy, size, running job) and the bottom key hints.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::human_bytes;
+use crate::tui::app::App;
+use crate::tui::theme::Theme;
+use crate::tui::view::Accuracy;
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let v = &app.view;
+    let mut spans = vec![
+        Span::styled(" dcx ", theme.title()),
+        Span::styled(format!("{} ", v.model), theme.text()),
+        Span::styled("│ baseline ", theme.dim()),
+        Span::styled(format!("{:.2}%", v.baseline * 100.0), theme.text()),
+        Span::styled(" │ now ", theme.dim()),
+    ];
+    let drop_style = |acc: f64| {
+        if acc + 0.002 >= v.baseline {
+            theme.good()
+        } else {
+            theme.bad()
+        }
+    };
+    match v.accuracy {
+        Accuracy::Unknown => spans.push(Span::styled("…", theme.dim())),
+        Accuracy::Estimate(a, se) => {
+            spans.push(Span::styled(format!("~{:.2}%", a * 100.0), drop_style(a)));
+            spans.push(Span::styled(
+                format!(" ±{:.2} est", se * 100.0),
+                theme.dim(),
+            ));
+        }
+        Accuracy::Exact(a) => spans.push(Span::styled(format!("{:.2}%", a * 100.0), drop_style(a))),
+    }
+    spans.push(Span::styled(" │ ", theme.dim()));
+    spans.push(Span::styled(
+        format!(
+            "{} {:.1}x",
+            human_bytes(v.totals.file_bytes),
+            v.totals.ratio()
+        ),
+        theme.accent(),
+    ));
+    if let Some(job) = &v.job {
+        spans.push(Span::styled(" │ ", theme.dim()));
+        let filled = (job.fraction.clamp(0.0, 1.0) * 10.0).round() as usize;
+        spans.push(Span::styled(
+            format!(
+                "{} {}{} {:.0}% {}",
+                job.label,
+                "█".repeat(filled),
+                "░".repeat(10 - filled),
+                job.fraction * 100.0,
+                job.detail
+            ),
+            theme.centroid(),
+        ));
+    } else if let Some(msg) = &app.message {
+        spans.push(Span::styled(" │ ", theme.dim()));
+        spans.push(Span::styled(msg.clone(), theme.text()));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+pub fn hints(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let all = if app.apply_all { "  [ALL LAYERS]" } else { "" };
+    let text = format!(
+        " ? help  ←→ threshold  +/- bits  i init  p retrain  f finetune  e export  q quit{all}"
+    );
+    frame.render_widget(Paragraph::new(Span::styled(text, theme.dim())), area);
+}

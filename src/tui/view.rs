@@ -1,0 +1,138 @@
+//! What the screen shows, as plain data. `App` rebuilds it from the explore session after
+//! every change; drawing only reads it, so rendering never computes and snapshot tests can
+//! build one by hand.
+
+/// One row of the layer table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerRow {
+    pub name: String,
+    pub shape: String,
+    pub params: usize,
+    pub threshold: f32,
+    /// Fraction of weights kept, 0..=1.
+    pub kept: f64,
+    pub bits: u8,
+    pub init: String,
+    pub index_bits: u8,
+    pub dense_bytes: u64,
+    pub pruned_bytes: u64,
+    pub shared_bytes: u64,
+    pub huffman_bytes: u64,
+    /// Accuracy change when this layer alone is compressed as set (None until measured).
+    pub solo_drop: Option<f64>,
+    /// Bits per surviving weight after Huffman: cluster indices and gaps; their entropies.
+    pub weight_bits_h: f64,
+    pub index_bits_h: f64,
+    pub weight_entropy: f64,
+    pub index_entropy: f64,
+    pub empty_clusters: usize,
+    pub fillers: usize,
+    pub finetuned: bool,
+}
+
+impl LayerRow {
+    pub fn ratio(&self) -> f64 {
+        self.dense_bytes as f64 / self.huffman_bytes.max(1) as f64
+    }
+}
+
+/// Totals across layers plus the file's own overhead.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub params: usize,
+    pub kept: f64,
+    pub dense_bytes: u64,
+    pub pruned_bytes: u64,
+    pub shared_bytes: u64,
+    /// Bytes of the `.dcz` file this plan would write, header included.
+    pub file_bytes: u64,
+}
+
+impl Totals {
+    pub fn ratio(&self) -> f64 {
+        self.dense_bytes as f64 / self.file_bytes.max(1) as f64
+    }
+}
+
+/// The selected layer's weight distribution.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramView {
+    pub layer: String,
+    /// Range of the fixed bins.
+    pub min: f32,
+    pub max: f32,
+    /// Counts of all (trained) weights and of the surviving ones, per bin.
+    pub all: Vec<u64>,
+    pub kept: Vec<u64>,
+    /// Weights with |w| < threshold are pruned: the band shown shaded.
+    pub threshold: f32,
+    pub centroids: Vec<f32>,
+    pub sse: f64,
+}
+
+/// A line on a chart: (x, y) points.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Curve {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CurvesView {
+    /// Training / fine-tuning: test accuracy per epoch (x = epoch).
+    pub training: Vec<Curve>,
+    /// Selected layer: accuracy when it alone is pruned to a kept fraction (x = kept %).
+    pub sensitivity: Option<Curve>,
+    /// The selected layer's current kept %, and its accuracy if known.
+    pub sensitivity_marker: Option<(f64, f64)>,
+    /// Every evaluated plan: (compression ratio, accuracy %).
+    pub history: Vec<(f64, f64)>,
+    pub pareto: Vec<(f64, f64)>,
+    /// The paper's (ratio, accuracy %), when it has one for this network.
+    pub paper: Option<(f64, f64)>,
+}
+
+/// Accuracy of the current plan as the engine refines it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Accuracy {
+    Unknown,
+    /// From a stratified subset: value and standard error.
+    Estimate(f64, f64),
+    Exact(f64),
+}
+
+/// A background job as the status line shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobView {
+    pub label: String,
+    /// 0..=1
+    pub fraction: f64,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewModel {
+    pub model: String,
+    pub layers: Vec<LayerRow>,
+    pub totals: Totals,
+    pub histogram: HistogramView,
+    pub curves: CurvesView,
+    pub baseline: f64,
+    pub accuracy: Accuracy,
+    pub job: Option<JobView>,
+}
+
+impl Default for ViewModel {
+    fn default() -> Self {
+        ViewModel {
+            model: String::new(),
+            layers: Vec::new(),
+            totals: Totals::default(),
+            histogram: HistogramView::default(),
+            curves: CurvesView::default(),
+            baseline: 0.0,
+            accuracy: Accuracy::Unknown,
+            job: None,
+        }
+    }
+}

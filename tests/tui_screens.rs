@@ -1,0 +1,228 @@
+//! Screens as text (ratatui TestBackend + insta), key handling end to end, and a property test
+//! that drawing never panics at any size.
+
+use dcx::tui::app::{App, CurveTab, Effect, Mode};
+use dcx::tui::keys::Action;
+use dcx::tui::ui;
+use dcx::tui::view::{
+    Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, Totals, ViewModel,
+};
+use proptest::prelude::*;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+/// A LeNet-5 session as the explorer would show it after the paper's settings.
+fn lenet5_view() -> ViewModel {
+    let row =
+        |name: &str, shape: &str, params: usize, t: f32, kept: f64, bits: u8, huff: u64| LayerRow {
+            name: name.into(),
+            shape: shape.into(),
+            params,
+            threshold: t,
+            kept,
+            bits,
+            init: "linear".into(),
+            index_bits: 5,
+            dense_bytes: params as u64 * 4,
+            pruned_bytes: (params as f64 * kept * 4.6) as u64,
+            shared_bytes: (params as f64 * kept * (bits as f64 + 5.0) / 8.0) as u64,
+            huffman_bytes: huff,
+            solo_drop: Some(-0.0004),
+            weight_bits_h: bits as f64 - 0.7,
+            index_bits_h: 4.4,
+            weight_entropy: bits as f64 - 0.75,
+            index_entropy: 4.35,
+            empty_clusters: 0,
+            fillers: 120,
+            finetuned: false,
+        };
+    let layers = vec![
+        row("conv1", "20x1x5x5", 500, 0.1121, 0.66, 8, 710),
+        row("conv2", "50x20x5x5", 25000, 0.0954, 0.12, 8, 3320),
+        row("fc1", "500x800", 400000, 0.0612, 0.08, 5, 31400),
+        row("fc2", "10x500", 5000, 0.1633, 0.19, 5, 1100),
+    ];
+    let bins = 120;
+    let all: Vec<u64> = (0..bins)
+        .map(|i| {
+            let x = (i as f64 - 60.0) / 12.0;
+            (4000.0 * (-x * x / 2.0).exp()) as u64
+        })
+        .collect();
+    let kept = all
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if (i as i64 - 60).abs() > 8 { c } else { 0 })
+        .collect();
+    ViewModel {
+        model: "lenet-5".into(),
+        totals: Totals {
+            params: 430_500,
+            kept: 0.083,
+            dense_bytes: 1_724_320,
+            pruned_bytes: 165_000,
+            shared_bytes: 48_000,
+            file_bytes: 37_300,
+        },
+        layers,
+        histogram: HistogramView {
+            layer: "conv1".into(),
+            min: -0.5,
+            max: 0.5,
+            all,
+            kept,
+            threshold: 0.0612,
+            centroids: (0..32).map(|i| -0.45 + i as f32 * 0.03).collect(),
+            sse: 0.00375,
+        },
+        curves: CurvesView {
+            training: vec![Curve {
+                label: "retrain".into(),
+                points: vec![(1.0, 98.9), (2.0, 99.1), (3.0, 99.2)],
+            }],
+            sensitivity: Some(Curve {
+                label: "conv1".into(),
+                points: (1..=10)
+                    .map(|k| (k as f64 * 10.0, 99.3 - 30.0 / (k * k) as f64))
+                    .collect(),
+            }),
+            sensitivity_marker: Some((66.0, 99.2)),
+            history: vec![(10.0, 99.3), (25.0, 99.2), (46.0, 99.25)],
+            pareto: vec![(10.0, 99.3), (46.0, 99.25)],
+            paper: Some((39.0, 99.26)),
+        },
+        baseline: 0.9929,
+        accuracy: Accuracy::Exact(0.9925),
+        job: None,
+    }
+}
+
+fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::draw(app, f)).unwrap();
+    t
+}
+
+fn no_color() {
+    // Snapshots compare text only, but keep styling deterministic regardless of the caller's env.
+    // SAFETY: set before any thread of this test reads the environment; the value is constant.
+    unsafe { std::env::set_var("NO_COLOR", "1") };
+}
+
+#[test]
+fn main_screen_80x24() {
+    no_color();
+    let app = App::new(lenet5_view());
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+}
+
+#[test]
+fn main_screen_160x48() {
+    no_color();
+    let app = App::new(lenet5_view());
+    insta::assert_snapshot!(render(&app, 160, 48).backend());
+}
+
+#[test]
+fn history_and_training_tabs_160x48() {
+    no_color();
+    let mut app = App::new(lenet5_view());
+    app.update(Action::NextCurve);
+    assert_eq!(app.curve_tab, CurveTab::History);
+    insta::assert_snapshot!("history", render(&app, 160, 48).backend());
+    app.update(Action::NextCurve);
+    insta::assert_snapshot!("training", render(&app, 160, 48).backend());
+}
+
+#[test]
+fn lecture_mode_120x40() {
+    no_color();
+    let mut app = App::new(lenet5_view());
+    app.update(Action::ToggleLecture);
+    insta::assert_snapshot!(render(&app, 120, 40).backend());
+}
+
+#[test]
+fn help_overlay_80x24() {
+    no_color();
+    let mut app = App::new(lenet5_view());
+    app.update(Action::Help);
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+}
+
+#[test]
+fn too_small_says_how_large_it_needs_to_be() {
+    no_color();
+    let app = App::new(lenet5_view());
+    let t = render(&app, 40, 12);
+    insta::assert_snapshot!(t.backend());
+    let text: String = t
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(text.contains("60x18"), "{text}");
+}
+
+#[test]
+fn job_progress_and_quit_question() {
+    no_color();
+    let mut view = lenet5_view();
+    view.job = Some(JobView {
+        label: "retrain".into(),
+        fraction: 0.4,
+        detail: "epoch 1/3".into(),
+    });
+    view.accuracy = Accuracy::Estimate(0.991, 0.003);
+    let mut app = App::new(view);
+    assert!(app.update(Action::Back).is_empty());
+    assert_eq!(app.mode, Mode::ConfirmQuit);
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+    assert_eq!(app.update(Action::Char('y')), vec![Effect::Quit]);
+}
+
+#[test]
+fn clicking_a_row_selects_that_layer() {
+    no_color();
+    let mut app = App::new(lenet5_view());
+    render(&app, 100, 30);
+    let top = app.table_top.get();
+    app.update(Action::SelectRow(top + 2));
+    assert_eq!(app.selected, 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn drawing_never_panics(
+        w in 1u16..220,
+        h in 1u16..70,
+        layers in 0usize..6,
+        selected in 0usize..6,
+        tab in 0usize..3,
+        lecture in any::<bool>(),
+        log in any::<bool>(),
+        help in any::<bool>(),
+        empty_hist in any::<bool>(),
+    ) {
+        let mut view = lenet5_view();
+        view.layers.truncate(layers);
+        if empty_hist {
+            view.histogram = HistogramView::default();
+            view.curves = CurvesView::default();
+        }
+        let mut app = App::new(view);
+        app.selected = selected;
+        for _ in 0..tab {
+            app.update(Action::NextCurve);
+        }
+        app.lecture = lecture;
+        app.log_counts = log;
+        if help {
+            app.mode = Mode::Help;
+        }
+        render(&app, w, h);
+    }
+}
