@@ -5,7 +5,7 @@ use dcx::tui::app::{App, CurveTab, Effect, Mode};
 use dcx::tui::keys::Action;
 use dcx::tui::ui;
 use dcx::tui::view::{
-    Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, Totals, ViewModel,
+    Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, Totals, TrainingView, ViewModel,
 };
 use proptest::prelude::*;
 use ratatui::Terminal;
@@ -181,6 +181,30 @@ fn job_progress_and_quit_question() {
     assert_eq!(app.mode, Mode::ConfirmQuit);
     insta::assert_snapshot!(render(&app, 80, 24).backend());
     assert_eq!(app.update(Action::Char('y')), vec![Effect::Quit]);
+}
+
+#[test]
+fn training_screen_80x24_and_200x60() {
+    no_color();
+    let mut app = App::new(ViewModel::default());
+    app.training = Some(TrainingView {
+        model: "lenet-5".into(),
+        epoch: 2,
+        epochs: 10,
+        batch: 400,
+        batches: 938,
+        loss: (0..40)
+            .map(|i| (i as f64 / 16.0, 1.0 / (1.0 + i as f64)))
+            .collect(),
+        accuracy: vec![(1.0, 97.9), (2.0, 98.9)],
+        images_per_sec: 2710.0,
+        eta_secs: 190.0,
+    });
+    insta::assert_snapshot!("training_80x24", render(&app, 80, 24).backend());
+    insta::assert_snapshot!("training_200x60", render(&app, 200, 60).backend());
+    assert!(app.busy());
+    assert!(app.update(Action::Back).is_empty());
+    assert_eq!(app.mode, Mode::ConfirmQuit);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! never computes results itself, so it is cheap, synchronous and unit-testable.
 
 use super::keys::Action;
-use super::view::ViewModel;
+use super::view::{TrainingView, ViewModel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Focus {
@@ -84,6 +84,8 @@ pub enum Effect {
 
 pub struct App {
     pub view: ViewModel,
+    /// Set while the baseline trains (first start): the training screen replaces the explorer.
+    pub training: Option<TrainingView>,
     pub selected: usize,
     pub focus: Focus,
     pub mode: Mode,
@@ -103,6 +105,7 @@ impl App {
     pub fn new(view: ViewModel) -> App {
         App {
             view,
+            training: None,
             selected: 0,
             focus: Focus::Layers,
             mode: Mode::Normal,
@@ -125,7 +128,7 @@ impl App {
     }
 
     pub fn busy(&self) -> bool {
-        self.view.job.is_some()
+        self.view.job.is_some() || self.training.is_some()
     }
 
     pub fn update(&mut self, action: Action) -> Vec<Effect> {

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod keys;
+pub mod terminal;
 pub mod theme;
 pub mod ui;
 pub mod view;

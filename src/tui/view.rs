@@ -110,6 +110,22 @@ pub struct JobView {
     pub detail: String,
 }
 
+/// Training in progress (first start without a checkpoint).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainingView {
+    pub model: String,
+    pub epoch: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub batches: usize,
+    /// Running training loss against fractional epoch.
+    pub loss: Vec<(f64, f64)>,
+    /// Test accuracy (%) after each epoch.
+    pub accuracy: Vec<(f64, f64)>,
+    pub images_per_sec: f64,
+    pub eta_secs: f64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ViewModel {
     pub model: String,

@@ -6,6 +6,7 @@ mod layers;
 mod overlay;
 mod sizes;
 mod status;
+mod training;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -22,6 +23,10 @@ pub fn draw(app: &App, frame: &mut Frame) {
     let theme = Theme::from_env(app.lecture);
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         overlay::too_small(frame, area, &theme);
+        return;
+    }
+    if let Some(t) = &app.training {
+        training::draw(t, frame, area, &theme);
         return;
     }
     let table_rows = app.view.layers.len() as u16 + 4;
