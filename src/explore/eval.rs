@@ -1,0 +1,1238 @@
+//! Fast, incremental test-set evaluation of a plan.
+//!
+//! The [`Evaluator`] owns the test set in the tile layout of [`super::kernels`] and a cache of
+//! the activations entering every layer, keyed by the fingerprints of the layers before it.
+//! Evaluating a plan starts from the deepest cached boundary that matches the plan, so a change
+//! to layer `L` recomputes only layers `>= L`; the outputs it produces on the way are cached in
+//! turn (within a byte budget, least recently used first out), so scrubbing one layer and then
+//! another stays incremental.
+//!
+//! Layers are run sparse (work proportional to the surviving weights) or dense (register-blocked)
+//! by density; both give the same sums as Candle's forward pass up to float rounding.
+//!
+//! Answers are progressive: the test set is reordered so that a fixed stratified subset (by
+//! class, proportional allocation) comes first; that part is evaluated first and reported as an
+//! [`Estimate`] with its standard error, then the rest completes the exact full-set figure. No
+//! work is repeated between the two.
+
+use std::sync::Arc;
+
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rayon::prelude::*;
+
+use super::ExploreError;
+use super::kernels::{self, BLOCK_ROWS, SEG, TILE};
+use crate::compress::model::CompressedLayer;
+use crate::data::Split;
+use crate::model::arch::Stage;
+use crate::model::train::Evaluation;
+use crate::model::{Arch, LayerKind, ModelKind};
+
+/// A layer whose share of non-zero weights is at least this runs through the dense kernel:
+/// measured on LeNet-5, the sparse kernel's per-weight cost is about twice the dense one's
+/// (one load per FMA instead of one per six), so it wins below roughly half density.
+pub const DENSE_FROM: f64 = 0.45;
+
+/// Settings of an [`Evaluator`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// Images in the stratified subset behind the first estimate (clamped to the test set).
+    pub subset: usize,
+    /// Bytes the evaluator may hold for the test images plus cached activations.
+    pub cache_budget: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            subset: 1000,
+            cache_budget: 768 << 20,
+        }
+    }
+}
+
+/// What an evaluation request wants besides the full-set result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalMode {
+    /// Evaluate the stratified subset first and report an [`Estimate`].
+    pub estimate: bool,
+    /// Keep the activations this request computes for later requests. One-off evaluations
+    /// (sensitivity sweeps) say no, so they do not push the interactive plan's entries out.
+    pub store: bool,
+}
+
+impl EvalMode {
+    pub const INTERACTIVE: EvalMode = EvalMode {
+        estimate: true,
+        store: true,
+    };
+    pub const ONE_OFF: EvalMode = EvalMode {
+        estimate: false,
+        store: false,
+    };
+}
+
+/// Accuracy on the stratified subset, as an estimate of the full test set's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    /// Stratified estimate of the full test set's accuracy (class-weighted subset accuracy).
+    pub accuracy: f64,
+    /// Its standard error (finite-population corrected); 0 when the subset is the whole set.
+    pub stderr: f64,
+    /// Stratified estimate of the mean cross-entropy.
+    pub loss: f64,
+    /// Correct predictions within the subset.
+    pub correct: usize,
+    /// Images in the subset.
+    pub images: usize,
+}
+
+/// Shape of one layer's computation in the tile layout, with what follows it folded in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerGeom {
+    pub kind: LayerKind,
+    /// Input channels, rows, columns (fc: features, 1, 1), before padding.
+    pub in_c: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub pad: usize,
+    pub kernel: usize,
+    pub out_c: usize,
+    /// Output rows and columns before pooling (fc: 1, 1).
+    pub out_h: usize,
+    pub out_w: usize,
+    /// A 2x2 max-pool follows (on Candle's floor semantics).
+    pub pool: bool,
+    /// A ReLU follows (before or after the pool: they commute).
+    pub relu: bool,
+}
+
+impl LayerGeom {
+    pub fn in_features(&self) -> usize {
+        self.in_c * self.in_h * self.in_w
+    }
+
+    /// Weights per output row.
+    pub fn fan_in(&self) -> usize {
+        self.in_c * self.kernel * self.kernel
+    }
+
+    fn padded(&self) -> (usize, usize) {
+        (self.in_h + 2 * self.pad, self.in_w + 2 * self.pad)
+    }
+
+    /// Output rows and columns after the pool.
+    pub fn pooled(&self) -> (usize, usize) {
+        if self.pool {
+            (self.out_h / 2, self.out_w / 2)
+        } else {
+            (self.out_h, self.out_w)
+        }
+    }
+
+    pub fn out_features(&self) -> usize {
+        let (h, w) = self.pooled();
+        self.out_c * h * w
+    }
+
+    /// Where weight column `k` (flattened `[in, kh, kw]`) reads in a padded input tile,
+    /// relative to the output position's own offset.
+    fn offset(&self, k: usize) -> usize {
+        match self.kind {
+            LayerKind::Fc => k * TILE,
+            LayerKind::Conv => {
+                let (hp, wp) = self.padded();
+                let kk = self.kernel * self.kernel;
+                let (c, ki, kj) = (k / kk, (k / self.kernel) % self.kernel, k % self.kernel);
+                ((c * hp + ki) * wp + kj) * TILE
+            }
+        }
+    }
+
+    /// Multiply-accumulates per image of this layer with `nnz` weights.
+    pub fn macs(&self, nnz: usize) -> u64 {
+        (nnz * self.out_h * self.out_w) as u64
+    }
+}
+
+/// Compiles an architecture's stage list into one [`LayerGeom`] per parameterised layer.
+pub fn geometry(arch: &Arch) -> Result<Vec<LayerGeom>, ExploreError> {
+    let unsupported =
+        |what: String| ExploreError::Unsupported(format!("{}: {what}", arch.kind.name()));
+    let (mut c, mut h, mut w) = if arch.takes_images() {
+        (1, 28, 28)
+    } else {
+        (784, 1, 1)
+    };
+    let mut geoms: Vec<LayerGeom> = Vec::with_capacity(arch.layers.len());
+    for stage in &arch.stages {
+        match *stage {
+            Stage::Flatten => (c, h, w) = (c * h * w, 1, 1),
+            Stage::Layer(i) => {
+                if i != geoms.len() {
+                    return Err(unsupported(format!("layer {i} out of order")));
+                }
+                let spec = &arch.layers[i];
+                let g = match spec.kind {
+                    LayerKind::Conv => {
+                        if spec.inputs != c || h + 2 * spec.padding < spec.kernel {
+                            return Err(unsupported(format!(
+                                "{} does not fit its input",
+                                spec.name
+                            )));
+                        }
+                        let (oh, ow) = (
+                            h + 2 * spec.padding + 1 - spec.kernel,
+                            w + 2 * spec.padding + 1 - spec.kernel,
+                        );
+                        LayerGeom {
+                            kind: LayerKind::Conv,
+                            in_c: c,
+                            in_h: h,
+                            in_w: w,
+                            pad: spec.padding,
+                            kernel: spec.kernel,
+                            out_c: spec.outputs,
+                            out_h: oh,
+                            out_w: ow,
+                            pool: false,
+                            relu: false,
+                        }
+                    }
+                    LayerKind::Fc => {
+                        if spec.inputs != c * h * w {
+                            return Err(unsupported(format!(
+                                "{} does not fit its input",
+                                spec.name
+                            )));
+                        }
+                        LayerGeom {
+                            kind: LayerKind::Fc,
+                            in_c: spec.inputs,
+                            in_h: 1,
+                            in_w: 1,
+                            pad: 0,
+                            kernel: 1,
+                            out_c: spec.outputs,
+                            out_h: 1,
+                            out_w: 1,
+                            pool: false,
+                            relu: false,
+                        }
+                    }
+                };
+                (c, h, w) = (g.out_c, g.out_h, g.out_w);
+                geoms.push(g);
+            }
+            Stage::Relu => match geoms.last_mut() {
+                Some(g) if !g.relu => g.relu = true,
+                _ => return Err(unsupported("a ReLU not directly after a layer".into())),
+            },
+            Stage::MaxPool2 => match geoms.last_mut() {
+                Some(g) if !g.pool && g.kind == LayerKind::Conv && (g.out_h, g.out_w) == (h, w) => {
+                    g.pool = true;
+                    (h, w) = (h / 2, w / 2);
+                }
+                _ => return Err(unsupported("a max-pool not directly after a conv".into())),
+            },
+        }
+    }
+    if geoms.len() != arch.layers.len() || geoms.is_empty() {
+        return Err(unsupported("layers missing from the stage list".into()));
+    }
+    Ok(geoms)
+}
+
+/// One layer's weights arranged for the kernels, identified by a fingerprint of its values.
+#[derive(Clone, Debug)]
+pub struct PreparedLayer {
+    pub fingerprint: u64,
+    pub layer: usize,
+    /// Non-zero weights.
+    pub nnz: usize,
+    out_c: usize,
+    fan_in: usize,
+    rows: Rows,
+    bias: Vec<f32>,
+    max_off: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Rows {
+    /// Compressed rows: non-zeros of row `o` are `offs/vals[row_ptr[o]..row_ptr[o + 1]]`.
+    Sparse {
+        row_ptr: Vec<u32>,
+        offs: Vec<u32>,
+        vals: Vec<f32>,
+    },
+    /// All columns; `vals[(block * fan_in + k) * BLOCK_ROWS + r]` is row `block * BLOCK_ROWS +
+    /// r`, column `k` (rows past `out_c` are zero).
+    Dense { offs: Vec<u32>, vals: Vec<f32> },
+}
+
+impl PreparedLayer {
+    /// From a compressed layer: survivors take their codebook values.
+    pub fn from_compressed(
+        geom: &LayerGeom,
+        layer: usize,
+        c: &CompressedLayer,
+        fingerprint: u64,
+    ) -> Result<PreparedLayer, ExploreError> {
+        let count = geom.out_c * geom.fan_in();
+        let bad = |m: String| ExploreError::Invalid(format!("{}: {m}", c.name));
+        if c.weight_count() != count || c.bias.len() != geom.out_c {
+            return Err(bad(format!(
+                "shape {:?} with {} biases does not fit the layer",
+                c.shape,
+                c.bias.len()
+            )));
+        }
+        if c.positions.len() != c.assignments.len()
+            || c.positions.windows(2).any(|w| w[0] >= w[1])
+            || c.positions.last().is_some_and(|&p| p as usize >= count)
+            || c.assignments
+                .iter()
+                .any(|&a| a as usize >= c.codebook.len())
+        {
+            return Err(bad("positions or assignments out of range".into()));
+        }
+        let entries = c
+            .positions
+            .iter()
+            .zip(&c.assignments)
+            .map(|(&p, &a)| (p as usize, c.codebook[a as usize]))
+            .filter(|&(_, v)| v != 0.0);
+        Ok(Self::build(
+            geom,
+            layer,
+            entries,
+            c.bias.clone(),
+            fingerprint,
+        ))
+    }
+
+    /// From dense weights (`[out, in, kh, kw]` flattened); zeros are skipped.
+    pub fn from_dense(
+        geom: &LayerGeom,
+        layer: usize,
+        weights: &[f32],
+        bias: &[f32],
+        fingerprint: u64,
+    ) -> Result<PreparedLayer, ExploreError> {
+        if weights.len() != geom.out_c * geom.fan_in() || bias.len() != geom.out_c {
+            return Err(ExploreError::Invalid(format!(
+                "layer {layer}: {} weights and {} biases do not fit the layer",
+                weights.len(),
+                bias.len()
+            )));
+        }
+        let entries = weights
+            .iter()
+            .enumerate()
+            .filter(|&(_, &v)| v != 0.0)
+            .map(|(i, &v)| (i, v));
+        Ok(Self::build(
+            geom,
+            layer,
+            entries,
+            bias.to_vec(),
+            fingerprint,
+        ))
+    }
+
+    /// `entries` are (flattened position, value) in increasing position order.
+    fn build(
+        geom: &LayerGeom,
+        layer: usize,
+        entries: impl Iterator<Item = (usize, f32)> + Clone,
+        bias: Vec<f32>,
+        fingerprint: u64,
+    ) -> PreparedLayer {
+        let fan_in = geom.fan_in();
+        let nnz = entries.clone().count();
+        let max_off = geom.offset(fan_in - 1);
+        let density = nnz as f64 / (geom.out_c * fan_in).max(1) as f64;
+        let rows = if density >= DENSE_FROM {
+            let blocks = geom.out_c.div_ceil(BLOCK_ROWS);
+            let mut vals = vec![0.0f32; blocks * fan_in * BLOCK_ROWS];
+            for (p, v) in entries {
+                let (o, k) = (p / fan_in, p % fan_in);
+                vals[((o / BLOCK_ROWS) * fan_in + k) * BLOCK_ROWS + o % BLOCK_ROWS] = v;
+            }
+            let offs = (0..fan_in).map(|k| geom.offset(k) as u32).collect();
+            Rows::Dense { offs, vals }
+        } else {
+            let mut row_ptr = vec![0u32; geom.out_c + 1];
+            let mut offs = Vec::with_capacity(nnz);
+            let mut vals = Vec::with_capacity(nnz);
+            for (p, v) in entries {
+                row_ptr[p / fan_in + 1] += 1;
+                offs.push(geom.offset(p % fan_in) as u32);
+                vals.push(v);
+            }
+            for o in 0..geom.out_c {
+                row_ptr[o + 1] += row_ptr[o];
+            }
+            Rows::Sparse {
+                row_ptr,
+                offs,
+                vals,
+            }
+        };
+        PreparedLayer {
+            fingerprint,
+            layer,
+            nnz,
+            out_c: geom.out_c,
+            fan_in,
+            rows,
+            bias,
+            max_off,
+        }
+    }
+
+    /// Whether the dense kernel runs this layer.
+    pub fn is_dense(&self) -> bool {
+        matches!(self.rows, Rows::Dense { .. })
+    }
+
+    /// Bytes this preparation holds.
+    pub fn bytes(&self) -> usize {
+        4 * match &self.rows {
+            Rows::Sparse {
+                row_ptr,
+                offs,
+                vals,
+            } => row_ptr.len() + offs.len() + vals.len(),
+            Rows::Dense { offs, vals } => offs.len() + vals.len(),
+        } + 4 * self.bias.len()
+    }
+
+    /// One tile: `x` is the (padded) input tile, `out` the output tile (pooled, biased, ReLU'd).
+    fn forward(&self, g: &LayerGeom, x: &[f32], out: &mut [f32]) {
+        let (ph, pw) = g.pooled();
+        let win = if g.pool { 2 } else { 1 };
+        let wp = g.padded().1;
+        let finish = |dst: &mut [f32], src: &[f32], b: f32| {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                let v = s + b;
+                *d = if g.relu { v.max(0.0) } else { v };
+            }
+        };
+        match &self.rows {
+            Rows::Sparse {
+                row_ptr,
+                offs,
+                vals,
+            } => {
+                let mut acc = [0.0f32; TILE];
+                let mut best = [0.0f32; TILE];
+                for py in 0..ph {
+                    for px in 0..pw {
+                        for o in 0..g.out_c {
+                            let (a, b) = (row_ptr[o] as usize, row_ptr[o + 1] as usize);
+                            for dy in 0..win {
+                                for dx in 0..win {
+                                    let base = ((py * win + dy) * wp + px * win + dx) * TILE;
+                                    let dst = if dy + dx == 0 { &mut best } else { &mut acc };
+                                    kernels::sparse_row(
+                                        x,
+                                        base,
+                                        &offs[a..b],
+                                        &vals[a..b],
+                                        self.max_off,
+                                        dst,
+                                    );
+                                    if dy + dx > 0 {
+                                        for (m, &v) in best.iter_mut().zip(&acc) {
+                                            *m = m.max(v);
+                                        }
+                                    }
+                                }
+                            }
+                            let at = ((o * ph + py) * pw + px) * TILE;
+                            finish(&mut out[at..at + TILE], &best, self.bias[o]);
+                        }
+                    }
+                }
+            }
+            Rows::Dense { offs, vals } => {
+                let block_len = self.fan_in * BLOCK_ROWS;
+                let mut acc = [[0.0f32; SEG]; BLOCK_ROWS];
+                let mut best = [[0.0f32; SEG]; BLOCK_ROWS];
+                for py in 0..ph {
+                    for px in 0..pw {
+                        for seg in (0..TILE).step_by(SEG) {
+                            for (blk, w) in vals.chunks_exact(block_len).enumerate() {
+                                for dy in 0..win {
+                                    for dx in 0..win {
+                                        let base =
+                                            ((py * win + dy) * wp + px * win + dx) * TILE + seg;
+                                        let dst = if dy + dx == 0 { &mut best } else { &mut acc };
+                                        kernels::dense_block(x, base, offs, w, self.max_off, dst);
+                                        if dy + dx > 0 {
+                                            for (mr, ar) in best.iter_mut().zip(&acc) {
+                                                for (m, &v) in mr.iter_mut().zip(ar) {
+                                                    *m = m.max(v);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                for (r, row) in best.iter().enumerate() {
+                                    let o = blk * BLOCK_ROWS + r;
+                                    if o < g.out_c {
+                                        let at = ((o * ph + py) * pw + px) * TILE + seg;
+                                        finish(&mut out[at..at + SEG], row, self.bias[o]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 64-bit fingerprints of weight sets, so equal weights share cached activations whatever
+/// settings produced them. Not cryptographic; a domain tag and the lengths go in first so
+/// different encodings of a layer never collide by construction.
+pub mod fingerprint {
+    use crate::compress::model::CompressedLayer;
+
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    #[derive(Clone, Copy)]
+    pub struct Hasher(u64);
+
+    impl Hasher {
+        pub fn new(tag: u64) -> Self {
+            Hasher(tag.wrapping_mul(K) ^ 0x243F_6A88_85A3_08D3)
+        }
+        #[inline]
+        pub fn word(&mut self, w: u64) {
+            self.0 = (self.0.rotate_left(26) ^ w).wrapping_mul(K);
+        }
+        pub fn f32s(&mut self, v: &[f32]) {
+            self.word(v.len() as u64);
+            let mut it = v.chunks_exact(2);
+            for c in &mut it {
+                self.word(u64::from(c[0].to_bits()) | u64::from(c[1].to_bits()) << 32);
+            }
+            for &x in it.remainder() {
+                self.word(u64::from(x.to_bits()));
+            }
+        }
+        pub fn u32s(&mut self, v: &[u32]) {
+            self.word(v.len() as u64);
+            let mut it = v.chunks_exact(2);
+            for c in &mut it {
+                self.word(u64::from(c[0]) | u64::from(c[1]) << 32);
+            }
+            for &x in it.remainder() {
+                self.word(u64::from(x));
+            }
+        }
+        pub fn bytes(&mut self, v: &[u8]) {
+            self.word(v.len() as u64);
+            let mut it = v.chunks_exact(8);
+            for c in &mut it {
+                self.word(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+            }
+            let mut last = [0u8; 8];
+            last[..it.remainder().len()].copy_from_slice(it.remainder());
+            self.word(u64::from_le_bytes(last));
+        }
+        /// Final avalanche (splitmix64's), so nearby states give unrelated outputs.
+        pub fn finish(self) -> u64 {
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+    }
+
+    /// Fingerprint of a compressed layer's effective weights and biases.
+    pub fn compressed(layer: usize, c: &CompressedLayer) -> u64 {
+        let mut h = Hasher::new(1 + ((layer as u64) << 8));
+        h.u32s(&c.positions);
+        h.bytes(&c.assignments);
+        h.f32s(&c.codebook);
+        h.f32s(&c.bias);
+        h.finish()
+    }
+
+    /// Fingerprint of dense weights and biases.
+    pub fn dense(layer: usize, weights: &[f32], bias: &[f32]) -> u64 {
+        let mut h = Hasher::new(2 + ((layer as u64) << 8));
+        h.f32s(weights);
+        h.f32s(bias);
+        h.finish()
+    }
+}
+
+/// One class's share of the test set and of the subset.
+#[derive(Clone, Copy, Debug)]
+struct Stratum {
+    population: usize,
+    sampled: usize,
+}
+
+/// Cached activations entering `boundary` (the input of layer `boundary`; the last boundary
+/// holds the logits) for the plan prefix `prefix` (fingerprints of layers `0..boundary`).
+struct Entry {
+    id: u64,
+    boundary: usize,
+    prefix: Vec<u64>,
+    data: Vec<f32>,
+    /// Tiles `0..valid` hold results.
+    valid: usize,
+    used: u64,
+}
+
+/// Figures about the activation cache, for reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Bytes of the test images in tile layout.
+    pub input_bytes: usize,
+    /// Bytes of cached activations (entries with results).
+    pub entry_bytes: usize,
+    /// Bytes of buffers kept for reuse (freed activations; reusing them avoids page faults).
+    pub pool_bytes: usize,
+    pub entries: usize,
+    /// Highest `input + entries + pool` seen.
+    pub peak_bytes: usize,
+}
+
+/// Where a phase writes one boundary's activations.
+enum Dest {
+    Entry(u64),
+    Scratch,
+}
+
+/// Evaluates plans of one network on one test set, incrementally. See the module docs.
+pub struct Evaluator {
+    model: ModelKind,
+    geoms: Vec<LayerGeom>,
+    n: usize,
+    tiles: usize,
+    subset: usize,
+    subset_tiles: usize,
+    /// Labels in evaluation order (the subset first).
+    labels: Vec<u8>,
+    strata: Vec<Stratum>,
+    input: Vec<f32>,
+    entries: Vec<Entry>,
+    pool: Vec<Vec<f32>>,
+    budget: usize,
+    clock: u64,
+    next_id: u64,
+    peak: usize,
+}
+
+/// Per-thread buffers of one tile's pass.
+#[derive(Default)]
+struct Scratch {
+    pad: Vec<f32>,
+    bufs: Vec<Vec<f32>>,
+}
+
+impl Evaluator {
+    pub fn new(
+        model: ModelKind,
+        test: &Split,
+        opts: EvalOptions,
+    ) -> Result<Evaluator, ExploreError> {
+        let geoms = geometry(&model.arch())?;
+        let n = test.len;
+        if n == 0 || test.labels.len() != n || test.images.len() != n * 784 {
+            return Err(ExploreError::Invalid(format!(
+                "test set of {n} images with {} labels and {} pixels",
+                test.labels.len(),
+                test.images.len()
+            )));
+        }
+        let subset = opts.subset.clamp(1, n);
+        let (order, strata) = stratified_order(&test.labels, subset);
+        let tiles = n.div_ceil(TILE);
+        let mut input = vec![0.0f32; tiles * 784 * TILE];
+        for (r, &i) in order.iter().enumerate() {
+            let tile = &mut input[(r / TILE) * 784 * TILE..][..784 * TILE];
+            for (p, &v) in test.image(i).iter().enumerate() {
+                tile[p * TILE + r % TILE] = v;
+            }
+        }
+        let labels = order.iter().map(|&i| test.labels[i]).collect();
+        let mut e = Evaluator {
+            model,
+            geoms,
+            n,
+            tiles,
+            subset,
+            subset_tiles: subset.div_ceil(TILE),
+            labels,
+            strata,
+            input,
+            entries: Vec::new(),
+            pool: Vec::new(),
+            budget: opts.cache_budget,
+            clock: 0,
+            next_id: 0,
+            peak: 0,
+        };
+        e.peak = e.bytes();
+        Ok(e)
+    }
+
+    pub fn model(&self) -> ModelKind {
+        self.model
+    }
+
+    pub fn geometry(&self) -> &[LayerGeom] {
+        &self.geoms
+    }
+
+    /// Images in the test set and in the stratified subset.
+    pub fn images(&self) -> (usize, usize) {
+        (self.n, self.subset)
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            input_bytes: 4 * self.input.len(),
+            entry_bytes: self.entries.iter().map(|e| 4 * e.data.capacity()).sum(),
+            pool_bytes: self.pool.iter().map(|v| 4 * v.capacity()).sum(),
+            entries: self.entries.len(),
+            peak_bytes: self.peak,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        let s = self.stats();
+        s.input_bytes + s.entry_bytes + s.pool_bytes
+    }
+
+    /// Drops every cached activation (the test images stay).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.pool.clear();
+    }
+
+    /// Multiply-accumulates of one image through `layers`.
+    pub fn macs_per_image(&self, layers: &[Arc<PreparedLayer>]) -> u64 {
+        self.geoms
+            .iter()
+            .zip(layers)
+            .map(|(g, p)| g.macs(p.nnz))
+            .sum()
+    }
+
+    /// Evaluates the plan whose layers are `layers` (one per network layer, in order).
+    /// `on_estimate` hears the subset estimate first (when `mode.estimate`); `stop` is polled
+    /// between tiles, and a stop returns `Ok(None)` with nothing half-written left in the cache.
+    pub fn evaluate(
+        &mut self,
+        layers: &[Arc<PreparedLayer>],
+        mode: EvalMode,
+        on_estimate: &mut dyn FnMut(&Estimate),
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Evaluation>, ExploreError> {
+        let nl = self.geoms.len();
+        if layers.len() != nl {
+            return Err(ExploreError::Invalid(format!(
+                "{} prepared layers for a {}-layer network",
+                layers.len(),
+                nl
+            )));
+        }
+        for (l, (p, g)) in layers.iter().zip(&self.geoms).enumerate() {
+            if p.layer != l || p.out_c != g.out_c || p.fan_in != g.fan_in() {
+                return Err(ExploreError::Invalid(format!(
+                    "prepared layer {} does not fit layer {l} of {}",
+                    p.layer, self.model
+                )));
+            }
+        }
+        let fps: Vec<u64> = layers.iter().map(|p| p.fingerprint).collect();
+        let classes = self.geoms[nl - 1].out_features();
+        let mut logits = vec![0.0f32; self.tiles * classes * TILE];
+        let phases: Vec<(usize, usize)> = if mode.estimate && self.subset_tiles < self.tiles {
+            vec![(0, self.subset_tiles), (self.subset_tiles, self.tiles)]
+        } else {
+            vec![(0, self.tiles)]
+        };
+        for &(t0, t1) in &phases {
+            if stop() || !self.run_phase(layers, &fps, t0, t1, mode.store, &mut logits, stop) {
+                return Ok(None);
+            }
+            if mode.estimate && t0 == 0 {
+                on_estimate(&self.estimate(&logits, classes));
+            }
+        }
+        let (correct, loss) = self.score(&logits, classes, 0..self.n);
+        Ok(Some(Evaluation {
+            accuracy: correct as f64 / self.n as f64,
+            loss: (loss / self.n as f64) as f32,
+            correct,
+            total: self.n,
+        }))
+    }
+
+    fn find(&self, boundary: usize, prefix: &[u64]) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| e.boundary == boundary && e.prefix == prefix)
+    }
+
+    fn features(&self, boundary: usize) -> usize {
+        if boundary < self.geoms.len() {
+            self.geoms[boundary].in_features()
+        } else {
+            self.geoms[boundary - 1].out_features()
+        }
+    }
+
+    /// Computes tiles `t0..t1` of the plan and copies their logits into `logits`; false when
+    /// stopped.
+    #[allow(clippy::too_many_arguments)]
+    fn run_phase(
+        &mut self,
+        layers: &[Arc<PreparedLayer>],
+        fps: &[u64],
+        t0: usize,
+        t1: usize,
+        store: bool,
+        logits: &mut [f32],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> bool {
+        let nl = self.geoms.len();
+        self.clock += 1;
+        let clock = self.clock;
+        // Deepest boundary already holding these tiles for this prefix.
+        let mut start = 0;
+        let mut src_id = None;
+        for b in (1..=nl).rev() {
+            if let Some(e) = self.find(b, &fps[..b])
+                && e.valid >= t1
+            {
+                (start, src_id) = (b, Some(e.id));
+                break;
+            }
+        }
+        let mut pinned: Vec<u64> = src_id.into_iter().collect();
+        let mut dests = Vec::with_capacity(nl - start);
+        for b in start + 1..=nl {
+            let dest = match self.find(b, &fps[..b]) {
+                // An entry with tiles 0..t0 is extended in place.
+                Some(e) if e.valid == t0 => Dest::Entry(e.id),
+                Some(_) => Dest::Scratch,
+                None if store && t0 == 0 => {
+                    let len = self.tiles * self.features(b) * TILE;
+                    match self.take_buffer(len, &pinned) {
+                        Some(data) => {
+                            let id = self.next_id;
+                            self.next_id += 1;
+                            self.entries.push(Entry {
+                                id,
+                                boundary: b,
+                                prefix: fps[..b].to_vec(),
+                                data,
+                                valid: 0,
+                                used: clock,
+                            });
+                            Dest::Entry(id)
+                        }
+                        None => Dest::Scratch,
+                    }
+                }
+                None => Dest::Scratch,
+            };
+            if let Dest::Entry(id) = dest {
+                pinned.push(id);
+            }
+            dests.push(dest);
+        }
+        self.peak = self.peak.max(self.bytes());
+        for e in self.entries.iter_mut() {
+            if pinned.contains(&e.id) {
+                e.used = clock;
+            }
+        }
+
+        let classes = self.features(nl);
+        let stopped = if start == nl {
+            false
+        } else {
+            // Move the destination buffers out so the source can be borrowed alongside them.
+            let mut bufs: Vec<Option<Vec<f32>>> = dests
+                .iter()
+                .map(|d| match d {
+                    Dest::Entry(id) => {
+                        let e = self
+                            .entries
+                            .iter_mut()
+                            .find(|e| e.id == *id)
+                            .expect("pinned");
+                        Some(std::mem::take(&mut e.data))
+                    }
+                    Dest::Scratch => None,
+                })
+                .collect();
+            let src: &[f32] = match src_id {
+                Some(id) => {
+                    &self
+                        .entries
+                        .iter()
+                        .find(|e| e.id == id)
+                        .expect("pinned")
+                        .data
+                }
+                None => &self.input,
+            };
+            let stopped = run_tiles(
+                &self.geoms,
+                layers,
+                start,
+                src,
+                &mut bufs,
+                logits,
+                t0,
+                t1,
+                stop,
+            );
+            for (d, buf) in dests.iter().zip(bufs) {
+                if let (Dest::Entry(id), Some(data)) = (d, buf) {
+                    let e = self
+                        .entries
+                        .iter_mut()
+                        .find(|e| e.id == *id)
+                        .expect("pinned");
+                    e.data = data;
+                    if !stopped {
+                        e.valid = t1;
+                    }
+                }
+            }
+            stopped
+        };
+        if !stopped && matches!(dests.last(), Some(Dest::Entry(_))) || start == nl {
+            // The logits came from (or went to) an entry: copy them into the request's buffer.
+            let e = self.find(nl, fps).expect("logits entry");
+            let span = classes * TILE;
+            logits[t0 * span..t1 * span].copy_from_slice(&e.data[t0 * span..t1 * span]);
+        }
+        // Entries that never got a result are freed for reuse.
+        let (dead, live): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| e.valid == 0);
+        self.entries = live;
+        self.pool.extend(dead.into_iter().map(|e| e.data));
+        !stopped
+    }
+
+    /// A buffer of `len` floats for a new entry, within the budget: reuses a pooled buffer of
+    /// that size, else allocates, evicting least recently used entries (not `pinned`) first.
+    fn take_buffer(&mut self, len: usize, pinned: &[u64]) -> Option<Vec<f32>> {
+        loop {
+            if let Some(i) = self.pool.iter().position(|v| v.len() == len) {
+                let mut v = self.pool.swap_remove(i);
+                v.resize(len, 0.0);
+                return Some(v);
+            }
+            if self.bytes() + 4 * len <= self.budget {
+                return Some(vec![0.0; len]);
+            }
+            let victim = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !pinned.contains(&e.id))
+                .min_by_key(|(_, e)| e.used)
+                .map(|(i, _)| i);
+            if let Some(i) = victim {
+                let e = self.entries.swap_remove(i);
+                self.pool.push(e.data);
+                continue;
+            }
+            // Nothing left to evict: free the smallest pooled buffer, or give up.
+            let smallest = self
+                .pool
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i)?;
+            self.pool.swap_remove(smallest);
+        }
+    }
+
+    /// Correct predictions and summed cross-entropy (f64) over evaluation rows `rows`.
+    fn score(&self, logits: &[f32], classes: usize, rows: std::ops::Range<usize>) -> (usize, f64) {
+        let mut correct = 0;
+        let mut loss = 0.0;
+        for r in rows {
+            let (c, l) = self.score_one(logits, classes, r);
+            correct += c as usize;
+            loss += l;
+        }
+        (correct, loss)
+    }
+
+    fn score_one(&self, logits: &[f32], classes: usize, r: usize) -> (bool, f64) {
+        let tile = &logits[(r / TILE) * classes * TILE..][..classes * TILE];
+        let j = r % TILE;
+        let z = |c: usize| tile[c * TILE + j];
+        let mut best = 0;
+        for c in 1..classes {
+            if z(c) > z(best) {
+                best = c;
+            }
+        }
+        let max = z(best) as f64;
+        let sum: f64 = (0..classes).map(|c| (z(c) as f64 - max).exp()).sum();
+        let label = self.labels[r] as usize;
+        (best == label, max + sum.ln() - z(label) as f64)
+    }
+
+    /// The stratified estimate from the subset rows `0..subset`.
+    fn estimate(&self, logits: &[f32], classes: usize) -> Estimate {
+        let mut correct = vec![0usize; self.strata.len()];
+        let mut loss = vec![0.0f64; self.strata.len()];
+        for r in 0..self.subset {
+            let (c, l) = self.score_one(logits, classes, r);
+            let h = self.labels[r] as usize;
+            correct[h] += c as usize;
+            loss[h] += l;
+        }
+        let (mut acc, mut var, mut mean_loss) = (0.0, 0.0, 0.0);
+        for (h, s) in self.strata.iter().enumerate() {
+            if s.sampled == 0 {
+                continue;
+            }
+            let w = s.population as f64 / self.n as f64;
+            let p = correct[h] as f64 / s.sampled as f64;
+            acc += w * p;
+            mean_loss += w * loss[h] / s.sampled as f64;
+            if s.sampled > 1 {
+                // Unbiased within-stratum variance, finite-population corrected.
+                let s2 = p * (1.0 - p) * s.sampled as f64 / (s.sampled - 1) as f64;
+                let fpc = 1.0 - s.sampled as f64 / s.population as f64;
+                var += w * w * fpc * s2 / s.sampled as f64;
+            }
+        }
+        Estimate {
+            accuracy: acc,
+            stderr: var.sqrt(),
+            loss: mean_loss,
+            correct: correct.iter().sum(),
+            images: self.subset,
+        }
+    }
+}
+
+/// Runs tiles `t0..t1` from boundary `start` (`src` holds it for all tiles) through the last
+/// layer; `bufs[i]` receives boundary `start + 1 + i` when present, and the logits always land
+/// in `logits` too when their buffer is scratch. Returns whether `stop` cut it short.
+#[allow(clippy::too_many_arguments)]
+fn run_tiles(
+    geoms: &[LayerGeom],
+    layers: &[Arc<PreparedLayer>],
+    start: usize,
+    src: &[f32],
+    bufs: &mut [Option<Vec<f32>>],
+    logits: &mut [f32],
+    t0: usize,
+    t1: usize,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> bool {
+    let nl = geoms.len();
+    let feats = |b: usize| {
+        if b < nl {
+            geoms[b].in_features()
+        } else {
+            geoms[nl - 1].out_features()
+        }
+    };
+    let src_len = feats(start) * TILE;
+    let count = t1 - t0;
+    let mut per_tile: Vec<Vec<Option<&mut [f32]>>> = (0..count).map(|_| Vec::new()).collect();
+    let last = bufs.len() - 1;
+    let mut logits = Some(logits);
+    for (i, buf) in bufs.iter_mut().enumerate() {
+        let len = feats(start + 1 + i) * TILE;
+        match buf {
+            Some(data) => {
+                for (slot, chunk) in per_tile
+                    .iter_mut()
+                    .zip(data[t0 * len..t1 * len].chunks_mut(len))
+                {
+                    slot.push(Some(chunk));
+                }
+            }
+            None if i == last => {
+                let logits = logits.take().expect("one logits boundary");
+                for (slot, chunk) in per_tile
+                    .iter_mut()
+                    .zip(logits[t0 * len..t1 * len].chunks_mut(len))
+                {
+                    slot.push(Some(chunk));
+                }
+            }
+            None => per_tile.iter_mut().for_each(|slot| slot.push(None)),
+        }
+    }
+    let stopped = std::sync::atomic::AtomicBool::new(false);
+    per_tile.into_par_iter().enumerate().for_each_init(
+        Scratch::default,
+        |scratch, (i, mut outs)| {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) || stop() {
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            let t = t0 + i;
+            let tile_src = &src[t * src_len..(t + 1) * src_len];
+            let Scratch { pad, bufs } = scratch;
+            if bufs.len() < nl + 1 {
+                bufs.resize_with(nl + 1, Vec::new);
+            }
+            for l in start..nl {
+                let j = l - start;
+                let g = &geoms[l];
+                let (before, after) = outs.split_at_mut(j);
+                let (lo, hi) = bufs.split_at_mut(l + 1);
+                let input: &[f32] = if j == 0 {
+                    tile_src
+                } else {
+                    match &before[j - 1] {
+                        Some(s) => s,
+                        None => &lo[l],
+                    }
+                };
+                let input: &[f32] = if g.pad > 0 {
+                    pad_tile(g, input, pad);
+                    pad
+                } else {
+                    input
+                };
+                let out: &mut [f32] = match &mut after[0] {
+                    Some(s) => s,
+                    None => {
+                        let v = &mut hi[0];
+                        v.resize(feats(l + 1) * TILE, 0.0);
+                        v
+                    }
+                };
+                layers[l].forward(g, input, out);
+            }
+        },
+    );
+    stopped.into_inner()
+}
+
+/// Copies a tile into a zero border of `g.pad` on every side.
+fn pad_tile(g: &LayerGeom, x: &[f32], out: &mut Vec<f32>) {
+    let (hp, wp) = g.padded();
+    out.clear();
+    out.resize(g.in_c * hp * wp * TILE, 0.0);
+    for c in 0..g.in_c {
+        for y in 0..g.in_h {
+            let from = ((c * g.in_h + y) * g.in_w) * TILE;
+            let to = ((c * hp + y + g.pad) * wp + g.pad) * TILE;
+            out[to..to + g.in_w * TILE].copy_from_slice(&x[from..from + g.in_w * TILE]);
+        }
+    }
+}
+
+/// Evaluation order: a fixed stratified subset of `subset` images (classes in proportion to
+/// the test set, largest remainders, seeded choice within a class) first, then the rest in
+/// their original order.
+fn stratified_order(labels: &[u8], subset: usize) -> (Vec<usize>, Vec<Stratum>) {
+    let n = labels.len();
+    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l as usize].push(i);
+    }
+    let quota: Vec<f64> = by_class
+        .iter()
+        .map(|c| subset as f64 * c.len() as f64 / n as f64)
+        .collect();
+    let mut take: Vec<usize> = quota.iter().map(|q| q.floor() as usize).collect();
+    let mut short = subset - take.iter().sum::<usize>();
+    let mut by_remainder: Vec<usize> = (0..classes).collect();
+    by_remainder.sort_by(|&a, &b| {
+        (quota[b] - quota[b].floor())
+            .total_cmp(&(quota[a] - quota[a].floor()))
+            .then(a.cmp(&b))
+    });
+    for &h in by_remainder.iter().cycle().take(classes * 2) {
+        if short == 0 {
+            break;
+        }
+        if take[h] < by_class[h].len() {
+            take[h] += 1;
+            short -= 1;
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(0x005e_ed5a_b5e7);
+    let mut chosen = vec![false; n];
+    for (h, members) in by_class.iter().enumerate() {
+        let mut m = members.clone();
+        m.shuffle(&mut rng);
+        for &i in &m[..take[h]] {
+            chosen[i] = true;
+        }
+    }
+    let mut order: Vec<usize> = (0..n).filter(|&i| chosen[i]).collect();
+    order.extend((0..n).filter(|&i| !chosen[i]));
+    let strata = by_class
+        .iter()
+        .zip(&take)
+        .map(|(c, &t)| Stratum {
+            population: c.len(),
+            sampled: t,
+        })
+        .collect();
+    (order, strata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_of_the_three_networks() {
+        let g = geometry(&ModelKind::Lenet5.arch()).unwrap();
+        assert_eq!(
+            g.iter().map(|g| g.in_features()).collect::<Vec<_>>(),
+            [784, 2880, 800, 500]
+        );
+        assert!(g[0].pool && g[1].pool && !g[0].relu && g[2].relu && !g[3].relu);
+        assert_eq!(g[3].out_features(), 10);
+        let g = geometry(&ModelKind::Lenet300100.arch()).unwrap();
+        assert_eq!(
+            g.iter().map(|g| g.in_features()).collect::<Vec<_>>(),
+            [784, 300, 100]
+        );
+        let g = geometry(&ModelKind::CourseCnn.arch()).unwrap();
+        assert_eq!(g[1].in_features(), 64 * 14 * 14);
+        assert!(g[0].relu && g[0].pool && g[0].pad == 1);
+        assert_eq!(g[2].in_features(), 12544);
+    }
+
+    #[test]
+    fn stratified_subset_is_proportional_and_first() {
+        let labels: Vec<u8> = (0..1000)
+            .map(|i| if i % 10 < 7 { 0 } else { (i % 3) as u8 + 1 })
+            .collect();
+        let (order, strata) = stratified_order(&labels, 100);
+        assert_eq!(order.len(), 1000);
+        let mut seen = order.clone();
+        seen.sort();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        assert_eq!(strata.iter().map(|s| s.sampled).sum::<usize>(), 100);
+        assert_eq!(strata[0].sampled, 70);
+        let zeros = order[..100].iter().filter(|&&i| labels[i] == 0).count();
+        assert_eq!(zeros, 70);
+    }
+}
