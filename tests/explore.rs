@@ -356,6 +356,31 @@ fn incremental_accuracy_equals_candle_from_scratch_on_full_mnist() {
 }
 
 #[test]
+fn a_tiny_cache_budget_changes_speed_not_results() {
+    let test = &fixture().test;
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut s = session(ModelKind::Lenet5);
+    let budget = 2 << 20;
+    let mut ev = Evaluator::new(
+        ModelKind::Lenet5,
+        test,
+        EvalOptions {
+            subset: 50,
+            cache_budget: budget,
+        },
+    )
+    .unwrap();
+    for _ in 0..6 {
+        let plan = random_plan(&mut rng, &s);
+        s.set_plan(plan).unwrap();
+        let ours = evaluate(&mut ev, &mut s, EvalMode::INTERACTIVE);
+        assert_eq!(ours.correct, candle_eval(&mut s, test).correct);
+        while ev.warm_step() {}
+        assert!(ev.stats().peak_bytes <= budget, "{:?}", ev.stats());
+    }
+}
+
+#[test]
 fn the_estimate_comes_first_and_brackets_the_full_figure() {
     let data = fixture();
     let mut s = session(ModelKind::Lenet300100);

@@ -458,33 +458,36 @@ impl PreparedLayer {
             }
             Rows::Dense { offs, vals } => {
                 let block_len = self.fan_in * BLOCK_ROWS;
+                let blocks = vals.len() / block_len;
+                let segs = TILE / SEG;
                 let mut acc = [[0.0f32; SEG]; BLOCK_ROWS];
                 let mut best = [[0.0f32; SEG]; BLOCK_ROWS];
                 for py in 0..ph {
                     for px in 0..pw {
-                        for seg in (0..TILE).step_by(SEG) {
-                            for (blk, w) in vals.chunks_exact(block_len).enumerate() {
-                                for dy in 0..win {
-                                    for dx in 0..win {
-                                        let base =
-                                            ((py * win + dy) * wp + px * win + dx) * TILE + seg;
-                                        let dst = if dy + dx == 0 { &mut best } else { &mut acc };
-                                        kernels::dense_block(x, base, offs, w, self.max_off, dst);
-                                        if dy + dx > 0 {
-                                            for (mr, ar) in best.iter_mut().zip(&acc) {
-                                                for (m, &v) in mr.iter_mut().zip(ar) {
-                                                    *m = m.max(v);
-                                                }
+                        // One segment's input window stays in L1 while every block of rows
+                        // passes over it.
+                        for i in 0..segs * blocks {
+                            let (seg, blk) = (i / blocks, i % blocks);
+                            let (seg, w) = (seg * SEG, &vals[blk * block_len..][..block_len]);
+                            for dy in 0..win {
+                                for dx in 0..win {
+                                    let base = ((py * win + dy) * wp + px * win + dx) * TILE + seg;
+                                    let dst = if dy + dx == 0 { &mut best } else { &mut acc };
+                                    kernels::dense_block(x, base, offs, w, self.max_off, dst);
+                                    if dy + dx > 0 {
+                                        for (mr, ar) in best.iter_mut().zip(&acc) {
+                                            for (m, &v) in mr.iter_mut().zip(ar) {
+                                                *m = m.max(v);
                                             }
                                         }
                                     }
                                 }
-                                for (r, row) in best.iter().enumerate() {
-                                    let o = blk * BLOCK_ROWS + r;
-                                    if o < g.out_c {
-                                        let at = ((o * ph + py) * pw + px) * TILE + seg;
-                                        finish(&mut out[at..at + SEG], row, self.bias[o]);
-                                    }
+                            }
+                            for (r, row) in best.iter().enumerate() {
+                                let o = blk * BLOCK_ROWS + r;
+                                if o < g.out_c {
+                                    let at = ((o * ph + py) * pw + px) * TILE + seg;
+                                    finish(&mut out[at..at + SEG], row, self.bias[o]);
                                 }
                             }
                         }
@@ -603,6 +606,8 @@ pub struct CacheStats {
     pub entries: usize,
     /// Highest `input + entries + pool` seen.
     pub peak_bytes: usize,
+    /// Idle-time warm-up has nothing left to do ([`Evaluator::warm_step`]).
+    pub warm: bool,
 }
 
 /// Where a phase writes one boundary's activations.
@@ -625,6 +630,8 @@ pub struct Evaluator {
     input: Vec<f32>,
     entries: Vec<Entry>,
     pool: Vec<Vec<f32>>,
+    /// A buffer being faulted in by [`Evaluator::warm_step`], for a boundary.
+    warming: Option<(usize, Vec<f32>)>,
     budget: usize,
     clock: u64,
     next_id: u64,
@@ -676,6 +683,7 @@ impl Evaluator {
             input,
             entries: Vec::new(),
             pool: Vec::new(),
+            warming: None,
             budget: opts.cache_budget,
             clock: 0,
             next_id: 0,
@@ -702,21 +710,30 @@ impl Evaluator {
         CacheStats {
             input_bytes: 4 * self.input.len(),
             entry_bytes: self.entries.iter().map(|e| 4 * e.data.capacity()).sum(),
-            pool_bytes: self.pool.iter().map(|v| 4 * v.capacity()).sum(),
+            pool_bytes: self.pool.iter().map(|v| 4 * v.capacity()).sum::<usize>()
+                + self.warming.as_ref().map_or(0, |(_, v)| 4 * v.capacity()),
             entries: self.entries.len(),
             peak_bytes: self.peak,
+            warm: self.warming.is_none() && self.warm_target().is_none(),
         }
     }
 
     fn bytes(&self) -> usize {
-        let s = self.stats();
-        s.input_bytes + s.entry_bytes + s.pool_bytes
+        4 * (self.input.len()
+            + self
+                .entries
+                .iter()
+                .map(|e| e.data.capacity())
+                .sum::<usize>()
+            + self.pool.iter().map(Vec::capacity).sum::<usize>()
+            + self.warming.as_ref().map_or(0, |(_, v)| v.capacity()))
     }
 
     /// Drops every cached activation (the test images stay).
     pub fn clear(&mut self) {
         self.entries.clear();
         self.pool.clear();
+        self.warming = None;
     }
 
     /// Multiply-accumulates of one image through `layers`.
@@ -829,7 +846,7 @@ impl Evaluator {
                 Some(_) => Dest::Scratch,
                 None if store && t0 == 0 => {
                     let len = self.tiles * self.features(b) * TILE;
-                    match self.take_buffer(len, &pinned) {
+                    match self.take_buffer(b, len, &pinned) {
                         Some(data) => {
                             let id = self.next_id;
                             self.next_id += 1;
@@ -931,39 +948,95 @@ impl Evaluator {
         !stopped
     }
 
-    /// A buffer of `len` floats for a new entry, within the budget: reuses a pooled buffer of
-    /// that size, else allocates, evicting least recently used entries (not `pinned`) first.
-    fn take_buffer(&mut self, len: usize, pinned: &[u64]) -> Option<Vec<f32>> {
+    /// Most entries kept for `boundary`: a quarter of the budget's worth, 2..=16. Beyond it the
+    /// least recently used entry of the boundary is recycled, buffer and all, so a long scrub
+    /// reuses memory it has already touched instead of faulting in fresh pages (first touch
+    /// costs ten times a write on a VM).
+    fn cap(&self, boundary: usize) -> usize {
+        let bytes = 4 * self.tiles * self.features(boundary) * TILE;
+        (self.budget.saturating_sub(4 * self.input.len()) / (4 * bytes.max(1))).clamp(2, 16)
+    }
+
+    /// A buffer of `len` floats for a new entry of `boundary`, within the budget: a pooled one
+    /// of that size, else the boundary's least recently used entry once it has `cap` of them,
+    /// else a fresh one, evicting pooled buffers and then least recently used entries (never
+    /// `pinned`) to make room.
+    fn take_buffer(&mut self, boundary: usize, len: usize, pinned: &[u64]) -> Option<Vec<f32>> {
+        if let Some(i) = self.pool.iter().position(|v| v.len() == len) {
+            return Some(self.pool.swap_remove(i));
+        }
+        let lru = |entries: &[Entry], same_boundary: bool| {
+            entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    !pinned.contains(&e.id) && (!same_boundary || e.boundary == boundary)
+                })
+                // Among equally old entries, one of the right size saves an allocation.
+                .min_by_key(|(_, e)| (e.used, e.data.len() != len))
+                .map(|(i, _)| i)
+        };
+        let mine = self
+            .entries
+            .iter()
+            .filter(|e| e.boundary == boundary)
+            .count();
+        if mine >= self.cap(boundary)
+            && let Some(i) = lru(&self.entries, true)
+        {
+            return Some(self.entries.swap_remove(i).data);
+        }
         loop {
-            if let Some(i) = self.pool.iter().position(|v| v.len() == len) {
-                let mut v = self.pool.swap_remove(i);
-                v.resize(len, 0.0);
-                return Some(v);
-            }
             if self.bytes() + 4 * len <= self.budget {
                 return Some(vec![0.0; len]);
             }
-            let victim = self
-                .entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| !pinned.contains(&e.id))
-                .min_by_key(|(_, e)| e.used)
-                .map(|(i, _)| i);
-            if let Some(i) = victim {
-                let e = self.entries.swap_remove(i);
-                self.pool.push(e.data);
+            if let Some(i) = (0..self.pool.len()).max_by_key(|&i| self.pool[i].len()) {
+                self.pool.swap_remove(i);
                 continue;
             }
-            // Nothing left to evict: free the smallest pooled buffer, or give up.
-            let smallest = self
-                .pool
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, v)| v.capacity())
-                .map(|(i, _)| i)?;
-            self.pool.swap_remove(smallest);
+            let e = self.entries.swap_remove(lru(&self.entries, false)?);
+            if e.data.len() == len {
+                return Some(e.data);
+            }
         }
+    }
+
+    /// One step of idle-time warm-up: touches (up to 8 MiB of) a buffer each boundary will
+    /// want, until every boundary has its [`cap`](Self::cap) of entries and pooled buffers.
+    /// Returns false when there is nothing left to do. Call it when there is no other work: the
+    /// first evaluations after it find their memory already faulted in.
+    pub fn warm_step(&mut self) -> bool {
+        const STEP: usize = 2 << 20;
+        if let Some((boundary, mut v)) = self.warming.take() {
+            let len = self.tiles * self.features(boundary) * TILE;
+            let add = (len - v.len()).min(STEP);
+            v.resize(v.len() + add, 0.0);
+            if v.len() == len {
+                self.pool.push(v);
+            } else {
+                self.warming = Some((boundary, v));
+            }
+            self.peak = self.peak.max(self.bytes());
+            return true;
+        }
+        match self.warm_target() {
+            Some(b) => {
+                let len = self.tiles * self.features(b) * TILE;
+                self.warming = Some((b, Vec::with_capacity(len)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A boundary short of its cap of entries and pooled buffers, with room in the budget.
+    fn warm_target(&self) -> Option<usize> {
+        (1..=self.geoms.len()).find(|&b| {
+            let len = self.tiles * self.features(b) * TILE;
+            let have = self.entries.iter().filter(|e| e.boundary == b).count()
+                + self.pool.iter().filter(|v| v.len() == len).count();
+            have < self.cap(b) && self.bytes() + 4 * len <= self.budget
+        })
     }
 
     /// Correct predictions and summed cross-entropy (f64) over evaluation rows `rows`.

@@ -99,6 +99,25 @@ pub fn avx2_fma() -> bool {
     false
 }
 
+/// GFLOP/s that all of rayon's threads achieve together, right now, in a register-only FMA
+/// loop (12 independent chains per thread): the attainable peak under the machine's present
+/// clock and load, to put measured kernel speeds beside. `None` without AVX2 + FMA.
+pub fn fma_peak_gflops(iterations: u64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        let rates = rayon::broadcast(|_| {
+            let t = std::time::Instant::now();
+            // SAFETY: AVX2 and FMA were detected above.
+            let sink = unsafe { x86::fma_loop(iterations) };
+            std::hint::black_box(sink);
+            (iterations * 12 * 16) as f64 / t.elapsed().as_secs_f64()
+        });
+        return Some(rates.iter().sum::<f64>() / 1e9);
+    }
+    let _ = iterations;
+    None
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -123,6 +142,27 @@ mod x86 {
             // SAFETY: `out` holds TILE floats.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * v), *a) };
         }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma_loop(n: u64) -> f32 {
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        let m = _mm256_set1_ps(0.999_999);
+        let a = _mm256_set1_ps(1e-7);
+        for _ in 0..n {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, m, a);
+            }
+        }
+        let mut out = [0.0f32; 8];
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
+        // SAFETY: `out` holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+        out.iter().sum()
     }
 
     /// # Safety

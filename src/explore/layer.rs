@@ -336,13 +336,35 @@ pub fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError> {
     }
 }
 
-/// Computes a layer's result from `source` under `plan` (see [`LayerKey`] for what must
-/// match for two results to be equal).
+/// Computes a layer's result from `source` under `setting` (see [`LayerKey`] for what must
+/// match for two results to be equal): [`share_layer`] then [`finish`].
 pub fn compute(
     source: &LayerSource,
     setting: LayerSetting,
     share: ShareParams,
 ) -> Result<LayerResult, ExploreError> {
+    finish(share_layer(source, setting, share)?, source, share)
+}
+
+/// A layer pruned and shared but not yet entropy-coded: all the forward pass needs.
+#[derive(Clone, Debug)]
+pub struct SharedLayer {
+    pub key: LayerKey,
+    pub setting: LayerSetting,
+    pub threshold: f32,
+    pub compressed: CompressedLayer,
+    pub sharing: SharingStats,
+    /// See [`fingerprint::compressed`].
+    pub fingerprint: u64,
+    pub fine_tuned_codebook: bool,
+}
+
+/// The first half of [`compute`]: prune and share (the fine-tuned tie when it applies).
+pub fn share_layer(
+    source: &LayerSource,
+    setting: LayerSetting,
+    share: ShareParams,
+) -> Result<SharedLayer, ExploreError> {
     let plan = setting.plan;
     let spec = &source.spec;
     validate(spec.name, &plan)?;
@@ -427,6 +449,35 @@ pub fn compute(
         assignments,
         bias,
     };
+    Ok(SharedLayer {
+        key: LayerKey::new(l, source.version, &plan, share),
+        setting,
+        threshold,
+        fingerprint: fingerprint::compressed(l, &compressed),
+        compressed,
+        sharing,
+        fine_tuned_codebook: tie.is_some(),
+    })
+}
+
+/// The second half of [`compute`]: relative index and Huffman coding (as the file will hold
+/// them), sizes, coding statistics and histograms.
+pub fn finish(
+    s: SharedLayer,
+    source: &LayerSource,
+    share: ShareParams,
+) -> Result<LayerResult, ExploreError> {
+    let SharedLayer {
+        key,
+        setting,
+        threshold,
+        compressed,
+        sharing,
+        fingerprint,
+        fine_tuned_codebook,
+    } = s;
+    let plan = setting.plan;
+    let w = &source.weights;
     let enc = encode::encode_layer(&compressed, share.max_code_len)?;
     let size = size::layer_size(&compressed, &enc, dcz::section_bytes(&compressed, &enc));
     let kept = compressed.kept().max(1) as f64;
@@ -457,11 +508,11 @@ pub fn compute(
     }
     let bias_kept = compressed.bias.iter().filter(|&&b| b != 0.0).count();
     Ok(LayerResult {
-        key: LayerKey::new(l, source.version, &plan, share),
-        layer: l,
+        key,
+        layer: source.layer,
         setting,
         threshold,
-        fingerprint: fingerprint::compressed(l, &compressed),
+        fingerprint,
         size,
         sharing,
         coding,
@@ -472,7 +523,7 @@ pub fn compute(
             shared,
         },
         bias_kept,
-        fine_tuned_codebook: tie.is_some(),
+        fine_tuned_codebook,
         compressed,
     })
 }

@@ -20,7 +20,45 @@
 //!
 //! The UI loop: an input changes the plan through a `Session` method and submits
 //! [`Session::eval_job`]; each frame drains [`Worker::try_recv`] into [`Session::absorb`] and
-//! draws from the session's look-ups, which never compute.
+//! draws from the session's look-ups, which never compute:
+//!
+//! ```no_run
+//! use std::{path::Path, sync::Arc};
+//! use dcx::explore::{Accuracy, Session, Worker, WorkerOptions};
+//! # fn main() -> anyhow::Result<()> {
+//! let data = Arc::new(dcx::data::Mnist::load(Path::new("mnist"))?);
+//! let checkpoint = Path::new("lenet-5-e10-fd5771c0ca28.safetensors");
+//! let (net, meta) = dcx::model::checkpoint::load(checkpoint)?;
+//! let template = Session::default_experiment(net.kind(), meta.train);
+//! let mut session = Session::new(&net, template)?.with_checkpoint(checkpoint);
+//! let worker = Worker::spawn(Arc::clone(&data), WorkerOptions::default())?;
+//! worker.submit(session.eval_job());
+//! worker.submit(session.sweep_job()); // read from disk when stored
+//!
+//! // On a key press (scrubbing fc1's threshold):
+//! let fc1 = session.layer_index("fc1").expect("LeNet-5 has fc1");
+//! if session.set_threshold(fc1, 0.04)? && session.needs_evaluation() {
+//!     worker.submit(session.eval_job()); // supersedes any evaluation still running
+//! }
+//!
+//! // Every frame:
+//! while let Some(event) = worker.try_recv() {
+//!     session.absorb(&event);
+//! }
+//! let accuracy = match session.accuracy() {
+//!     Accuracy::Exact(e) => format!("{:.2}%", 100.0 * e.accuracy),
+//!     Accuracy::Estimate(e) => format!("~{:.1}% ± {:.1}", 100.0 * e.accuracy, 100.0 * e.stderr),
+//!     Accuracy::Unknown => "…".into(),
+//! };
+//! if let (Some(layer), Some(sizes)) = (session.layer(fc1), session.sizes()) {
+//!     let band = layer.threshold; // the pruned band is ±band
+//!     let bins = &layer.histograms.kept; // over layer.histograms.edges, fixed per layer
+//!     println!("{accuracy}, {:.1}x, fc1 {:.1}% pruned", sizes.ratio(), 100.0 * layer.sparsity());
+//!     let _ = (band, bins, session.alone(fc1), session.history().pareto());
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod eval;
 pub mod history;

@@ -236,6 +236,18 @@ impl Session {
         })
     }
 
+    /// A session over a baseline the worker trained or loaded ([`Event::Baseline`]), tied
+    /// to its checkpoint file.
+    pub fn from_baseline(
+        baseline: &super::worker::Baseline,
+        template: Experiment,
+    ) -> Result<Session, ExploreError> {
+        Ok(
+            Session::from_weights(baseline.model, baseline.weights.clone(), template)?
+                .with_checkpoint(&baseline.path),
+        )
+    }
+
     /// An experiment to start a session from when there is no file: the paper's defaults for
     /// every layer (no pruning, 8-bit conv / 5-bit fc sharing, 5-bit indices, linear init).
     pub fn default_experiment(model: ModelKind, train: TrainConfig) -> Experiment {
@@ -691,6 +703,12 @@ impl Session {
         } else {
             Accuracy::Unknown
         }
+    }
+
+    /// Whether the current plan still needs an evaluation job (its full result is not known).
+    /// A plan seen before is answered from the session at once.
+    pub fn needs_evaluation(&self) -> bool {
+        !self.evals.contains_key(&self.plan_key())
     }
 
     /// The full evaluation of the current plan, if done.

@@ -14,16 +14,18 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::ExploreError;
-use super::eval::{self, Estimate, EvalMode, EvalOptions, Evaluator, PreparedLayer, fingerprint};
-use super::layer::{FixedTie, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
-use super::plan::{LayerRef, PlanKey, PlanSizes, PlanSnapshot, Resolved};
+use super::eval::{
+    self, CacheStats, Estimate, EvalMode, EvalOptions, Evaluator, PreparedLayer, fingerprint,
+};
+use super::layer::{self, FixedTie, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
+use super::plan::{LayerRef, LayerTask, PlanKey, PlanSizes, PlanSnapshot};
 use super::sensitivity::{self, Probe, Sensitivity, SweepGrid};
 use crate::compress::prune;
 use crate::data::Mnist;
@@ -31,6 +33,7 @@ use crate::model::checkpoint::CheckpointMeta;
 use crate::model::optim::{Constraint, Tie};
 use crate::model::train::{self, EpochStats, Evaluation, Observer, Progress, TrainConfig};
 use crate::model::{ModelKind, Net, cache};
+use rayon::prelude::*;
 
 /// Identifies a submitted job; increasing in submission order.
 pub type JobId = u64;
@@ -313,6 +316,8 @@ struct Shared {
     /// Ids below this are cancelled, per kind.
     cancel_before: [AtomicU64; 6],
     shutdown: AtomicBool,
+    /// The evaluator's cache figures after the last job that used it.
+    stats: Mutex<CacheStats>,
 }
 
 impl Shared {
@@ -362,6 +367,7 @@ impl Worker {
             taken: Default::default(),
             cancel_before: Default::default(),
             shutdown: AtomicBool::new(false),
+            stats: Mutex::new(CacheStats::default()),
         });
         let core = Core {
             data,
@@ -414,6 +420,12 @@ impl Worker {
     pub fn cancel(&self, kind: JobKind) {
         let next = self.next_id.load(Ordering::SeqCst);
         self.shared.cancel_before[kind.index()].fetch_max(next, Ordering::SeqCst);
+    }
+
+    /// Memory of the evaluator's caches (test images, activations, reusable buffers) as of
+    /// the last job that evaluated.
+    pub fn cache_stats(&self) -> CacheStats {
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn cancel_all(&self) {
@@ -508,15 +520,36 @@ impl Core {
                 return;
             }
             if self.queue.is_empty() {
-                match self.jobs.recv() {
+                match self.jobs.try_recv() {
                     Ok(j) => self.enqueue(j),
-                    Err(_) => return,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        // Idle: fault in the evaluator's buffers a step at a time, so a job
+                        // arriving meanwhile waits at most one step (a few ms).
+                        if let Some(ev) = self.evaluator.as_mut()
+                            && ev.warm_step()
+                        {
+                            self.publish_stats();
+                            continue;
+                        }
+                        self.publish_stats();
+                        match self.jobs.recv() {
+                            Ok(j) => self.enqueue(j),
+                            Err(_) => return,
+                        }
+                    }
                 }
             }
             self.drain();
             if let Some((id, job)) = self.next(false) {
                 self.execute(id, job);
             }
+        }
+    }
+
+    fn publish_stats(&self) {
+        if let Some(ev) = &self.evaluator {
+            *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = ev.stats();
         }
     }
 
@@ -609,6 +642,7 @@ impl Core {
             Job::FineTune(req) => self.train_plan(id, JobKind::FineTune, req),
             Job::Train(req) => self.train_baseline(id, req),
         };
+        self.publish_stats();
         if let Err(e) = result {
             self.send(Event::Failed {
                 id,
@@ -671,25 +705,47 @@ impl Core {
             .collect()
     }
 
+    /// Pruning and sharing first (what the forward pass needs), then the subset estimate;
+    /// entropy coding and sizes in the pause between the estimate and the rest of the test set
+    /// (reported as [`Event::Layers`]), then the full figure.
     fn evaluate(&mut self, id: JobId, snap: PlanSnapshot) -> Result<(), ExploreError> {
         let started = Instant::now();
         let kind = JobKind::Evaluate;
-        let Resolved { all, computed } = snap.resolve()?;
-        let sizes = Arc::new(PlanSizes::of(snap.model, &snap.experiment, &all));
-        self.send(Event::Layers {
-            id,
-            key: snap.key.clone(),
-            computed,
-            sizes: Arc::clone(&sizes),
-        });
+        let parts: Vec<Part> = snap
+            .layers
+            .par_iter()
+            .map(|r| match r {
+                LayerRef::Ready(r) => Ok(Part::Ready(Arc::clone(r))),
+                LayerRef::Todo(t) => Ok(Part::Shared(Box::new((
+                    layer::share_layer(&t.source, t.setting, t.share)?,
+                    t.clone(),
+                )))),
+            })
+            .collect::<Result<_, ExploreError>>()?;
         if self.stop_reason(kind, id).is_some() {
             self.report_stop(kind, id);
             return Ok(());
         }
-        let prepared = self.prepare(snap.model, &all)?;
+        let geoms = eval::geometry(&snap.model.arch())?;
+        let prepared = parts
+            .iter()
+            .enumerate()
+            .map(|(l, p)| {
+                let (fp, c) = match p {
+                    Part::Ready(r) => (r.fingerprint, &r.compressed),
+                    Part::Shared(b) => (b.0.fingerprint, &b.0.compressed),
+                };
+                self.prepared
+                    .get_or_insert(fp, || PreparedLayer::from_compressed(&geoms[l], l, c, fp))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::clone(&self.shared);
         let events = self.events.clone();
         let key = snap.key.clone();
+        let experiment = snap.experiment.clone();
+        let model = snap.model;
+        let mut parts = Some(parts);
+        let mut finished: Option<Result<Arc<PlanSizes>, ExploreError>> = None;
         let out = self.evaluator(snap.model)?.evaluate(
             &prepared,
             EvalMode::INTERACTIVE,
@@ -700,11 +756,22 @@ impl Core {
                     estimate: *estimate,
                     elapsed: started.elapsed(),
                 });
+                let done = finish_parts(parts.take().unwrap_or_default()).map(|(all, computed)| {
+                    let sizes = Arc::new(PlanSizes::of(model, &experiment, &all));
+                    let _ = events.send(Event::Layers {
+                        id,
+                        key: key.clone(),
+                        computed,
+                        sizes: Arc::clone(&sizes),
+                    });
+                    sizes
+                });
+                finished = Some(done);
             },
             &|| shared.stale(kind, id),
         )?;
-        match out {
-            Some(evaluation) => self.send(Event::Evaluated {
+        match (out, finished) {
+            (Some(evaluation), Some(Ok(sizes))) => self.send(Event::Evaluated {
                 id,
                 key: snap.key,
                 plan: snap.settings,
@@ -712,7 +779,8 @@ impl Core {
                 sizes,
                 elapsed: started.elapsed(),
             }),
-            None => self.report_stop(kind, id),
+            (_, Some(Err(e))) => return Err(e),
+            _ => self.report_stop(kind, id),
         }
         Ok(())
     }
@@ -962,6 +1030,35 @@ impl Core {
         });
         Ok(())
     }
+}
+
+/// A plan's layer on its way through an evaluation.
+enum Part {
+    Ready(Arc<LayerResult>),
+    /// Pruned and shared, not yet coded; with the task that made it.
+    Shared(Box<(layer::SharedLayer, LayerTask)>),
+}
+
+/// Codes the layers that need it (in parallel): all results, and the newly finished ones.
+type Finished = (Vec<Arc<LayerResult>>, Vec<Arc<LayerResult>>);
+
+fn finish_parts(parts: Vec<Part>) -> Result<Finished, ExploreError> {
+    let all: Vec<(Arc<LayerResult>, bool)> = parts
+        .into_par_iter()
+        .map(|p| match p {
+            Part::Ready(r) => Ok((r, false)),
+            Part::Shared(b) => {
+                let (s, t) = *b;
+                layer::finish(s, &t.source, t.share).map(|r| (Arc::new(r), true))
+            }
+        })
+        .collect::<Result<_, ExploreError>>()?;
+    let computed = all
+        .iter()
+        .filter(|(_, new)| *new)
+        .map(|(r, _)| Arc::clone(r))
+        .collect();
+    Ok((all.into_iter().map(|(r, _)| r).collect(), computed))
 }
 
 /// Reports training to the channel, honours cancellation, and lets waiting evaluations run
