@@ -356,6 +356,38 @@ fn incremental_accuracy_equals_candle_from_scratch_on_full_mnist() {
 }
 
 #[test]
+fn padded_convolutions_with_relu_and_pool_match_candle() {
+    // The course CNN pads its convolutions and puts a ReLU before each pool; random weights,
+    // some layers pruned into the sparse kernel, others dense.
+    let test = Mnist {
+        train: fixture().train.clone(),
+        test: fixture().test.clone(),
+        fingerprint: String::new(),
+    }
+    .subset(0, 64)
+    .test;
+    let net = Net::new(ModelKind::CourseCnn, 3).unwrap();
+    let mut s = Session::new(
+        &net,
+        Session::default_experiment(ModelKind::CourseCnn, recipe()),
+    )
+    .unwrap();
+    s.set_plan(dcx::explore::session::plan_with_keep(
+        s.arch(),
+        &[0.5, 1.0, 0.1, 0.9],
+    ))
+    .unwrap();
+    let mut ev = Evaluator::new(ModelKind::CourseCnn, &test, EvalOptions::default()).unwrap();
+    let ours = evaluate(&mut ev, &mut s, EvalMode::INTERACTIVE);
+    let reference = candle_eval(&mut s, &test);
+    assert_eq!(ours.correct, reference.correct);
+    assert!(
+        (ours.loss - reference.loss).abs() < 1e-4,
+        "{ours:?} {reference:?}"
+    );
+}
+
+#[test]
 fn a_tiny_cache_budget_changes_speed_not_results() {
     let test = &fixture().test;
     let mut rng = StdRng::seed_from_u64(4);

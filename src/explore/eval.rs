@@ -29,9 +29,9 @@ use crate::model::train::Evaluation;
 use crate::model::{Arch, LayerKind, ModelKind};
 
 /// A layer whose share of non-zero weights is at least this runs through the dense kernel:
-/// measured on LeNet-5, the sparse kernel's per-weight cost is about twice the dense one's
-/// (one load per FMA instead of one per six), so it wins below roughly half density.
-pub const DENSE_FROM: f64 = 0.45;
+/// measured on LeNet-5's fc1 and conv2, the sparse kernel's cost per weight is about 1.4 times
+/// the dense one's (one load per FMA instead of one per six), so it wins below ~65% density.
+pub const DENSE_FROM: f64 = 0.65;
 
 /// Settings of an [`Evaluator`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +149,33 @@ impl LayerGeom {
         }
     }
 
+    /// Which block of input rows weight column `k` belongs to, for the sparse kernel, with
+    /// blocks of about `cols` columns (whole channels for a convolution).
+    fn col_block(&self, k: usize, cols: usize) -> usize {
+        match self.kind {
+            LayerKind::Fc => k / cols,
+            LayerKind::Conv => {
+                let kk = self.kernel * self.kernel;
+                (k / kk) / (cols / kk).max(1)
+            }
+        }
+    }
+
+    /// Columns per sparse block at `density`: small enough that a block of a tile stays in L1
+    /// while every output row passes over it, large enough that a row has a run of non-zeros
+    /// in each block (the accumulators are loaded and stored once per row and block).
+    fn block_cols(&self, density: f64) -> usize {
+        let for_runs = (16.0 / density.max(1e-9)).ceil().min(1e9) as usize;
+        for_runs.max(kernels::COL_BLOCK).min(self.fan_in().max(1))
+    }
+
+    /// Offset in a padded input tile of the last output position's window origin, plus one
+    /// tile row: with the largest weight offset added, the extent every access stays within.
+    fn position_extent(&self) -> usize {
+        let wp = self.padded().1;
+        ((self.out_h - 1) * wp + self.out_w - 1) * TILE + TILE
+    }
+
     /// Multiply-accumulates per image of this layer with `nnz` weights.
     pub fn macs(&self, nnz: usize) -> u64 {
         (nnz * self.out_h * self.out_w) as u64
@@ -259,15 +286,19 @@ pub struct PreparedLayer {
 
 #[derive(Clone, Debug)]
 enum Rows {
-    /// Compressed rows: non-zeros of row `o` are `offs/vals[row_ptr[o]..row_ptr[o + 1]]`.
-    Sparse {
-        row_ptr: Vec<u32>,
-        offs: Vec<u32>,
-        vals: Vec<f32>,
-    },
+    /// Compressed rows, split into blocks of input rows ([`LayerGeom::block_cols`]): the
+    /// non-zeros of row `o` in block `b` are `offs/vals[b.row_ptr[o]..b.row_ptr[o + 1]]`.
+    Sparse(Vec<SparseBlock>),
     /// All columns; `vals[(block * fan_in + k) * BLOCK_ROWS + r]` is row `block * BLOCK_ROWS +
     /// r`, column `k` (rows past `out_c` are zero).
     Dense { offs: Vec<u32>, vals: Vec<f32> },
+}
+
+#[derive(Clone, Debug)]
+struct SparseBlock {
+    row_ptr: Vec<u32>,
+    offs: Vec<u32>,
+    vals: Vec<f32>,
 }
 
 impl PreparedLayer {
@@ -362,22 +393,36 @@ impl PreparedLayer {
             let offs = (0..fan_in).map(|k| geom.offset(k) as u32).collect();
             Rows::Dense { offs, vals }
         } else {
-            let mut row_ptr = vec![0u32; geom.out_c + 1];
-            let mut offs = Vec::with_capacity(nnz);
-            let mut vals = Vec::with_capacity(nnz);
+            let cols = geom.block_cols(density);
+            let blocks = geom.col_block(fan_in - 1, cols) + 1;
+            let mut counts = vec![vec![0u32; geom.out_c + 1]; blocks];
+            for (p, _) in entries.clone() {
+                counts[geom.col_block(p % fan_in, cols)][p / fan_in + 1] += 1;
+            }
+            let mut blocks: Vec<SparseBlock> = counts
+                .into_iter()
+                .map(|mut row_ptr| {
+                    for o in 0..geom.out_c {
+                        row_ptr[o + 1] += row_ptr[o];
+                    }
+                    let n = row_ptr[geom.out_c] as usize;
+                    SparseBlock {
+                        row_ptr,
+                        offs: vec![0; n],
+                        vals: vec![0.0; n],
+                    }
+                })
+                .collect();
+            let mut fill: Vec<Vec<u32>> = blocks.iter().map(|b| b.row_ptr.clone()).collect();
             for (p, v) in entries {
-                row_ptr[p / fan_in + 1] += 1;
-                offs.push(geom.offset(p % fan_in) as u32);
-                vals.push(v);
+                let (o, k) = (p / fan_in, p % fan_in);
+                let b = geom.col_block(k, cols);
+                let at = fill[b][o] as usize;
+                fill[b][o] += 1;
+                blocks[b].offs[at] = geom.offset(k) as u32;
+                blocks[b].vals[at] = v;
             }
-            for o in 0..geom.out_c {
-                row_ptr[o + 1] += row_ptr[o];
-            }
-            Rows::Sparse {
-                row_ptr,
-                offs,
-                vals,
-            }
+            Rows::Sparse(blocks)
         };
         PreparedLayer {
             fingerprint,
@@ -399,95 +444,161 @@ impl PreparedLayer {
     /// Bytes this preparation holds.
     pub fn bytes(&self) -> usize {
         4 * match &self.rows {
-            Rows::Sparse {
-                row_ptr,
-                offs,
-                vals,
-            } => row_ptr.len() + offs.len() + vals.len(),
+            Rows::Sparse(blocks) => blocks
+                .iter()
+                .map(|b| b.row_ptr.len() + b.offs.len() + b.vals.len())
+                .sum(),
             Rows::Dense { offs, vals } => offs.len() + vals.len(),
         } + 4 * self.bias.len()
     }
 
-    /// One tile: `x` is the (padded) input tile, `out` the output tile (pooled, biased, ReLU'd).
-    fn forward(&self, g: &LayerGeom, x: &[f32], out: &mut [f32]) {
+    /// One tile: `x` is the (padded) input tile, `out` the output tile (pooled, biased,
+    /// ReLU'd); `acc` is scratch.
+    fn forward(&self, g: &LayerGeom, x: &[f32], out: &mut [f32], acc: &mut Vec<f32>) {
+        // Every kernel access lies below this extent (see `position_extent`): checked once
+        // here, so the kernels can skip per-call bounds checks.
+        assert!(
+            g.position_extent() + self.max_off <= x.len() && out.len() >= g.out_features() * TILE,
+            "tile buffers do not fit layer {}",
+            self.layer
+        );
+        acc.resize(g.out_c * TILE, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if kernels::avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA; bounds checked above.
+            unsafe { self.forward_avx2(g, x, out, acc) };
+            return;
+        }
+        // SAFETY: bounds checked above.
+        unsafe { self.forward_with::<kernels::Portable>(g, x, out, acc) }
+    }
+
+    /// [`Self::forward_with`] compiled for AVX2 + FMA, so the kernels inline into its loops.
+    ///
+    /// # Safety
+    /// As for `forward_with`, on a CPU with AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(&self, g: &LayerGeom, x: &[f32], out: &mut [f32], acc: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { self.forward_with::<kernels::Avx2>(g, x, out, acc) }
+    }
+
+    /// # Safety
+    /// `x` must cover `g.position_extent() + self.max_off` floats, `out` the layer's output
+    /// tile, `acc` `out_c * TILE` floats, and the CPU must support `K`'s instructions.
+    #[inline(always)]
+    unsafe fn forward_with<K: kernels::Simd>(
+        &self,
+        g: &LayerGeom,
+        x: &[f32],
+        out: &mut [f32],
+        acc: &mut [f32],
+    ) {
         let (ph, pw) = g.pooled();
         let win = if g.pool { 2 } else { 1 };
         let wp = g.padded().1;
-        let finish = |dst: &mut [f32], src: &[f32], b: f32| {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                let v = s + b;
+        let xp = x.as_ptr();
+        // Max over the pool window (raw sums), then bias and ReLU: the same numbers as
+        // Candle's bias-then-pool, since adding a bias and ReLU are monotone.
+        let finish = |dst: &mut [f32], b: f32| {
+            for d in dst.iter_mut() {
+                let v = *d + b;
                 *d = if g.relu { v.max(0.0) } else { v };
             }
         };
+        let merge = |dst: &mut [f32], src: &[f32], first: bool| {
+            if first {
+                dst.copy_from_slice(src);
+            } else {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = d.max(s);
+                }
+            }
+        };
         match &self.rows {
-            Rows::Sparse {
-                row_ptr,
-                offs,
-                vals,
-            } => {
-                let mut acc = [0.0f32; TILE];
-                let mut best = [0.0f32; TILE];
+            Rows::Sparse(blocks) => {
                 for py in 0..ph {
                     for px in 0..pw {
-                        for o in 0..g.out_c {
-                            let (a, b) = (row_ptr[o] as usize, row_ptr[o + 1] as usize);
-                            for dy in 0..win {
-                                for dx in 0..win {
-                                    let base = ((py * win + dy) * wp + px * win + dx) * TILE;
-                                    let dst = if dy + dx == 0 { &mut best } else { &mut acc };
-                                    kernels::sparse_row(
-                                        x,
-                                        base,
-                                        &offs[a..b],
-                                        &vals[a..b],
-                                        self.max_off,
-                                        dst,
-                                    );
-                                    if dy + dx > 0 {
-                                        for (m, &v) in best.iter_mut().zip(&acc) {
-                                            *m = m.max(v);
-                                        }
+                        for (wi, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)]
+                            .into_iter()
+                            .take(win * win)
+                            .enumerate()
+                        {
+                            let base = ((py * win + dy) * wp + px * win + dx) * TILE;
+                            // Without a pool the sums build up in the output rows themselves.
+                            let direct = win == 1;
+                            for o in 0..g.out_c {
+                                let at = ((o * ph + py) * pw + px) * TILE;
+                                let a = if direct {
+                                    &mut out[at..at + TILE]
+                                } else {
+                                    &mut acc[o * TILE..(o + 1) * TILE]
+                                };
+                                a.fill(0.0);
+                            }
+                            for b in blocks {
+                                for o in 0..g.out_c {
+                                    let (s, e) = (b.row_ptr[o] as usize, b.row_ptr[o + 1] as usize);
+                                    if s == e {
+                                        continue;
                                     }
+                                    let at = ((o * ph + py) * pw + px) * TILE;
+                                    let a = if direct {
+                                        &mut out[at..at + TILE]
+                                    } else {
+                                        &mut acc[o * TILE..(o + 1) * TILE]
+                                    };
+                                    let a: &mut [f32; TILE] = a.try_into().expect("TILE floats");
+                                    // SAFETY: base + offset + TILE <= x.len() (checked by the
+                                    // caller against the extent).
+                                    unsafe {
+                                        K::sparse_acc(xp.add(base), &b.offs[s..e], &b.vals[s..e], a)
+                                    };
                                 }
                             }
+                            if !direct {
+                                for (o, a) in acc.chunks_exact(TILE).enumerate() {
+                                    let at = ((o * ph + py) * pw + px) * TILE;
+                                    merge(&mut out[at..at + TILE], a, wi == 0);
+                                }
+                            }
+                        }
+                        for o in 0..g.out_c {
                             let at = ((o * ph + py) * pw + px) * TILE;
-                            finish(&mut out[at..at + TILE], &best, self.bias[o]);
+                            finish(&mut out[at..at + TILE], self.bias[o]);
                         }
                     }
                 }
             }
             Rows::Dense { offs, vals } => {
                 let block_len = self.fan_in * BLOCK_ROWS;
-                let blocks = vals.len() / block_len;
-                let segs = TILE / SEG;
-                let mut acc = [[0.0f32; SEG]; BLOCK_ROWS];
-                let mut best = [[0.0f32; SEG]; BLOCK_ROWS];
+                let mut block = [[0.0f32; SEG]; BLOCK_ROWS];
                 for py in 0..ph {
                     for px in 0..pw {
                         // One segment's input window stays in L1 while every block of rows
                         // passes over it.
-                        for i in 0..segs * blocks {
-                            let (seg, blk) = (i / blocks, i % blocks);
-                            let (seg, w) = (seg * SEG, &vals[blk * block_len..][..block_len]);
-                            for dy in 0..win {
-                                for dx in 0..win {
+                        for seg in (0..TILE).step_by(SEG) {
+                            for (blk, w) in vals.chunks_exact(block_len).enumerate() {
+                                let rows = (g.out_c - blk * BLOCK_ROWS).min(BLOCK_ROWS);
+                                for (wi, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)]
+                                    .into_iter()
+                                    .take(win * win)
+                                    .enumerate()
+                                {
                                     let base = ((py * win + dy) * wp + px * win + dx) * TILE + seg;
-                                    let dst = if dy + dx == 0 { &mut best } else { &mut acc };
-                                    kernels::dense_block(x, base, offs, w, self.max_off, dst);
-                                    if dy + dx > 0 {
-                                        for (mr, ar) in best.iter_mut().zip(&acc) {
-                                            for (m, &v) in mr.iter_mut().zip(ar) {
-                                                *m = m.max(v);
-                                            }
-                                        }
+                                    // SAFETY: base + offset + SEG <= x.len() as above.
+                                    unsafe { K::dense_block(xp.add(base), offs, w, &mut block) };
+                                    for (r, row) in block.iter().take(rows).enumerate() {
+                                        let o = blk * BLOCK_ROWS + r;
+                                        let at = ((o * ph + py) * pw + px) * TILE + seg;
+                                        merge(&mut out[at..at + SEG], row, wi == 0);
                                     }
                                 }
-                            }
-                            for (r, row) in best.iter().enumerate() {
-                                let o = blk * BLOCK_ROWS + r;
-                                if o < g.out_c {
+                                for r in 0..rows {
+                                    let o = blk * BLOCK_ROWS + r;
                                     let at = ((o * ph + py) * pw + px) * TILE + seg;
-                                    finish(&mut out[at..at + SEG], row, self.bias[o]);
+                                    finish(&mut out[at..at + SEG], self.bias[o]);
                                 }
                             }
                         }
@@ -642,6 +753,7 @@ pub struct Evaluator {
 #[derive(Default)]
 struct Scratch {
     pad: Vec<f32>,
+    acc: Vec<f32>,
     bufs: Vec<Vec<f32>>,
 }
 
@@ -1039,16 +1151,27 @@ impl Evaluator {
         })
     }
 
-    /// Correct predictions and summed cross-entropy (f64) over evaluation rows `rows`.
+    /// Correct predictions and summed cross-entropy (f64) over evaluation rows `rows`, a tile
+    /// at a time in parallel (the exponentials are a visible share of a cheap evaluation).
     fn score(&self, logits: &[f32], classes: usize, rows: std::ops::Range<usize>) -> (usize, f64) {
-        let mut correct = 0;
-        let mut loss = 0.0;
-        for r in rows {
-            let (c, l) = self.score_one(logits, classes, r);
-            correct += c as usize;
-            loss += l;
-        }
-        (correct, loss)
+        let chunks: Vec<std::ops::Range<usize>> = rows
+            .clone()
+            .step_by(TILE)
+            .map(|a| a..(a + TILE).min(rows.end))
+            .collect();
+        let parts: Vec<(usize, f64)> = chunks
+            .into_par_iter()
+            .map(|chunk| {
+                chunk.fold((0, 0.0), |(c, l), r| {
+                    let (ok, loss) = self.score_one(logits, classes, r);
+                    (c + ok as usize, l + loss)
+                })
+            })
+            .collect();
+        // Summed in tile order, so the loss does not depend on thread scheduling.
+        parts
+            .iter()
+            .fold((0, 0.0), |(c, l), &(pc, pl)| (c + pc, l + pl))
     }
 
     fn score_one(&self, logits: &[f32], classes: usize, r: usize) -> (bool, f64) {
@@ -1164,7 +1287,7 @@ fn run_tiles(
             }
             let t = t0 + i;
             let tile_src = &src[t * src_len..(t + 1) * src_len];
-            let Scratch { pad, bufs } = scratch;
+            let Scratch { pad, acc, bufs } = scratch;
             if bufs.len() < nl + 1 {
                 bufs.resize_with(nl + 1, Vec::new);
             }
@@ -1195,7 +1318,7 @@ fn run_tiles(
                         v
                     }
                 };
-                layers[l].forward(g, input, out);
+                layers[l].forward(g, input, out, acc);
             }
         },
     );
