@@ -872,3 +872,72 @@ fn history_records_evaluated_plans_and_their_pareto_front() {
         assert_eq!(front.iter().any(|f| f.seq == p.seq), !dominated);
     }
 }
+
+#[test]
+fn baselines_train_in_the_worker_are_cached_and_cancellable() {
+    let w = worker(fixture().clone(), 1000);
+    let cache = tempfile::tempdir().unwrap();
+    let request = |epochs| {
+        dcx::explore::Job::Train(dcx::explore::worker::BaselineRequest {
+            model: ModelKind::Lenet300100,
+            config: TrainConfig {
+                epochs,
+                train_limit: Some(256),
+                ..recipe()
+            },
+            cache_dir: cache.path().to_path_buf(),
+            retrain: false,
+        })
+    };
+    let id = w.submit(request(1));
+    let events = until_final(&w, id, Duration::from_secs(120));
+    let Some(Event::Baseline { baseline, .. }) = events.last() else {
+        panic!("{:?}", events.last())
+    };
+    assert!(!baseline.reused && baseline.path.exists());
+    assert!(events.iter().any(|e| matches!(e, Event::Training { .. })));
+    let s = Session::from_baseline(
+        baseline,
+        Session::default_experiment(ModelKind::Lenet300100, baseline.meta.train.clone()),
+    )
+    .unwrap();
+    assert_eq!(s.checkpoint(), Some(baseline.path.as_path()));
+    let id = w.submit(request(1));
+    let events = until_final(&w, id, Duration::from_secs(60));
+    assert!(matches!(events.last(), Some(Event::Baseline { baseline, .. }) if baseline.reused));
+
+    // A long run stops at the next batch once cancelled, and is not reported as trained.
+    let id = w.submit(request(500));
+    loop {
+        match w.recv_timeout(Duration::from_secs(60)) {
+            Some(Event::Training { id: i, .. }) if i == id => break,
+            Some(e) => assert!(!e.is_final(), "{e:?}"),
+            None => panic!("training never started"),
+        }
+    }
+    let asked = Instant::now();
+    w.cancel(JobKind::Train);
+    let events = until_final(&w, id, Duration::from_secs(60));
+    assert!(
+        matches!(events.last(), Some(Event::Cancelled { .. })),
+        "{events:?}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_session_ignores_results_of_another_session() {
+    let w = worker(fixture().clone(), 1000);
+    let mut a = session(ModelKind::Lenet300100);
+    let mut b = session(ModelKind::Lenet300100);
+    let id = w.submit(a.eval_job());
+    for e in until_final(&w, id, Duration::from_secs(60)) {
+        assert!(!b.absorb(&e) || matches!(e, Event::Started { .. }));
+        a.absorb(&e);
+    }
+    assert!(matches!(a.accuracy(), Accuracy::Exact(_)));
+    assert_eq!(b.accuracy(), Accuracy::Unknown);
+    assert!(b.history().is_empty() && b.layer(0).is_none());
+    assert_eq!(a.history().len(), 1);
+    let _ = b.results_now().unwrap();
+}

@@ -772,6 +772,12 @@ impl Evaluator {
                 test.images.len()
             )));
         }
+        let classes = geoms[geoms.len() - 1].out_features();
+        if let Some(&bad) = test.labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(ExploreError::Invalid(format!(
+                "label {bad} in a test set for a {classes}-class network"
+            )));
+        }
         let subset = opts.subset.clamp(1, n);
         let (order, strata) = stratified_order(&test.labels, subset);
         let tiles = n.div_ceil(TILE);

@@ -895,6 +895,15 @@ impl Session {
     /// current view shows may have changed.
     pub fn absorb(&mut self, event: &Event) -> bool {
         match event {
+            // Another session's jobs (the UI may have replaced its session meanwhile).
+            Event::Layers { key, .. }
+            | Event::Estimate { key, .. }
+            | Event::Evaluated { key, .. }
+                if !self.owns_plan(key) =>
+            {
+                false
+            }
+            Event::Alone { key, .. } if !self.owns(key) => false,
             Event::Layers {
                 key,
                 computed,
@@ -1023,6 +1032,19 @@ impl Session {
             .collect();
         self.commit(plan, None);
         Ok(())
+    }
+
+    /// Whether `key` is about one of this session's weight sources.
+    fn owns(&self, key: &LayerKey) -> bool {
+        key.layer < self.layer_count()
+            && (self.base[key.layer].version == key.source
+                || self.tuned[key.layer]
+                    .as_ref()
+                    .is_some_and(|t| t.version == key.source))
+    }
+
+    fn owns_plan(&self, key: &PlanKey) -> bool {
+        key.0.len() == self.layer_count() && key.0.iter().all(|k| self.owns(k))
     }
 
     fn insert(&mut self, r: Arc<LayerResult>) {

@@ -634,14 +634,26 @@ impl Core {
             return;
         }
         self.send(Event::Started { id, kind });
-        let result = match job {
+        // A bug in one job must not take the worker down with it (the UI would wait for ever):
+        // it becomes a failure report, and the caches it may have left half-made are dropped.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
             Job::Evaluate(snap) => self.evaluate(id, snap),
             Job::Alone(req) => self.alone(id, req),
             Job::Sweep(req) => self.sweep(id, req),
             Job::Retrain(req) => self.train_plan(id, JobKind::Retrain, req),
             Job::FineTune(req) => self.train_plan(id, JobKind::FineTune, req),
             Job::Train(req) => self.train_baseline(id, req),
-        };
+        }))
+        .unwrap_or_else(|panic| {
+            self.evaluator = None;
+            self.prepared.clear();
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(ExploreError::Invalid(format!("internal error: {what}")))
+        });
         self.publish_stats();
         if let Err(e) = result {
             self.send(Event::Failed {
