@@ -141,6 +141,8 @@ pub struct Session {
     redo: Vec<Vec<LayerSetting>>,
     last_edit: Option<(Scope, u8)>,
     results: HashMap<LayerKey, Cached>,
+    /// The result computed most recently for each layer.
+    latest: Vec<Option<Arc<LayerResult>>>,
     result_bytes: usize,
     result_budget: usize,
     clock: u64,
@@ -223,6 +225,7 @@ impl Session {
             redo: Vec::new(),
             last_edit: None,
             results: HashMap::new(),
+            latest: Vec::new(),
             result_bytes: 0,
             result_budget: 256 << 20,
             clock: 0,
@@ -622,6 +625,19 @@ impl Session {
     pub fn layer(&self, layer: usize) -> Option<Arc<LayerResult>> {
         let key = self.key(layer).ok()?;
         self.results.get(&key).map(|c| Arc::clone(&c.result))
+    }
+
+    /// `layer`'s current result, or while that is being computed the one computed most
+    /// recently for the layer (`false` = stale), so a view can keep drawing while scrubbing.
+    pub fn layer_or_latest(&self, layer: usize) -> Option<(Arc<LayerResult>, bool)> {
+        match self.layer(layer) {
+            Some(r) => Some((r, true)),
+            None => self
+                .latest
+                .get(layer)?
+                .as_ref()
+                .map(|r| (Arc::clone(r), false)),
+        }
     }
 
     /// Layers whose current result is not computed yet.
@@ -1049,6 +1065,12 @@ impl Session {
 
     fn insert(&mut self, r: Arc<LayerResult>) {
         self.clock += 1;
+        if self.latest.len() < self.layer_count() {
+            self.latest.resize(self.layer_count(), None);
+        }
+        if let Some(slot) = self.latest.get_mut(r.layer) {
+            *slot = Some(Arc::clone(&r));
+        }
         let bytes = r.bytes();
         if let Some(old) = self.results.insert(
             r.key,
