@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::ExploreError;
-use super::eval::fingerprint;
+use super::fingerprint;
 use crate::compress::encode::{self, EncodedLayer};
 use crate::compress::kmeans::{self, EmptyClusters, Init, KMeansConfig, Stop};
 use crate::compress::model::CompressedLayer;

@@ -7,10 +7,11 @@
 //!   ([`LayerResult`], `layer.rs`) is built with the compress modules exactly as the pipeline
 //!   builds it: mask, codebook, assignments, histograms, sizes at each stage (the Huffman one
 //!   is the layer's section of the `.dcz` file, byte for byte) and coding statistics.
-//! - [`Evaluator`] (`eval.rs`) computes test accuracy with its own forward pass
-//!   (`kernels.rs`: sparse or register-blocked dense, AVX2/FMA), keeps the activations
-//!   entering every layer cached so a change to layer `L` recomputes layers `>= L` only, and
-//!   answers progressively: a stratified-subset [`Estimate`] first, then the full test set.
+//! - [`Evaluator`] (`eval.rs`) computes test accuracy with its own forward pass (`forward.rs`
+//!   arranges a layer for `kernels.rs`: sparse or register-blocked dense, AVX2/FMA), keeps the
+//!   activations entering every layer cached by the fingerprints (`fingerprint.rs`) of the
+//!   layers before, so a change to layer `L` recomputes layers `>= L` only, and answers
+//!   progressively: a stratified-subset [`Estimate`] first, then the full test set.
 //! - [`Worker`] (`worker.rs`) runs evaluations, alone measurements, sensitivity sweeps
 //!   (`sensitivity.rs`, stored beside the checkpoint), masked retraining, centroid fine-tuning
 //!   and baseline training on one background thread, with progress events, cancellation and
@@ -61,6 +62,8 @@
 //! ```
 
 pub mod eval;
+pub mod fingerprint;
+pub mod forward;
 pub mod history;
 pub mod kernels;
 pub mod layer;

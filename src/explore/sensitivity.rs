@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::ExploreError;
-use super::eval::fingerprint::Hasher;
+use super::fingerprint::Hasher;
 use super::layer::{LayerSource, ShareParams};
 use crate::compress::kmeans::{self, Init, KMeansConfig};
 use crate::compress::prune;
