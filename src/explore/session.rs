@@ -227,7 +227,7 @@ impl Session {
             results: HashMap::new(),
             latest: Vec::new(),
             result_bytes: 0,
-            result_budget: 256 << 20,
+            result_budget: 128 << 20,
             clock: 0,
             sizes: HashMap::new(),
             estimates: HashMap::new(),
@@ -275,7 +275,7 @@ impl Session {
         self
     }
 
-    /// Bytes the cache of layer results may hold (default 256 MiB; results of the current
+    /// Bytes the cache of layer results may hold (default 128 MiB; results of the current
     /// plan are always kept).
     pub fn set_result_budget(&mut self, bytes: usize) {
         self.result_budget = bytes;

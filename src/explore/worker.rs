@@ -302,7 +302,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             eval: EvalOptions::default(),
-            prepared_budget: 128 << 20,
+            prepared_budget: 64 << 20,
         }
     }
 }
