@@ -7,6 +7,7 @@ pub mod commands;
 pub mod compress;
 pub mod data;
 pub mod experiment;
+pub mod explore;
 pub mod format;
 pub mod fsutil;
 pub mod model;

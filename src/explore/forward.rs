@@ -1,0 +1,580 @@
+//! One layer of the forward pass over a tile: the network's geometry in the tile layout of
+//! [`super::kernels`], and a layer's weights arranged for the kernels ([`PreparedLayer`]),
+//! sparse or dense by density.
+
+use super::ExploreError;
+use super::kernels::{self, BLOCK_ROWS, SEG, TILE};
+use crate::compress::model::CompressedLayer;
+use crate::model::arch::Stage;
+use crate::model::{Arch, LayerKind};
+
+/// A layer whose share of non-zero weights is at least this runs through the dense kernel:
+/// measured on LeNet-5's fc1 and conv2, the sparse kernel's cost per weight is about 1.4 times
+/// the dense one's (one load per FMA instead of one per six), so it wins below ~65% density.
+pub const DENSE_FROM: f64 = 0.65;
+/// Shape of one layer's computation in the tile layout, with what follows it folded in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerGeom {
+    pub kind: LayerKind,
+    /// Input channels, rows, columns (fc: features, 1, 1), before padding.
+    pub in_c: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub pad: usize,
+    pub kernel: usize,
+    pub out_c: usize,
+    /// Output rows and columns before pooling (fc: 1, 1).
+    pub out_h: usize,
+    pub out_w: usize,
+    /// A 2x2 max-pool follows (on Candle's floor semantics).
+    pub pool: bool,
+    /// A ReLU follows (before or after the pool: they commute).
+    pub relu: bool,
+}
+
+impl LayerGeom {
+    pub fn in_features(&self) -> usize {
+        self.in_c * self.in_h * self.in_w
+    }
+
+    /// Weights per output row.
+    pub fn fan_in(&self) -> usize {
+        self.in_c * self.kernel * self.kernel
+    }
+
+    fn padded(&self) -> (usize, usize) {
+        (self.in_h + 2 * self.pad, self.in_w + 2 * self.pad)
+    }
+
+    /// Output rows and columns after the pool.
+    pub fn pooled(&self) -> (usize, usize) {
+        if self.pool {
+            (self.out_h / 2, self.out_w / 2)
+        } else {
+            (self.out_h, self.out_w)
+        }
+    }
+
+    pub fn out_features(&self) -> usize {
+        let (h, w) = self.pooled();
+        self.out_c * h * w
+    }
+
+    /// Where weight column `k` (flattened `[in, kh, kw]`) reads in a padded input tile,
+    /// relative to the output position's own offset.
+    fn offset(&self, k: usize) -> usize {
+        match self.kind {
+            LayerKind::Fc => k * TILE,
+            LayerKind::Conv => {
+                let (hp, wp) = self.padded();
+                let kk = self.kernel * self.kernel;
+                let (c, ki, kj) = (k / kk, (k / self.kernel) % self.kernel, k % self.kernel);
+                ((c * hp + ki) * wp + kj) * TILE
+            }
+        }
+    }
+
+    /// Which block of input rows weight column `k` belongs to, for the sparse kernel, with
+    /// blocks of about `cols` columns (whole channels for a convolution).
+    fn col_block(&self, k: usize, cols: usize) -> usize {
+        match self.kind {
+            LayerKind::Fc => k / cols,
+            LayerKind::Conv => {
+                let kk = self.kernel * self.kernel;
+                (k / kk) / (cols / kk).max(1)
+            }
+        }
+    }
+
+    /// Columns per sparse block at `density`: small enough that a block of a tile stays in L1
+    /// while every output row passes over it, large enough that a row has a run of non-zeros
+    /// in each block (the accumulators are loaded and stored once per row and block).
+    fn block_cols(&self, density: f64) -> usize {
+        let for_runs = (16.0 / density.max(1e-9)).ceil().min(1e9) as usize;
+        for_runs.max(kernels::COL_BLOCK).min(self.fan_in().max(1))
+    }
+
+    /// Offset in a padded input tile of the last output position's window origin, plus one
+    /// tile row: with the largest weight offset added, the extent every access stays within.
+    fn position_extent(&self) -> usize {
+        let wp = self.padded().1;
+        ((self.out_h - 1) * wp + self.out_w - 1) * TILE + TILE
+    }
+
+    /// Multiply-accumulates per image of this layer with `nnz` weights.
+    pub fn macs(&self, nnz: usize) -> u64 {
+        (nnz * self.out_h * self.out_w) as u64
+    }
+}
+
+/// Compiles an architecture's stage list into one [`LayerGeom`] per parameterised layer.
+pub fn geometry(arch: &Arch) -> Result<Vec<LayerGeom>, ExploreError> {
+    let unsupported =
+        |what: String| ExploreError::Unsupported(format!("{}: {what}", arch.kind.name()));
+    let (mut c, mut h, mut w) = if arch.takes_images() {
+        (1, 28, 28)
+    } else {
+        (784, 1, 1)
+    };
+    let mut geoms: Vec<LayerGeom> = Vec::with_capacity(arch.layers.len());
+    for stage in &arch.stages {
+        match *stage {
+            Stage::Flatten => (c, h, w) = (c * h * w, 1, 1),
+            Stage::Layer(i) => {
+                if i != geoms.len() {
+                    return Err(unsupported(format!("layer {i} out of order")));
+                }
+                let spec = &arch.layers[i];
+                let g = match spec.kind {
+                    LayerKind::Conv => {
+                        if spec.inputs != c || h + 2 * spec.padding < spec.kernel {
+                            return Err(unsupported(format!(
+                                "{} does not fit its input",
+                                spec.name
+                            )));
+                        }
+                        let (oh, ow) = (
+                            h + 2 * spec.padding + 1 - spec.kernel,
+                            w + 2 * spec.padding + 1 - spec.kernel,
+                        );
+                        LayerGeom {
+                            kind: LayerKind::Conv,
+                            in_c: c,
+                            in_h: h,
+                            in_w: w,
+                            pad: spec.padding,
+                            kernel: spec.kernel,
+                            out_c: spec.outputs,
+                            out_h: oh,
+                            out_w: ow,
+                            pool: false,
+                            relu: false,
+                        }
+                    }
+                    LayerKind::Fc => {
+                        if spec.inputs != c * h * w {
+                            return Err(unsupported(format!(
+                                "{} does not fit its input",
+                                spec.name
+                            )));
+                        }
+                        LayerGeom {
+                            kind: LayerKind::Fc,
+                            in_c: spec.inputs,
+                            in_h: 1,
+                            in_w: 1,
+                            pad: 0,
+                            kernel: 1,
+                            out_c: spec.outputs,
+                            out_h: 1,
+                            out_w: 1,
+                            pool: false,
+                            relu: false,
+                        }
+                    }
+                };
+                (c, h, w) = (g.out_c, g.out_h, g.out_w);
+                geoms.push(g);
+            }
+            Stage::Relu => match geoms.last_mut() {
+                Some(g) if !g.relu => g.relu = true,
+                _ => return Err(unsupported("a ReLU not directly after a layer".into())),
+            },
+            Stage::MaxPool2 => match geoms.last_mut() {
+                Some(g) if !g.pool && g.kind == LayerKind::Conv && (g.out_h, g.out_w) == (h, w) => {
+                    g.pool = true;
+                    (h, w) = (h / 2, w / 2);
+                }
+                _ => return Err(unsupported("a max-pool not directly after a conv".into())),
+            },
+        }
+    }
+    if geoms.len() != arch.layers.len() || geoms.is_empty() {
+        return Err(unsupported("layers missing from the stage list".into()));
+    }
+    Ok(geoms)
+}
+
+/// One layer's weights arranged for the kernels, identified by a fingerprint of its values.
+#[derive(Clone, Debug)]
+pub struct PreparedLayer {
+    pub fingerprint: u64,
+    pub layer: usize,
+    /// Non-zero weights.
+    pub nnz: usize,
+    out_c: usize,
+    fan_in: usize,
+    rows: Rows,
+    bias: Vec<f32>,
+    max_off: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Rows {
+    /// Compressed rows, split into blocks of input rows ([`LayerGeom::block_cols`]): the
+    /// non-zeros of row `o` in block `b` are `offs/vals[b.row_ptr[o]..b.row_ptr[o + 1]]`.
+    Sparse(Vec<SparseBlock>),
+    /// All columns; `vals[(block * fan_in + k) * BLOCK_ROWS + r]` is row `block * BLOCK_ROWS +
+    /// r`, column `k` (rows past `out_c` are zero).
+    Dense { offs: Vec<u32>, vals: Vec<f32> },
+}
+
+#[derive(Clone, Debug)]
+struct SparseBlock {
+    row_ptr: Vec<u32>,
+    offs: Vec<u32>,
+    vals: Vec<f32>,
+}
+
+impl PreparedLayer {
+    /// From a compressed layer: survivors take their codebook values.
+    pub fn from_compressed(
+        geom: &LayerGeom,
+        layer: usize,
+        c: &CompressedLayer,
+        fingerprint: u64,
+    ) -> Result<PreparedLayer, ExploreError> {
+        let count = geom.out_c * geom.fan_in();
+        let bad = |m: String| ExploreError::Invalid(format!("{}: {m}", c.name));
+        if c.weight_count() != count || c.bias.len() != geom.out_c {
+            return Err(bad(format!(
+                "shape {:?} with {} biases does not fit the layer",
+                c.shape,
+                c.bias.len()
+            )));
+        }
+        if c.positions.len() != c.assignments.len()
+            || c.positions.windows(2).any(|w| w[0] >= w[1])
+            || c.positions.last().is_some_and(|&p| p as usize >= count)
+            || c.assignments
+                .iter()
+                .any(|&a| a as usize >= c.codebook.len())
+        {
+            return Err(bad("positions or assignments out of range".into()));
+        }
+        let entries = c
+            .positions
+            .iter()
+            .zip(&c.assignments)
+            .map(|(&p, &a)| (p as usize, c.codebook[a as usize]))
+            .filter(|&(_, v)| v != 0.0);
+        Ok(Self::build(
+            geom,
+            layer,
+            entries,
+            c.bias.clone(),
+            fingerprint,
+        ))
+    }
+
+    /// From dense weights (`[out, in, kh, kw]` flattened); zeros are skipped.
+    pub fn from_dense(
+        geom: &LayerGeom,
+        layer: usize,
+        weights: &[f32],
+        bias: &[f32],
+        fingerprint: u64,
+    ) -> Result<PreparedLayer, ExploreError> {
+        if weights.len() != geom.out_c * geom.fan_in() || bias.len() != geom.out_c {
+            return Err(ExploreError::Invalid(format!(
+                "layer {layer}: {} weights and {} biases do not fit the layer",
+                weights.len(),
+                bias.len()
+            )));
+        }
+        let entries = weights
+            .iter()
+            .enumerate()
+            .filter(|&(_, &v)| v != 0.0)
+            .map(|(i, &v)| (i, v));
+        Ok(Self::build(
+            geom,
+            layer,
+            entries,
+            bias.to_vec(),
+            fingerprint,
+        ))
+    }
+
+    /// `entries` are (flattened position, value) in increasing position order.
+    fn build(
+        geom: &LayerGeom,
+        layer: usize,
+        entries: impl Iterator<Item = (usize, f32)> + Clone,
+        bias: Vec<f32>,
+        fingerprint: u64,
+    ) -> PreparedLayer {
+        let fan_in = geom.fan_in();
+        let nnz = entries.clone().count();
+        let max_off = geom.offset(fan_in - 1);
+        let density = nnz as f64 / (geom.out_c * fan_in).max(1) as f64;
+        let rows = if density >= DENSE_FROM {
+            let blocks = geom.out_c.div_ceil(BLOCK_ROWS);
+            let mut vals = vec![0.0f32; blocks * fan_in * BLOCK_ROWS];
+            for (p, v) in entries {
+                let (o, k) = (p / fan_in, p % fan_in);
+                vals[((o / BLOCK_ROWS) * fan_in + k) * BLOCK_ROWS + o % BLOCK_ROWS] = v;
+            }
+            let offs = (0..fan_in).map(|k| geom.offset(k) as u32).collect();
+            Rows::Dense { offs, vals }
+        } else {
+            let cols = geom.block_cols(density);
+            let blocks = geom.col_block(fan_in - 1, cols) + 1;
+            let mut counts = vec![vec![0u32; geom.out_c + 1]; blocks];
+            for (p, _) in entries.clone() {
+                counts[geom.col_block(p % fan_in, cols)][p / fan_in + 1] += 1;
+            }
+            let mut blocks: Vec<SparseBlock> = counts
+                .into_iter()
+                .map(|mut row_ptr| {
+                    for o in 0..geom.out_c {
+                        row_ptr[o + 1] += row_ptr[o];
+                    }
+                    let n = row_ptr[geom.out_c] as usize;
+                    SparseBlock {
+                        row_ptr,
+                        offs: vec![0; n],
+                        vals: vec![0.0; n],
+                    }
+                })
+                .collect();
+            let mut fill: Vec<Vec<u32>> = blocks.iter().map(|b| b.row_ptr.clone()).collect();
+            for (p, v) in entries {
+                let (o, k) = (p / fan_in, p % fan_in);
+                let b = geom.col_block(k, cols);
+                let at = fill[b][o] as usize;
+                fill[b][o] += 1;
+                blocks[b].offs[at] = geom.offset(k) as u32;
+                blocks[b].vals[at] = v;
+            }
+            Rows::Sparse(blocks)
+        };
+        PreparedLayer {
+            fingerprint,
+            layer,
+            nnz,
+            out_c: geom.out_c,
+            fan_in,
+            rows,
+            bias,
+            max_off,
+        }
+    }
+
+    /// Whether this preparation fits layer `layer` of geometry `g`.
+    pub fn fits(&self, layer: usize, g: &LayerGeom) -> bool {
+        self.layer == layer && self.out_c == g.out_c && self.fan_in == g.fan_in()
+    }
+
+    /// Whether the dense kernel runs this layer.
+    pub fn is_dense(&self) -> bool {
+        matches!(self.rows, Rows::Dense { .. })
+    }
+
+    /// Bytes this preparation holds.
+    pub fn bytes(&self) -> usize {
+        4 * match &self.rows {
+            Rows::Sparse(blocks) => blocks
+                .iter()
+                .map(|b| b.row_ptr.len() + b.offs.len() + b.vals.len())
+                .sum(),
+            Rows::Dense { offs, vals } => offs.len() + vals.len(),
+        } + 4 * self.bias.len()
+    }
+
+    /// One tile: `x` is the (padded) input tile, `out` the output tile (pooled, biased,
+    /// ReLU'd); `acc` is scratch.
+    pub fn forward(&self, g: &LayerGeom, x: &[f32], out: &mut [f32], acc: &mut Vec<f32>) {
+        // Every kernel access lies below this extent (see `position_extent`): checked once
+        // here, so the kernels can skip per-call bounds checks.
+        assert!(
+            g.position_extent() + self.max_off <= x.len() && out.len() >= g.out_features() * TILE,
+            "tile buffers do not fit layer {}",
+            self.layer
+        );
+        acc.resize(g.out_c * TILE, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if kernels::avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA; bounds checked above.
+            unsafe { self.forward_avx2(g, x, out, acc) };
+            return;
+        }
+        // SAFETY: bounds checked above.
+        unsafe { self.forward_with::<kernels::Portable>(g, x, out, acc) }
+    }
+
+    /// [`Self::forward_with`] compiled for AVX2 + FMA, so the kernels inline into its loops.
+    ///
+    /// # Safety
+    /// As for `forward_with`, on a CPU with AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(&self, g: &LayerGeom, x: &[f32], out: &mut [f32], acc: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { self.forward_with::<kernels::Avx2>(g, x, out, acc) }
+    }
+
+    /// # Safety
+    /// `x` must cover `g.position_extent() + self.max_off` floats, `out` the layer's output
+    /// tile, `acc` `out_c * TILE` floats, and the CPU must support `K`'s instructions.
+    #[inline(always)]
+    unsafe fn forward_with<K: kernels::Simd>(
+        &self,
+        g: &LayerGeom,
+        x: &[f32],
+        out: &mut [f32],
+        acc: &mut [f32],
+    ) {
+        let (ph, pw) = g.pooled();
+        let win = if g.pool { 2 } else { 1 };
+        let wp = g.padded().1;
+        let xp = x.as_ptr();
+        // Max over the pool window (raw sums), then bias and ReLU: the same numbers as
+        // Candle's bias-then-pool, since adding a bias and ReLU are monotone.
+        let finish = |dst: &mut [f32], b: f32| {
+            for d in dst.iter_mut() {
+                let v = *d + b;
+                *d = if g.relu { v.max(0.0) } else { v };
+            }
+        };
+        let merge = |dst: &mut [f32], src: &[f32], first: bool| {
+            if first {
+                dst.copy_from_slice(src);
+            } else {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = d.max(s);
+                }
+            }
+        };
+        match &self.rows {
+            Rows::Sparse(blocks) => {
+                for py in 0..ph {
+                    for px in 0..pw {
+                        for (wi, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)]
+                            .into_iter()
+                            .take(win * win)
+                            .enumerate()
+                        {
+                            let base = ((py * win + dy) * wp + px * win + dx) * TILE;
+                            // Without a pool the sums build up in the output rows themselves.
+                            let direct = win == 1;
+                            for o in 0..g.out_c {
+                                let at = ((o * ph + py) * pw + px) * TILE;
+                                let a = if direct {
+                                    &mut out[at..at + TILE]
+                                } else {
+                                    &mut acc[o * TILE..(o + 1) * TILE]
+                                };
+                                a.fill(0.0);
+                            }
+                            for b in blocks {
+                                for o in 0..g.out_c {
+                                    let (s, e) = (b.row_ptr[o] as usize, b.row_ptr[o + 1] as usize);
+                                    if s == e {
+                                        continue;
+                                    }
+                                    let at = ((o * ph + py) * pw + px) * TILE;
+                                    let a = if direct {
+                                        &mut out[at..at + TILE]
+                                    } else {
+                                        &mut acc[o * TILE..(o + 1) * TILE]
+                                    };
+                                    let a: &mut [f32; TILE] = a.try_into().expect("TILE floats");
+                                    // SAFETY: base + offset + TILE <= x.len() (checked by the
+                                    // caller against the extent).
+                                    unsafe {
+                                        K::sparse_acc(xp.add(base), &b.offs[s..e], &b.vals[s..e], a)
+                                    };
+                                }
+                            }
+                            if !direct {
+                                for (o, a) in acc.chunks_exact(TILE).enumerate() {
+                                    let at = ((o * ph + py) * pw + px) * TILE;
+                                    merge(&mut out[at..at + TILE], a, wi == 0);
+                                }
+                            }
+                        }
+                        for o in 0..g.out_c {
+                            let at = ((o * ph + py) * pw + px) * TILE;
+                            finish(&mut out[at..at + TILE], self.bias[o]);
+                        }
+                    }
+                }
+            }
+            Rows::Dense { offs, vals } => {
+                let block_len = self.fan_in * BLOCK_ROWS;
+                let mut block = [[0.0f32; SEG]; BLOCK_ROWS];
+                for py in 0..ph {
+                    for px in 0..pw {
+                        // One segment's input window stays in L1 while every block of rows
+                        // passes over it.
+                        for seg in (0..TILE).step_by(SEG) {
+                            for (blk, w) in vals.chunks_exact(block_len).enumerate() {
+                                let rows = (g.out_c - blk * BLOCK_ROWS).min(BLOCK_ROWS);
+                                for (wi, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)]
+                                    .into_iter()
+                                    .take(win * win)
+                                    .enumerate()
+                                {
+                                    let base = ((py * win + dy) * wp + px * win + dx) * TILE + seg;
+                                    // SAFETY: base + offset + SEG <= x.len() as above.
+                                    unsafe { K::dense_block(xp.add(base), offs, w, &mut block) };
+                                    for (r, row) in block.iter().take(rows).enumerate() {
+                                        let o = blk * BLOCK_ROWS + r;
+                                        let at = ((o * ph + py) * pw + px) * TILE + seg;
+                                        merge(&mut out[at..at + SEG], row, wi == 0);
+                                    }
+                                }
+                                for r in 0..rows {
+                                    let o = blk * BLOCK_ROWS + r;
+                                    let at = ((o * ph + py) * pw + px) * TILE + seg;
+                                    finish(&mut out[at..at + SEG], self.bias[o]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies a tile into a zero border of `g.pad` on every side.
+pub(crate) fn pad_tile(g: &LayerGeom, x: &[f32], out: &mut Vec<f32>) {
+    let (hp, wp) = g.padded();
+    out.clear();
+    out.resize(g.in_c * hp * wp * TILE, 0.0);
+    for c in 0..g.in_c {
+        for y in 0..g.in_h {
+            let from = ((c * g.in_h + y) * g.in_w) * TILE;
+            let to = ((c * hp + y + g.pad) * wp + g.pad) * TILE;
+            out[to..to + g.in_w * TILE].copy_from_slice(&x[from..from + g.in_w * TILE]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelKind;
+
+    #[test]
+    fn geometry_of_the_three_networks() {
+        let g = geometry(&ModelKind::Lenet5.arch()).unwrap();
+        assert_eq!(
+            g.iter().map(|g| g.in_features()).collect::<Vec<_>>(),
+            [784, 2880, 800, 500]
+        );
+        assert!(g[0].pool && g[1].pool && !g[0].relu && g[2].relu && !g[3].relu);
+        assert_eq!(g[3].out_features(), 10);
+        let g = geometry(&ModelKind::Lenet300100.arch()).unwrap();
+        assert_eq!(
+            g.iter().map(|g| g.in_features()).collect::<Vec<_>>(),
+            [784, 300, 100]
+        );
+        let g = geometry(&ModelKind::CourseCnn.arch()).unwrap();
+        assert_eq!(g[1].in_features(), 64 * 14 * 14);
+        assert!(g[0].relu && g[0].pool && g[0].pad == 1);
+        assert_eq!(g[2].in_features(), 12544);
+    }
+}

@@ -1,0 +1,529 @@
+//! One layer's compressed result under one setting, computed with the compress modules
+//! (prune → k-means share → relative index + Huffman) exactly as the pipeline does, plus the
+//! plain data the explorer shows about it.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::ExploreError;
+use super::fingerprint;
+use crate::compress::encode::{self, EncodedLayer};
+use crate::compress::kmeans::{self, EmptyClusters, Init, KMeansConfig, Stop};
+use crate::compress::model::CompressedLayer;
+use crate::compress::prune;
+use crate::compress::size::{self, LayerSize};
+use crate::experiment::{Experiment, LayerPlan, PruneRule};
+use crate::format::dcz;
+use crate::model::LayerSpec;
+
+/// Bins of every layer histogram. Fine enough that a view can merge neighbours down to its
+/// width; the edges are fixed per layer so the picture does not jump while scrubbing.
+pub const HIST_BINS: usize = 256;
+
+/// A layer's settings in a session: the experiment's per-layer plan, plus whether the layer
+/// uses the weights of the session's last retraining / fine-tuning job instead of the trained
+/// checkpoint's (see [`super::Session::adopt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerSetting {
+    pub plan: LayerPlan,
+    pub finetuned: bool,
+}
+
+/// Session-wide settings that shape every layer's result (from the experiment's `[share]`
+/// section and `max_code_len`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShareParams {
+    pub empty: EmptyClusters,
+    pub stop: Stop,
+    pub seed: u64,
+    pub max_code_len: u8,
+}
+
+impl ShareParams {
+    pub fn of(exp: &Experiment) -> ShareParams {
+        ShareParams {
+            empty: exp.share.empty_clusters,
+            stop: exp.share.stop,
+            seed: exp.share.seed,
+            max_code_len: exp.max_code_len,
+        }
+    }
+}
+
+/// Identity of a layer result: equal keys give equal results, so results are cached by key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LayerKey {
+    pub layer: usize,
+    /// Version of the weights the layer starts from (0 = the checkpoint).
+    pub source: u64,
+    /// The prune rule: variant and the bits of its value.
+    rule: (u8, u32),
+    prune_bias: bool,
+    bits: u8,
+    index_bits: u8,
+    init: Init,
+    share: ShareParams,
+}
+
+impl LayerKey {
+    pub fn new(layer: usize, source: u64, plan: &LayerPlan, share: ShareParams) -> LayerKey {
+        let rule = match plan.prune {
+            PruneRule::Threshold(t) => (0, t.to_bits()),
+            PruneRule::Quality(q) => (1, q.to_bits()),
+            PruneRule::Keep(k) => (2, k.to_bits()),
+        };
+        LayerKey {
+            layer,
+            source,
+            rule,
+            prune_bias: plan.prune_bias,
+            bits: plan.bits,
+            index_bits: plan.index_bits,
+            init: plan.init,
+            share,
+        }
+    }
+}
+
+/// Fixed histogram edges: `bins` equal bins over `[lo, hi]`; values outside land in the end
+/// bins.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistEdges {
+    pub lo: f32,
+    pub hi: f32,
+    pub bins: usize,
+}
+
+impl HistEdges {
+    /// Symmetric edges over the largest magnitude of `weights`, so zero sits on a bin edge.
+    pub fn symmetric(weights: &[f32]) -> HistEdges {
+        let m = weights
+            .iter()
+            .filter(|w| w.is_finite())
+            .fold(0.0f32, |m, w| m.max(w.abs()));
+        let m = if m > 0.0 { m } else { 1.0 };
+        HistEdges {
+            lo: -m,
+            hi: m,
+            bins: HIST_BINS,
+        }
+    }
+
+    pub fn bin(&self, v: f32) -> usize {
+        let x = (v - self.lo) / (self.hi - self.lo) * self.bins as f32;
+        if x.is_nan() {
+            0
+        } else {
+            (x.max(0.0) as usize).min(self.bins - 1)
+        }
+    }
+
+    /// Lower edge of bin `i`.
+    pub fn edge(&self, i: usize) -> f32 {
+        self.lo + (self.hi - self.lo) * i as f32 / self.bins as f32
+    }
+
+    pub fn count<'a>(&self, values: impl Iterator<Item = &'a f32>) -> Vec<u32> {
+        let mut h = vec![0u32; self.bins];
+        for &v in values {
+            h[self.bin(v)] += 1;
+        }
+        h
+    }
+}
+
+/// The codebook, positions and assignments that centroid fine-tuning produced under `plan`:
+/// used as they are while the layer's plan is still `plan`, as the pipeline would write them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FixedTie {
+    pub plan: LayerPlan,
+    pub threshold: f32,
+    pub codebook: Vec<f32>,
+    pub positions: Vec<u32>,
+    pub assignments: Vec<u8>,
+    pub sharing: SharingStats,
+}
+
+/// The weights a layer's result starts from: the checkpoint's, or a training job's.
+#[derive(Debug)]
+pub struct LayerSource {
+    pub layer: usize,
+    /// 0 = the checkpoint; each adopted training result gets a new version.
+    pub version: u64,
+    pub spec: LayerSpec,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+    /// Standard deviation of the checkpoint's weights: the unit of a `quality` rule, as in the
+    /// pipeline (where it is measured before any pruning).
+    pub base_std: f32,
+    /// Histogram edges, from the checkpoint's weights (shared by every version).
+    pub edges: HistEdges,
+    /// Histogram of `weights`.
+    pub all_hist: Arc<Vec<u32>>,
+    /// Fingerprint of `weights` and `bias` as dense values.
+    pub fingerprint: u64,
+    pub tie: Option<FixedTie>,
+}
+
+impl LayerSource {
+    /// A source for `weights` (flattened in the spec's shape).
+    pub fn new(
+        layer: usize,
+        version: u64,
+        spec: LayerSpec,
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        base: Option<&LayerSource>,
+        tie: Option<FixedTie>,
+    ) -> Result<LayerSource, ExploreError> {
+        if weights.len() != spec.weight_count() || bias.len() != spec.bias_count() {
+            return Err(ExploreError::Invalid(format!(
+                "{}: {} weights and {} biases, expected {} and {}",
+                spec.name,
+                weights.len(),
+                bias.len(),
+                spec.weight_count(),
+                spec.bias_count()
+            )));
+        }
+        let (base_std, edges) = match base {
+            Some(b) => (b.base_std, b.edges),
+            None => (prune::std_dev(&weights), HistEdges::symmetric(&weights)),
+        };
+        Ok(LayerSource {
+            layer,
+            version,
+            all_hist: Arc::new(edges.count(weights.iter())),
+            fingerprint: fingerprint::dense(layer, &weights, &bias),
+            spec,
+            weights,
+            bias,
+            base_std,
+            edges,
+            tie,
+        })
+    }
+}
+
+/// What k-means did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SharingStats {
+    /// Clusters asked for (2^bits).
+    pub k: usize,
+    pub init: Init,
+    pub iterations: usize,
+    pub init_sse: f64,
+    pub sse: f64,
+    pub empty_clusters: usize,
+    /// Members of each codebook entry.
+    pub cluster_sizes: Vec<usize>,
+}
+
+/// Bits per surviving weight, of cluster indices and of relative-index gaps, before and
+/// after Huffman coding, with the Shannon bound.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodingStats {
+    /// Fixed-width cluster index: `bits`.
+    pub weight_bits_fixed: f64,
+    pub weight_bits_huffman: f64,
+    pub weight_bits_entropy: f64,
+    /// Fixed-width gaps (fillers included): `index_bits * gaps / kept`.
+    pub index_bits_fixed: f64,
+    pub index_bits_huffman: f64,
+    pub index_bits_entropy: f64,
+    pub gap_symbols: usize,
+    pub fillers: usize,
+    /// Bytes of the two Huffman code tables.
+    pub table_bytes: usize,
+}
+
+/// Histograms over the layer's fixed edges.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histograms {
+    pub edges: HistEdges,
+    /// Every weight of the source (pruned ones included).
+    pub all: Arc<Vec<u32>>,
+    /// The surviving weights before sharing.
+    pub kept: Vec<u32>,
+    /// The surviving weights after sharing (each at its centroid).
+    pub shared: Vec<u32>,
+}
+
+/// One layer's result under one setting: everything the explorer shows, as plain data.
+#[derive(Clone, Debug)]
+pub struct LayerResult {
+    pub key: LayerKey,
+    pub layer: usize,
+    pub setting: LayerSetting,
+    /// Absolute pruning threshold: weights with `|w| <` this were pruned (the pruned band is
+    /// `±threshold`).
+    pub threshold: f32,
+    /// The layer as a `.dcz` file written now would hold it.
+    pub compressed: CompressedLayer,
+    /// Fingerprint of the effective weights (see [`fingerprint::compressed`]).
+    pub fingerprint: u64,
+    /// Bytes at each stage (dense, pruned, shared, Huffman = the file section).
+    pub size: LayerSize,
+    pub sharing: SharingStats,
+    pub coding: CodingStats,
+    pub histograms: Histograms,
+    /// Biases left non-zero.
+    pub bias_kept: usize,
+    /// The codebook is the one centroid fine-tuning produced (not a fresh k-means).
+    pub fine_tuned_codebook: bool,
+}
+
+impl LayerResult {
+    pub fn kept(&self) -> usize {
+        self.compressed.kept()
+    }
+
+    pub fn total(&self) -> usize {
+        self.compressed.weight_count()
+    }
+
+    /// Fraction of weights pruned, 0..=1.
+    pub fn sparsity(&self) -> f64 {
+        1.0 - self.kept() as f64 / self.total().max(1) as f64
+    }
+
+    pub fn codebook(&self) -> &[f32] {
+        &self.compressed.codebook
+    }
+
+    /// Bytes held, for the session's cache budget.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<LayerResult>()
+            + 5 * self.compressed.positions.len()
+            + 4 * (self.compressed.codebook.len() + self.compressed.bias.len())
+            + 8 * self.sharing.cluster_sizes.len()
+            + 8 * HIST_BINS
+    }
+
+    /// Encodes the layer again (deterministic: the same streams the size figures counted).
+    pub fn encode(&self, max_code_len: u8) -> Result<EncodedLayer, ExploreError> {
+        Ok(encode::encode_layer(&self.compressed, max_code_len)?)
+    }
+}
+
+/// Checks a plan against the ranges the experiment format accepts.
+pub fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError> {
+    let bad = |message: String| ExploreError::InvalidSetting {
+        layer: name.to_string(),
+        message,
+    };
+    if !(1..=8).contains(&plan.bits) {
+        return Err(bad(format!("bits {} is out of range 1..=8", plan.bits)));
+    }
+    if !(1..=16).contains(&plan.index_bits) {
+        return Err(bad(format!(
+            "index bits {} are out of range 1..=16",
+            plan.index_bits
+        )));
+    }
+    match plan.prune {
+        PruneRule::Threshold(t) if !(t >= 0.0 && t.is_finite()) => {
+            Err(bad(format!("threshold {t} must be a finite number >= 0")))
+        }
+        PruneRule::Quality(q) if !(q >= 0.0 && q.is_finite()) => {
+            Err(bad(format!("quality {q} must be a finite number >= 0")))
+        }
+        PruneRule::Keep(k) if !(k > 0.0 && k <= 1.0) => {
+            Err(bad(format!("keep {k} is out of range (0, 1]")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Computes a layer's result from `source` under `setting` (see [`LayerKey`] for what must
+/// match for two results to be equal): [`share_layer`] then [`finish`].
+pub fn compute(
+    source: &LayerSource,
+    setting: LayerSetting,
+    share: ShareParams,
+) -> Result<LayerResult, ExploreError> {
+    finish(share_layer(source, setting, share)?, source, share)
+}
+
+/// A layer pruned and shared but not yet entropy-coded: all the forward pass needs.
+#[derive(Clone, Debug)]
+pub struct SharedLayer {
+    pub key: LayerKey,
+    pub setting: LayerSetting,
+    pub threshold: f32,
+    pub compressed: CompressedLayer,
+    pub sharing: SharingStats,
+    /// See [`fingerprint::compressed`].
+    pub fingerprint: u64,
+    pub fine_tuned_codebook: bool,
+}
+
+/// The first half of [`compute`]: prune and share (the fine-tuned tie when it applies).
+pub fn share_layer(
+    source: &LayerSource,
+    setting: LayerSetting,
+    share: ShareParams,
+) -> Result<SharedLayer, ExploreError> {
+    let plan = setting.plan;
+    let spec = &source.spec;
+    validate(spec.name, &plan)?;
+    let l = source.layer;
+    let w = &source.weights;
+    let tie = source.tie.as_ref().filter(|t| {
+        LayerPlan {
+            index_bits: plan.index_bits,
+            ..t.plan
+        } == plan
+    });
+    let (threshold, positions, assignments, codebook, sharing) = match tie {
+        Some(t) => (
+            t.threshold,
+            t.positions.clone(),
+            t.assignments.clone(),
+            t.codebook.clone(),
+            t.sharing.clone(),
+        ),
+        None => {
+            // As the pipeline: a quality rule scales the checkpoint's spread, others look at
+            // the weights being pruned.
+            let t = match plan.prune {
+                PruneRule::Quality(q) => q * source.base_std,
+                rule => prune::threshold_for(rule, w),
+            };
+            let mask = prune::mask_for(w, t);
+            let positions: Vec<u32> = (0..w.len())
+                .filter(|&i| mask[i])
+                .map(|i| i as u32)
+                .collect();
+            let survivors: Vec<f32> = positions.iter().map(|&p| w[p as usize]).collect();
+            let cfg = KMeansConfig {
+                k: 1usize << plan.bits,
+                init: plan.init,
+                seed: share.seed.wrapping_add(l as u64),
+                max_iter: 300,
+                empty: share.empty,
+                stop: share.stop,
+            };
+            let r = kmeans::kmeans_1d(&survivors, &cfg);
+            // The pipeline's convention: a layer with no survivors keeps a one-entry codebook.
+            let codebook = if r.centroids.is_empty() {
+                vec![0.0]
+            } else {
+                r.centroids
+            };
+            let mut cluster_sizes = vec![0usize; codebook.len()];
+            for &a in &r.assignments {
+                cluster_sizes[a as usize] += 1;
+            }
+            let sharing = SharingStats {
+                k: cfg.k,
+                init: plan.init,
+                iterations: r.iterations,
+                init_sse: r.init_sse,
+                sse: r.sse,
+                empty_clusters: r.empty_clusters,
+                cluster_sizes,
+            };
+            (t, positions, r.assignments, codebook, sharing)
+        }
+    };
+    let base_bias = &source.bias;
+    let bias: Vec<f32> = if plan.prune_bias {
+        base_bias
+            .iter()
+            .zip(prune::mask_for(base_bias, threshold))
+            .map(|(&b, keep)| if keep { b } else { 0.0 })
+            .collect()
+    } else {
+        base_bias.clone()
+    };
+    let compressed = CompressedLayer {
+        name: spec.name.to_string(),
+        kind: spec.kind,
+        shape: spec.weight_shape(),
+        bits: plan.bits,
+        index_bits: plan.index_bits,
+        codebook,
+        positions,
+        assignments,
+        bias,
+    };
+    Ok(SharedLayer {
+        key: LayerKey::new(l, source.version, &plan, share),
+        setting,
+        threshold,
+        fingerprint: fingerprint::compressed(l, &compressed),
+        compressed,
+        sharing,
+        fine_tuned_codebook: tie.is_some(),
+    })
+}
+
+/// The second half of [`compute`]: relative index and Huffman coding (as the file will hold
+/// them), sizes, coding statistics and histograms.
+pub fn finish(
+    s: SharedLayer,
+    source: &LayerSource,
+    share: ShareParams,
+) -> Result<LayerResult, ExploreError> {
+    let SharedLayer {
+        key,
+        setting,
+        threshold,
+        compressed,
+        sharing,
+        fingerprint,
+        fine_tuned_codebook,
+    } = s;
+    let plan = setting.plan;
+    let w = &source.weights;
+    let enc = encode::encode_layer(&compressed, share.max_code_len)?;
+    let size = size::layer_size(&compressed, &enc, dcz::section_bytes(&compressed, &enc));
+    let kept = compressed.kept().max(1) as f64;
+    let coding = CodingStats {
+        weight_bits_fixed: if compressed.kept() == 0 {
+            0.0
+        } else {
+            f64::from(plan.bits)
+        },
+        weight_bits_huffman: size.weight_bits_huffman,
+        weight_bits_entropy: size.weight_bits_entropy,
+        index_bits_fixed: if compressed.kept() == 0 {
+            0.0
+        } else {
+            f64::from(plan.index_bits) * enc.gap_symbols as f64 / kept
+        },
+        index_bits_huffman: size.index_bits_huffman,
+        index_bits_entropy: size.index_bits_entropy,
+        gap_symbols: enc.gap_symbols,
+        fillers: enc.fillers,
+        table_bytes: enc.table_bytes.len(),
+    };
+    let edges = source.edges;
+    let kept_hist = edges.count(compressed.positions.iter().map(|&p| &w[p as usize]));
+    let mut shared = vec![0u32; edges.bins];
+    for (c, &n) in compressed.codebook.iter().zip(&sharing.cluster_sizes) {
+        shared[edges.bin(*c)] += n as u32;
+    }
+    let bias_kept = compressed.bias.iter().filter(|&&b| b != 0.0).count();
+    Ok(LayerResult {
+        key,
+        layer: source.layer,
+        setting,
+        threshold,
+        fingerprint,
+        size,
+        sharing,
+        coding,
+        histograms: Histograms {
+            edges,
+            all: Arc::clone(&source.all_hist),
+            kept: kept_hist,
+            shared,
+        },
+        bias_kept,
+        fine_tuned_codebook,
+        compressed,
+    })
+}

@@ -1,0 +1,168 @@
+//! A whole plan as data that can travel to the worker: its key, its layers (computed or still
+//! to compute), and its exact file size.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::ExploreError;
+use super::layer::{self, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
+use crate::compress::model::{CompressedLayer, CompressedModel};
+use crate::compress::size::LayerSize;
+use crate::format::dcz;
+use crate::model::ModelKind;
+
+/// Identity of a whole plan: one [`LayerKey`] per layer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PlanKey(pub Vec<LayerKey>);
+
+/// Sizes of a whole plan: per layer at every stage, and the exact bytes of the `.dcz` file a
+/// write now would produce (layer sections plus header, metadata and checksum).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanSizes {
+    pub layers: Vec<LayerSize>,
+    /// Header, metadata (with the experiment text) and checksum.
+    pub overhead_bytes: u64,
+    pub dense_bytes: u64,
+    pub pruned_bytes: u64,
+    pub shared_bytes: u64,
+    /// Bytes of the whole file.
+    pub file_bytes: u64,
+}
+
+impl PlanSizes {
+    /// Sizes of `results` written with `experiment` as the file's experiment text.
+    pub fn of(model: ModelKind, experiment: &str, results: &[Arc<LayerResult>]) -> PlanSizes {
+        let compressed = compressed_model(model, experiment, results);
+        let layers: Vec<LayerSize> = results.iter().map(|r| r.size.clone()).collect();
+        let overhead_bytes = dcz::overhead_bytes(&compressed) as u64;
+        PlanSizes {
+            overhead_bytes,
+            dense_bytes: layers.iter().map(|l| l.dense_bytes).sum(),
+            pruned_bytes: layers.iter().map(|l| l.pruned_bytes).sum(),
+            shared_bytes: layers.iter().map(|l| l.shared_bytes).sum(),
+            file_bytes: layers.iter().map(|l| l.huffman_bytes).sum::<u64>() + overhead_bytes,
+            layers,
+        }
+    }
+
+    /// Compression ratio of the file against dense f32 weights and biases.
+    pub fn ratio(&self) -> f64 {
+        self.dense_bytes as f64 / self.file_bytes.max(1) as f64
+    }
+
+    /// Weights kept, of all.
+    pub fn kept(&self) -> (usize, usize) {
+        (
+            self.layers.iter().map(|l| l.kept).sum(),
+            self.layers.iter().map(|l| l.weights).sum(),
+        )
+    }
+}
+
+/// The `CompressedModel` of a plan's layer results.
+pub fn compressed_model(
+    model: ModelKind,
+    experiment: &str,
+    results: &[Arc<LayerResult>],
+) -> CompressedModel {
+    CompressedModel {
+        model,
+        experiment: experiment.to_string(),
+        layers: results
+            .iter()
+            .map(|r| r.compressed.clone())
+            .collect::<Vec<CompressedLayer>>(),
+    }
+}
+
+/// What computing a missing layer result needs.
+#[derive(Clone, Debug)]
+pub struct LayerTask {
+    pub source: Arc<LayerSource>,
+    pub setting: LayerSetting,
+    pub share: ShareParams,
+}
+
+impl LayerTask {
+    pub fn key(&self) -> LayerKey {
+        LayerKey::new(
+            self.source.layer,
+            self.source.version,
+            &self.setting.plan,
+            self.share,
+        )
+    }
+
+    pub fn compute(&self) -> Result<LayerResult, ExploreError> {
+        layer::compute(&self.source, self.setting, self.share)
+    }
+}
+
+/// A layer of a snapshot: already computed, or to compute.
+#[derive(Clone, Debug)]
+pub enum LayerRef {
+    Ready(Arc<LayerResult>),
+    Todo(LayerTask),
+}
+
+impl LayerRef {
+    pub fn key(&self) -> LayerKey {
+        match self {
+            LayerRef::Ready(r) => r.key,
+            LayerRef::Todo(t) => t.key(),
+        }
+    }
+}
+
+/// A snapshot's layer results.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// One per layer.
+    pub all: Vec<Arc<LayerResult>>,
+    /// The ones that had to be computed.
+    pub computed: Vec<Arc<LayerResult>>,
+}
+
+/// A plan frozen at one moment, with everything needed to compute and evaluate it off the UI
+/// thread.
+#[derive(Clone, Debug)]
+pub struct PlanSnapshot {
+    pub model: ModelKind,
+    pub key: PlanKey,
+    pub settings: Vec<LayerSetting>,
+    pub layers: Vec<LayerRef>,
+    /// The weights each layer starts from (checkpoint or trained), for training jobs.
+    pub sources: Vec<Arc<LayerSource>>,
+    /// The experiment TOML a file of this plan would carry.
+    pub experiment: String,
+}
+
+impl PlanSnapshot {
+    /// Every layer's result, computing the missing ones in parallel.
+    pub fn resolve(&self) -> Result<Resolved, ExploreError> {
+        let computed: Vec<Option<Arc<LayerResult>>> = self
+            .layers
+            .par_iter()
+            .map(|r| match r {
+                LayerRef::Ready(_) => Ok(None),
+                LayerRef::Todo(t) => t.compute().map(|r| Some(Arc::new(r))),
+            })
+            .collect::<Result<_, _>>()?;
+        let all = self
+            .layers
+            .iter()
+            .zip(&computed)
+            .map(|(r, c)| match (r, c) {
+                (LayerRef::Ready(r), _) => Arc::clone(r),
+                (_, Some(c)) => Arc::clone(c),
+                (LayerRef::Todo(_), None) => unreachable!("computed above"),
+            })
+            .collect();
+        Ok(Resolved {
+            all,
+            computed: computed.into_iter().flatten().collect(),
+        })
+    }
+}
