@@ -124,3 +124,18 @@ fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
     .unwrap();
     assert!(!forced.reused);
 }
+
+#[test]
+fn fast_kernels_train_as_well_as_candle_stock_ops() {
+    let data = common::fixture();
+    let run = |backend| {
+        let mut net = Net::new(ModelKind::Lenet5, 9).unwrap();
+        net.backend = backend;
+        let out = train::train(&net, &data, &quick(3, 9), &[], &mut Silent).unwrap();
+        out.history.last().unwrap().test_accuracy
+    };
+    let stock = run(dcx::model::Backend::Stock);
+    let fast = run(dcx::model::Backend::Fast);
+    assert!(stock > 0.7 && fast > 0.7, "stock {stock}, fast {fast}");
+    assert!((stock - fast).abs() < 0.06, "stock {stock}, fast {fast}");
+}

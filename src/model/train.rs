@@ -191,7 +191,7 @@ pub fn train(
             }
             let (x, y) = batch(net, &data.train, chunk)?;
             let logits = net.forward(&x)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let loss = net.loss(&logits, &y)?;
             let grads = loss.backward()?;
             opt.step(&grads, cfg.lr_at(step, total_steps))?;
             step += 1;
@@ -258,7 +258,7 @@ pub fn evaluate_with(
     for chunk in indices.chunks(CHUNK) {
         let (x, y) = batch(net, split, chunk)?;
         let logits = net.forward_with(&x, weights)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
+        let loss = net.loss(&logits, &y)?.to_scalar::<f32>()?;
         loss_sum += loss as f64 * chunk.len() as f64;
         let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
         correct += predicted
