@@ -35,6 +35,32 @@ fn labels(r: [f64; 2], fmt: impl Fn(f64) -> String) -> Vec<Span<'static>> {
     ]
 }
 
+/// A chart with labelled axes; x labels use `x_fmt`, y is accuracy-like with one decimal.
+fn chart<'a>(
+    sets: Vec<Dataset<'a>>,
+    block: Block<'a>,
+    theme: &Theme,
+    x: (&'a str, [f64; 2], fn(f64) -> String),
+    y: (&'a str, [f64; 2]),
+) -> Chart<'a> {
+    Chart::new(sets)
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .title(x.0)
+                .bounds(x.1)
+                .labels(labels(x.1, x.2))
+                .style(theme.dim()),
+        )
+        .y_axis(
+            Axis::default()
+                .title(y.0)
+                .bounds(y.1)
+                .labels(labels(y.1, |v| format!("{v:.1}")))
+                .style(theme.dim()),
+        )
+}
+
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bool) {
     let c = &app.view.curves;
     let block = Block::default()
@@ -81,22 +107,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                 );
             }
             frame.render_widget(
-                Chart::new(sets)
-                    .block(block)
-                    .x_axis(
-                        Axis::default()
-                            .title("kept %")
-                            .bounds(xb)
-                            .labels(labels(xb, |v| format!("{v:.0}")))
-                            .style(theme.dim()),
-                    )
-                    .y_axis(
-                        Axis::default()
-                            .title("acc %")
-                            .bounds(yb)
-                            .labels(labels(yb, |v| format!("{v:.1}")))
-                            .style(theme.dim()),
-                    ),
+                chart(
+                    sets,
+                    block,
+                    theme,
+                    ("kept %", xb, |v| format!("{v:.0}")),
+                    ("acc %", yb),
+                ),
                 area,
             );
         }
@@ -131,22 +148,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                 );
             }
             frame.render_widget(
-                Chart::new(sets)
-                    .block(block)
-                    .x_axis(
-                        Axis::default()
-                            .title("ratio x")
-                            .bounds(xb)
-                            .labels(labels(xb, |v| format!("{v:.0}")))
-                            .style(theme.dim()),
-                    )
-                    .y_axis(
-                        Axis::default()
-                            .title("acc %")
-                            .bounds(yb)
-                            .labels(labels(yb, |v| format!("{v:.1}")))
-                            .style(theme.dim()),
-                    ),
+                chart(
+                    sets,
+                    block,
+                    theme,
+                    ("ratio x", xb, |v| format!("{v:.0}")),
+                    ("acc %", yb),
+                ),
                 area,
             );
         }
@@ -170,22 +178,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                 })
                 .collect();
             frame.render_widget(
-                Chart::new(sets)
-                    .block(block)
-                    .x_axis(
-                        Axis::default()
-                            .title("epoch")
-                            .bounds(xb)
-                            .labels(labels(xb, |v| format!("{v:.1}")))
-                            .style(theme.dim()),
-                    )
-                    .y_axis(
-                        Axis::default()
-                            .title("acc %")
-                            .bounds(yb)
-                            .labels(labels(yb, |v| format!("{v:.1}")))
-                            .style(theme.dim()),
-                    ),
+                chart(
+                    sets,
+                    block,
+                    theme,
+                    ("epoch", xb, |v| format!("{v:.1}")),
+                    ("acc %", yb),
+                ),
                 area,
             );
         }
