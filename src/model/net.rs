@@ -37,29 +37,23 @@ impl Net {
     /// PyTorch's default initialisation (uniform in ±1/sqrt(fan_in) for weights and biases),
     /// drawn from a seeded RNG so the same seed always gives the same network.
     pub fn new(kind: ModelKind, seed: u64) -> candle_core::Result<Net> {
-        let arch = kind.arch();
-        let device = Device::Cpu;
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut params = Vec::with_capacity(arch.layers.len());
-        for layer in &arch.layers {
-            let bound = 1.0 / (layer.fan_in() as f32).sqrt();
-            let w: Vec<f32> = (0..layer.weight_count())
-                .map(|_| rng.random_range(-bound..bound))
-                .collect();
-            let b: Vec<f32> = (0..layer.bias_count())
-                .map(|_| rng.random_range(-bound..bound))
-                .collect();
-            params.push(LayerParams {
-                weight: Var::from_tensor(&Tensor::from_vec(w, layer.weight_shape(), &device)?)?,
-                bias: Var::from_tensor(&Tensor::from_vec(b, layer.bias_count(), &device)?)?,
-            });
-        }
-        Ok(Net {
-            arch,
-            params,
-            backend: Backend::default(),
-            device,
-        })
+        let values = kind
+            .arch()
+            .layers
+            .iter()
+            .map(|layer| {
+                let bound = 1.0 / (layer.fan_in() as f32).sqrt();
+                let w: Vec<f32> = (0..layer.weight_count())
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect();
+                let b: Vec<f32> = (0..layer.bias_count())
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect();
+                (w, b)
+            })
+            .collect();
+        Net::from_values(kind, values)
     }
 
     /// Build from explicit per-layer weights and biases (flattened, in `LayerSpec` order).
