@@ -26,6 +26,8 @@ pub enum BenchCommand {
     /// Explorer latency: random single-layer changes from the paper's plan to the first
     /// estimate and the full test-set accuracy, and dense evaluation GFLOP/s against peak.
     Explore(ExploreBenchArgs),
+    /// Explorer screen: frame draw time per terminal size, and scrub key -> exact accuracy.
+    Tui(super::bench_tui::TuiBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +73,7 @@ pub fn run(data_dir: Option<&Path>, cmd: &BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::Explore(args) => bench_explore(data_dir, args),
+        BenchCommand::Tui(args) => super::bench_tui::run(data_dir, args),
     }
 }
 

@@ -47,10 +47,16 @@ impl PipelineObserver for CliPipeline {
 
 pub fn run(data_dir: Option<&Path>, args: &CompressArgs) -> anyhow::Result<()> {
     let exp = Experiment::load(&args.experiment)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("out").join(&exp.name));
+    run_experiment(data_dir, exp, args.out.clone())
+}
+
+/// Runs `exp` and writes its folder (`out`, default `out/NAME`).
+pub fn run_experiment(
+    data_dir: Option<&Path>,
+    exp: Experiment,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let out = out.unwrap_or_else(|| PathBuf::from("out").join(&exp.name));
     let data = super::data::load(data_dir)?;
     let mut obs = CliPipeline {
         bar: BarObserver::new(exp.model.name()),

@@ -1,12 +1,14 @@
 //! The command line: argument types (clap derive) and one module per subcommand.
 
 pub mod bench;
+pub mod bench_tui;
 pub mod compress;
 pub mod data;
 pub mod eval;
 pub mod inspect;
 pub mod progress;
 pub mod train;
+pub mod tui;
 
 use std::path::PathBuf;
 
@@ -22,12 +24,17 @@ pub struct Cli {
     /// Folder holding the four MNIST IDX files (default: $DCX_DATA, then the dcx data folder).
     #[arg(long, global = true, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Without a subcommand dcx opens the explorer; these choose what it opens.
+    #[command(flatten)]
+    pub explore: tui::TuiArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Open the explorer (what plain `dcx` does).
+    Explore(tui::TuiArgs),
     /// Train a network (or reuse the cached checkpoint of the same recipe).
     Train(train::TrainArgs),
     /// Find, download and verify MNIST.
@@ -52,10 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Eval(args)) => eval::run(cli.data.as_deref(), &args),
         Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Bench(cmd)) => bench::run(cli.data.as_deref(), &cmd),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        Some(Command::Explore(args)) => tui::run(cli.data.as_deref(), &args),
+        None => tui::run(cli.data.as_deref(), &cli.explore),
     }
 }

@@ -62,6 +62,7 @@
 //! ```
 
 pub mod eval;
+pub mod export;
 pub mod fingerprint;
 pub mod forward;
 pub mod history;

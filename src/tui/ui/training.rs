@@ -109,7 +109,15 @@ fn chart(
     epochs: usize,
     series: usize,
 ) {
-    let (lo, hi) = points
+    // The first batches' loss (about ln 10 = 2.3) would flatten the rest of the curve: scale
+    // to the points after the first tenth of an epoch once there are some (earlier ones clip).
+    let settled: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= 0.1).collect();
+    let scaled = if settled.is_empty() {
+        points
+    } else {
+        &settled[..]
+    };
+    let (lo, hi) = scaled
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
             (lo.min(p.1), hi.max(p.1))

@@ -1,0 +1,146 @@
+//! Writes a session's current plan as a folder a report can be built from: the experiment
+//! (re-runnable with `dcx compress`), the `.dcz` file of the plan, and `report.json` /
+//! `report.md` with the same tables `dcx compress` writes. Every number comes from the
+//! session's own results and evaluation.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::{ExploreError, Session};
+use crate::compress::pipeline::{CompressionReport, LayerSharing, StageEval};
+use crate::compress::{report, size};
+use crate::format::dcz;
+use crate::fsutil::write_atomic;
+use crate::model::train::{EpochStats, Evaluation};
+
+/// What the session alone does not hold.
+#[derive(Clone, Debug, Default)]
+pub struct ExportContext {
+    /// The checkpoint's own accuracy (the report's first stage).
+    pub baseline: Option<Evaluation>,
+    pub retrain_history: Vec<EpochStats>,
+    pub finetune_history: Vec<EpochStats>,
+}
+
+/// What was written.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub report: CompressionReport,
+}
+
+/// The first `root/NAME-NNN` folder that does not exist yet.
+pub fn next_folder(root: &Path, name: &str) -> PathBuf {
+    (1..)
+        .map(|i| root.join(format!("{name}-{i:03}")))
+        .find(|p| !p.exists())
+        .expect("some folder number is free")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExploreError + '_ {
+    move |source| ExploreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Writes the current plan into a new folder under `root`. The plan must have been evaluated
+/// on the full test set (the report states its accuracy).
+pub fn export(
+    session: &mut Session,
+    root: &Path,
+    ctx: &ExportContext,
+) -> Result<Exported, ExploreError> {
+    let started = Instant::now();
+    let evaluation = session.evaluation().ok_or_else(|| {
+        ExploreError::Invalid("the current plan has not been evaluated yet".into())
+    })?;
+    let results = session.results_now()?;
+    let model = session.compressed_model_now()?;
+    let encoded = results
+        .iter()
+        .map(|r| r.encode(session.template().max_code_len))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (bytes, layout) = dcz::to_bytes(&model, &encoded);
+    let sizes = size::size_report(&model, &encoded, &layout);
+    let (kept, total) = results
+        .iter()
+        .fold((0, 0), |(k, t), r| (k + r.kept(), t + r.total()));
+    let mut stages = Vec::new();
+    if let Some(b) = ctx.baseline.or_else(|| session.baseline()) {
+        stages.push(StageEval {
+            stage: "baseline".into(),
+            accuracy: b.accuracy,
+            loss: b.loss,
+            kept: 1.0,
+        });
+    }
+    stages.push(StageEval {
+        stage: "explored plan".into(),
+        accuracy: evaluation.accuracy,
+        loss: evaluation.loss,
+        kept: kept as f64 / total.max(1) as f64,
+    });
+    let experiment = session.to_experiment();
+    let report = CompressionReport {
+        experiment: experiment.name.clone(),
+        model: session.model().name().to_string(),
+        stages,
+        thresholds: results.iter().map(|r| r.threshold).collect(),
+        sharing: results
+            .iter()
+            .zip(&model.layers)
+            .map(|(r, l)| LayerSharing {
+                name: l.name.clone(),
+                k: r.sharing.k,
+                init: r.sharing.init.name().to_string(),
+                iterations: r.sharing.iterations,
+                init_sse: r.sharing.init_sse,
+                sse: r.sharing.sse,
+                empty_clusters: r.sharing.empty_clusters,
+            })
+            .collect(),
+        sizes,
+        retrain_history: ctx.retrain_history.clone(),
+        finetune_history: ctx.finetune_history.clone(),
+        baseline_checkpoint: session
+            .checkpoint()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        seconds: 0.0,
+    };
+
+    let dir = next_folder(root, &experiment.name);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut files = Vec::new();
+    let mut write = |name: &str, content: &[u8]| -> Result<(), ExploreError> {
+        let p = dir.join(name);
+        write_atomic(&p, content).map_err(io(&p))?;
+        files.push(p);
+        Ok(())
+    };
+    write("experiment.toml", experiment.to_toml().as_bytes())?;
+    write("model.dcz", &bytes)?;
+    // The file alone must give back the model it was written from.
+    let reread = dcz::load(&dir.join("model.dcz"))
+        .map_err(|e| ExploreError::Invalid(format!("reading the written file back: {e}")))?;
+    if reread.model != model {
+        return Err(ExploreError::Invalid(format!(
+            "{}: reading the file back gave a different model",
+            dir.join("model.dcz").display()
+        )));
+    }
+    let report = CompressionReport {
+        seconds: started.elapsed().as_secs_f64(),
+        ..report
+    };
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| ExploreError::Invalid(format!("report.json: {e}")))?;
+    write("report.json", json.as_bytes())?;
+    write(
+        "report.md",
+        report::markdown(&report, session.model()).as_bytes(),
+    )?;
+    Ok(Exported { dir, files, report })
+}

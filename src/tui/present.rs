@@ -1,0 +1,196 @@
+//! Builds the [`ViewModel`] the screen shows from an explore [`Session`]: a translation of the
+//! session's look-ups into plain rows and series, never a computation of its own (sizes,
+//! accuracy and histograms all come from the engine, so the screen, the report and the file
+//! cannot disagree).
+
+use crate::compress::paper;
+use crate::explore::{self, AloneDrop, Session};
+
+use super::view::{
+    Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, Totals, ViewModel,
+};
+
+/// What the view shows besides the session: things only the controller knows.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// Training and fine-tuning curves gathered from the worker (accuracy % per epoch).
+    pub training: Vec<Curve>,
+    pub job: Option<JobView>,
+    /// The checkpoint's test accuracy from its training record, until the worker measures it.
+    pub baseline: Option<f64>,
+}
+
+pub fn view_model(session: &Session, selected: usize, extras: &Extras) -> ViewModel {
+    let n = session.layer_count();
+    let selected = selected.min(n.saturating_sub(1));
+    let layers: Vec<LayerRow> = (0..n).map(|l| layer_row(session, l)).collect();
+    let totals = totals(session, &layers);
+    ViewModel {
+        model: session.model().to_string(),
+        histogram: histogram(session, selected),
+        curves: curves(session, selected, extras),
+        layers,
+        totals,
+        baseline: baseline(session, extras),
+        accuracy: match session.accuracy() {
+            explore::Accuracy::Unknown => Accuracy::Unknown,
+            explore::Accuracy::Estimate(e) => Accuracy::Estimate(e.accuracy, e.stderr),
+            explore::Accuracy::Exact(e) => Accuracy::Exact(e.accuracy),
+        },
+        job: extras.job.clone(),
+    }
+}
+
+/// The checkpoint's accuracy: measured by the worker if it has, else the sweep's, else the
+/// training record's.
+fn baseline(session: &Session, extras: &Extras) -> f64 {
+    session
+        .baseline()
+        .map(|e| e.accuracy)
+        .or_else(|| session.sensitivity().map(|s| s.baseline_accuracy))
+        .or(extras.baseline)
+        .unwrap_or(0.0)
+}
+
+fn layer_row(session: &Session, l: usize) -> LayerRow {
+    let spec = session.spec(l).expect("layer in range");
+    let setting = session.setting(l).expect("layer in range");
+    let shape = spec
+        .weight_shape()
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x");
+    let mut row = LayerRow {
+        name: spec.name.to_string(),
+        shape,
+        params: spec.weight_count(),
+        bits: setting.plan.bits,
+        init: setting.plan.init.name().to_string(),
+        index_bits: setting.plan.index_bits,
+        solo_drop: session.alone(l).map(|a| a.drop()),
+        finetuned: setting.finetuned,
+        kept: 1.0,
+        ..LayerRow::default()
+    };
+    // While a new setting is being computed the previous result keeps the row filled in.
+    if let Some((r, _fresh)) = session.layer_or_latest(l) {
+        row.threshold = r.threshold;
+        row.kept = 1.0 - r.sparsity();
+        row.dense_bytes = r.size.dense_bytes;
+        row.pruned_bytes = r.size.pruned_bytes;
+        row.shared_bytes = r.size.shared_bytes;
+        row.huffman_bytes = r.size.huffman_bytes;
+        row.weight_bits_h = r.coding.weight_bits_huffman;
+        row.index_bits_h = r.coding.index_bits_huffman;
+        row.weight_entropy = r.coding.weight_bits_entropy;
+        row.index_entropy = r.coding.index_bits_entropy;
+        row.empty_clusters = r.sharing.empty_clusters;
+        row.fillers = r.coding.fillers;
+        row.finetuned = r.fine_tuned_codebook || setting.finetuned;
+    }
+    row
+}
+
+fn totals(session: &Session, rows: &[LayerRow]) -> Totals {
+    let params: usize = rows.iter().map(|r| r.params).sum();
+    let kept: f64 =
+        rows.iter().map(|r| r.kept * r.params as f64).sum::<f64>() / params.max(1) as f64;
+    match session.sizes() {
+        Some(s) => Totals {
+            params,
+            kept,
+            dense_bytes: s.dense_bytes,
+            pruned_bytes: s.pruned_bytes,
+            shared_bytes: s.shared_bytes,
+            file_bytes: s.file_bytes,
+        },
+        // Until the worker reports this plan's sizes, the per-layer figures (of the latest
+        // results) add up to all but the file's header.
+        None => Totals {
+            params,
+            kept,
+            dense_bytes: rows.iter().map(|r| r.dense_bytes).sum(),
+            pruned_bytes: rows.iter().map(|r| r.pruned_bytes).sum(),
+            shared_bytes: rows.iter().map(|r| r.shared_bytes).sum(),
+            file_bytes: rows.iter().map(|r| r.huffman_bytes).sum(),
+        },
+    }
+}
+
+fn histogram(session: &Session, l: usize) -> HistogramView {
+    let Some((r, _)) = session.layer_or_latest(l) else {
+        return HistogramView {
+            layer: session
+                .spec(l)
+                .map(|s| s.name.to_string())
+                .unwrap_or_default(),
+            ..HistogramView::default()
+        };
+    };
+    let h = &r.histograms;
+    HistogramView {
+        layer: session
+            .spec(l)
+            .map(|s| s.name.to_string())
+            .unwrap_or_default(),
+        min: h.edges.lo,
+        max: h.edges.hi,
+        all: h.all.iter().map(|&c| c as u64).collect(),
+        kept: h.kept.iter().map(|&c| c as u64).collect(),
+        threshold: r.threshold,
+        centroids: r.codebook().to_vec(),
+        sse: r.sharing.sse,
+    }
+}
+
+fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
+    let (sensitivity, sensitivity_marker) = match session.sensitivity() {
+        Some(s) if l < s.layers.len() => {
+            let layer = &s.layers[l];
+            let points = layer
+                .prune
+                .iter()
+                .map(|p| (100.0 * (1.0 - p.sparsity), 100.0 * p.accuracy))
+                .collect();
+            let marker = session.layer_or_latest(l).map(|(r, _)| {
+                let kept = 100.0 * (1.0 - r.sparsity());
+                let acc = match session.alone(l) {
+                    Some(AloneDrop::Measured { accuracy, .. })
+                    | Some(AloneDrop::Interpolated { accuracy, .. }) => 100.0 * accuracy,
+                    None => 100.0 * s.baseline_accuracy,
+                };
+                (kept, acc)
+            });
+            (
+                Some(Curve {
+                    label: layer.name.clone(),
+                    points,
+                }),
+                marker,
+            )
+        }
+        _ => (None, None),
+    };
+    let history = session
+        .history()
+        .points()
+        .iter()
+        .map(|p| (p.ratio, 100.0 * p.accuracy))
+        .collect();
+    let pareto = session
+        .history()
+        .pareto()
+        .iter()
+        .map(|p| (p.ratio, 100.0 * p.accuracy))
+        .collect();
+    let paper = paper::figure(session.model()).map(|f| (f.ratio, 100.0 * (1.0 - f.error_after)));
+    CurvesView {
+        training: extras.training.clone(),
+        sensitivity,
+        sensitivity_marker,
+        history,
+        pareto,
+        paper,
+    }
+}

@@ -1,0 +1,142 @@
+//! The explorer end to end without a terminal: the controller trains a baseline on the
+//! fixture in the background, takes key actions, shows what the engine computed, exports a
+//! re-runnable experiment and a `.dcz` file, and quits.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dcx::experiment::Experiment;
+use dcx::explore::{Session, WorkerOptions};
+use dcx::format::dcz;
+use dcx::model::ModelKind;
+use dcx::model::train::TrainConfig;
+use dcx::tui::app::Mode;
+use dcx::tui::controller::{Controller, Setup, buffer_text, render_buffer};
+use dcx::tui::keys::Action;
+use dcx::tui::view::Accuracy;
+
+fn pump_until(ctl: &mut Controller, what: &str, done: impl Fn(&Controller) -> bool) {
+    let start = Instant::now();
+    while !done(ctl) {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}; status: {:?}",
+            ctl.app.message
+        );
+        if !ctl.pump() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn exact(ctl: &Controller) -> bool {
+    matches!(ctl.app.view.accuracy, Accuracy::Exact(_))
+        && ctl.session().is_some_and(|s| s.evaluation().is_some())
+}
+
+#[test]
+fn explore_scrub_export_undo_and_quit() {
+    let cache = tempfile::tempdir().unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let train = TrainConfig {
+        epochs: 1,
+        seed: 3,
+        ..TrainConfig::default()
+    };
+    let mut ctl = Controller::start(Setup {
+        data: Arc::new(common::fixture()),
+        template: Session::default_experiment(ModelKind::Lenet300100, train),
+        cache_dir: cache.path().to_path_buf(),
+        export_root: exports.path().to_path_buf(),
+        lecture: false,
+        worker: WorkerOptions::default(),
+    })
+    .unwrap();
+
+    // Without a checkpoint the baseline trains first, on the training screen.
+    pump_until(&mut ctl, "the baseline", |c| c.session().is_some());
+    assert!(ctl.app.training.is_none(), "training screen closes");
+    assert_eq!(ctl.app.view.layers.len(), 3);
+    assert_eq!(ctl.app.view.curves.training[0].label, "baseline");
+    assert_eq!(ctl.app.view.curves.training[0].points.len(), 1);
+    pump_until(&mut ctl, "the first evaluation", exact);
+    let Accuracy::Exact(start) = ctl.app.view.accuracy else {
+        unreachable!()
+    };
+    assert!(start > 0.5, "a trained network: {start}");
+    assert_eq!(ctl.app.view.layers[1].kept, 1.0);
+
+    // Shift+right on fc2 prunes 10% of it; the table shows the engine's result.
+    ctl.act(Action::Down);
+    ctl.act(Action::Scrub {
+        dir: 1,
+        coarse: true,
+    });
+    pump_until(&mut ctl, "the scrubbed plan's accuracy", exact);
+    let row = &ctl.app.view.layers[1];
+    assert!((row.kept - 0.90).abs() < 0.005, "kept {}", row.kept);
+    assert!(row.threshold > 0.0);
+    assert!(ctl.last_latency.is_some());
+    let session = ctl.session().unwrap();
+    let fc2 = session.layer(1).unwrap();
+    assert_eq!(ctl.app.view.histogram.threshold, fc2.threshold);
+    assert_eq!(
+        ctl.app.view.totals.file_bytes,
+        session.sizes().unwrap().file_bytes
+    );
+
+    // Fewer bits for the selected layer only.
+    let bits = ctl.app.view.layers[1].bits;
+    let bits0 = ctl.app.view.layers[0].bits;
+    ctl.act(Action::Bits(-1));
+    assert_eq!(ctl.app.view.layers[1].bits, bits - 1);
+    assert_eq!(ctl.app.view.layers[0].bits, bits0);
+    pump_until(&mut ctl, "the 4-bit plan's accuracy", exact);
+
+    // Export: a new folder whose experiment re-creates the plan and whose file holds it.
+    ctl.act(Action::Export);
+    pump_until(&mut ctl, "the export", |c| {
+        c.app
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("exported to"))
+    });
+    let dirs: Vec<_> = std::fs::read_dir(exports.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let exp = Experiment::load(&dirs[0].join("experiment.toml")).unwrap();
+    assert_eq!(exp.model, ModelKind::Lenet300100);
+    assert_eq!(exp.layer_plans()[1].bits, bits - 1);
+    let file = dcz::load(&dirs[0].join("model.dcz")).unwrap();
+    let bytes = std::fs::metadata(dirs[0].join("model.dcz")).unwrap().len();
+    assert_eq!(bytes, ctl.app.view.totals.file_bytes);
+    assert_eq!(file.model.layers[1].bits, bits - 1);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dirs[0].join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["sizes"]["file_bytes"].as_u64(), Some(bytes));
+    assert!(dirs[0].join("report.md").exists());
+
+    // Undo twice: back to the unpruned plan, answered from what the session already knows.
+    ctl.act(Action::Undo);
+    ctl.act(Action::Undo);
+    assert_eq!(ctl.app.view.layers[1].bits, bits);
+    pump_until(&mut ctl, "the undone plan", |c| {
+        c.app.view.layers[1].kept == 1.0 && exact(c)
+    });
+
+    // The screen draws from the controller's state at any size.
+    let text = buffer_text(&render_buffer(&ctl.app, 120, 40).unwrap());
+    assert!(text.contains("fc2"), "{text}");
+
+    // Quit: asks while the sensitivity sweep or other work still runs, quits on 'y'.
+    ctl.act(Action::Back);
+    if ctl.app.mode == Mode::ConfirmQuit {
+        ctl.act(Action::Char('y'));
+    }
+    assert!(ctl.app.should_quit);
+}
