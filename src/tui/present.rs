@@ -68,7 +68,8 @@ fn layer_row(session: &Session, l: usize) -> LayerRow {
         bits: setting.plan.bits,
         init: setting.plan.init.name().to_string(),
         index_bits: setting.plan.index_bits,
-        solo_drop: session.alone(l).map(|a| a.drop()),
+        // The row shows the accuracy change: negative when compressing the layer costs accuracy.
+        solo_drop: session.alone(l).map(|a| -a.drop()),
         finetuned: setting.finetuned,
         kept: 1.0,
         ..LayerRow::default()

@@ -84,7 +84,15 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
     match app.curve_tab {
         CurveTab::Sensitivity => {
             let Some(curve) = &c.sensitivity else {
-                return empty(frame, " press s to sweep each layer's sensitivity");
+                let sweeping = job_shown(app, "sensitivity sweep");
+                return empty(
+                    frame,
+                    if sweeping {
+                        " sweeping each layer's sensitivity (see the status line)…"
+                    } else {
+                        " press s to sweep each layer's sensitivity"
+                    },
+                );
             };
             let mark: Vec<(f64, f64)> = c.sensitivity_marker.into_iter().collect();
             let (xb, yb) = bounds(&[&curve.points, &mark], 0.1);
@@ -189,4 +197,9 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
             );
         }
     }
+}
+
+/// Whether the running job the status line shows is `label`.
+fn job_shown(app: &App, label: &str) -> bool {
+    app.view.job.as_ref().is_some_and(|j| j.label == label)
 }

@@ -68,7 +68,10 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 format!("{} → {:.2}", row.bits, row.weight_bits_h),
                 theme.good(),
             ),
-            Span::styled(format!(" (H {:.2})", row.weight_entropy), theme.dim()),
+            Span::styled(
+                format!(" (H {:.2})", nonneg(row.weight_entropy)),
+                theme.dim(),
+            ),
         ]),
         Line::from(vec![
             Span::styled("gaps  ", theme.text()),
@@ -77,7 +80,11 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 theme.good(),
             ),
             Span::styled(
-                format!(" (H {:.2}) {} fillers", row.index_entropy, row.fillers),
+                format!(
+                    " (H {:.2}) {} fillers",
+                    nonneg(row.index_entropy),
+                    row.fillers
+                ),
                 theme.dim(),
             ),
         ]),
@@ -91,4 +98,9 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         )),
     ];
     frame.render_widget(Paragraph::new(lines), right);
+}
+
+/// An entropy of one certain symbol is -0.0 after the sum; print it as 0.00.
+fn nonneg(x: f64) -> f64 {
+    x + 0.0
 }
