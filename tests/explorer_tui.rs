@@ -133,6 +133,45 @@ fn explore_scrub_export_undo_and_quit() {
     let text = buffer_text(&render_buffer(&ctl.app, 120, 40).unwrap());
     assert!(text.contains("fc2"), "{text}");
 
+    // Background work settles: every layer measured alone, the sweep done and shown.
+    pump_until(&mut ctl, "every layer measured alone and the sweep", |c| {
+        c.app.view.layers.iter().all(|r| r.solo_drop.is_some())
+            && c.app.view.curves.sensitivity.is_some()
+            && c.app.view.job.is_none()
+    });
+
+    // Masked retraining, then centroid fine-tuning, in the background; each adopts its weights.
+    ctl.act(Action::Retrain);
+    assert_eq!(ctl.app.view.job.as_ref().unwrap().label, "retrain");
+    pump_until(&mut ctl, "the retraining", |c| c.app.view.job.is_none());
+    assert!(
+        ctl.app.message.as_deref().unwrap().contains("retrain done"),
+        "{:?}",
+        ctl.app.message
+    );
+    assert!(ctl.app.view.layers.iter().all(|r| r.finetuned));
+    ctl.act(Action::Finetune);
+    pump_until(&mut ctl, "the fine-tuning", |c| c.app.view.job.is_none());
+    assert!(
+        ctl.app
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("fine-tune done"),
+        "{:?}",
+        ctl.app.message
+    );
+    let curves: Vec<&str> = ctl
+        .app
+        .view
+        .curves
+        .training
+        .iter()
+        .map(|c| c.label.as_str())
+        .collect();
+    assert_eq!(curves, ["baseline", "retrain #1", "fine-tune #2"]);
+    pump_until(&mut ctl, "the fine-tuned plan's accuracy", exact);
+
     // Quit: asks while the sensitivity sweep or other work still runs, quits on 'y'.
     ctl.act(Action::Back);
     if ctl.app.mode == Mode::ConfirmQuit {

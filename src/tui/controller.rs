@@ -71,7 +71,10 @@ pub struct Controller {
     changed_at: Option<Instant>,
     /// Latency of the last change → exact accuracy on screen.
     pub last_latency: Option<Duration>,
-    alone_in_flight: bool,
+    /// The "this layer alone" measurement in flight (one at a time: each supersedes the last).
+    alone_job: Option<JobId>,
+    /// Measure every layer alone in the background (off after a measurement fails).
+    auto_alone: bool,
     dirty: bool,
 }
 
@@ -107,7 +110,8 @@ impl Controller {
             export_pending: false,
             changed_at: None,
             last_latency: None,
-            alone_in_flight: false,
+            alone_job: None,
+            auto_alone: true,
             dirty: true,
         })
     }
@@ -248,8 +252,7 @@ impl Controller {
         if let Some(l) = layer
             && let Ok(job) = session.alone_job(l)
         {
-            self.worker.submit(job);
-            self.alone_in_flight = true;
+            self.alone_job = Some(self.worker.submit(job));
         }
     }
 
@@ -367,8 +370,10 @@ impl Controller {
             Event::Baseline { baseline, .. } => self.on_baseline(baseline),
             Event::Failed { kind, message, .. } => {
                 self.app.message = Some(format!("{} failed: {message}", label(*kind)));
-                if *kind == JobKind::Train {
-                    self.app.training = None;
+                match kind {
+                    JobKind::Train => self.app.training = None,
+                    JobKind::Alone => self.auto_alone = false,
+                    _ => {}
                 }
             }
             Event::Cancelled {
@@ -380,19 +385,10 @@ impl Controller {
             }
             _ => {}
         }
-        if matches!(
-            event,
-            Event::Alone { .. }
-                | Event::Failed {
-                    kind: JobKind::Alone,
-                    ..
-                }
-                | Event::Superseded {
-                    kind: JobKind::Alone,
-                    ..
-                }
-        ) {
-            self.alone_in_flight = false;
+        // Only the end of the measurement last asked for frees the slot: clearing it on a
+        // superseded one would submit another that supersedes the newest, for ever.
+        if event.is_final() && self.alone_job == Some(event.id()) {
+            self.alone_job = None;
         }
         let Some(session) = self.session.as_mut() else {
             return;
@@ -466,7 +462,7 @@ impl Controller {
     /// Keeps one "this layer alone" measurement in flight until every layer has one for its
     /// current setting (the worker runs them between the interactive evaluations).
     fn measure_next_alone(&mut self) {
-        if self.alone_in_flight {
+        if self.alone_job.is_some() || !self.auto_alone {
             return;
         }
         let Some(session) = self.session.as_ref() else {
@@ -481,8 +477,7 @@ impl Controller {
         if let Some(l) = next
             && let Ok(job) = session.alone_job(l)
         {
-            self.worker.submit(job);
-            self.alone_in_flight = true;
+            self.alone_job = Some(self.worker.submit(job));
         }
     }
 
