@@ -141,16 +141,28 @@ fn explore_scrub_export_undo_and_quit() {
     });
 
     // Masked retraining, then centroid fine-tuning, in the background; each adopts its weights.
+    // Fine-tuning asked for while the retraining runs waits for it, then starts from its
+    // weights.
     ctl.act(Action::Retrain);
     assert_eq!(ctl.app.view.job.as_ref().unwrap().label, "retrain");
-    pump_until(&mut ctl, "the retraining", |c| c.app.view.job.is_none());
+    ctl.act(Action::Finetune);
     assert!(
-        ctl.app.message.as_deref().unwrap().contains("retrain done"),
+        ctl.app
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("when the retrain is done"),
         "{:?}",
         ctl.app.message
     );
+    pump_until(&mut ctl, "the retraining", |c| {
+        c.app
+            .view
+            .job
+            .as_ref()
+            .is_some_and(|j| j.label == "fine-tune")
+    });
     assert!(ctl.app.view.layers.iter().all(|r| r.finetuned));
-    ctl.act(Action::Finetune);
     pump_until(&mut ctl, "the fine-tuning", |c| c.app.view.job.is_none());
     assert!(
         ctl.app

@@ -3,7 +3,7 @@
 //! worker's events back into the session and rebuilds the view model. It never waits for the
 //! worker, so the screen keeps drawing while training or evaluating.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +73,8 @@ pub struct Controller {
     pub last_latency: Option<Duration>,
     /// The "this layer alone" measurement in flight (one at a time: each supersedes the last).
     alone_job: Option<JobId>,
+    /// Training jobs asked for while another ran, started in turn.
+    queued_training: VecDeque<JobKind>,
     /// Measure every layer alone in the background (off after a measurement fails).
     auto_alone: bool,
     dirty: bool,
@@ -111,6 +113,7 @@ impl Controller {
             changed_at: None,
             last_latency: None,
             alone_job: None,
+            queued_training: VecDeque::new(),
             auto_alone: true,
             dirty: true,
         })
@@ -256,14 +259,25 @@ impl Controller {
         }
     }
 
+    /// Starts masked retraining or centroid fine-tuning of the current plan, or, while one
+    /// runs, queues it to start from that one's weights when it is done (so `p` then `f`
+    /// fine-tunes the retrained network, not the one before).
     fn start_training(&mut self, kind: JobKind) {
+        if self.session.is_none() {
+            return;
+        }
+        if let Some(busy) = self.training_running() {
+            self.queued_training.push_back(kind);
+            self.app.message = Some(format!(
+                "{} will start when the {} is done",
+                label(kind),
+                label(busy)
+            ));
+            return;
+        }
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        if self.running.values().any(|r| r.kind == kind) {
-            self.app.message = Some(format!("{} is already running", label(kind)));
-            return;
-        }
         let job = if kind == JobKind::Retrain {
             session.retrain_job(session.retrain_config())
         } else {
@@ -275,6 +289,13 @@ impl Controller {
             label: format!("{} #{}", label(kind), self.curves.len()),
             points: Vec::new(),
         });
+    }
+
+    fn training_running(&self) -> Option<JobKind> {
+        self.running
+            .values()
+            .map(|r| r.kind)
+            .find(|k| matches!(k, JobKind::Retrain | JobKind::FineTune))
     }
 
     fn track(&mut self, id: JobId, kind: JobKind) {
@@ -410,7 +431,18 @@ impl Controller {
                 ));
                 self.scrub_target.iter_mut().for_each(|s| *s = None);
                 self.plan_changed(None);
+                if let Some(next) = self.queued_training.pop_front() {
+                    self.start_training(next);
+                }
             }
+            Event::Failed {
+                kind: JobKind::Retrain | JobKind::FineTune,
+                ..
+            }
+            | Event::Cancelled {
+                kind: JobKind::Retrain | JobKind::FineTune,
+                ..
+            } => self.queued_training.clear(),
             Event::Swept {
                 from_cache: false, ..
             } => self.app.message = Some("sensitivity sweep done".into()),

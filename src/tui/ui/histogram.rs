@@ -78,13 +78,26 @@ impl Widget for Histogram<'_> {
                 c as f64
             }
         };
-        let top = cols.iter().map(|&c| height(c)).fold(0.0, f64::max);
         let v = self.view;
+        let center_of = |x: usize| v.min + (x as f32 + 0.5) / area.width as f32 * (v.max - v.min);
+        // Scale to the surviving weights: after retraining the pruned ones are all exactly
+        // zero, and that one spike would flatten everything else (it is drawn clipped).
+        let outside = cols
+            .iter()
+            .enumerate()
+            .filter(|&(x, _)| center_of(x).abs() >= v.threshold)
+            .map(|(_, &c)| height(c))
+            .fold(0.0, f64::max);
+        let top = if outside > 0.0 {
+            outside
+        } else {
+            cols.iter().map(|&c| height(c)).fold(0.0, f64::max)
+        };
         for (x, &count) in cols.iter().enumerate() {
             if count == 0 || top <= 0.0 {
                 continue;
             }
-            let center = v.min + (x as f32 + 0.5) / area.width as f32 * (v.max - v.min);
+            let center = center_of(x);
             let style = if center.abs() < v.threshold {
                 self.theme.pruned()
             } else {
