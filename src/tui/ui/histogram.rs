@@ -80,18 +80,20 @@ impl Widget for Histogram<'_> {
         };
         let v = self.view;
         let center_of = |x: usize| v.min + (x as f32 + 0.5) / area.width as f32 * (v.max - v.min);
-        // Scale to the surviving weights: after retraining the pruned ones are all exactly
-        // zero, and that one spike would flatten everything else (it is drawn clipped).
-        let outside = cols
+        // After retraining the pruned weights are all exactly zero: that one spike would
+        // flatten everything else, so the scale ignores it (it is drawn clipped).
+        let zero = self.x_of(0.0, area.width).map(usize::from);
+        let others = cols
             .iter()
             .enumerate()
-            .filter(|&(x, _)| center_of(x).abs() >= v.threshold)
+            .filter(|&(x, _)| Some(x) != zero)
             .map(|(_, &c)| height(c))
             .fold(0.0, f64::max);
-        let top = if outside > 0.0 {
-            outside
+        let at_zero = zero.and_then(|x| cols.get(x)).map_or(0.0, |&c| height(c));
+        let top = if others > 0.0 && at_zero > 4.0 * others {
+            others
         } else {
-            cols.iter().map(|&c| height(c)).fold(0.0, f64::max)
+            at_zero.max(others)
         };
         for (x, &count) in cols.iter().enumerate() {
             if count == 0 || top <= 0.0 {
