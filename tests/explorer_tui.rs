@@ -182,6 +182,16 @@ fn explore_scrub_export_undo_and_quit() {
         .map(|c| c.label.as_str())
         .collect();
     assert_eq!(curves, ["baseline", "retrain #1", "fine-tune #2"]);
+    // One timeline: the baseline's epoch, then the retraining's, then the fine-tuning's.
+    let xs: Vec<f64> = ctl
+        .app
+        .view
+        .curves
+        .training
+        .iter()
+        .map(|c| c.points[0].0)
+        .collect();
+    assert_eq!(xs, [1.0, 2.0, 3.0]);
     pump_until(&mut ctl, "the fine-tuned plan's accuracy", exact);
 
     // Quit: asks while the sensitivity sweep or other work still runs, quits on 'y'.

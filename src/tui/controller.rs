@@ -61,6 +61,8 @@ pub struct Controller {
     running: BTreeMap<JobId, Running>,
     /// Accuracy per epoch of the baseline and of every training job, for the curves panel.
     curves: Vec<Curve>,
+    /// Epochs before the running training job's, on the curves' x axis.
+    curve_offset: f64,
     baseline_accuracy: Option<f64>,
     retrain_history: Vec<EpochStats>,
     finetune_history: Vec<EpochStats>,
@@ -105,6 +107,7 @@ impl Controller {
             export_root: setup.export_root,
             running: BTreeMap::new(),
             curves: Vec::new(),
+            curve_offset: 0.0,
             baseline_accuracy: None,
             retrain_history: Vec::new(),
             finetune_history: Vec::new(),
@@ -285,6 +288,12 @@ impl Controller {
         };
         let id = self.worker.submit(job);
         self.track(id, kind);
+        // Each job's curve continues the timeline after the baseline and earlier jobs.
+        self.curve_offset = self
+            .curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.0))
+            .fold(0.0, f64::max);
         self.curves.push(Curve {
             label: format!("{} #{}", label(kind), self.curves.len()),
             points: Vec::new(),
@@ -377,7 +386,7 @@ impl Controller {
                 if *kind != JobKind::Train
                     && let Some(c) = self.curves.last_mut()
                 {
-                    c.points.push(point);
+                    c.points.push((self.curve_offset + point.0, point.1));
                 }
             }
             Event::SweepProgress {
