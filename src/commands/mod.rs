@@ -5,7 +5,9 @@ pub mod compress;
 pub mod data;
 pub mod eval;
 pub mod inspect;
+pub mod plot;
 pub mod progress;
+pub mod screenshot;
 pub mod train;
 
 use std::path::PathBuf;
@@ -39,6 +41,10 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Per-layer table of what is in a .dcz file.
     Inspect(inspect::InspectArgs),
+    /// Figures of an experiment (PNG / SVG) for a report.
+    Plot(plot::PlotArgs),
+    /// The explorer's screen as a PNG, without a terminal (for slides and the README).
+    Screenshot(screenshot::ScreenshotArgs),
     /// Measure speed and print a table.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Compress(args)) => compress::run(cli.data.as_deref(), &args),
         Some(Command::Eval(args)) => eval::run(cli.data.as_deref(), &args),
         Some(Command::Inspect(args)) => inspect::run(&args),
+        Some(Command::Plot(args)) => plot::run(cli.data.as_deref(), &args),
+        Some(Command::Screenshot(args)) => screenshot::run(cli.data.as_deref(), &args),
         Some(Command::Bench(cmd)) => bench::run(cli.data.as_deref(), &cmd),
         None => {
             use clap::CommandFactory;
