@@ -286,3 +286,20 @@ fn screenshot_draws_cells_with_their_colours() {
     let big = plot::screenshot::buffer_to_image(&buf, &ScreenshotOptions { scale: 2.0, ..opts });
     assert!(big.width() >= 2 * 12 * cw - 12 && big.width() <= 2 * 12 * cw + 12);
 }
+
+#[test]
+fn a_tui_screen_renders_to_png() {
+    use dcx::tui::app::App;
+    use dcx::tui::view::ViewModel;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    let app = App::new(ViewModel::default());
+    let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    t.draw(|f| dcx::tui::ui::draw(&app, f)).unwrap();
+    let opts = ScreenshotOptions::default();
+    let (cw, ch) = plot::screenshot::cell_size(&opts);
+    let img = plot::screenshot::buffer_to_image(t.backend().buffer(), &opts);
+    assert_eq!(img.dimensions(), (80 * cw, 24 * ch));
+    // Text was drawn somewhere: not every pixel is the background.
+    assert!(img.pixels().any(|p| p.0 != opts.default_bg));
+}

@@ -2,7 +2,10 @@
 //!
 //! From an experiment file the pipeline runs first (as `dcx compress`, with a progress bar);
 //! from a folder written by `dcx compress --out DIR` its `experiment.toml` and `report.json`
-//! are used as they are. The explore engine then adds the sweeps the figures need.
+//! are used as they are. The explore engine then adds the sweeps the figures need, and the
+//! figures' data is saved beside them as `figures.json`. A folder holding a `figures.json`
+//! (the output folder of an earlier `dcx plot`) is re-rendered from it without computing
+//! anything, e.g. at another size or as SVG.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use crate::compress::pipeline::{self, CompressionReport};
 use crate::experiment::Experiment;
 use crate::model::checkpoint;
 use crate::plot::data::{self, BuildObserver, BuildOptions, Inputs};
-use crate::plot::{self, Format, PlotOptions};
+use crate::plot::{self, Format, PlotOptions, ReportData};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
@@ -27,7 +30,8 @@ pub enum FormatArg {
 
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// Experiment TOML file, or a folder written by `dcx compress --out DIR`.
+    /// Experiment TOML file, a folder written by `dcx compress --out DIR`, or a folder with
+    /// the figures.json of an earlier `dcx plot` (re-rendered without recomputing).
     pub source: PathBuf,
     /// Output folder (default: out/NAME/figures).
     #[arg(long, value_name = "DIR")]
@@ -123,9 +127,31 @@ pub fn options(args: &PlotArgs) -> anyhow::Result<PlotOptions> {
     })
 }
 
+/// Renders `built` into `out` and prints what was written and how long rendering took.
+fn render(built: &ReportData, out: &Path, opts: &PlotOptions) -> anyhow::Result<Vec<PathBuf>> {
+    let started = Instant::now();
+    let written = plot::render_all(built, out, opts)?;
+    let secs = started.elapsed().as_secs_f64();
+    for p in &written {
+        println!("{}", p.display());
+    }
+    println!("rendered {} figure files in {secs:.2} s", written.len());
+    Ok(written)
+}
+
 pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
     let opts = options(args)?;
     plot::selected(opts.only.as_deref())?;
+    let saved = args.source.join("figures.json");
+    if args.source.is_dir() && saved.exists() {
+        let text = std::fs::read_to_string(&saved)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;
+        let built: ReportData =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;
+        let out = args.out.clone().unwrap_or_else(|| args.source.clone());
+        render(&built, &out, &opts)?;
+        return Ok(());
+    }
     let data = Arc::new(super::data::load(data_dir)?);
     let (exp, report) = report_for(&args.source, &data)?;
     let out = args
@@ -172,21 +198,17 @@ pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
         other => other?,
     };
     let data_secs = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let written = plot::render_all(&built, &out, &opts)?;
-    let render_secs = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create output folder: {e}", out.display()))?;
     let json = out.join("figures.json");
     crate::fsutil::write_atomic(&json, serde_json::to_string_pretty(&built)?.as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: {e}", json.display()))?;
-    for p in &written {
-        println!("{}", p.display());
-    }
-    println!("{}", json.display());
     println!(
-        "{} figure files in {:.2} s (data: {:.1} s of sweeps and training beyond the pipeline)",
-        written.len(),
-        render_secs,
-        data_secs
+        "{} (the figures' data; `dcx plot {}` re-renders it)",
+        json.display(),
+        out.display()
     );
+    println!("data beyond the pipeline (sweeps, retraining, fine-tuning): {data_secs:.1} s");
+    render(&built, &out, &opts)?;
     Ok(())
 }

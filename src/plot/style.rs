@@ -7,21 +7,32 @@
 use std::sync::Once;
 
 use plotters::style::{FontStyle, RGBColor, register_font};
+use ratatui::style::Color;
+
+use crate::tui::theme;
+
+/// A TUI colour as a plotters colour (the theme's colours are all RGB).
+const fn rgb(c: Color) -> RGBColor {
+    match c {
+        Color::Rgb(r, g, b) => RGBColor(r, g, b),
+        _ => RGBColor(0, 0, 0),
+    }
+}
 
 /// Family name the figures use (registered by [`fonts`]).
 pub const SANS: &str = "dcx-sans";
 /// Monospace family (the screenshot renderer uses the TTF bytes directly).
 pub const MONO: &str = "dcx-mono";
 
-/// The Okabe–Ito colours the TUI uses (`tui::theme`), as plotters colours. Safe for the
+/// The Okabe–Ito colours of the TUI (`tui::theme`), as plotters colours. Safe for the
 /// common colour-vision deficiencies; figures also vary markers, dashes and lightness so
 /// series stay apart when printed in grey.
-pub const BLUE: RGBColor = RGBColor(0, 114, 178);
-pub const ORANGE: RGBColor = RGBColor(230, 159, 0);
-pub const GREEN: RGBColor = RGBColor(0, 158, 115);
-pub const VERMILLION: RGBColor = RGBColor(213, 94, 0);
-pub const PURPLE: RGBColor = RGBColor(204, 121, 167);
-pub const SKY: RGBColor = RGBColor(86, 180, 233);
+pub const BLUE: RGBColor = rgb(theme::BLUE);
+pub const ORANGE: RGBColor = rgb(theme::ORANGE);
+pub const GREEN: RGBColor = rgb(theme::GREEN);
+pub const VERMILLION: RGBColor = rgb(theme::VERMILLION);
+pub const PURPLE: RGBColor = rgb(theme::PURPLE);
+pub const SKY: RGBColor = rgb(theme::SKY);
 pub const YELLOW: RGBColor = RGBColor(240, 228, 66);
 pub const INK: RGBColor = RGBColor(30, 30, 30);
 pub const GREY: RGBColor = RGBColor(120, 120, 120);
