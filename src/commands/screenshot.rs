@@ -194,8 +194,8 @@ pub fn training_view(meta: &CheckpointMeta) -> TrainingView {
         model: meta.model.name().to_string(),
         epoch: epochs,
         epochs: meta.train.epochs,
-        batch: 0,
-        batches: 0,
+        batch: 1,
+        batches: 1,
         loss: meta
             .history
             .iter()

@@ -1256,17 +1256,19 @@ where
     }
     let xmax = offset.max(1.0) + 0.5;
     let y = accuracy_range(acc.iter().flat_map(|l| l.points.iter().map(|p| p.1)), 0.0);
+    // Room above the curves for the legend, so it never hides a point.
+    let y = y.start..y.end + 0.45 * (y.end - y.start);
     let mut c = chart(&left, "test accuracy after each epoch", 0.5..xmax, y, m)?;
     mesh(&mut c, "epoch (stages in order)", "test accuracy (%)", m)?;
     draw_lines(&mut c, &acc, m)?;
-    legend(&mut c, SeriesLabelPosition::LowerRight, m)?;
+    legend(&mut c, SeriesLabelPosition::UpperRight, m)?;
     let lmax = max_or(
         train_loss
             .iter()
             .chain(&test_loss)
             .flat_map(|l| l.points.iter().map(|p| p.1)),
         1.0,
-    ) * 1.1;
+    ) * 1.7;
     let mut c = chart(&right, "cross-entropy loss", 0.5..xmax, 0.0..lmax, m)?;
     mesh(
         &mut c,

@@ -120,6 +120,82 @@ fn mix(a: [u8; 3], b: [u8; 3], t: f32) -> [u8; 3] {
     [f(a[0], b[0]), f(a[1], b[1]), f(a[2], b[2])]
 }
 
+fn fill(img: &mut RgbImage, x0: u32, y0: u32, x1: u32, y1: u32, color: [u8; 3]) {
+    for y in y0..y1.min(img.height()) {
+        for x in x0..x1.min(img.width()) {
+            img.put_pixel(x, y, Rgb(color));
+        }
+    }
+}
+
+/// Draws the characters terminal charts are made of as exact cell graphics rather than
+/// glyphs: Braille dots (ratatui's chart marker; DejaVu Sans Mono has no Braille) and the
+/// block elements of bars, which then join seamlessly. Returns whether `c` was one of them.
+fn draw_cell_graphic(
+    img: &mut RgbImage,
+    c: char,
+    (x0, y0): (u32, u32),
+    (cw, ch): (u32, u32),
+    fg: [u8; 3],
+) -> bool {
+    let code = c as u32;
+    match code {
+        0x2800..=0x28FF => {
+            let bits = code - 0x2800;
+            // Dot n of the 2x4 grid: (column, row) for bits 0..8.
+            const DOTS: [(u32, u32); 8] = [
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (1, 0),
+                (1, 1),
+                (1, 2),
+                (0, 3),
+                (1, 3),
+            ];
+            let r = (cw / 5).max(1);
+            for (i, &(col, row)) in DOTS.iter().enumerate() {
+                if bits & (1 << i) != 0 {
+                    let cx = x0 + cw * (2 * col + 1) / 4;
+                    let cy = y0 + ch * (2 * row + 1) / 8;
+                    fill(
+                        img,
+                        cx.saturating_sub(r),
+                        cy.saturating_sub(r),
+                        cx + r,
+                        cy + r,
+                        fg,
+                    );
+                }
+            }
+            true
+        }
+        // Lower eighths: ▁ … █.
+        0x2581..=0x2588 => {
+            let eighths = code - 0x2580;
+            fill(img, x0, y0 + ch - ch * eighths / 8, x0 + cw, y0 + ch, fg);
+            true
+        }
+        // Upper half ▀.
+        0x2580 => {
+            fill(img, x0, y0, x0 + cw, y0 + ch / 2, fg);
+            true
+        }
+        // Left eighths: ▉ (7/8) … ▏ (1/8).
+        0x2589..=0x258F => {
+            let eighths = 8 - (code - 0x2588);
+            fill(img, x0, y0, x0 + cw * eighths / 8, y0 + ch, fg);
+            true
+        }
+        // Right half ▐.
+        0x2590 => {
+            fill(img, x0 + cw / 2, y0, x0 + cw, y0 + ch, fg);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Renders `buffer` as an image (see the module docs).
 pub fn buffer_to_image(buffer: &Buffer, opts: &ScreenshotOptions) -> RgbImage {
     let (cw, ch) = cell_size(opts);
@@ -129,7 +205,11 @@ pub fn buffer_to_image(buffer: &Buffer, opts: &ScreenshotOptions) -> RgbImage {
         (area.height as u32 * ch).max(1),
         Rgb(opts.default_bg),
     );
-    let fonts = [regular(), bold()];
+    let fonts = [
+        regular(),
+        bold(),
+        FontRef::try_from_slice(dejavu::sans::regular()).expect("embedded DejaVu Sans"),
+    ];
     let px = PxScale::from(opts.font_px * opts.scale);
     let ascent = fonts[0].as_scaled(px).ascent();
     for row in 0..area.height {
@@ -163,7 +243,16 @@ pub fn buffer_to_image(buffer: &Buffer, opts: &ScreenshotOptions) -> RgbImage {
             if c == ' ' {
                 continue;
             }
-            let font = &fonts[usize::from(m.contains(Modifier::BOLD))];
+            if draw_cell_graphic(&mut img, c, (x0, y0), (cw, ch), fg) {
+                continue;
+            }
+            let mono = &fonts[usize::from(m.contains(Modifier::BOLD))];
+            // DejaVu Sans has a few symbols the mono face lacks.
+            let font = if mono.glyph_id(c).0 == 0 && fonts[2].glyph_id(c).0 != 0 {
+                &fonts[2]
+            } else {
+                mono
+            };
             let glyph = font
                 .glyph_id(c)
                 .with_scale_and_position(px, ab_glyph::point(x0 as f32, y0 as f32 + ascent));
