@@ -19,10 +19,11 @@ const fn rgb(c: Color) -> RGBColor {
     }
 }
 
-/// Family name the figures use (registered by [`fonts`]).
-pub const SANS: &str = "dcx-sans";
+/// Family name the figures use (registered by [`fonts`]). SVG files name it as it is, so it
+/// is a CSS font list: viewers use DejaVu Sans where they have it, their sans-serif otherwise.
+pub const SANS: &str = "DejaVu Sans, sans-serif";
 /// Monospace family (the screenshot renderer uses the TTF bytes directly).
-pub const MONO: &str = "dcx-mono";
+pub const MONO: &str = "DejaVu Sans Mono, monospace";
 
 /// The Okabe–Ito colours of the TUI (`tui::theme`), as plotters colours. Safe for the
 /// common colour-vision deficiencies; figures also vary markers, dashes and lightness so
