@@ -730,18 +730,20 @@ where
         .chain(t.paper.as_ref());
     let all: Vec<&TradeoffPoint> = points.collect();
     let xmax = max_or(all.iter().map(|p| p.ratio), 10.0) * 1.4;
-    // Like the paper's Fig. 6, show the region near the baseline (down to 10 points below).
-    let y = accuracy_range(
-        all.iter().map(|p| pct(p.accuracy)).chain([base]),
-        base - 10.0,
-    );
-    let mut c = chart(
-        &area,
-        "higher and further right is better; sizes as the .dcz format stores each stage",
-        (1.0..xmax).log_scale(),
-        y,
-        m,
-    )?;
+    // Like the paper's Fig. 6, show the region near the baseline (down to 6 points below);
+    // a curve leaving it is drawn down to the bottom edge and stops there.
+    let floor = base - 6.0;
+    let y = accuracy_range(all.iter().map(|p| pct(p.accuracy)).chain([base]), floor);
+    let bottom = y.start;
+    let caption = if all.iter().any(|p| pct(p.accuracy) < bottom) {
+        format!(
+            "higher and further right is better; sizes as the .dcz format stores each stage; \
+             points below {bottom:.1}% are off the chart"
+        )
+    } else {
+        "higher and further right is better; sizes as the .dcz format stores each stage".into()
+    };
+    let mut c = chart(&area, &caption, (1.0..xmax).log_scale(), y, m)?;
     c.configure_mesh()
         .x_desc("compression ratio (dense f32 bytes / compressed bytes, log scale)")
         .y_desc("test accuracy (%)")
@@ -759,11 +761,13 @@ where
         .enumerate()
         .map(|(i, s)| Line {
             label: format!("{} ({})", s.name, s.size),
-            points: s
-                .points
-                .iter()
-                .map(|p| (p.ratio, pct(p.accuracy)))
-                .collect(),
+            points: clip_below(
+                s.points
+                    .iter()
+                    .map(|p| (p.ratio, pct(p.accuracy)))
+                    .collect(),
+                bottom,
+            ),
             i,
             bold: false,
         })
@@ -785,8 +789,27 @@ where
             m,
         )?;
     }
-    legend(&mut c, SeriesLabelPosition::LowerLeft, m)?;
+    legend(&mut c, SeriesLabelPosition::LowerRight, m)?;
     Ok(())
+}
+
+/// A curve (by increasing x, on a log x axis) cut where it first falls below `bottom`: the
+/// crossing becomes its last point, so it leaves through the bottom edge instead of running
+/// along it.
+fn clip_below(points: Vec<(f64, f64)>, bottom: f64) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(points.len());
+    for (x, y) in points {
+        if y >= bottom {
+            out.push((x, y));
+            continue;
+        }
+        if let Some(&(px, py)) = out.last() {
+            let t = (py - bottom) / (py - y);
+            out.push(((px.ln() + t * (x.ln() - px.ln())).exp(), bottom));
+        }
+        break;
+    }
+    out
 }
 
 fn histogram<DB: DrawingBackend>(
@@ -835,12 +858,17 @@ where
         );
         let mut c = chart(panel, &caption, e.lo as f64..e.hi as f64, 0.0..ymax, m)?;
         mesh(&mut c, "weight value", "weights per bin", m)?;
-        let t = p.threshold as f64;
+        // The band that pruned the layer: after retraining, survivors may have moved into it,
+        // so it is the pipeline's threshold, not one read off the retrained weights.
+        let t = match data.layers.iter().position(|l| *l == h.layer) {
+            Some(l) if h.retrained => data.thresholds.get(l).copied().unwrap_or(p.threshold),
+            _ => p.threshold,
+        } as f64;
         c.draw_series(std::iter::once(Rectangle::new(
             [(-t, 0.0), (t, ymax)],
             style::VERMILLION.mix(0.14).filled(),
         )))?
-        .label(format!("pruned band |w| < {t:.4}"))
+        .label(format!("pruned band |w| < {t:.4} (pipeline threshold)"))
         .legend(move |(x, y)| {
             Rectangle::new(
                 [(x, y - m.pxi(6.0)), (x + m.pxi(28.0), y + m.pxi(6.0))],
