@@ -1285,7 +1285,7 @@ where
     let xmax = offset.max(1.0) + 0.5;
     let y = accuracy_range(acc.iter().flat_map(|l| l.points.iter().map(|p| p.1)), 0.0);
     // Room above the curves for the legend, so it never hides a point.
-    let y = y.start..y.end + 0.45 * (y.end - y.start);
+    let y = y.start..(y.end + 0.45 * (y.end - y.start)).min(100.0_f64.max(y.end));
     let mut c = chart(&left, "test accuracy after each epoch", 0.5..xmax, y, m)?;
     mesh(&mut c, "epoch (stages in order)", "test accuracy (%)", m)?;
     draw_lines(&mut c, &acc, m)?;
