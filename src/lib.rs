@@ -11,4 +11,5 @@ pub mod explore;
 pub mod format;
 pub mod fsutil;
 pub mod model;
+pub mod plot;
 pub mod tui;

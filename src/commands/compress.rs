@@ -23,8 +23,8 @@ pub struct CompressArgs {
 }
 
 /// Prints stage names and drives a progress bar for the training stages.
-struct CliPipeline {
-    bar: BarObserver,
+pub struct CliPipeline {
+    pub bar: BarObserver,
 }
 
 impl Observer for CliPipeline {

@@ -6,7 +6,9 @@ pub mod compress;
 pub mod data;
 pub mod eval;
 pub mod inspect;
+pub mod plot;
 pub mod progress;
+pub mod screenshot;
 pub mod train;
 pub mod tui;
 
@@ -46,6 +48,10 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Per-layer table of what is in a .dcz file.
     Inspect(inspect::InspectArgs),
+    /// Figures of an experiment (PNG / SVG) for a report.
+    Plot(plot::PlotArgs),
+    /// The explorer's screen as a PNG, without a terminal (for slides and the README).
+    Screenshot(screenshot::ScreenshotArgs),
     /// Measure speed and print a table.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -58,6 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Compress(args)) => compress::run(cli.data.as_deref(), &args),
         Some(Command::Eval(args)) => eval::run(cli.data.as_deref(), &args),
         Some(Command::Inspect(args)) => inspect::run(&args),
+        Some(Command::Plot(args)) => plot::run(cli.data.as_deref(), &args),
+        Some(Command::Screenshot(args)) => screenshot::run(cli.data.as_deref(), &args),
         Some(Command::Bench(cmd)) => bench::run(cli.data.as_deref(), &cmd),
         Some(Command::Explore(args)) => tui::run(cli.data.as_deref(), &args),
         None => tui::run(cli.data.as_deref(), &cli.explore),

@@ -9,12 +9,12 @@ pub struct Theme {
     pub lecture: bool,
 }
 
-const BLUE: Color = Color::Rgb(0, 114, 178);
-const ORANGE: Color = Color::Rgb(230, 159, 0);
-const GREEN: Color = Color::Rgb(0, 158, 115);
-const VERMILLION: Color = Color::Rgb(213, 94, 0);
-const SKY: Color = Color::Rgb(86, 180, 233);
-const PURPLE: Color = Color::Rgb(204, 121, 167);
+pub const BLUE: Color = Color::Rgb(0, 114, 178);
+pub const ORANGE: Color = Color::Rgb(230, 159, 0);
+pub const GREEN: Color = Color::Rgb(0, 158, 115);
+pub const VERMILLION: Color = Color::Rgb(213, 94, 0);
+pub const SKY: Color = Color::Rgb(86, 180, 233);
+pub const PURPLE: Color = Color::Rgb(204, 121, 167);
 
 impl Theme {
     /// Colour unless the NO_COLOR convention (any non-empty value) says otherwise.

@@ -1,0 +1,740 @@
+//! The numbers behind every figure, as plain serde data, taken from the engines that computed
+//! them: the pipeline's [`CompressionReport`] (stages, sizes, Huffman statistics, training
+//! histories), the checkpoint's training history, and the explore engine ([`Session`] layer
+//! results and sizes, the [`Worker`]'s sensitivity sweep, masked retraining and centroid
+//! fine-tuning, the [`Evaluator`]'s accuracies).
+//!
+//! Drawing code reads these structs and computes nothing. Series that no engine keeps (the
+//! global-threshold sweep, the pruning-only / sharing-only / both trade-off, the per-init
+//! histograms) are computed here, each by one function, with the engine functions.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compress::kmeans::Init;
+use crate::compress::paper;
+use crate::compress::pipeline::{CompressionReport, StageEval};
+use crate::compress::prune;
+use crate::compress::size::SizeReport;
+use crate::data::Mnist;
+use crate::experiment::{Experiment, LayerPlan, PruneRule};
+use crate::explore::eval::{EvalMode, EvalOptions, Evaluator, PreparedLayer, fingerprint};
+use crate::explore::layer::{HistEdges, LayerResult, LayerSetting};
+use crate::explore::sensitivity::LayerSensitivity;
+use crate::explore::worker::{Event, Tuned};
+use crate::explore::{Edit, ExploreError, Scope, Session, Worker, WorkerOptions};
+use crate::model::ModelKind;
+use crate::model::train::EpochStats;
+
+/// Weights and biases per layer (flattened), as [`Session::from_weights`] takes them.
+pub type Weights = Vec<(Vec<f32>, Vec<f32>)>;
+
+/// Everything the figures of one experiment show.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportData {
+    pub experiment: String,
+    pub model: String,
+    pub layers: Vec<String>,
+    /// Test accuracy after each pipeline stage (baseline first).
+    pub stages: Vec<StageEval>,
+    /// The pipeline's sizes of the written file, per layer and total.
+    pub sizes: SizeReport,
+    /// Pipeline thresholds per layer (absolute; the pruned band is ±threshold).
+    pub thresholds: Vec<f32>,
+    pub global: GlobalSweep,
+    pub sensitivity: SensitivityData,
+    pub tradeoff: Tradeoff,
+    pub histograms: HistogramData,
+    pub training: Vec<TrainingCurve>,
+}
+
+impl ReportData {
+    pub fn baseline_accuracy(&self) -> f64 {
+        self.stages.first().map_or(0.0, |s| s.accuracy)
+    }
+    pub fn final_accuracy(&self) -> f64 {
+        self.stages.last().map_or(0.0, |s| s.accuracy)
+    }
+}
+
+/// One global magnitude threshold for every layer's weights (biases kept), no retraining: the
+/// course notes' three panels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GlobalSweep {
+    pub baseline_accuracy: f64,
+    /// By increasing threshold.
+    pub points: Vec<GlobalPoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GlobalPoint {
+    pub threshold: f32,
+    /// Fraction of all weights pruned.
+    pub sparsity: f64,
+    /// Fraction of each layer's weights pruned at this threshold (layer order).
+    pub layer_sparsity: Vec<f64>,
+    pub accuracy: f64,
+}
+
+/// The explore engine's sensitivity sweep: one layer alone pruned (or shared), the rest as
+/// trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SensitivityData {
+    pub baseline_accuracy: f64,
+    pub layers: Vec<LayerSensitivity>,
+}
+
+/// Accuracy against compression ratio for pruning only, sharing only and both (the paper's
+/// Fig. 6), every layer at the same rate, no retraining.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tradeoff {
+    pub baseline_accuracy: f64,
+    pub series: Vec<TradeoffSeries>,
+    /// The experiment's own result (retrained and fine-tuned, whole file).
+    pub experiment: TradeoffPoint,
+    /// The paper's Table 1 figure for this network, if it has one.
+    pub paper: Option<TradeoffPoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TradeoffSeries {
+    pub name: String,
+    /// What the size counts (for the caption).
+    pub size: String,
+    /// By increasing ratio.
+    pub points: Vec<TradeoffPoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TradeoffPoint {
+    /// The setting, e.g. "keep 10%" or "4 bits".
+    pub label: String,
+    /// Dense bytes over compressed bytes.
+    pub ratio: f64,
+    pub bytes: u64,
+    pub accuracy: f64,
+}
+
+/// One layer's weight distribution with the pruned band and the codebook of each k-means
+/// init, before and after centroid fine-tuning (the paper's Fig. 4 / 7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistogramData {
+    pub layer: String,
+    pub edges: HistEdges,
+    /// Whether the weights were retrained under the pruning mask first (as the experiment
+    /// asks); the histograms are of those weights.
+    pub retrained: bool,
+    pub panels: Vec<InitPanel>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitPanel {
+    pub init: String,
+    /// Weights with |w| below this were pruned.
+    pub threshold: f32,
+    /// The surviving weights, per bin.
+    pub kept: Vec<u32>,
+    pub bits: u8,
+    pub iterations: usize,
+    pub init_sse: f64,
+    pub sse: f64,
+    pub empty_clusters: usize,
+    /// The codebook k-means produced, with each entry's member count, and the whole
+    /// network's test accuracy with every layer shared under this init.
+    pub before: Codebook,
+    /// After centroid fine-tuning (when the experiment fine-tunes).
+    pub after: Option<Codebook>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Codebook {
+    pub centroids: Vec<f32>,
+    pub members: Vec<usize>,
+    pub accuracy: f64,
+}
+
+/// Test accuracy and loss per epoch of one training stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingCurve {
+    pub stage: String,
+    pub epochs: Vec<EpochStats>,
+}
+
+/// What [`build`] computes beyond the pipeline's report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuildOptions {
+    /// Layer of the histogram figure (default: the one with the most weights).
+    pub histogram_layer: Option<String>,
+    /// k-means inits compared in the histogram figure.
+    pub inits: Vec<Init>,
+    /// Kept fractions of the pruning-only and both series, and of the global sweep (as
+    /// sparsity `1 - keep`).
+    pub keeps: Vec<f32>,
+    /// Bits of the sharing-only series.
+    pub bits: Vec<u8>,
+    /// Retrain and fine-tune for the histogram figure as the experiment says (off: the
+    /// checkpoint's weights and k-means codebooks only).
+    pub train: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            histogram_layer: None,
+            inits: vec![
+                Init::Forgy,
+                Init::Density,
+                Init::Linear,
+                Init::KMeansPlusPlus,
+            ],
+            keeps: vec![
+                1.0, 0.7, 0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.035, 0.025, 0.015,
+            ],
+            bits: vec![8, 7, 6, 5, 4, 3, 2],
+            train: true,
+        }
+    }
+}
+
+/// What the builder starts from: the experiment, the pipeline's report of it, and the
+/// baseline checkpoint it compressed.
+pub struct Inputs<'a> {
+    pub experiment: &'a Experiment,
+    pub report: &'a CompressionReport,
+    pub baseline: Weights,
+    /// The checkpoint file (the sensitivity sweep is stored beside it).
+    pub checkpoint: Option<&'a Path>,
+    /// The checkpoint's training history.
+    pub baseline_history: &'a [EpochStats],
+    pub data: Arc<Mnist>,
+}
+
+/// Hears what the builder is doing and may stop it.
+pub trait BuildObserver {
+    fn stage(&mut self, _description: &str) {}
+    /// Training progress of the retraining / fine-tuning jobs (0..=1).
+    fn progress(&mut self, _fraction: f64) {}
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// An observer that hears nothing and never stops.
+pub struct Quiet;
+impl BuildObserver for Quiet {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("stopped")]
+    Cancelled,
+    #[error("no layer {0} in this network")]
+    NoLayer(String),
+    #[error("the report is for {found}, the experiment for {expected}")]
+    Mismatch { expected: String, found: String },
+    #[error("{0}")]
+    Worker(String),
+    #[error(transparent)]
+    Explore(#[from] ExploreError),
+}
+
+/// The layer weights of a network, as [`Inputs::baseline`] takes them.
+pub fn weights_of(net: &crate::model::Net) -> candle_core::Result<Weights> {
+    (0..net.arch.layers.len())
+        .map(|l| Ok((net.weight_values(l)?, net.bias_values(l)?)))
+        .collect()
+}
+
+/// Builds every figure's data. The slow parts (sweep, trade-off, training for the histogram
+/// figure) report to `obs` and stop when it says so.
+pub fn build(
+    inputs: &Inputs,
+    opts: &BuildOptions,
+    obs: &mut dyn BuildObserver,
+) -> Result<ReportData, DataError> {
+    let exp = inputs.experiment;
+    let report = inputs.report;
+    if report.model != exp.model.name() {
+        return Err(DataError::Mismatch {
+            expected: exp.model.name().to_string(),
+            found: report.model.clone(),
+        });
+    }
+    let model = exp.model;
+    let arch = model.arch();
+    let mut evaluator = Evaluator::new(
+        model,
+        &inputs.data.test,
+        EvalOptions {
+            subset: 1,
+            cache_budget: 256 << 20,
+        },
+    )?;
+    let worker = Worker::spawn(Arc::clone(&inputs.data), WorkerOptions::default())?;
+
+    obs.stage("sensitivity sweep (stored beside the checkpoint)");
+    let sensitivity = sensitivity(inputs, &worker, obs)?;
+    obs.stage("global threshold sweep");
+    let global = global_sweep(inputs, &opts.keeps, &mut evaluator, obs)?;
+    obs.stage("pruning only / sharing only / both");
+    let tradeoff = tradeoff(inputs, opts, &mut evaluator, obs)?;
+    obs.stage("weight histograms per k-means init");
+    let histograms = histograms(inputs, opts, &worker, &mut evaluator, obs)?;
+
+    let mut training = vec![TrainingCurve {
+        stage: "baseline".into(),
+        epochs: inputs.baseline_history.to_vec(),
+    }];
+    if !report.retrain_history.is_empty() {
+        training.push(TrainingCurve {
+            stage: "masked retraining".into(),
+            epochs: report.retrain_history.clone(),
+        });
+    }
+    if !report.finetune_history.is_empty() {
+        training.push(TrainingCurve {
+            stage: "centroid fine-tuning".into(),
+            epochs: report.finetune_history.clone(),
+        });
+    }
+    Ok(ReportData {
+        experiment: report.experiment.clone(),
+        model: report.model.clone(),
+        layers: arch.layers.iter().map(|l| l.name.to_string()).collect(),
+        stages: report.stages.clone(),
+        sizes: report.sizes.clone(),
+        thresholds: report.thresholds.clone(),
+        global,
+        sensitivity,
+        tradeoff,
+        histograms,
+        training,
+    })
+}
+
+/// Waits for job `id`'s final event, feeding every event to `on_event`.
+fn wait(
+    worker: &Worker,
+    id: crate::explore::JobId,
+    obs: &mut dyn BuildObserver,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Event, DataError> {
+    loop {
+        if obs.should_stop() {
+            worker.cancel_all();
+            return Err(DataError::Cancelled);
+        }
+        let Some(event) = worker.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        if event.id() != id {
+            continue;
+        }
+        match &event {
+            Event::Training { progress, .. } => obs.progress(progress.fraction()),
+            Event::SweepProgress { done, total, .. } => {
+                obs.progress(*done as f64 / (*total).max(1) as f64)
+            }
+            _ => {}
+        }
+        on_event(&event);
+        if event.is_final() {
+            return match event {
+                Event::Failed { message, .. } => Err(DataError::Worker(message)),
+                Event::Cancelled { .. } | Event::Superseded { .. } => Err(DataError::Cancelled),
+                e => Ok(e),
+            };
+        }
+    }
+}
+
+fn session(inputs: &Inputs, weights: Weights) -> Result<Session, DataError> {
+    let s = Session::from_weights(inputs.experiment.model, weights, inputs.experiment.clone())?;
+    Ok(match inputs.checkpoint {
+        Some(p) => s.with_checkpoint(p),
+        None => s,
+    })
+}
+
+/// The worker's sensitivity sweep of the checkpoint (read from beside it when stored).
+fn sensitivity(
+    inputs: &Inputs,
+    worker: &Worker,
+    obs: &mut dyn BuildObserver,
+) -> Result<SensitivityData, DataError> {
+    let mut s = session(inputs, inputs.baseline.clone())?;
+    let id = worker.submit(s.sweep_job());
+    let event = wait(worker, id, obs, |_| {})?;
+    s.absorb(&event);
+    let sweep = s
+        .sensitivity()
+        .ok_or_else(|| DataError::Worker("the sweep produced nothing".into()))?;
+    Ok(SensitivityData {
+        baseline_accuracy: sweep.baseline_accuracy,
+        layers: sweep.layers.clone(),
+    })
+}
+
+fn evaluate(
+    evaluator: &mut Evaluator,
+    layers: &[Arc<PreparedLayer>],
+    obs: &mut dyn BuildObserver,
+) -> Result<f64, DataError> {
+    let stop = || false;
+    if obs.should_stop() {
+        return Err(DataError::Cancelled);
+    }
+    evaluator
+        .evaluate(layers, EvalMode::ONE_OFF, &mut |_| {}, &stop)?
+        .map(|e| e.accuracy)
+        .ok_or(DataError::Cancelled)
+}
+
+/// Prepared layers of dense weights.
+fn dense_layers(
+    evaluator: &Evaluator,
+    weights: &[(Vec<f32>, Vec<f32>)],
+) -> Result<Vec<Arc<PreparedLayer>>, DataError> {
+    let geoms = evaluator.geometry().to_vec();
+    weights
+        .iter()
+        .enumerate()
+        .map(|(l, (w, b))| {
+            let fp = fingerprint::dense(l, w, b);
+            Ok(Arc::new(PreparedLayer::from_dense(&geoms[l], l, w, b, fp)?))
+        })
+        .collect()
+}
+
+/// Prepared layers of compressed results (survivors at their codebook values).
+fn compressed_layers(
+    evaluator: &Evaluator,
+    results: &[Arc<LayerResult>],
+) -> Result<Vec<Arc<PreparedLayer>>, DataError> {
+    let geoms = evaluator.geometry();
+    results
+        .iter()
+        .enumerate()
+        .map(|(l, r)| {
+            Ok(Arc::new(PreparedLayer::from_compressed(
+                &geoms[l],
+                l,
+                &r.compressed,
+                r.fingerprint,
+            )?))
+        })
+        .collect()
+}
+
+/// One global threshold over all weights at each sparsity `1 - keep` (the threshold that
+/// keeps that fraction of all weights), the accuracy and each layer's sparsity there.
+pub fn global_sweep(
+    inputs: &Inputs,
+    keeps: &[f32],
+    evaluator: &mut Evaluator,
+    obs: &mut dyn BuildObserver,
+) -> Result<GlobalSweep, DataError> {
+    let base = &inputs.baseline;
+    let all: Vec<f32> = base.iter().flat_map(|(w, _)| w.iter().copied()).collect();
+    let baseline_accuracy = evaluate(evaluator, &dense_layers(evaluator, base)?, obs)?;
+    let mut points = Vec::new();
+    for &keep in keeps {
+        let threshold = prune::keep_threshold(&all, keep);
+        let mut kept_total = 0usize;
+        let mut layer_sparsity = Vec::with_capacity(base.len());
+        let pruned: Weights = base
+            .iter()
+            .map(|(w, b)| {
+                let mask = prune::mask_for(w, threshold);
+                let kept = prune::kept_count(&mask);
+                kept_total += kept;
+                layer_sparsity.push(1.0 - kept as f64 / w.len().max(1) as f64);
+                let w = w
+                    .iter()
+                    .zip(&mask)
+                    .map(|(&v, &k)| if k { v } else { 0.0 })
+                    .collect();
+                (w, b.clone())
+            })
+            .collect();
+        let accuracy = evaluate(evaluator, &dense_layers(evaluator, &pruned)?, obs)?;
+        points.push(GlobalPoint {
+            threshold,
+            sparsity: 1.0 - kept_total as f64 / all.len().max(1) as f64,
+            layer_sparsity,
+            accuracy,
+        });
+        obs.progress(points.len() as f64 / keeps.len().max(1) as f64);
+    }
+    points.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
+    Ok(GlobalSweep {
+        baseline_accuracy,
+        points,
+    })
+}
+
+fn pct_label(keep: f32) -> String {
+    let p = keep * 100.0;
+    if (p - p.round()).abs() < 1e-3 {
+        format!("keep {p:.0}%")
+    } else {
+        format!("keep {p:.1}%")
+    }
+}
+
+/// Every layer at one rate: `keep` of its weights and `bits` per shared weight (`None`: the
+/// paper's 8 for conv and 5 for fc layers); index bits and init as the experiment has them.
+fn uniform_plan(
+    exp: &Experiment,
+    keep: f32,
+    bits: Option<u8>,
+    index_bits: Option<u8>,
+) -> Vec<LayerSetting> {
+    let arch = exp.model.arch();
+    exp.layer_plans()
+        .into_iter()
+        .zip(&arch.layers)
+        .map(|(p, spec)| LayerSetting {
+            plan: LayerPlan {
+                prune: PruneRule::Keep(keep),
+                prune_bias: false,
+                bits: bits.unwrap_or(LayerPlan::paper_default(spec.kind).bits),
+                index_bits: index_bits.unwrap_or(p.index_bits),
+                init: p.init,
+            },
+            finetuned: false,
+        })
+        .collect()
+}
+
+/// Pruning only, sharing only, pruning + sharing, and all three with Huffman coding, each
+/// with every layer at the same rate and no retraining. Sizes are the engine's per-stage
+/// figures of the `.dcz` layout (pruned: f32 survivors + gaps; shared: `bits` per survivor +
+/// gaps + codebook; Huffman: the file's bytes); a dense shared layer still carries its 1-bit
+/// gaps.
+pub fn tradeoff(
+    inputs: &Inputs,
+    opts: &BuildOptions,
+    evaluator: &mut Evaluator,
+    obs: &mut dyn BuildObserver,
+) -> Result<Tradeoff, DataError> {
+    let exp = inputs.experiment;
+    let base = &inputs.baseline;
+    let mut s = session(inputs, base.clone())?;
+    let baseline_accuracy = evaluate(evaluator, &dense_layers(evaluator, base)?, obs)?;
+    let total = 2 * opts.keeps.len() + opts.bits.len();
+    let mut done = 0;
+
+    let mut pruning = Vec::new();
+    let mut both = Vec::new();
+    let mut huffman = Vec::new();
+    for &keep in opts.keeps.iter().filter(|&&k| k < 1.0) {
+        // Pruning only: the survivors keep their f32 values (bits only shape the unused
+        // codebook; 1 keeps k-means cheap).
+        s.set_plan(uniform_plan(exp, keep, Some(1), None))?;
+        let results = s.results_now()?;
+        let pruned: Weights = results
+            .iter()
+            .zip(base)
+            .map(|(r, (w, _))| {
+                let mut d = vec![0.0f32; w.len()];
+                for &p in &r.compressed.positions {
+                    d[p as usize] = w[p as usize];
+                }
+                (d, r.compressed.bias.clone())
+            })
+            .collect();
+        let sizes = s.sizes_now()?;
+        pruning.push(TradeoffPoint {
+            label: pct_label(keep),
+            ratio: sizes.dense_bytes as f64 / sizes.pruned_bytes.max(1) as f64,
+            bytes: sizes.pruned_bytes,
+            accuracy: evaluate(evaluator, &dense_layers(evaluator, &pruned)?, obs)?,
+        });
+        done += 1;
+        obs.progress(done as f64 / total as f64);
+
+        s.set_plan(uniform_plan(exp, keep, None, None))?;
+        let results = s.results_now()?;
+        let sizes = s.sizes_now()?;
+        let accuracy = evaluate(evaluator, &compressed_layers(evaluator, &results)?, obs)?;
+        both.push(TradeoffPoint {
+            label: pct_label(keep),
+            ratio: sizes.dense_bytes as f64 / sizes.shared_bytes.max(1) as f64,
+            bytes: sizes.shared_bytes,
+            accuracy,
+        });
+        huffman.push(TradeoffPoint {
+            label: pct_label(keep),
+            ratio: sizes.ratio(),
+            bytes: sizes.file_bytes,
+            accuracy,
+        });
+        done += 1;
+        obs.progress(done as f64 / total as f64);
+    }
+    let mut sharing = Vec::new();
+    for &bits in &opts.bits {
+        s.set_plan(uniform_plan(exp, 1.0, Some(bits), Some(1)))?;
+        let results = s.results_now()?;
+        let sizes = s.sizes_now()?;
+        sharing.push(TradeoffPoint {
+            label: format!("{bits} bits"),
+            ratio: sizes.dense_bytes as f64 / sizes.shared_bytes.max(1) as f64,
+            bytes: sizes.shared_bytes,
+            accuracy: evaluate(evaluator, &compressed_layers(evaluator, &results)?, obs)?,
+        });
+        done += 1;
+        obs.progress(done as f64 / total as f64);
+    }
+    let by_ratio = |mut v: Vec<TradeoffPoint>| {
+        v.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+        v
+    };
+    let report = inputs.report;
+    let paper = paper::figure(exp.model).map(|p| TradeoffPoint {
+        label: "paper (Table 1)".into(),
+        ratio: p.ratio,
+        bytes: (p.compressed_kb * 1000.0) as u64,
+        accuracy: 1.0 - p.error_after,
+    });
+    Ok(Tradeoff {
+        baseline_accuracy,
+        series: vec![
+            TradeoffSeries {
+                name: "pruning only".into(),
+                size: "f32 survivors + relative indices".into(),
+                points: by_ratio(pruning),
+            },
+            TradeoffSeries {
+                name: "sharing only".into(),
+                size: "k-means indices + codebook, no pruning".into(),
+                points: by_ratio(sharing),
+            },
+            TradeoffSeries {
+                name: "pruning + sharing".into(),
+                size: "8-bit conv / 5-bit fc indices + relative indices + codebook".into(),
+                points: by_ratio(both),
+            },
+            TradeoffSeries {
+                name: "pruning + sharing + Huffman".into(),
+                size: "bytes of the .dcz file".into(),
+                points: by_ratio(huffman),
+            },
+        ],
+        experiment: TradeoffPoint {
+            label: format!("{} (retrained, fine-tuned)", report.experiment),
+            ratio: report.sizes.ratio(),
+            bytes: report.sizes.file_bytes,
+            accuracy: report.last().accuracy,
+        },
+        paper,
+    })
+}
+
+/// The layer with the most weights.
+fn largest_layer(model: ModelKind) -> usize {
+    let arch = model.arch();
+    (0..arch.layers.len())
+        .max_by_key(|&l| arch.layers[l].weight_count())
+        .unwrap_or(0)
+}
+
+/// The histogram layer's distribution and codebooks under each init: weights retrained under
+/// the experiment's pruning mask (one masked retraining job, when the experiment retrains),
+/// then for each init k-means on every layer and, when the experiment fine-tunes, one centroid
+/// fine-tuning job; accuracies of the whole network before and after.
+pub fn histograms(
+    inputs: &Inputs,
+    opts: &BuildOptions,
+    worker: &Worker,
+    evaluator: &mut Evaluator,
+    obs: &mut dyn BuildObserver,
+) -> Result<HistogramData, DataError> {
+    let exp = inputs.experiment;
+    let arch = exp.model.arch();
+    let layer = match &opts.histogram_layer {
+        Some(name) => arch
+            .layers
+            .iter()
+            .position(|l| l.name == name.as_str())
+            .ok_or_else(|| DataError::NoLayer(name.clone()))?,
+        None => largest_layer(exp.model),
+    };
+    let retrains = opts.train && exp.retrain.as_ref().is_some_and(|r| r.epochs > 0);
+    let fine_tunes = opts.train && exp.finetune.as_ref().is_some_and(|f| f.epochs > 0);
+    let weights = if retrains {
+        obs.stage("masked retraining for the histogram figure");
+        let s = session(inputs, inputs.baseline.clone())?;
+        let id = worker.submit(s.retrain_job(s.retrain_config()));
+        match wait(worker, id, obs, |_| {})? {
+            Event::Tuned { tuned, .. } => tuned_weights(&tuned),
+            other => return Err(DataError::Worker(format!("unexpected {other:?}"))),
+        }
+    } else {
+        inputs.baseline.clone()
+    };
+    let mut panels = Vec::new();
+    let mut edges = None;
+    for &init in &opts.inits {
+        obs.stage(&format!("k-means with {} init", init.name()));
+        let mut s = session(inputs, weights.clone())?;
+        // The retrained weights are already pruned; the session prunes them again by the
+        // same rule (no checkpoint: the sweep belongs to the baseline, not to these).
+        s.edit(Scope::All, Edit::Init(init))?;
+        let results = s.results_now()?;
+        let r = Arc::clone(&results[layer]);
+        edges.get_or_insert(r.histograms.edges);
+        let before = Codebook {
+            centroids: r.codebook().to_vec(),
+            members: r.sharing.cluster_sizes.clone(),
+            accuracy: evaluate(evaluator, &compressed_layers(evaluator, &results)?, obs)?,
+        };
+        let after = if fine_tunes {
+            obs.stage(&format!("centroid fine-tuning, {} init", init.name()));
+            let id = worker.submit(s.finetune_job(s.finetune_config()));
+            let event = wait(worker, id, obs, |_| {})?;
+            s.absorb(&event);
+            let results = s.results_now()?;
+            let t = &results[layer];
+            Some(Codebook {
+                centroids: t.codebook().to_vec(),
+                members: t.sharing.cluster_sizes.clone(),
+                accuracy: evaluate(evaluator, &compressed_layers(evaluator, &results)?, obs)?,
+            })
+        } else {
+            None
+        };
+        panels.push(InitPanel {
+            init: init.name().to_string(),
+            threshold: r.threshold,
+            kept: r.histograms.kept.clone(),
+            bits: r.setting.plan.bits,
+            iterations: r.sharing.iterations,
+            init_sse: r.sharing.init_sse,
+            sse: r.sharing.sse,
+            empty_clusters: r.sharing.empty_clusters,
+            before,
+            after,
+        });
+    }
+    Ok(HistogramData {
+        layer: arch.layers[layer].name.to_string(),
+        edges: edges.unwrap_or(HistEdges {
+            lo: -1.0,
+            hi: 1.0,
+            bins: 1,
+        }),
+        retrained: retrains,
+        panels,
+    })
+}
+
+fn tuned_weights(t: &Tuned) -> Weights {
+    t.layers
+        .iter()
+        .map(|l| (l.weights.clone(), l.bias.clone()))
+        .collect()
+}

@@ -1,0 +1,142 @@
+//! Fonts, colours and sizes shared by every figure and the screenshot renderer.
+//!
+//! The fonts (DejaVu Sans and DejaVu Sans Mono, from the `dejavu` crate) are compiled into the
+//! binary and registered with plotters' `ab_glyph` text renderer, so nothing is looked up on
+//! the system: figures render the same on a machine without any fonts or fontconfig.
+
+use std::sync::Once;
+
+use plotters::style::{FontStyle, RGBColor, register_font};
+use ratatui::style::Color;
+
+use crate::tui::theme;
+
+/// A TUI colour as a plotters colour (the theme's colours are all RGB).
+const fn rgb(c: Color) -> RGBColor {
+    match c {
+        Color::Rgb(r, g, b) => RGBColor(r, g, b),
+        _ => RGBColor(0, 0, 0),
+    }
+}
+
+/// Family name the figures use (registered by [`fonts`]). SVG files name it as it is, so it
+/// is a CSS font list: viewers use DejaVu Sans where they have it, their sans-serif otherwise.
+pub const SANS: &str = "DejaVu Sans, sans-serif";
+/// Monospace family (the screenshot renderer uses the TTF bytes directly).
+pub const MONO: &str = "DejaVu Sans Mono, monospace";
+
+/// The Okabe–Ito colours of the TUI (`tui::theme`), as plotters colours. Safe for the
+/// common colour-vision deficiencies; figures also vary markers, dashes and lightness so
+/// series stay apart when printed in grey.
+pub const BLUE: RGBColor = rgb(theme::BLUE);
+pub const ORANGE: RGBColor = rgb(theme::ORANGE);
+pub const GREEN: RGBColor = rgb(theme::GREEN);
+pub const VERMILLION: RGBColor = rgb(theme::VERMILLION);
+pub const PURPLE: RGBColor = rgb(theme::PURPLE);
+pub const SKY: RGBColor = rgb(theme::SKY);
+pub const YELLOW: RGBColor = RGBColor(240, 228, 66);
+pub const INK: RGBColor = RGBColor(30, 30, 30);
+pub const GREY: RGBColor = RGBColor(120, 120, 120);
+pub const LIGHT_GREY: RGBColor = RGBColor(215, 215, 215);
+
+/// Series colours in order: dark and light hues alternate, so neighbours differ in grey too.
+pub const SERIES: [RGBColor; 6] = [BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY];
+
+/// Marker shape of series `i` (with [`SERIES`] and a dash pattern, one more cue per series).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    Circle,
+    Triangle,
+    Square,
+    Cross,
+    Diamond,
+    Ring,
+}
+
+pub const MARKERS: [Marker; 6] = [
+    Marker::Circle,
+    Marker::Triangle,
+    Marker::Square,
+    Marker::Cross,
+    Marker::Diamond,
+    Marker::Ring,
+];
+
+/// Dash pattern of series `i`: solid, then dashes of decreasing length (in pixels at scale 1;
+/// `None` = solid).
+pub const DASHES: [Option<(u32, u32)>; 6] = [
+    None,
+    Some((14, 6)),
+    Some((4, 5)),
+    Some((18, 5)),
+    Some((8, 4)),
+    Some((2, 4)),
+];
+
+pub fn series_color(i: usize) -> RGBColor {
+    SERIES[i % SERIES.len()]
+}
+
+pub fn marker(i: usize) -> Marker {
+    MARKERS[i % MARKERS.len()]
+}
+
+pub fn dash(i: usize) -> Option<(u32, u32)> {
+    DASHES[i % DASHES.len()]
+}
+
+/// Registers the embedded fonts with plotters (once per process).
+pub fn fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let all = [
+            (SANS, FontStyle::Normal, dejavu::sans::regular()),
+            (SANS, FontStyle::Bold, dejavu::sans::bold()),
+            (SANS, FontStyle::Italic, dejavu::sans::oblique()),
+            (MONO, FontStyle::Normal, dejavu::sans_mono::regular()),
+            (MONO, FontStyle::Bold, dejavu::sans_mono::bold()),
+        ];
+        for (family, style, bytes) in all {
+            // The bytes are a known-good TTF compiled in; failure would be a build problem.
+            if register_font(family, style, bytes).is_err() {
+                panic!("the embedded DejaVu font {family} does not parse");
+            }
+        }
+    });
+}
+
+/// Sizes of text and lines, multiplied by the render scale (`--scale` for high-DPI PNGs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    pub scale: f64,
+}
+
+impl Metrics {
+    pub fn px(&self, v: f64) -> u32 {
+        (v * self.scale).round().max(1.0) as u32
+    }
+    pub fn pxi(&self, v: f64) -> i32 {
+        (v * self.scale).round() as i32
+    }
+    pub fn title(&self) -> f64 {
+        30.0 * self.scale
+    }
+    pub fn caption(&self) -> f64 {
+        21.0 * self.scale
+    }
+    pub fn label(&self) -> f64 {
+        18.0 * self.scale
+    }
+    pub fn tick(&self) -> f64 {
+        15.0 * self.scale
+    }
+    pub fn legend(&self) -> f64 {
+        15.0 * self.scale
+    }
+    pub fn line(&self) -> u32 {
+        self.px(2.5)
+    }
+    pub fn marker(&self) -> i32 {
+        self.pxi(5.0).max(2)
+    }
+}
