@@ -120,6 +120,17 @@ fn explore_scrub_export_undo_and_quit() {
             .unwrap();
     assert_eq!(report["sizes"]["file_bytes"].as_u64(), Some(bytes));
     assert!(dirs[0].join("report.md").exists());
+    // The figures follow in the background, from the same results.
+    pump_until(&mut ctl, "the export's figures", |c| {
+        c.app
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("figures") && !m.contains("drawing"))
+    });
+    let message = ctl.app.message.clone().unwrap();
+    assert!(message.ends_with("with 9 figures"), "{message}");
+    assert!(dirs[0].join("figures/sizes.png").exists());
+    assert!(dirs[0].join("figures/figures.json").exists());
 
     // Undo twice: back to the unpruned plan, answered from what the session already knows.
     ctl.act(Action::Undo);
@@ -128,6 +139,13 @@ fn explore_scrub_export_undo_and_quit() {
     pump_until(&mut ctl, "the undone plan", |c| {
         c.app.view.layers[1].kept == 1.0 && exact(c)
     });
+
+    // P saves the screen as a PNG for slides.
+    ctl.act(Action::Screenshot);
+    let message = ctl.app.message.clone().unwrap();
+    let png = message.strip_prefix("screen saved to ").expect(&message);
+    assert!(png.ends_with(".png"), "{png}");
+    assert_eq!(&std::fs::read(png).unwrap()[1..4], b"PNG");
 
     // The screen draws from the controller's state at any size.
     let text = buffer_text(&render_buffer(&ctl.app, 120, 40).unwrap());
@@ -200,4 +218,16 @@ fn explore_scrub_export_undo_and_quit() {
         ctl.act(Action::Char('y'));
     }
     assert!(ctl.app.should_quit);
+}
+
+#[test]
+fn a_missing_experiment_file_is_an_error_naming_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcx"))
+        .args(["--experiment", "no/such/plan.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no/such/plan.toml"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

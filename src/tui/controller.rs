@@ -14,6 +14,7 @@ use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::Event as TermEvent;
 
 use super::app::{App, Effect, Mode};
+use super::figures::FigureJob;
 use super::keys::{self, Action};
 use super::present::{self, Extras};
 use super::ui;
@@ -75,6 +76,8 @@ pub struct Controller {
     pub last_latency: Option<Duration>,
     /// The "this layer alone" measurement in flight (one at a time: each supersedes the last).
     alone_job: Option<JobId>,
+    /// The figures of the last export, being drawn.
+    figures: Option<FigureJob>,
     /// Training jobs asked for while another ran, started in turn.
     queued_training: VecDeque<JobKind>,
     /// Measure every layer alone in the background (off after a measurement fails).
@@ -117,6 +120,7 @@ impl Controller {
             last_latency: None,
             alone_job: None,
             queued_training: VecDeque::new(),
+            figures: None,
             auto_alone: true,
             dirty: true,
         })
@@ -164,6 +168,9 @@ impl Controller {
     fn apply(&mut self, effect: Effect) -> anyhow::Result<()> {
         if effect == Effect::Quit {
             self.worker.cancel_all();
+            if let Some(f) = &self.figures {
+                f.cancel();
+            }
             return Ok(());
         }
         let Some(session) = self.session.as_mut() else {
@@ -324,6 +331,19 @@ impl Controller {
         while let Some(event) = self.worker.try_recv() {
             any = true;
             self.on_worker(event);
+        }
+        if let Some(job) = self.figures.as_mut() {
+            let (stage, fraction) = (job.stage.clone(), job.fraction);
+            let done = job.poll();
+            any |= done.is_some() || job.stage != stage || job.fraction != fraction;
+            if let Some(outcome) = done {
+                let dir = job.dir.display().to_string();
+                self.app.message = Some(match outcome {
+                    Ok(files) => format!("exported to {dir} with {} figures", files.len()),
+                    Err(e) => format!("exported to {dir}; the figures failed: {e}"),
+                });
+                self.figures = None;
+            }
         }
         if any {
             self.dirty = true;
@@ -546,19 +566,39 @@ impl Controller {
             retrain_history: self.retrain_history.clone(),
             finetune_history: self.finetune_history.clone(),
         };
-        self.app.message = Some(match export::export(session, &self.export_root, &ctx) {
-            Ok(done) => format!("exported to {}", done.dir.display()),
-            Err(e) => format!("export failed: {e}"),
-        });
+        match export::export(session, &self.export_root, &ctx) {
+            Ok(done) => {
+                self.app.message = Some(format!(
+                    "exported to {}; drawing the figures…",
+                    done.dir.display()
+                ));
+                if let Some(old) = self.figures.take() {
+                    old.cancel();
+                }
+                self.figures = Some(FigureJob::spawn(
+                    done.dir,
+                    session.to_experiment(),
+                    done.report,
+                    Arc::clone(&self.data),
+                ));
+            }
+            Err(e) => self.app.message = Some(format!("export failed: {e}")),
+        }
     }
 
-    /// Saves the screen as it is now, as text (what a terminal capture shows).
+    /// Saves the screen as it is now as a PNG (cells drawn with the embedded font, in their
+    /// colours), for slides.
     fn screenshot(&mut self) -> anyhow::Result<()> {
         let (w, h) = self.size_hint();
         let buffer = render_buffer(&self.app, w, h)?;
-        std::fs::create_dir_all(&self.export_root)?;
-        let path = export::next_folder(&self.export_root, "screen").with_extension("txt");
-        crate::fsutil::write_atomic(&path, buffer_text(&buffer).as_bytes())?;
+        std::fs::create_dir_all(&self.export_root).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: cannot create the folder: {e}",
+                self.export_root.display()
+            )
+        })?;
+        let path = export::next_folder(&self.export_root, "screen").with_extension("png");
+        crate::plot::buffer_to_png(&buffer, &path, &crate::plot::ScreenshotOptions::default())?;
         self.app.message = Some(format!("screen saved to {}", path.display()));
         Ok(())
     }
@@ -578,6 +618,13 @@ impl Controller {
                 label: label(r.kind).into(),
                 fraction: r.fraction,
                 detail: r.detail.clone(),
+            })
+            .or_else(|| {
+                self.figures.as_ref().map(|f| JobView {
+                    label: "figures".into(),
+                    fraction: f.fraction,
+                    detail: f.stage.clone(),
+                })
             });
         let Some(session) = self.session.as_ref() else {
             self.app.view.job = job;

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod controller;
+pub mod figures;
 pub mod keys;
 pub mod present;
 pub mod terminal;
