@@ -44,6 +44,9 @@ pub struct ScreenshotArgs {
     /// Selected layer (default: the first).
     #[arg(long, value_name = "NAME")]
     pub layer: Option<String>,
+    /// Retrain (masked) and fine-tune the centroids first, as the keys p then f do.
+    #[arg(long)]
+    pub train: bool,
     /// Font size of a cell in pixels.
     #[arg(long, default_value_t = 16.0)]
     pub font_px: f32,
@@ -112,6 +115,25 @@ pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()>
         }
         if !ctl.pump() {
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if args.train {
+        bar.println("-> masked retraining, then centroid fine-tuning");
+        ctl.act(Action::Retrain);
+        ctl.act(Action::Finetune);
+        // The fine-tuning starts only once the retraining is done.
+        let tuned = |c: &Controller| {
+            settled(c)
+                && c.app.view.curves.training.len() == 3
+                && c.app.view.layers.iter().all(|r| r.finetuned)
+        };
+        while !tuned(&ctl) {
+            if bar.interrupted() {
+                anyhow::bail!("interrupted: nothing written");
+            }
+            if !ctl.pump() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
     bar.finish();
