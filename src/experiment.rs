@@ -378,11 +378,16 @@ mod tests {
 
     #[test]
     fn toml_round_trip_is_exact() {
-        for name in [
-            "paper-lenet-5.toml",
-            "paper-lenet-300-100.toml",
-            "course-2bit.toml",
-        ] {
+        // Every shipped experiment, so a new one is covered the day it is added.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 5, "{names:?}");
+        for name in &names {
             let exp = shipped(name);
             let again = Experiment::parse(&exp.to_toml(), "round-trip").unwrap();
             assert_eq!(exp, again, "{name}");
