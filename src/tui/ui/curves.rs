@@ -177,10 +177,17 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
+                    // A one-epoch job is a single point: a block marks it where a braille
+                    // dot would be lost.
+                    let (m, graph) = if t.points.len() < 2 {
+                        (Marker::Block, GraphType::Scatter)
+                    } else {
+                        (marker, GraphType::Line)
+                    };
                     Dataset::default()
                         .name(t.label.clone())
-                        .marker(marker)
-                        .graph_type(GraphType::Line)
+                        .marker(m)
+                        .graph_type(graph)
                         .style(theme.series(i))
                         .data(&t.points)
                 })
