@@ -193,7 +193,11 @@ fn every_figure_renders_to_png_and_svg() {
     assert_eq!(written.len(), 2 * FIGURES.len());
     // To look at them: DCX_PLOT_KEEP=DIR cargo test --release --test plot
     if let Some(dir) = std::env::var_os("DCX_PLOT_KEEP") {
-        plot::render_all(d, Path::new(&dir), &PlotOptions::default()).unwrap();
+        let keep = PlotOptions {
+            formats: vec![Format::Png, Format::Svg],
+            ..PlotOptions::default()
+        };
+        plot::render_all(d, Path::new(&dir), &keep).unwrap();
     }
     for f in FIGURES {
         let png = out.path().join(format!("{}.png", f.name));

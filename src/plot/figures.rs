@@ -2,14 +2,19 @@
 //! PNG (bitmap) and SVG outputs share every line. Nothing here computes a number the figure
 //! shows; it only converts units (fractions to %, bytes to KB) and places things.
 
+use std::ops::Range;
+
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
-use super::data::{HistogramData, ReportData, TradeoffPoint};
+use super::data::{GlobalPoint, HistogramData, ReportData, TradeoffPoint};
 use super::style::{self, GREY, INK, LIGHT_GREY, Marker, Metrics, SANS};
+use crate::explore::sensitivity::{LayerSensitivity, SweepPoint};
+use crate::model::train::EpochStats;
 
 pub type DrawResult = Result<(), Box<dyn std::error::Error>>;
 type Chart<'a, DB, X, Y> = ChartContext<'a, DB, Cartesian2d<X, Y>>;
@@ -88,6 +93,21 @@ where
     }
 }
 
+/// A backend the figures can draw on: its errors can be boxed.
+trait Backend: DrawingBackend<ErrorType: 'static> {}
+impl<DB: DrawingBackend<ErrorType: 'static>> Backend for DB {}
+
+/// The whole picture, or a part of it.
+type Area<DB> = DrawingArea<DB, Shift>;
+
+/// `area` split into a left and a right panel.
+fn halves<DB: Backend>(area: &Area<DB>) -> [Area<DB>; 2] {
+    let [left, right] = &area.split_evenly((1, 2))[..] else {
+        unreachable!("split_evenly((1, 2)) gives two areas")
+    };
+    [left.clone(), right.clone()]
+}
+
 /// The figure's title and subtitle (experiment and model) above the panels.
 fn titled<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
@@ -126,6 +146,22 @@ struct Line {
     i: usize,
     /// Drawn heavier (a total among parts).
     bold: bool,
+}
+
+impl Line {
+    fn new(label: impl Into<String>, points: Vec<(f64, f64)>, i: usize) -> Line {
+        Line {
+            label: label.into(),
+            points,
+            i,
+            bold: false,
+        }
+    }
+
+    /// Every line's y values, to fit an axis to them.
+    fn ys(lines: &[Line]) -> impl Iterator<Item = f64> + '_ {
+        lines.iter().flat_map(|l| l.points.iter().map(|p| p.1))
+    }
 }
 
 /// Runs `$body` with `$mk` bound to a function from a (pixel-offset) centre to the marker
@@ -272,6 +308,7 @@ where
     Ok(())
 }
 
+/// The legend box every figure uses.
 fn legend<'a, DB, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     pos: SeriesLabelPosition,
@@ -283,16 +320,44 @@ where
     X: Ranged,
     Y: Ranged,
 {
+    legend_sized(chart, pos, m.px(10.0), m.px(40.0), m.legend())
+}
+
+/// A legend box with its own `margin`, sample width (`sample`) and text size (`font`), for
+/// a legend that has to fit where the usual one would not.
+fn legend_sized<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    pos: SeriesLabelPosition,
+    margin: u32,
+    sample: u32,
+    font: f64,
+) -> DrawResult
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged,
+    Y: Ranged,
+{
     chart
         .configure_series_labels()
         .position(pos)
-        .margin(m.px(10.0))
-        .legend_area_size(m.px(40.0))
+        .margin(margin)
+        .legend_area_size(sample)
         .background_style(WHITE.mix(0.88))
         .border_style(GREY)
-        .label_font((SANS, m.legend()).into_font().color(&INK))
+        .label_font((SANS, font).into_font().color(&INK))
         .draw()?;
     Ok(())
+}
+
+/// The legend sample of a filled area: a small block of `fill`.
+fn swatch(fill: ShapeStyle, m: Metrics) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
+    move |(x, y)| {
+        Rectangle::new(
+            [(x, y - m.pxi(6.0)), (x + m.pxi(28.0), y + m.pxi(6.0))],
+            fill,
+        )
+    }
 }
 
 /// A chart with caption, axis descriptions and a light grid.
@@ -318,6 +383,27 @@ where
     Ok(c)
 }
 
+/// The look every chart's axes and grid share (tick labels of size `tick`); the caller adds
+/// what its axes say and draws.
+fn axes<'a, 'b, DB, X, Y>(
+    chart: &'b mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    tick: f64,
+    m: Metrics,
+) -> MeshStyle<'a, 'b, X, Y, DB>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged + ValueFormatter<X::ValueType>,
+    Y: Ranged + ValueFormatter<Y::ValueType>,
+{
+    let mut mesh = chart.configure_mesh();
+    mesh.label_style((SANS, tick).into_font().color(&INK))
+        .axis_desc_style((SANS, m.label()).into_font().color(&INK))
+        .bold_line_style(LIGHT_GREY.stroke_width(m.px(1.0)))
+        .light_line_style(WHITE.mix(0.0))
+        .axis_style(GREY.stroke_width(m.px(1.5)));
+    mesh
+}
+
 fn mesh<'a, DB, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     x_desc: &str,
@@ -330,15 +416,9 @@ where
     X: Ranged + ValueFormatter<X::ValueType>,
     Y: Ranged + ValueFormatter<Y::ValueType>,
 {
-    chart
-        .configure_mesh()
+    axes(chart, m.tick(), m)
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .label_style((SANS, m.tick()).into_font().color(&INK))
-        .axis_desc_style((SANS, m.label()).into_font().color(&INK))
-        .bold_line_style(LIGHT_GREY.stroke_width(m.px(1.0)))
-        .light_line_style(WHITE.mix(0.0))
-        .axis_style(GREY.stroke_width(m.px(1.5)))
         .draw()?;
     Ok(())
 }
@@ -377,6 +457,39 @@ where
     Ok(())
 }
 
+/// What a panel of lines shows, besides the lines: its caption, each axis as (range,
+/// description), an optional dashed reference level across the whole x range (value and
+/// legend label), and the corner its legend sits in.
+struct LinePanel<'s> {
+    caption: &'s str,
+    x: (Range<f64>, &'s str),
+    y: (Range<f64>, &'s str),
+    reference: Option<(f64, &'s str)>,
+    legend: SeriesLabelPosition,
+}
+
+/// Draws `lines` on `area` as `panel` describes.
+fn line_panel<DB>(
+    area: &DrawingArea<DB, Shift>,
+    panel: LinePanel,
+    lines: &[Line],
+    m: Metrics,
+) -> DrawResult
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    let ((x, x_desc), (y, y_desc)) = (panel.x, panel.y);
+    let span = (x.start, x.end);
+    let mut c = chart(area, panel.caption, x, y, m)?;
+    mesh(&mut c, x_desc, y_desc, m)?;
+    if let Some((level, label)) = panel.reference {
+        hline(&mut c, span, level, label, m)?;
+    }
+    draw_lines(&mut c, lines, m)?;
+    legend(&mut c, panel.legend, m)
+}
+
 fn max_or(values: impl Iterator<Item = f64>, fallback: f64) -> f64 {
     let m = values.filter(|v| v.is_finite()).fold(f64::MIN, f64::max);
     if m > f64::MIN { m } else { fallback }
@@ -389,7 +502,7 @@ fn min_or(values: impl Iterator<Item = f64>, fallback: f64) -> f64 {
 
 /// An accuracy axis (in %) that shows the interesting part: from a little below the lowest
 /// value (but not below `floor`) to just above the highest.
-fn accuracy_range(values: impl Iterator<Item = f64>, floor: f64) -> std::ops::Range<f64> {
+fn accuracy_range(values: impl Iterator<Item = f64>, floor: f64) -> Range<f64> {
     let v: Vec<f64> = values.collect();
     let hi = max_or(v.iter().copied(), 100.0);
     let lo = min_or(v.iter().copied(), 0.0).max(floor);
@@ -397,14 +510,69 @@ fn accuracy_range(values: impl Iterator<Item = f64>, floor: f64) -> std::ops::Ra
     (lo - pad).max(0.0)..(hi + pad).min(100.5)
 }
 
-fn threshold_global<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    data: &ReportData,
+/// What the two threshold figures plot: lines of accuracy vs threshold, of sparsity vs
+/// threshold and of accuracy vs sparsity, with the threshold axis's end and the unpruned
+/// accuracy (%) as reference.
+struct ThresholdSweep {
+    tmax: f64,
+    baseline: f64,
+    accuracy: Vec<Line>,
+    sparsity: Vec<Line>,
+    accuracy_vs_sparsity: Vec<Line>,
+}
+
+/// The three panels of a threshold figure, side by side.
+fn threshold_panels<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    sweep: &ThresholdSweep,
     m: Metrics,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
+    let panels = area.split_evenly((1, 3));
+    let threshold = (0.0..sweep.tmax, "threshold |w| (weight units)");
+    let accuracy = (0.0..100.5, "test accuracy (%)");
+    let unpruned = Some((sweep.baseline, "unpruned"));
+    line_panel(
+        &panels[0],
+        LinePanel {
+            caption: "accuracy vs threshold",
+            x: threshold.clone(),
+            y: accuracy.clone(),
+            reference: unpruned,
+            legend: SeriesLabelPosition::LowerLeft,
+        },
+        &sweep.accuracy,
+        m,
+    )?;
+    line_panel(
+        &panels[1],
+        LinePanel {
+            caption: "sparsity vs threshold",
+            x: threshold,
+            y: (0.0..100.5, "weights pruned (%)"),
+            reference: None,
+            legend: SeriesLabelPosition::LowerRight,
+        },
+        &sweep.sparsity,
+        m,
+    )?;
+    line_panel(
+        &panels[2],
+        LinePanel {
+            caption: "accuracy vs sparsity",
+            x: (0.0..100.0, "weights pruned (%)"),
+            y: accuracy,
+            reference: unpruned,
+            legend: SeriesLabelPosition::LowerLeft,
+        },
+        &sweep.accuracy_vs_sparsity,
+        m,
+    )
+}
+
+fn threshold_global<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
     let g = &data.global;
     let area = titled(
         root,
@@ -412,117 +580,54 @@ where
         data,
         m,
     )?;
-    let panels = area.split_evenly((1, 3));
-    let tmax = max_or(g.points.iter().map(|p| p.threshold as f64), 1.0) * 1.04;
-    let acc: Vec<(f64, f64)> = g
-        .points
-        .iter()
-        .map(|p| (p.threshold as f64, pct(p.accuracy)))
-        .collect();
-    let base = pct(g.baseline_accuracy);
-
-    let mut c = chart(
-        &panels[0],
-        "accuracy vs threshold",
-        0.0..tmax,
-        0.0..100.5,
-        m,
-    )?;
-    mesh(
-        &mut c,
-        "threshold |w| (weight units)",
-        "test accuracy (%)",
-        m,
-    )?;
-    hline(&mut c, (0.0, tmax), base, "unpruned", m)?;
-    draw_lines(
-        &mut c,
-        &[Line {
-            label: "all layers".into(),
-            points: acc.clone(),
-            i: 0,
-            bold: false,
-        }],
-        m,
-    )?;
-    legend(&mut c, SeriesLabelPosition::LowerLeft, m)?;
-
-    let mut c = chart(
-        &panels[1],
-        "sparsity vs threshold",
-        0.0..tmax,
-        0.0..100.5,
-        m,
-    )?;
-    mesh(
-        &mut c,
-        "threshold |w| (weight units)",
-        "weights pruned (%)",
-        m,
-    )?;
-    let mut lines: Vec<Line> = data
+    let along = |at: &dyn Fn(&GlobalPoint) -> (f64, f64)| g.points.iter().map(at).collect();
+    let mut sparsity: Vec<Line> = data
         .layers
         .iter()
         .enumerate()
-        .map(|(l, name)| Line {
-            label: name.clone(),
-            points: g
-                .points
-                .iter()
-                .map(|p| (p.threshold as f64, pct(p.layer_sparsity[l])))
-                .collect(),
-            i: l,
-            bold: false,
+        .map(|(l, name)| {
+            let points = along(&|p| (p.threshold as f64, pct(p.layer_sparsity[l])));
+            Line::new(name.clone(), points, l)
         })
         .collect();
-    lines.push(Line {
-        label: "all weights".into(),
-        points: g
-            .points
-            .iter()
-            .map(|p| (p.threshold as f64, pct(p.sparsity)))
-            .collect(),
-        i: data.layers.len(),
+    let all = along(&|p| (p.threshold as f64, pct(p.sparsity)));
+    sparsity.push(Line {
         bold: true,
+        ..Line::new("all weights", all, data.layers.len())
     });
-    draw_lines(&mut c, &lines, m)?;
-    legend(&mut c, SeriesLabelPosition::LowerRight, m)?;
-
-    let mut c = chart(
-        &panels[2],
-        "accuracy vs sparsity",
-        0.0..100.0,
-        0.0..100.5,
-        m,
-    )?;
-    mesh(&mut c, "weights pruned (%)", "test accuracy (%)", m)?;
-    hline(&mut c, (0.0, 100.0), base, "unpruned", m)?;
-    draw_lines(
-        &mut c,
-        &[Line {
-            label: "all layers".into(),
-            points: g
-                .points
-                .iter()
-                .map(|p| (pct(p.sparsity), pct(p.accuracy)))
-                .collect(),
-            i: 0,
-            bold: false,
-        }],
-        m,
-    )?;
-    legend(&mut c, SeriesLabelPosition::LowerLeft, m)?;
-    Ok(())
+    let sweep = ThresholdSweep {
+        tmax: max_or(g.points.iter().map(|p| p.threshold as f64), 1.0) * 1.04,
+        baseline: pct(g.baseline_accuracy),
+        accuracy: vec![Line::new(
+            "all layers",
+            along(&|p| (p.threshold as f64, pct(p.accuracy))),
+            0,
+        )],
+        sparsity,
+        accuracy_vs_sparsity: vec![Line::new(
+            "all layers",
+            along(&|p| (pct(p.sparsity), pct(p.accuracy))),
+            0,
+        )],
+    };
+    threshold_panels(&area, &sweep, m)
 }
 
-fn threshold_layers<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    data: &ReportData,
-    m: Metrics,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
+/// One line per layer through its sweep's points (`sweep` picks the prune or the bits
+/// probes), each point placed by `at`.
+fn per_layer(
+    layers: &[LayerSensitivity],
+    sweep: fn(&LayerSensitivity) -> &[SweepPoint],
+    at: fn(&SweepPoint) -> (f64, f64),
+) -> Vec<Line> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Line::new(l.name.clone(), sweep(l).iter().map(at).collect(), i))
+        .collect()
+}
+
+fn threshold_layers<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
     let s = &data.sensitivity;
     let area = titled(
         root,
@@ -530,89 +635,23 @@ where
         data,
         m,
     )?;
-    let panels = area.split_evenly((1, 3));
-    let tmax = max_or(
-        s.layers
-            .iter()
-            .flat_map(|l| l.prune.iter().map(|p| p.threshold as f64)),
-        1.0,
-    ) * 1.04;
-    let series = |f: &dyn Fn(&crate::explore::sensitivity::SweepPoint) -> (f64, f64)| -> Vec<Line> {
-        s.layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Line {
-                label: l.name.clone(),
-                points: l.prune.iter().map(f).collect(),
-                i,
-                bold: false,
-            })
-            .collect()
+    let prune = |at| per_layer(&s.layers, |l| &l.prune, at);
+    let sweep = ThresholdSweep {
+        tmax: max_or(
+            s.layers
+                .iter()
+                .flat_map(|l| l.prune.iter().map(|p| p.threshold as f64)),
+            1.0,
+        ) * 1.04,
+        baseline: pct(s.baseline_accuracy),
+        accuracy: prune(|p| (p.threshold as f64, pct(p.accuracy))),
+        sparsity: prune(|p| (p.threshold as f64, pct(p.sparsity))),
+        accuracy_vs_sparsity: prune(|p| (pct(p.sparsity), pct(p.accuracy))),
     };
-    let base = pct(s.baseline_accuracy);
-    let mut c = chart(
-        &panels[0],
-        "accuracy vs threshold",
-        0.0..tmax,
-        0.0..100.5,
-        m,
-    )?;
-    mesh(
-        &mut c,
-        "threshold |w| (weight units)",
-        "test accuracy (%)",
-        m,
-    )?;
-    hline(&mut c, (0.0, tmax), base, "unpruned", m)?;
-    draw_lines(
-        &mut c,
-        &series(&|p| (p.threshold as f64, pct(p.accuracy))),
-        m,
-    )?;
-    legend(&mut c, SeriesLabelPosition::LowerLeft, m)?;
-
-    let mut c = chart(
-        &panels[1],
-        "sparsity vs threshold",
-        0.0..tmax,
-        0.0..100.5,
-        m,
-    )?;
-    mesh(
-        &mut c,
-        "threshold |w| (weight units)",
-        "weights pruned (%)",
-        m,
-    )?;
-    draw_lines(
-        &mut c,
-        &series(&|p| (p.threshold as f64, pct(p.sparsity))),
-        m,
-    )?;
-    legend(&mut c, SeriesLabelPosition::LowerRight, m)?;
-
-    let mut c = chart(
-        &panels[2],
-        "accuracy vs sparsity",
-        0.0..100.0,
-        0.0..100.5,
-        m,
-    )?;
-    mesh(&mut c, "weights pruned (%)", "test accuracy (%)", m)?;
-    hline(&mut c, (0.0, 100.0), base, "unpruned", m)?;
-    draw_lines(&mut c, &series(&|p| (pct(p.sparsity), pct(p.accuracy))), m)?;
-    legend(&mut c, SeriesLabelPosition::LowerLeft, m)?;
-    Ok(())
+    threshold_panels(&area, &sweep, m)
 }
 
-fn sensitivity<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    data: &ReportData,
-    m: Metrics,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
+fn sensitivity<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
     let s = &data.sensitivity;
     let area = titled(
         root,
@@ -620,100 +659,51 @@ where
         data,
         m,
     )?;
-    let [left, right]: [_; 2] = area.split_evenly((1, 2)).try_into().map_err(|_| "split")?;
+    let [left, right] = halves(&area);
     let base = pct(s.baseline_accuracy);
-    let prune_lines: Vec<Line> = s
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Line {
-            label: l.name.clone(),
-            points: l
-                .prune
-                .iter()
-                .map(|p| (pct(p.sparsity), pct(p.accuracy)))
-                .collect(),
-            i,
-            bold: false,
-        })
-        .collect();
-    let y = accuracy_range(
-        prune_lines
-            .iter()
-            .flat_map(|l| l.points.iter().map(|p| p.1))
-            .chain([base]),
-        0.0,
+    let baseline = Some((base, "dense baseline"));
+    // Each panel's accuracy axis fits its own lines and the baseline.
+    let accuracy_of = |lines: &[Line]| {
+        let y = accuracy_range(Line::ys(lines).chain([base]), 0.0);
+        (y, "test accuracy (%)")
+    };
+    let prune_lines = per_layer(
+        &s.layers,
+        |l| &l.prune,
+        |p| (pct(p.sparsity), pct(p.accuracy)),
     );
-    let mut c = chart(
+    line_panel(
         &left,
-        "pruning: accuracy vs sparsity (paper Fig. 5)",
-        0.0..100.0,
-        y,
+        LinePanel {
+            caption: "pruning: accuracy vs sparsity (paper Fig. 5)",
+            x: (0.0..100.0, "weights of the layer pruned (%)"),
+            y: accuracy_of(&prune_lines),
+            reference: baseline,
+            legend: SeriesLabelPosition::LowerLeft,
+        },
+        &prune_lines,
         m,
     )?;
-    mesh(
-        &mut c,
-        "weights of the layer pruned (%)",
-        "test accuracy (%)",
-        m,
-    )?;
-    hline(&mut c, (0.0, 100.0), base, "dense baseline", m)?;
-    draw_lines(&mut c, &prune_lines, m)?;
-    legend(&mut c, SeriesLabelPosition::LowerLeft, m)?;
-
-    let bits_lines: Vec<Line> = s
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Line {
-            label: l.name.clone(),
-            points: l
-                .bits
-                .iter()
-                .map(|p| (p.bits as f64, pct(p.accuracy)))
-                .collect(),
-            i,
-            bold: false,
-        })
-        .collect();
+    let bits_lines = per_layer(&s.layers, |l| &l.bits, |p| (p.bits as f64, pct(p.accuracy)));
     let bmax = max_or(
         bits_lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)),
         8.0,
     );
-    let y = accuracy_range(
-        bits_lines
-            .iter()
-            .flat_map(|l| l.points.iter().map(|p| p.1))
-            .chain([base]),
-        0.0,
-    );
-    let mut c = chart(
+    line_panel(
         &right,
-        "weight sharing: accuracy vs bits (linear init, unpruned)",
-        0.5..bmax + 0.5,
-        y,
+        LinePanel {
+            caption: "weight sharing: accuracy vs bits (linear init, unpruned)",
+            x: (0.5..bmax + 0.5, "bits per shared weight (2^bits centroids)"),
+            y: accuracy_of(&bits_lines),
+            reference: baseline,
+            legend: SeriesLabelPosition::LowerRight,
+        },
+        &bits_lines,
         m,
-    )?;
-    mesh(
-        &mut c,
-        "bits per shared weight (2^bits centroids)",
-        "test accuracy (%)",
-        m,
-    )?;
-    hline(&mut c, (0.5, bmax + 0.5), base, "dense baseline", m)?;
-    draw_lines(&mut c, &bits_lines, m)?;
-    legend(&mut c, SeriesLabelPosition::LowerRight, m)?;
-    Ok(())
+    )
 }
 
-fn tradeoff<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    data: &ReportData,
-    m: Metrics,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
+fn tradeoff<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
     let t = &data.tradeoff;
     let area = titled(
         root,
@@ -744,15 +734,10 @@ where
         "higher and further right is better; sizes as the .dcz format stores each stage".into()
     };
     let mut c = chart(&area, &caption, (1.0..xmax).log_scale(), y, m)?;
-    c.configure_mesh()
+    axes(&mut c, m.tick(), m)
         .x_desc("compression ratio (dense f32 bytes / compressed bytes, log scale)")
         .y_desc("test accuracy (%)")
         .x_label_formatter(&|x| format!("{x:.0}x"))
-        .label_style((SANS, m.tick()).into_font().color(&INK))
-        .axis_desc_style((SANS, m.label()).into_font().color(&INK))
-        .bold_line_style(LIGHT_GREY.stroke_width(m.px(1.0)))
-        .light_line_style(WHITE.mix(0.0))
-        .axis_style(GREY.stroke_width(m.px(1.5)))
         .draw()?;
     hline(&mut c, (1.0, xmax), base, "dense baseline", m)?;
     let lines: Vec<Line> = t
@@ -869,12 +854,7 @@ where
             style::VERMILLION.mix(0.14).filled(),
         )))?
         .label(format!("pruned band |w| < {t:.4} (pipeline threshold)"))
-        .legend(move |(x, y)| {
-            Rectangle::new(
-                [(x, y - m.pxi(6.0)), (x + m.pxi(28.0), y + m.pxi(6.0))],
-                style::VERMILLION.mix(0.3).filled(),
-            )
-        });
+        .legend(swatch(style::VERMILLION.mix(0.3).filled(), m));
         c.draw_series(
             p.kept
                 .iter()
@@ -886,12 +866,7 @@ where
                 }),
         )?
         .label("surviving weights")
-        .legend(move |(x, y)| {
-            Rectangle::new(
-                [(x, y - m.pxi(6.0)), (x + m.pxi(28.0), y + m.pxi(6.0))],
-                style::SKY.filled(),
-            )
-        });
+        .legend(swatch(style::SKY.filled(), m));
         let r = m.marker();
         let row = |frac: f64| ymax * frac;
         let kmeans: Vec<(f64, f64)> = p
@@ -927,14 +902,14 @@ where
                 m,
             )?;
         }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::Coordinate(m.pxi(8.0), m.pxi(40.0)))
-            .margin(m.px(6.0))
-            .legend_area_size(m.px(36.0))
-            .background_style(WHITE.mix(0.88))
-            .border_style(GREY)
-            .label_font((SANS, m.legend() * 0.9).into_font().color(&INK))
-            .draw()?;
+        // A tighter legend: it sits in the headroom above the bins, several panels a figure.
+        legend_sized(
+            &mut c,
+            SeriesLabelPosition::Coordinate(m.pxi(8.0), m.pxi(40.0)),
+            m.px(6.0),
+            m.px(36.0),
+            m.legend() * 0.9,
+        )?;
     }
     Ok(())
 }
@@ -963,16 +938,12 @@ where
             String::new()
         }
     };
-    c.configure_mesh()
+    // Category names are labels, not ticks: they take the label size.
+    axes(&mut c, m.label(), m)
         .disable_x_mesh()
         .x_labels(2 * n + 1)
         .x_label_formatter(&fmt)
         .y_desc(y_desc)
-        .label_style((SANS, m.label()).into_font().color(&INK))
-        .axis_desc_style((SANS, m.label()).into_font().color(&INK))
-        .bold_line_style(LIGHT_GREY.stroke_width(m.px(1.0)))
-        .light_line_style(WHITE.mix(0.0))
-        .axis_style(GREY.stroke_width(m.px(1.5)))
         .draw()?;
     Ok(c)
 }
@@ -990,14 +961,7 @@ fn bar_label(text: String, x: f64, y: f64, m: Metrics) -> Text<'static, (f64, f6
     Text::new(text, (x, y), style)
 }
 
-fn sparsity<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    data: &ReportData,
-    m: Metrics,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
+fn sparsity<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
     let s = &data.sizes;
     let area = titled(
         root,
@@ -1053,14 +1017,7 @@ where
     Ok(())
 }
 
-fn huffman_bits<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    data: &ReportData,
-    m: Metrics,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
+fn huffman_bits<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
     let s = &data.sizes;
     let area = titled(
         root,
@@ -1068,7 +1025,7 @@ where
         data,
         m,
     )?;
-    let [left, right]: [_; 2] = area.split_evenly((1, 2)).try_into().map_err(|_| "split")?;
+    let [left, right] = halves(&area);
     let names: Vec<String> = s.layers.iter().map(|l| l.name.clone()).collect();
     type Row = (f64, f64, f64);
     let weight: Vec<Row> = s
@@ -1110,23 +1067,22 @@ where
         ];
         for (k, (label, color, slot)) in bars.into_iter().enumerate() {
             let w = 0.24;
-            c.draw_series(rows.iter().enumerate().map(|(i, r)| {
-                let v = [r.0, r.1, r.2][k];
-                let x0 = i as f64 + 0.14 + slot * w;
-                Rectangle::new([(x0, 0.0), (x0 + w * 0.92, v)], color.filled())
-            }))?
+            // Category i's bar k: its left edge and its height.
+            let bar = |(i, r): (usize, &Row)| (i as f64 + 0.14 + slot * w, [r.0, r.1, r.2][k]);
+            c.draw_series(
+                rows.iter()
+                    .enumerate()
+                    .map(bar)
+                    .map(|(x0, v)| Rectangle::new([(x0, 0.0), (x0 + w * 0.92, v)], color.filled())),
+            )?
             .label(label)
-            .legend(move |(x, y)| {
-                Rectangle::new(
-                    [(x, y - m.pxi(6.0)), (x + m.pxi(28.0), y + m.pxi(6.0))],
-                    color.filled(),
-                )
-            });
-            c.draw_series(rows.iter().enumerate().map(|(i, r)| {
-                let v = [r.0, r.1, r.2][k];
-                let x = i as f64 + 0.14 + slot * w + w * 0.46;
-                bar_label(format!("{v:.1}"), x, v, m)
-            }))?;
+            .legend(swatch(color.filled(), m));
+            c.draw_series(
+                rows.iter()
+                    .enumerate()
+                    .map(bar)
+                    .map(|(x0, v)| bar_label(format!("{v:.1}"), x0 + w * 0.46, v, m)),
+            )?;
         }
         legend(&mut c, SeriesLabelPosition::UpperRight, m)?;
     }
@@ -1137,14 +1093,7 @@ fn kb(bytes: u64) -> f64 {
     bytes as f64 / 1000.0
 }
 
-fn sizes<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    data: &ReportData,
-    m: Metrics,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
+fn sizes<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
     let s = &data.sizes;
     let area = titled(
         root,
@@ -1226,86 +1175,67 @@ where
     Ok(())
 }
 
-fn training<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    data: &ReportData,
-    m: Metrics,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
+fn training<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
     let area = titled(
         root,
         "Training, masked retraining and centroid fine-tuning",
         data,
         m,
     )?;
-    let [left, right]: [_; 2] = area.split_evenly((1, 2)).try_into().map_err(|_| "split")?;
+    let [left, right] = halves(&area);
     // Stages follow each other on one axis: epoch k of stage s is at (epochs before s) + k.
     let mut offset = 0.0;
     let mut acc = Vec::new();
     let mut train_loss = Vec::new();
     let mut test_loss = Vec::new();
     for (i, curve) in data.training.iter().enumerate() {
-        let xs: Vec<f64> = (0..curve.epochs.len())
-            .map(|k| offset + k as f64 + 1.0)
-            .collect();
-        acc.push(Line {
-            label: curve.stage.clone(),
-            points: xs
-                .iter()
-                .zip(&curve.epochs)
-                .map(|(&x, e)| (x, pct(e.test_accuracy)))
-                .collect(),
+        let along = |y: fn(&EpochStats) -> f64| -> Vec<(f64, f64)> {
+            (curve.epochs.iter().enumerate())
+                .map(|(k, e)| (offset + k as f64 + 1.0, y(e)))
+                .collect()
+        };
+        let stage = &curve.stage;
+        acc.push(Line::new(stage, along(|e| pct(e.test_accuracy)), i));
+        train_loss.push(Line::new(
+            format!("{stage}: training loss"),
+            along(|e| e.train_loss as f64),
             i,
-            bold: false,
-        });
-        train_loss.push(Line {
-            label: format!("{}: training loss", curve.stage),
-            points: xs
-                .iter()
-                .zip(&curve.epochs)
-                .map(|(&x, e)| (x, e.train_loss as f64))
-                .collect(),
-            i,
-            bold: false,
-        });
-        test_loss.push(Line {
-            label: format!("{}: test loss", curve.stage),
-            points: xs
-                .iter()
-                .zip(&curve.epochs)
-                .map(|(&x, e)| (x, e.test_loss as f64))
-                .collect(),
-            i: i + 3,
-            bold: false,
-        });
+        ));
+        test_loss.push(Line::new(
+            format!("{stage}: test loss"),
+            along(|e| e.test_loss as f64),
+            i + 3,
+        ));
         offset += curve.epochs.len() as f64;
     }
-    let xmax = offset.max(1.0) + 0.5;
-    let y = accuracy_range(acc.iter().flat_map(|l| l.points.iter().map(|p| p.1)), 0.0);
+    let epochs = || (0.5..offset.max(1.0) + 0.5, "epoch (stages in order)");
+    let y = accuracy_range(Line::ys(&acc), 0.0);
     // Room above the curves for the legend, so it never hides a point.
     let y = y.start..(y.end + 0.45 * (y.end - y.start)).min(100.0_f64.max(y.end));
-    let mut c = chart(&left, "test accuracy after each epoch", 0.5..xmax, y, m)?;
-    mesh(&mut c, "epoch (stages in order)", "test accuracy (%)", m)?;
-    draw_lines(&mut c, &acc, m)?;
-    legend(&mut c, SeriesLabelPosition::UpperRight, m)?;
-    let lmax = max_or(
-        train_loss
-            .iter()
-            .chain(&test_loss)
-            .flat_map(|l| l.points.iter().map(|p| p.1)),
-        1.0,
-    ) * 1.7;
-    let mut c = chart(&right, "cross-entropy loss", 0.5..xmax, 0.0..lmax, m)?;
-    mesh(
-        &mut c,
-        "epoch (stages in order)",
-        "mean cross-entropy (nats)",
+    line_panel(
+        &left,
+        LinePanel {
+            caption: "test accuracy after each epoch",
+            x: epochs(),
+            y: (y, "test accuracy (%)"),
+            reference: None,
+            legend: SeriesLabelPosition::UpperRight,
+        },
+        &acc,
         m,
     )?;
-    let lines: Vec<Line> = train_loss.into_iter().chain(test_loss).collect();
-    draw_lines(&mut c, &lines, m)?;
-    legend(&mut c, SeriesLabelPosition::UpperRight, m)?;
-    Ok(())
+    let losses: Vec<Line> = train_loss.into_iter().chain(test_loss).collect();
+    let lmax = max_or(Line::ys(&losses), 1.0) * 1.7;
+    line_panel(
+        &right,
+        LinePanel {
+            caption: "cross-entropy loss",
+            x: epochs(),
+            y: (0.0..lmax, "mean cross-entropy (nats)"),
+            reference: None,
+            legend: SeriesLabelPosition::UpperRight,
+        },
+        &losses,
+        m,
+    )
 }
