@@ -842,7 +842,13 @@ where
             after
         );
         let mut c = chart(panel, &caption, e.lo as f64..e.hi as f64, 0.0..ymax, m)?;
-        mesh(&mut c, "weight value", "weights per bin", m)?;
+        // Counts are whole numbers; a tick a rounding error away from 0 must not read -0.0.
+        axes(&mut c, m.tick(), m)
+            .x_desc("weight value")
+            .y_desc("weights per bin")
+            .x_label_formatter(&|v: &f64| format!("{:.1}", if v.abs() < 1e-9 { 0.0 } else { *v }))
+            .y_label_formatter(&|v: &f64| format!("{v:.0}"))
+            .draw()?;
         // The band that pruned the layer: after retraining, survivors may have moved into it,
         // so it is the pipeline's threshold, not one read off the retrained weights.
         let t = match data.layers.iter().position(|l| *l == h.layer) {
