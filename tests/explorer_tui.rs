@@ -140,12 +140,33 @@ fn explore_scrub_export_undo_and_quit() {
         c.app.view.layers[1].kept == 1.0 && exact(c)
     });
 
-    // P saves the screen as a PNG for slides.
-    ctl.act(Action::Screenshot);
-    let message = ctl.app.message.clone().unwrap();
-    let png = message.strip_prefix("screen saved to ").expect(&message);
-    assert!(png.ends_with(".png"), "{png}");
-    assert_eq!(&std::fs::read(png).unwrap()[1..4], b"PNG");
+    // With "apply to all", one scrub key edits every layer and is one undo step.
+    let before = ctl.session().unwrap().plan().to_vec();
+    ctl.act(Action::ToggleApplyAll);
+    ctl.act(Action::Scrub {
+        dir: 1,
+        coarse: true,
+    });
+    let after = ctl.session().unwrap().plan().to_vec();
+    assert!(before.iter().zip(&after).all(|(b, a)| b != a));
+    ctl.act(Action::Undo);
+    assert_eq!(ctl.session().unwrap().plan(), &before[..]);
+    ctl.act(Action::ToggleApplyAll);
+
+    // P saves the screen as a PNG for slides, a new file each time.
+    let mut shots = Vec::new();
+    for _ in 0..2 {
+        ctl.act(Action::Screenshot);
+        let message = ctl.app.message.clone().unwrap();
+        let png = message
+            .strip_prefix("screen saved to ")
+            .expect(&message)
+            .to_string();
+        assert!(png.ends_with(".png"), "{png}");
+        assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+        shots.push(png);
+    }
+    assert_ne!(shots[0], shots[1]);
 
     // The screen draws from the controller's state at any size.
     let text = buffer_text(&render_buffer(&ctl.app, 120, 40).unwrap());

@@ -250,3 +250,25 @@ proptest! {
         render(&app, w, h);
     }
 }
+
+#[test]
+fn the_quit_question_shows_over_the_training_screen() {
+    no_color();
+    let mut app = App::new(ViewModel::default());
+    app.training = Some(TrainingView {
+        model: "lenet-5".into(),
+        epochs: 10,
+        batches: 938,
+        ..TrainingView::default()
+    });
+    assert!(app.update(Action::Back).is_empty());
+    assert_eq!(app.mode, Mode::ConfirmQuit);
+    let text: String = render(&app, 80, 24)
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(text.contains("Quit and discard"), "{text}");
+}

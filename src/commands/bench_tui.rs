@@ -39,6 +39,9 @@ fn wait(
         if start.elapsed() > Duration::from_secs(1800) {
             anyhow::bail!("timed out waiting for {what}");
         }
+        if let Some(why) = ctl.failure() {
+            anyhow::bail!("while waiting for {what}: {why}");
+        }
         if !ctl.pump() {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -115,16 +118,34 @@ pub fn run(data_dir: Option<&Path>, args: &TuiBenchArgs) -> anyhow::Result<()> {
         });
         key.push(t.elapsed().as_secs_f64() * 1e3);
         let layer = ctl.app.selected;
-        wait(&mut ctl, "the layer's result", |c| {
-            c.session().is_some_and(|s| s.layer(layer).is_some())
-        })?;
-        result.push(t.elapsed().as_secs_f64() * 1e3);
-        wait(&mut ctl, "an estimate", |c| {
-            !matches!(c.app.view.accuracy, Accuracy::Unknown)
-        })?;
-        estimate.push(t.elapsed().as_secs_f64() * 1e3);
-        wait(&mut ctl, "the exact accuracy", exact)?;
-        full.push(t.elapsed().as_secs_f64() * 1e3);
+        // Each milestone is stamped the first time a pump shows it, in whatever order the
+        // worker's events arrive.
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let (mut got_result, mut got_estimate) = (None, None);
+        loop {
+            if got_result.is_none() && ctl.session().is_some_and(|s| s.layer(layer).is_some()) {
+                got_result = Some(ms(t));
+            }
+            if got_estimate.is_none() && !matches!(ctl.app.view.accuracy, Accuracy::Unknown) {
+                got_estimate = Some(ms(t));
+            }
+            if exact(&ctl) && got_result.is_some() {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(600) {
+                anyhow::bail!("timed out waiting for the exact accuracy");
+            }
+            if let Some(why) = ctl.failure() {
+                anyhow::bail!("{why}");
+            }
+            if !ctl.pump() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        let now = ms(t);
+        result.push(got_result.unwrap_or(now));
+        estimate.push(got_estimate.unwrap_or(now));
+        full.push(now);
     }
     for v in [&mut key, &mut result, &mut estimate, &mut full] {
         v.sort_by(f64::total_cmp);

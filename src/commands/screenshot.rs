@@ -113,6 +113,9 @@ pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()>
         if bar.interrupted() {
             anyhow::bail!("interrupted: nothing written");
         }
+        if let Some(why) = ctl.failure() {
+            anyhow::bail!("{why}");
+        }
         if !ctl.pump() {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -130,6 +133,9 @@ pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()>
         while !tuned(&ctl) {
             if bar.interrupted() {
                 anyhow::bail!("interrupted: nothing written");
+            }
+            if let Some(why) = ctl.failure() {
+                anyhow::bail!("{why}");
             }
             if !ctl.pump() {
                 std::thread::sleep(Duration::from_millis(20));

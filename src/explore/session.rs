@@ -498,6 +498,19 @@ impl Session {
         self.last_edit = None;
     }
 
+    /// Entries on the undo stack (see [`Session::squash_undo`]).
+    pub fn undo_depth(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// Makes every change committed since the undo stack held `depth` entries one undo step:
+    /// one key press that changed several layers. Call [`Session::seal_undo`] before the
+    /// changes, so the first of them starts a step of its own.
+    pub fn squash_undo(&mut self, depth: usize) {
+        self.undo.truncate(depth + 1);
+        self.last_edit = None;
+    }
+
     pub fn undo(&mut self) -> bool {
         match self.undo.pop() {
             Some(p) => {

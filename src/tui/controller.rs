@@ -65,6 +65,9 @@ pub struct Controller {
     /// Epochs before the running training job's, on the curves' x axis.
     curve_offset: f64,
     baseline_accuracy: Option<f64>,
+    /// The checkpoint's own test figures from its training record.
+    baseline_eval: Option<Evaluation>,
+    failure: Option<String>,
     retrain_history: Vec<EpochStats>,
     finetune_history: Vec<EpochStats>,
     /// Sparsity each layer was last scrubbed to (its result may still be on its way).
@@ -112,6 +115,8 @@ impl Controller {
             curves: Vec::new(),
             curve_offset: 0.0,
             baseline_accuracy: None,
+            baseline_eval: None,
+            failure: None,
             retrain_history: Vec::new(),
             finetune_history: Vec::new(),
             scrub_target: Vec::new(),
@@ -157,12 +162,30 @@ impl Controller {
     /// One action: the app updates its state, then its effects are carried out.
     pub fn act(&mut self, action: Action) {
         self.dirty = true;
-        for effect in self.app.update(action) {
+        let effects = self.app.update(action);
+        // One key that edits every layer ("apply to all") is one undo step.
+        let batch = effects.len() > 1;
+        let depth = self.session.as_mut().map(|s| {
+            if batch {
+                s.seal_undo();
+            }
+            s.undo_depth()
+        });
+        for effect in effects {
             if let Err(e) = self.apply(effect) {
                 self.app.message = Some(format!("{e:#}"));
             }
         }
+        if batch && let (Some(s), Some(depth)) = (self.session.as_mut(), depth) {
+            s.squash_undo(depth);
+        }
         self.refresh();
+    }
+
+    /// The last failure of a job the explorer cannot do without (baseline, training, export
+    /// figures), for callers that drive it headless.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     fn apply(&mut self, effect: Effect) -> anyhow::Result<()> {
@@ -189,9 +212,14 @@ impl Controller {
                 // Snap to the step grid so repeated scrubs land on round percentages.
                 let target = ((current / SCRUB_STEP).round() + steps as f64) * SCRUB_STEP;
                 let target = target.clamp(0.0, MAX_SCRUB_SPARSITY);
-                let t = session.threshold_for_sparsity(layer, target)?;
+                let mut t = session.threshold_for_sparsity(layer, target)?;
+                if target > 0.0 && t == 0.0 {
+                    // Retrained weights hold exact zeros; threshold 0 would keep them all
+                    // and undo the pruning instead of stepping it.
+                    t = f32::MIN_POSITIVE;
+                }
                 let changed = session.set_threshold(layer, t)?;
-                if let Some(slot) = self.scrub_target.get_mut(layer) {
+                if changed && let Some(slot) = self.scrub_target.get_mut(layer) {
                     *slot = Some(target);
                 }
                 changed
@@ -256,7 +284,8 @@ impl Controller {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        if session.needs_evaluation() {
+        // Also when only the layer results were evicted: the rows must show this plan.
+        if session.needs_evaluation() || !session.missing_layers().is_empty() {
             self.worker.submit(session.eval_job());
             self.changed_at = Some(Instant::now());
         } else {
@@ -340,7 +369,10 @@ impl Controller {
                 let dir = job.dir.display().to_string();
                 self.app.message = Some(match outcome {
                     Ok(files) => format!("exported to {dir} with {} figures", files.len()),
-                    Err(e) => format!("exported to {dir}; the figures failed: {e}"),
+                    Err(e) => {
+                        self.failure = Some(format!("figures failed: {e}"));
+                        format!("exported to {dir}; the figures failed: {e}")
+                    }
                 });
                 self.figures = None;
             }
@@ -420,7 +452,14 @@ impl Controller {
             Event::Baseline { baseline, .. } => self.on_baseline(baseline),
             Event::Failed { kind, message, .. } => {
                 self.app.message = Some(format!("{} failed: {message}", label(*kind)));
+                if matches!(kind, JobKind::Train | JobKind::Retrain | JobKind::FineTune) {
+                    self.failure = self.app.message.clone();
+                }
                 match kind {
+                    JobKind::Evaluate => {
+                        self.export_pending = false;
+                        self.changed_at = None;
+                    }
                     JobKind::Train => self.app.training = None,
                     JobKind::Alone => self.auto_alone = false,
                     _ => {}
@@ -486,6 +525,7 @@ impl Controller {
             Ok(s) => s,
             Err(e) => {
                 self.app.message = Some(format!("cannot explore this checkpoint: {e}"));
+                self.failure = self.app.message.clone();
                 return;
             }
         };
@@ -499,6 +539,12 @@ impl Controller {
             self.track(id, JobKind::Sweep);
         }
         self.baseline_accuracy = baseline.meta.test_accuracy();
+        self.baseline_eval = baseline.meta.history.last().map(|e| Evaluation {
+            accuracy: e.test_accuracy,
+            loss: e.test_loss,
+            correct: 0,
+            total: 0,
+        });
         self.curves = vec![Curve {
             label: "baseline".into(),
             points: baseline
@@ -548,21 +594,16 @@ impl Controller {
         };
         if session.evaluation().is_none() {
             self.app.message = Some("export: waiting for the exact accuracy…".into());
-            if session.needs_evaluation() {
+            // An evaluation of this plan is on its way unless nothing asked for one yet.
+            if self.changed_at.is_none() {
                 self.worker.submit(session.eval_job());
+                self.changed_at = Some(Instant::now());
             }
             return;
         }
         self.export_pending = false;
         let ctx = ExportContext {
-            baseline: session.baseline().or_else(|| {
-                self.baseline_accuracy.map(|accuracy| Evaluation {
-                    accuracy,
-                    loss: f32::NAN,
-                    correct: 0,
-                    total: 0,
-                })
-            }),
+            baseline: session.baseline().or(self.baseline_eval),
             retrain_history: self.retrain_history.clone(),
             finetune_history: self.finetune_history.clone(),
         };
@@ -597,7 +638,7 @@ impl Controller {
                 self.export_root.display()
             )
         })?;
-        let path = export::next_folder(&self.export_root, "screen").with_extension("png");
+        let path = export::next_free(&self.export_root, "screen", ".png");
         crate::plot::buffer_to_png(&buffer, &path, &crate::plot::ScreenshotOptions::default())?;
         self.app.message = Some(format!("screen saved to {}", path.display()));
         Ok(())

@@ -89,7 +89,15 @@ impl FigureJob {
 
     /// Takes in progress; returns the outcome once the job is done.
     pub fn poll(&mut self) -> Option<Result<Vec<PathBuf>, String>> {
-        while let Ok(m) = self.messages.try_recv() {
+        loop {
+            let m = match self.messages.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::TryRecvError::Empty) => return None,
+                // The thread ended without a word: it panicked.
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    return Some(Err("the figure thread stopped unexpectedly".into()));
+                }
+            };
             match m {
                 Message::Stage(s) => {
                     self.stage = s;
@@ -99,7 +107,6 @@ impl FigureJob {
                 Message::Done(r) => return Some(r),
             }
         }
-        None
     }
 
     pub fn cancel(&self) {

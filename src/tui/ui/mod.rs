@@ -27,6 +27,12 @@ pub fn draw(app: &App, frame: &mut Frame) {
     }
     if let Some(t) = &app.training {
         training::draw(t, frame, area, &theme);
+        // The quit question and the help must show over the training screen too.
+        match &app.mode {
+            Mode::Help => overlay::help(frame, area, &theme),
+            Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, &theme),
+            _ => {}
+        }
         return;
     }
     let table_rows = app.view.layers.len() as u16 + 4;
