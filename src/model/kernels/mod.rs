@@ -53,6 +53,7 @@ mod pool;
 mod relu;
 
 pub use adamw::AdamW;
+pub(crate) use common::layout_slice;
 pub use conv::{conv2d, conv2d_relu};
 pub use linear::linear;
 pub use loss::cross_entropy;
