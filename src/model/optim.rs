@@ -225,7 +225,8 @@ impl Optimizer {
 const CHUNK: usize = 1 << 15;
 
 /// One step's update rule, the arithmetic exactly as it always was (the same operations in
-/// the same order, so results do not depend on how the loop is split or vectorised).
+/// the same order, so results do not depend on how the loop is split or vectorised), except
+/// that a moment that would become subnormal is flushed to zero (see [`flush`]).
 #[derive(Clone, Copy)]
 struct Rule {
     kind: OptimizerKind,
@@ -236,12 +237,26 @@ struct Rule {
     bias2: f32,
 }
 
+/// `x`, or 0 when it is subnormal.
+///
+/// A weight whose gradient is exactly zero step after step (a hidden unit that no image of a
+/// batch activates, common in LeNet-300-100) has its first moment decay by 0.9 a step, into
+/// the subnormal range after about 750 steps and out of it only after about 1,000 more. x86
+/// does arithmetic on subnormals in microcode, a hundred times slower: from the second epoch
+/// on, the optimiser step took 4x (real MNIST) to 18x longer. Flushing changes nothing else:
+/// an update computed from a subnormal moment is below a ten-thousandth of an ulp of any
+/// weight above 1e-30, so the weights come out bit-for-bit the same.
+#[inline(always)]
+fn flush(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x }
+}
+
 impl Rule {
     /// New (weight, m, v) from (weight, gradient, m, v).
     #[inline(always)]
     fn adam(&self, w: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
-        let m = BETA1 * m + (1.0 - BETA1) * g;
-        let v = BETA2 * v + (1.0 - BETA2) * g * g;
+        let m = flush(BETA1 * m + (1.0 - BETA1) * g);
+        let v = flush(BETA2 * v + (1.0 - BETA2) * g * g);
         let step = (m / self.bias1) / ((v / self.bias2).sqrt() + EPS);
         (w - self.lr * (step + self.weight_decay * w), m, v)
     }
@@ -249,7 +264,7 @@ impl Rule {
     /// New (weight, momentum) from (weight, gradient, momentum).
     #[inline(always)]
     fn sgd(&self, w: f32, g: f32, m: f32) -> (f32, f32) {
-        let m = self.momentum * m + g + self.weight_decay * w;
+        let m = flush(self.momentum * m + g + self.weight_decay * w);
         (w - self.lr * m, m)
     }
 
@@ -638,6 +653,44 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Weights whose gradient goes to zero and stays there (dead units): the moments decay
+    /// to zero without passing through subnormals (slow on x86), and the weights still match
+    /// the copying formulation, which kept the subnormals, bit for bit.
+    #[test]
+    fn vanished_gradients_leave_no_subnormal_moments() {
+        for kind in [OptimizerKind::Adam, OptimizerKind::Sgd] {
+            let cfg = OptimConfig {
+                kind,
+                ..OptimConfig::default()
+            };
+            let init = [0.5f32, -0.25, 0.125];
+            let steps = 1200;
+            let grads: Vec<Vec<f32>> = (0..steps)
+                .map(|s| {
+                    if s < 3 {
+                        vec![0.3, -1e-3, 2.0]
+                    } else {
+                        vec![0.0; 3]
+                    }
+                })
+                .collect();
+            let lrs = vec![1e-3; steps];
+            let (want, _) = copying_reference(cfg, &init, Constraint::default(), &grads, &lrs);
+            let w = var(&init);
+            let mut opt = Optimizer::new(cfg, vec![(w.clone(), Constraint::default())]).unwrap();
+            for (g, &lr) in grads.iter().zip(&lrs) {
+                opt.step(&grads_for(&w, g), lr).unwrap();
+            }
+            let slot = &opt.slots[0];
+            for x in slot.m.iter().chain(&slot.v) {
+                assert!(!x.is_subnormal(), "{kind:?}: subnormal moment {x:e}");
+            }
+            assert!(slot.m.iter().all(|&m| m == 0.0), "{kind:?}: {:?}", slot.m);
+            let got: Vec<f32> = w.to_vec1().unwrap();
+            assert_same_bits(&got, &want, &format!("{kind:?}"));
         }
     }
 
