@@ -5,6 +5,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     // glibc otherwise returns big freed blocks to the kernel every step and faults them back in.
     dcx::model::kernels::tune_glibc_malloc();
+    // SAFETY: first thing in main, before any thread or Candle op exists. Candle's spin-waiting
+    // pool for its own element-wise ops otherwise halves training speed on a busy machine.
+    unsafe { dcx::model::kernels::candle_elementwise_on_caller() };
     let cli = dcx::commands::Cli::parse();
     match dcx::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -108,7 +108,12 @@ fn bench_train(data_dir: Option<&Path>, args: &TrainBenchArgs) -> anyhow::Result
     };
     let split = bench_split(data_dir, args.images.max(64));
     let threads = candle_core::utils::get_num_threads();
-    println!("threads: {threads} (set RAYON_NUM_THREADS to change)");
+    // dcx's main sets CANDLE_NUM_THREADS=1 unless given (see kernels::candle_elementwise_on_caller).
+    let candle_threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "unset".into());
+    println!(
+        "threads: {threads} (set RAYON_NUM_THREADS to change); Candle's own element-wise ops: \
+         CANDLE_NUM_THREADS={candle_threads}"
+    );
     println!(
         "{:<14} {:<6} {:>14} {:>16} {:>10}",
         "model", "ops", "train img/s", "infer img/s", "GFLOP/s"

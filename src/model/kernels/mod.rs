@@ -27,12 +27,10 @@
 //! (Adam largely normalises the scale away); the tests compare against an exact reference.
 //!
 //! Besides the ops: [`AdamW`] is `candle_nn::AdamW` (same config, same arithmetic) done in one
-//! in-place pass per parameter, and [`tune_glibc_malloc`] stops glibc from returning freed
-//! memory to the kernel between steps. Both matter as much as the kernels on these machines.
-//! So does one thing outside this module: Candle's own elementwise ops (which autograd still
-//! runs to sum gradients) use a barrier pool whose threads spin-wait, and on two cores shared
-//! with rayon's workers a hand-over can stall for a scheduler tick. `CANDLE_NUM_THREADS=1`
-//! (read once, when Candle first needs the pool) keeps those ops on the calling thread.
+//! in-place pass per parameter, [`tune_glibc_malloc`] stops glibc from returning freed
+//! memory to the kernel between steps, and [`candle_elementwise_on_caller`] keeps Candle's
+//! own element-wise ops (which autograd still runs to sum gradients) off its spin-waiting
+//! barrier pool. All three matter as much as the kernels on these machines.
 //!
 //! Work is spread over rayon's global pool (`RAYON_NUM_THREADS`): the convolutions split the
 //! batch (each thread reuses one scratch buffer for all its images) and let `gemm` split single
@@ -53,6 +51,7 @@ mod pool;
 mod relu;
 
 pub use adamw::AdamW;
+pub(crate) use common::layout_slice;
 pub use conv::{conv2d, conv2d_relu};
 pub use linear::linear;
 pub use loss::cross_entropy;
@@ -87,6 +86,31 @@ pub fn tune_glibc_malloc() -> bool {
     {
         false
     }
+}
+
+/// Sets `CANDLE_NUM_THREADS=1` unless the environment already sets it, so that Candle runs its
+/// own element-wise ops on the calling thread; returns whether it set it.
+///
+/// With the fast kernels, Candle's own ops are left only in autograd's bookkeeping: each
+/// gradient is added onto a fresh zero tensor. Candle 0.11 runs an add of 64k elements or more
+/// (LeNet-300-100's first weight gradient) on a barrier pool whose caller and workers
+/// spin-wait rather than sleep. On two cores shared with rayon's workers (and other
+/// processes), the spinning caller holds a core while the worker it waits for cannot run:
+/// profiling LeNet-300-100 training put a third of all CPU time in those spin loops, and
+/// this setting doubled its training speed on a loaded machine (and halved its CPU time). The
+/// add itself takes ~0.1 ms on one thread.
+///
+/// # Safety
+/// It changes the process environment: call it at the start of `main`, before any other
+/// thread exists (and before any Candle op, since Candle reads the variable once).
+pub unsafe fn candle_elementwise_on_caller() -> bool {
+    const VAR: &str = "CANDLE_NUM_THREADS";
+    if std::env::var_os(VAR).is_some() {
+        return false;
+    }
+    // SAFETY: the caller guarantees that no other thread reads or writes the environment.
+    unsafe { std::env::set_var(VAR, "1") };
+    true
 }
 
 #[cfg(test)]
