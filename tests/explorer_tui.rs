@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dcx::experiment::Experiment;
 use dcx::explore::{Session, WorkerOptions};
@@ -18,16 +18,8 @@ use dcx::tui::keys::Action;
 use dcx::tui::view::Accuracy;
 
 fn pump_until(ctl: &mut Controller, what: &str, done: impl Fn(&Controller) -> bool) {
-    let start = Instant::now();
-    while !done(ctl) {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {what}; status: {:?}",
-            ctl.app.message
-        );
-        if !ctl.pump() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    if let Err(e) = ctl.pump_until(what, Duration::from_secs(300), &|| false, done) {
+        panic!("{e:#}; status: {:?}", ctl.app.message);
     }
 }
 

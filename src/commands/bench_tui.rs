@@ -34,19 +34,7 @@ fn wait(
     what: &str,
     done: impl Fn(&Controller) -> bool,
 ) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !done(ctl) {
-        if start.elapsed() > Duration::from_secs(1800) {
-            anyhow::bail!("timed out waiting for {what}");
-        }
-        if let Some(why) = ctl.failure() {
-            anyhow::bail!("while waiting for {what}: {why}");
-        }
-        if !ctl.pump() {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    Ok(())
+    ctl.pump_until(what, Duration::from_secs(1800), &|| false, done)
 }
 
 fn exact(ctl: &Controller) -> bool {

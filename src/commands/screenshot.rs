@@ -109,17 +109,10 @@ pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()>
             && c.app.view.job.is_none()
             && c.app.view.layers.iter().all(|r| r.solo_drop.is_some())
     };
-    while !settled(&ctl) {
-        if bar.interrupted() {
-            anyhow::bail!("interrupted: nothing written");
-        }
-        if let Some(why) = ctl.failure() {
-            anyhow::bail!("{why}");
-        }
-        if !ctl.pump() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    // No limit: the first start trains the baseline, which takes minutes; Ctrl-C stops.
+    let forever = Duration::MAX;
+    let interrupted = || bar.interrupted();
+    ctl.pump_until("the explorer to settle", forever, &interrupted, settled)?;
     if args.train {
         bar.println("-> masked retraining, then centroid fine-tuning");
         ctl.act(Action::Retrain);
@@ -130,17 +123,7 @@ pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()>
                 && c.app.view.curves.training.len() == 3
                 && c.app.view.layers.iter().all(|r| r.finetuned)
         };
-        while !tuned(&ctl) {
-            if bar.interrupted() {
-                anyhow::bail!("interrupted: nothing written");
-            }
-            if let Some(why) = ctl.failure() {
-                anyhow::bail!("{why}");
-            }
-            if !ctl.pump() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        ctl.pump_until("retraining and fine-tuning", forever, &interrupted, tuned)?;
     }
     bar.finish();
     if let Some(name) = &args.layer {

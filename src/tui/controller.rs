@@ -182,6 +182,34 @@ impl Controller {
         self.refresh();
     }
 
+    /// Drains the worker's events until `done` holds, for callers that drive the explorer
+    /// headless (commands, benchmarks, tests). Fails with the recorded failure of a job the
+    /// explorer cannot do without, when `stop` says so, or after `timeout`.
+    pub fn pump_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+        done: impl Fn(&Controller) -> bool,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while !done(self) {
+            if let Some(why) = self.failure() {
+                anyhow::bail!("while waiting for {what}: {why}");
+            }
+            if stop() {
+                anyhow::bail!("interrupted while waiting for {what}");
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!("timed out waiting for {what}");
+            }
+            if !self.pump() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    }
+
     /// The last failure of a job the explorer cannot do without (baseline, training, export
     /// figures), for callers that drive it headless.
     pub fn failure(&self) -> Option<&str> {
