@@ -13,7 +13,7 @@ use dcx::format::dcz;
 use dcx::model::ModelKind;
 use dcx::model::train::TrainConfig;
 use dcx::tui::app::Mode;
-use dcx::tui::controller::{Controller, Setup, buffer_text, render_buffer};
+use dcx::tui::controller::{Controller, Setup, render_buffer};
 use dcx::tui::keys::Action;
 use dcx::tui::view::Accuracy;
 
@@ -161,7 +161,12 @@ fn explore_scrub_export_undo_and_quit() {
     assert_ne!(shots[0], shots[1]);
 
     // The screen draws from the controller's state at any size.
-    let text = buffer_text(&render_buffer(&ctl.app, 120, 40).unwrap());
+    let text: String = render_buffer(&ctl.app, 120, 40)
+        .unwrap()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
     assert!(text.contains("fc2"), "{text}");
 
     // Background work settles: every layer measured alone, the sweep done and shown.

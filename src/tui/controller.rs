@@ -62,9 +62,6 @@ pub struct Controller {
     running: BTreeMap<JobId, Running>,
     /// Accuracy per epoch of the baseline and of every training job, for the curves panel.
     curves: Vec<Curve>,
-    /// Epochs before the running training job's, on the curves' x axis.
-    curve_offset: f64,
-    baseline_accuracy: Option<f64>,
     /// The checkpoint's own test figures from its training record.
     baseline_eval: Option<Evaluation>,
     failure: Option<String>,
@@ -113,8 +110,6 @@ impl Controller {
             export_root: setup.export_root,
             running: BTreeMap::new(),
             curves: Vec::new(),
-            curve_offset: 0.0,
-            baseline_accuracy: None,
             baseline_eval: None,
             failure: None,
             retrain_history: Vec::new(),
@@ -352,12 +347,6 @@ impl Controller {
         };
         let id = self.worker.submit(job);
         self.track(id, kind);
-        // Each job's curve continues the timeline after the baseline and earlier jobs.
-        self.curve_offset = self
-            .curves
-            .iter()
-            .flat_map(|c| c.points.iter().map(|p| p.0))
-            .fold(0.0, f64::max);
         self.curves.push(Curve {
             label: format!("{} #{}", label(kind), self.curves.len()),
             points: Vec::new(),
@@ -464,9 +453,15 @@ impl Controller {
                     _ => {}
                 }
                 if *kind != JobKind::Train
-                    && let Some(c) = self.curves.last_mut()
+                    && let Some((c, earlier)) = self.curves.split_last_mut()
                 {
-                    c.points.push((self.curve_offset + point.0, point.1));
+                    // Each job's curve continues the timeline after the baseline and the
+                    // jobs before it.
+                    let offset = earlier
+                        .iter()
+                        .flat_map(|c| c.points.iter().map(|p| p.0))
+                        .fold(0.0, f64::max);
+                    c.points.push((offset + point.0, point.1));
                 }
             }
             Event::SweepProgress {
@@ -566,7 +561,6 @@ impl Controller {
             let id = self.worker.submit(session.sweep_job());
             self.track(id, JobKind::Sweep);
         }
-        self.baseline_accuracy = baseline.meta.test_accuracy();
         self.baseline_eval = baseline.meta.history.last().map(|e| Evaluation {
             accuracy: e.test_accuracy,
             loss: e.test_loss,
@@ -702,7 +696,7 @@ impl Controller {
         let extras = Extras {
             training: self.curves.clone(),
             job,
-            baseline: self.baseline_accuracy,
+            baseline: self.baseline_eval.map(|e| e.accuracy),
         };
         self.app.view = present::view_model(session, self.app.selected, &extras);
         let n = self.app.view.layers.len().max(1);
@@ -758,17 +752,4 @@ pub fn render_buffer(app: &App, w: u16, h: u16) -> anyhow::Result<Buffer> {
     let mut t = Terminal::new(TestBackend::new(w, h))?;
     t.draw(|f| ui::draw(app, f))?;
     Ok(t.backend().buffer().clone())
-}
-
-/// A buffer's cells as lines of text.
-pub fn buffer_text(buffer: &Buffer) -> String {
-    let w = buffer.area.width as usize;
-    let mut out = String::new();
-    for (i, cell) in buffer.content().iter().enumerate() {
-        out.push_str(cell.symbol());
-        if (i + 1) % w == 0 {
-            out.push('\n');
-        }
-    }
-    out
 }
