@@ -333,6 +333,8 @@ impl Session {
     }
 
     /// The absolute threshold that prunes `sparsity` (0..1) of the layer's current weights.
+    /// Retrained weights hold exact zeros: asking for fewer pruned than that still prunes the
+    /// zeros (threshold 0 would mean "prune nothing" and undo the pruning).
     pub fn threshold_for_sparsity(&self, layer: usize, sparsity: f64) -> Result<f32, ExploreError> {
         let w = &self.source(layer)?.weights;
         let keep = (1.0 - sparsity).clamp(0.0, 1.0) as f32;
@@ -340,6 +342,7 @@ impl Session {
             0.0
         } else {
             crate::compress::prune::keep_threshold(w, keep.max(f32::MIN_POSITIVE))
+                .max(f32::MIN_POSITIVE)
         })
     }
 

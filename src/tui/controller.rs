@@ -235,12 +235,7 @@ impl Controller {
                 // Snap to the step grid so repeated scrubs land on round percentages.
                 let target = ((current / SCRUB_STEP).round() + steps as f64) * SCRUB_STEP;
                 let target = target.clamp(0.0, MAX_SCRUB_SPARSITY);
-                let mut t = session.threshold_for_sparsity(layer, target)?;
-                if target > 0.0 && t == 0.0 {
-                    // Retrained weights hold exact zeros; threshold 0 would keep them all
-                    // and undo the pruning instead of stepping it.
-                    t = f32::MIN_POSITIVE;
-                }
+                let t = session.threshold_for_sparsity(layer, target)?;
                 let changed = session.set_threshold(layer, t)?;
                 if changed && let Some(slot) = self.scrub_target.get_mut(layer) {
                     *slot = Some(target);
