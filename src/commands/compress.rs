@@ -69,16 +69,7 @@ pub fn run_experiment(
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("{}: cannot create output folder: {e}", out.display()))?;
     let dcz_path = out.join("model.dcz");
-    dcz::save(&dcz_path, &result.bytes)?;
-
-    // The file alone must reproduce the in-memory model and its accuracy.
-    let reread = dcz::load(&dcz_path)?;
-    if reread.model != result.model {
-        anyhow::bail!(
-            "{}: reading the file back gave a different model",
-            dcz_path.display()
-        );
-    }
+    dcz::save_checked(&dcz_path, &result.bytes, &result.model)?;
     let md = report::markdown(&result.report, exp.model);
     let write = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
         let p = out.join(name);

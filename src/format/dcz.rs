@@ -181,6 +181,19 @@ pub fn save(path: &Path, bytes: &[u8]) -> Result<(), DczError> {
     })
 }
 
+/// Writes `bytes` (the encoding of `model`) to `path` and reads the file back: the file alone
+/// must give back the model it was written from.
+pub fn save_checked(path: &Path, bytes: &[u8], model: &CompressedModel) -> Result<(), DczError> {
+    save(path, bytes)?;
+    if load(path)?.model != *model {
+        return Err(DczError::Invalid {
+            path: path.display().to_string(),
+            reason: "reading the file back gave a different model".into(),
+        });
+    }
+    Ok(())
+}
+
 /// A file read back: the model and where its bytes are.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DczFile {
