@@ -4,16 +4,14 @@
 
 mod common;
 
-use dcx::compress::pipeline::{self, PipelineObserver};
+use dcx::compress::pipeline;
 use dcx::experiment::Experiment;
 use dcx::format::dcz;
 use dcx::model::optim::Constraint;
-use dcx::model::train::{self, Observer, Silent, TrainConfig};
+use dcx::model::train::{self, Silent, TrainConfig};
 use dcx::model::{ModelKind, Net};
 
-struct Quiet;
-impl Observer for Quiet {}
-impl PipelineObserver for Quiet {}
+use common::Quiet;
 
 const EXPERIMENT: &str = r#"
 name = "fixture-lenet-300-100"

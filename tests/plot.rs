@@ -7,19 +7,16 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use dcx::compress::kmeans::Init;
-use dcx::compress::pipeline::{self, PipelineObserver};
+use dcx::compress::pipeline;
 use dcx::experiment::Experiment;
 use dcx::model::checkpoint;
-use dcx::model::train::Observer;
 use dcx::plot::data::{self, BuildOptions, Inputs, Quiet as QuietBuild};
 use dcx::plot::{self, FIGURES, Format, PlotOptions, ReportData, ScreenshotOptions};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 
-struct Quiet;
-impl Observer for Quiet {}
-impl PipelineObserver for Quiet {}
+use common::Quiet;
 
 const EXPERIMENT: &str = r#"
 name = "fixture-plot"

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use dcx::compress::pipeline::PipelineObserver;
 use dcx::data::Mnist;
+use dcx::model::train::Observer;
 
 /// The committed fixture: the first 600 training and 200 test images of MNIST.
 pub fn fixture() -> Mnist {
@@ -21,3 +23,8 @@ pub fn full_mnist(test: &str) -> Option<Mnist> {
         }
     }
 }
+
+/// A pipeline observer that reports nothing and never stops.
+pub struct Quiet;
+impl Observer for Quiet {}
+impl PipelineObserver for Quiet {}
