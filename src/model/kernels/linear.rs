@@ -129,7 +129,9 @@ impl CustomOp3 for Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::kernels::test_util::{assert_close, grads_of, rand_tensor, rand_var};
+    use crate::model::kernels::test_util::{
+        assert_close, assert_close_to_terms, grads_of, rand_tensor, rand_var, term_magnitudes,
+    };
     use candle_core::{Module, Var};
 
     fn reference(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
@@ -150,12 +152,17 @@ mod tests {
                     let b = rand_var(seed + 2, &[o])?;
                     let ours = linear(&x, &w, &b, relu)?;
                     let want = reference(&x, &w, &b, relu)?;
-                    assert_close(&ours, &want, &format!("{ctx} forward"))?;
                     let vars: [&Var; 3] = [&x, &w, &b];
+                    let (terms, grad_terms) =
+                        term_magnitudes(|t| reference(t[0], t[1], t[2], false), &vars, seed + 3)?;
+                    assert_close_to_terms(&ours, &want, &terms, &format!("{ctx} forward"))?;
                     let a = grads_of(&ours, seed + 3, &vars)?;
                     let e = grads_of(&want, seed + 3, &vars)?;
-                    for (name, (a, e)) in ["dx", "dw", "db"].iter().zip(a.iter().zip(&e)) {
-                        assert_close(a, e, &format!("{ctx} {name}"))?;
+                    for (name, ((a, e), t)) in ["dx", "dw", "db"]
+                        .iter()
+                        .zip(a.iter().zip(&e).zip(&grad_terms))
+                    {
+                        assert_close_to_terms(a, e, t, &format!("{ctx} {name}"))?;
                     }
                 }
             }

@@ -17,7 +17,11 @@ pub(crate) fn rand_var(seed: u64, shape: &[usize]) -> Result<Var> {
 /// Gradients of `sum(out · R)` for a fixed random `R`, so every output element sends back a
 /// different upstream gradient.
 pub(crate) fn grads_of(out: &Tensor, seed: u64, vars: &[&Var]) -> Result<Vec<Tensor>> {
-    let r = rand_tensor(seed, out.dims())?;
+    grads_with(out, &rand_tensor(seed, out.dims())?, vars)
+}
+
+/// Gradients of `sum(out · r)`.
+fn grads_with(out: &Tensor, r: &Tensor, vars: &[&Var]) -> Result<Vec<Tensor>> {
     let grads = (out * r)?.sum_all()?.backward()?;
     vars.iter()
         .map(|v| {
@@ -51,4 +55,82 @@ pub(crate) fn assert_close(a: &Tensor, b: &Tensor, ctx: &str) -> Result<()> {
         b[at]
     );
     Ok(())
+}
+
+/// The scale of each reduction a bilinear op (a convolution, a matrix product, plus bias) and
+/// its backward pass compute: the reference op evaluated on `|inputs|`, and its gradients for
+/// the upstream gradient `|R|` of [`grads_of`]. Each element is the sum of the absolute values
+/// of the terms that were added to make the same element of the real output or gradient, so
+/// it bounds the rounding error of that sum in any order (what differs between machines and
+/// thread counts), where `max |reference|` does not: a gradient that cancels to nearly zero
+/// carries the rounding of its large terms.
+pub(crate) fn term_magnitudes(
+    reference: impl Fn(&[&Tensor]) -> Result<Tensor>,
+    inputs: &[&Var],
+    seed: u64,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let abs: Vec<Var> = inputs
+        .iter()
+        .map(|v| Var::from_tensor(&v.as_tensor().abs()?))
+        .collect::<Result<_>>()?;
+    let tensors: Vec<&Tensor> = abs.iter().map(|v| v.as_tensor()).collect();
+    let out = reference(&tensors)?;
+    let r = rand_tensor(seed, out.dims())?.abs()?;
+    let vars: Vec<&Var> = abs.iter().collect();
+    let grads = grads_with(&out, &r, &vars)?;
+    Ok((out.detach(), grads))
+}
+
+/// Fails unless the shapes agree and every `|a − b| ≤ 1e-5 · terms`, `terms` being the sum of
+/// `|terms|` that made each element (see [`term_magnitudes`]). A float sum of k terms in any
+/// order is within about `k · 6e-8` of their absolute sum; the kernels here add at most a few
+/// thousand terms, while a wrong index or a missing term is off by a whole term.
+pub(crate) fn assert_close_to_terms(
+    a: &Tensor,
+    b: &Tensor,
+    terms: &Tensor,
+    ctx: &str,
+) -> Result<()> {
+    assert_eq!(a.dims(), b.dims(), "{ctx}: shapes differ");
+    assert_eq!(
+        a.dims(),
+        terms.dims(),
+        "{ctx}: term magnitudes have another shape"
+    );
+    let a: Vec<f32> = a.flatten_all()?.to_vec1()?;
+    let b: Vec<f32> = b.flatten_all()?.to_vec1()?;
+    let terms: Vec<f32> = terms.flatten_all()?.to_vec1()?;
+    for (i, ((x, y), t)) in a.iter().zip(&b).zip(&terms).enumerate() {
+        let tolerance = 1e-5 * t + f32::MIN_POSITIVE;
+        assert!(
+            (x - y).abs() <= tolerance,
+            "{ctx}: element {i} is {x} but Candle gives {y} (sum of |terms| {t}, tolerance {tolerance})"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "element 1")]
+    fn a_missing_term_is_caught() {
+        // 0.5 + 0.25 - 0.75 summed, against a reference that lost the 0.25.
+        let a = Tensor::new(&[1.0f32, 0.0], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[1.0f32, -0.25], &Device::Cpu).unwrap();
+        let terms = Tensor::new(&[1.0f32, 1.5], &Device::Cpu).unwrap();
+        assert_close_to_terms(&a, &b, &terms, "sum").unwrap();
+    }
+
+    #[test]
+    fn rounding_of_a_cancelling_sum_passes() {
+        // The case another machine found: a bias gradient of 147 terms that cancel to ~0.002,
+        // 2.4e-7 away from Candle's (a relative difference of 1.2e-4 to the result itself).
+        let a = Tensor::new(&[0.001_914_739_6f32], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[0.001_914_978f32], &Device::Cpu).unwrap();
+        let terms = Tensor::new(&[73.0f32], &Device::Cpu).unwrap();
+        assert_close_to_terms(&a, &b, &terms, "db").unwrap();
+    }
 }
