@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::kmeans::{EmptyClusters, Init, Stop};
+pub use crate::compress::prune::{PruneRule, PruneSchedule};
 use crate::model::train::{Schedule, TrainConfig};
 use crate::model::{Arch, ModelKind};
 
@@ -20,24 +21,6 @@ pub enum ExperimentError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
-}
-
-/// How a layer's pruning threshold is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub enum PruneRule {
-    /// Prune |w| < t.
-    Threshold(f32),
-    /// Prune |w| < q * std(w): the form of the paper's Caffe code.
-    Quality(f32),
-    /// Keep this fraction of the layer's weights (the largest by magnitude); 1.0 = no pruning.
-    Keep(f32),
-}
-
-impl Default for PruneRule {
-    fn default() -> Self {
-        PruneRule::Keep(1.0)
-    }
 }
 
 /// Settings that can be given for all layers (`[defaults]`) and overridden per layer.
@@ -102,15 +85,6 @@ impl LayerPlan {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PruneSchedule {
-    /// Zhu & Gupta's automated gradual pruning: the kept fraction falls along a cubic.
-    Agp,
-    /// Each round removes the same share of what is left (keep^(r/R)).
-    Geometric,
-}
-
 /// Masked retraining after pruning; `rounds` > 1 prunes iteratively towards the target.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +113,87 @@ pub struct FinetunePlan {
     pub lr_schedule: Schedule,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+}
+
+/// The two kinds of training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    /// Prune every layer by its rule (what earlier steps pruned stays pruned), then masked
+    /// retraining (0 epochs = prune only).
+    Retrain,
+    /// Share every layer (k-means, or the codebook an earlier fine-tuning made under the same
+    /// plan), then centroid fine-tuning.
+    Finetune,
+}
+
+/// One training step of an explicit recipe (`[[step]]`, in order): what the explorer's `p` and
+/// `f` keys did, so its export re-runs to the same file. A step runs under the experiment's
+/// per-layer plan, except where its own `[step.layers.NAME]` says otherwise (the plan as it was
+/// when the key was pressed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub kind: StepKind,
+    pub epochs: usize,
+    pub lr: f64,
+    #[serde(default = "default_lr_schedule")]
+    pub lr_schedule: Schedule,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: BTreeMap<String, LayerOverrides>,
+}
+
+/// A step of the recipe with every layer's plan resolved: what the pipeline runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecipeStep {
+    pub kind: StepKind,
+    pub epochs: usize,
+    pub lr: f64,
+    pub lr_schedule: Schedule,
+    pub batch_size: usize,
+    pub plans: Vec<LayerPlan>,
+    /// 1-based among the steps of its kind, and how many of its kind the recipe has.
+    pub round: usize,
+    pub rounds: usize,
+}
+
+impl RecipeStep {
+    /// The baseline's optimiser with this step's epochs, rate and batch, and a seed of its
+    /// own: retraining round r adds r, the n-th fine-tuning 1000 + n - 1 (times a prime), so
+    /// no two steps share a shuffle.
+    pub fn train_config(&self, train: &TrainConfig) -> TrainConfig {
+        let salt = match self.kind {
+            StepKind::Retrain => self.round as u64,
+            StepKind::Finetune => 999 + self.round as u64,
+        };
+        TrainConfig {
+            epochs: self.epochs,
+            lr: self.lr,
+            batch_size: self.batch_size,
+            schedule: self.lr_schedule,
+            seed: train.seed.wrapping_add(salt.wrapping_mul(7919)),
+            ..train.clone()
+        }
+    }
+
+    /// The stage names a report gives the step's evaluations: before and after training.
+    pub fn labels(&self) -> (String, String) {
+        let (before, after) = match self.kind {
+            StepKind::Retrain => ("pruned", "retrained"),
+            StepKind::Finetune => ("shared", "fine-tuned"),
+        };
+        if self.rounds > 1 {
+            let r = self.round;
+            (
+                format!("{before} (round {r})"),
+                format!("{after} (round {r})"),
+            )
+        } else {
+            (before.to_string(), after.to_string())
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,6 +266,9 @@ pub struct Experiment {
     /// Longest Huffman code allowed, in bits.
     #[serde(default = "default_max_code_len")]
     pub max_code_len: u8,
+    /// An explicit recipe of training steps, instead of `[retrain]` and `[finetune]`.
+    #[serde(default, rename = "step", skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
 }
 
 impl Experiment {
@@ -256,6 +314,85 @@ impl Experiment {
             .collect()
     }
 
+    /// The training steps in order, each with every layer's plan: the `[[step]]` list as
+    /// written, or `[retrain]` (its rounds pruning gradually towards the plan) then
+    /// `[finetune]`. A plan that prunes nothing retrains nothing.
+    pub fn recipe(&self) -> Vec<RecipeStep> {
+        let plans = self.layer_plans();
+        let mut steps = Vec::new();
+        if !self.steps.is_empty() {
+            let count = |kind| self.steps.iter().filter(|s| s.kind == kind).count();
+            let mut seen = [0usize; 2];
+            let arch = self.arch();
+            for s in &self.steps {
+                let names = arch.layers.iter().map(|l| l.name);
+                let plans = plans
+                    .iter()
+                    .zip(names)
+                    .map(|(p, name)| s.layers.get(name).map_or(*p, |o| p.with(o)))
+                    .collect();
+                let n = &mut seen[s.kind as usize];
+                *n += 1;
+                steps.push(RecipeStep {
+                    kind: s.kind,
+                    epochs: s.epochs,
+                    lr: s.lr,
+                    lr_schedule: s.lr_schedule,
+                    batch_size: s.batch_size,
+                    plans,
+                    round: *n,
+                    rounds: count(s.kind),
+                });
+            }
+            return steps;
+        }
+        let prunes = plans.iter().any(|p| p.prune != PruneRule::Keep(1.0));
+        if prunes {
+            // Without a [retrain] section the plan is pruned once, with no retraining.
+            let r = self.retrain.clone().unwrap_or(RetrainPlan {
+                rounds: 1,
+                schedule: PruneSchedule::Agp,
+                epochs: 0,
+                lr: 0.0,
+                lr_schedule: Schedule::Constant,
+                batch_size: default_batch(),
+            });
+            for round in 1..=r.rounds {
+                steps.push(RecipeStep {
+                    kind: StepKind::Retrain,
+                    epochs: r.epochs,
+                    lr: r.lr,
+                    lr_schedule: r.lr_schedule,
+                    batch_size: r.batch_size,
+                    plans: plans
+                        .iter()
+                        .map(|p| LayerPlan {
+                            prune: crate::compress::prune::round_rule(
+                                p.prune, round, r.rounds, r.schedule,
+                            ),
+                            ..*p
+                        })
+                        .collect(),
+                    round,
+                    rounds: r.rounds,
+                });
+            }
+        }
+        if let Some(f) = self.finetune.as_ref().filter(|f| f.epochs > 0) {
+            steps.push(RecipeStep {
+                kind: StepKind::Finetune,
+                epochs: f.epochs,
+                lr: f.lr,
+                lr_schedule: f.lr_schedule,
+                batch_size: f.batch_size,
+                plans,
+                round: 1,
+                rounds: 1,
+            });
+        }
+        steps
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.name.is_empty()
             || !self
@@ -299,6 +436,28 @@ impl Experiment {
                 positive("finetune.lr", f.lr)?;
             }
         }
+        if !self.steps.is_empty() && (self.retrain.is_some() || self.finetune.is_some()) {
+            return Err(
+                "step: an explicit [[step]] recipe replaces [retrain] and [finetune]; give one or the other"
+                    .into(),
+            );
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = format!("step[{}]", i + 1);
+            positive(&format!("{at}.batch_size"), step.batch_size as f64)?;
+            if step.epochs > 0 {
+                positive(&format!("{at}.lr"), step.lr)?;
+            }
+            for (name, o) in &step.layers {
+                if arch.layer_index(name).is_none() {
+                    return Err(format!(
+                        "{at}.layers.{name}: {} has no such layer",
+                        self.model
+                    ));
+                }
+                check_overrides(&format!("{at}.layers.{name}"), o)?;
+            }
+        }
         if !(2..=24).contains(&self.max_code_len) {
             return Err(format!(
                 "max_code_len: {} is out of range 2..=24",
@@ -317,28 +476,64 @@ fn positive(key: &str, v: f64) -> Result<(), String> {
     }
 }
 
+/// Checks the settings given at `at` (a key path such as `layers.fc1`; empty for a bare plan)
+/// against the ranges the pipeline and the file format accept. The one place a layer's
+/// settings are validated: experiment files, the explorer's edits and its exports.
 fn check_overrides(at: &str, o: &LayerOverrides) -> Result<(), String> {
+    let key = |field: &str| {
+        if at.is_empty() {
+            field.to_string()
+        } else {
+            format!("{at}.{field}")
+        }
+    };
     if let Some(b) = o.bits
         && !(1..=8).contains(&b)
     {
-        return Err(format!("{at}.bits: {b} is out of range 1..=8"));
+        return Err(format!("{}: {b} is out of range 1..=8", key("bits")));
     }
     if let Some(b) = o.index_bits
         && !(1..=16).contains(&b)
     {
-        return Err(format!("{at}.index_bits: {b} is out of range 1..=16"));
+        return Err(format!("{}: {b} is out of range 1..=16", key("index_bits")));
     }
     match o.prune {
         Some(PruneRule::Threshold(t)) if !(t >= 0.0 && t.is_finite()) => Err(format!(
-            "{at}.prune.threshold: {t} must be a finite number >= 0"
+            "{}: {t} must be a finite number >= 0",
+            key("prune.threshold")
         )),
         Some(PruneRule::Quality(q)) if !(q >= 0.0 && q.is_finite()) => Err(format!(
-            "{at}.prune.quality: {q} must be a finite number >= 0"
+            "{}: {q} must be a finite number >= 0",
+            key("prune.quality")
         )),
         Some(PruneRule::Keep(k)) if !(k > 0.0 && k <= 1.0) => {
-            Err(format!("{at}.prune.keep: {k} is out of range (0, 1]"))
+            Err(format!("{}: {k} is out of range (0, 1]", key("prune.keep")))
         }
+        Some(PruneRule::Random(k)) if !(k > 0.0 && k <= 1.0) => Err(format!(
+            "{}: {k} is out of range (0, 1]",
+            key("prune.random")
+        )),
         _ => Ok(()),
+    }
+}
+
+impl LayerPlan {
+    /// `Err` names the setting out of range (see [`check_overrides`]).
+    pub fn validate(&self) -> Result<(), String> {
+        check_overrides("", &LayerOverrides::from(*self))
+    }
+}
+
+impl From<LayerPlan> for LayerOverrides {
+    /// Every setting written out.
+    fn from(p: LayerPlan) -> LayerOverrides {
+        LayerOverrides {
+            prune: Some(p.prune),
+            prune_bias: Some(p.prune_bias),
+            bits: Some(p.bits),
+            index_bits: Some(p.index_bits),
+            init: Some(p.init),
+        }
     }
 }
 

@@ -4,12 +4,12 @@
 
 mod common;
 
-use dcx::compress::pipeline;
 use dcx::experiment::Experiment;
 use dcx::format::dcz;
 use dcx::model::optim::Constraint;
 use dcx::model::train::{self, Silent, TrainConfig};
 use dcx::model::{ModelKind, Net};
+use dcx::pipeline;
 
 use common::Quiet;
 

@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dcx::compress::kmeans::Init;
-use dcx::compress::pipeline::{self, PipelineObserver};
 use dcx::data::{Mnist, Split};
 use dcx::experiment::{Experiment, LayerPlan, PruneRule};
 use dcx::explore::eval::{EvalMode, EvalOptions, Evaluator, PreparedLayer};
@@ -21,6 +20,7 @@ use dcx::format::dcz;
 use dcx::model::optim::OptimizerKind;
 use dcx::model::train::{self, Observer, Schedule, Silent, TrainConfig};
 use dcx::model::{ModelKind, Net};
+use dcx::pipeline::{self, PipelineObserver};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -783,7 +783,11 @@ fn retraining_and_fine_tuning_are_adopted_by_the_session() {
     }
     assert!(s.absorb(events.last().unwrap()));
     assert!(s.plan().iter().all(|p| p.finetuned));
-    assert!(s.template().retrain.is_some());
+    assert_eq!(
+        s.recipe().len(),
+        1,
+        "the retraining is the session's recipe"
+    );
     for (l, mask) in masks.iter().enumerate() {
         let r = s.layer_now(l).unwrap();
         // The same rule on retrained weights prunes no weight that was kept out before.
@@ -940,4 +944,70 @@ fn a_session_ignores_results_of_another_session() {
     assert!(b.history().is_empty() && b.layer(0).is_none());
     assert_eq!(a.history().len(), 1);
     let _ = b.results_now().unwrap();
+}
+
+/// Runs the job `make` builds from the session on `w` and feeds every event back to it.
+fn run_job(
+    w: &Worker,
+    s: &mut Session,
+    make: impl Fn(&Session) -> dcx::explore::Job,
+) -> Vec<Event> {
+    let id = w.submit(make(s));
+    let events = until_final(w, id, Duration::from_secs(180));
+    for e in &events {
+        s.absorb(e);
+    }
+    events
+}
+
+#[test]
+fn an_export_re_runs_with_the_pipeline_to_the_same_file() {
+    // What a user does in the explorer: scrub, retrain twice (scrubbing again between the
+    // two), fine-tune, change a layer's index bits, export. `dcx compress` on the exported
+    // experiment must write the same bytes.
+    let data = fixture();
+    let mut exp = Experiment::parse(PIPELINE_EXPERIMENT, "test").unwrap();
+    exp.defaults = Default::default();
+    exp.layers.clear();
+    let cache = tempfile::tempdir().unwrap();
+    let base =
+        dcx::model::cache::obtain(exp.model, &exp.train, data, false, cache.path(), &mut Quiet)
+            .unwrap();
+    let mut s = Session::new(&base.net, exp.clone())
+        .unwrap()
+        .with_checkpoint(&base.path);
+    let w = worker(data.clone(), 1000);
+    let quick = |c: TrainConfig| TrainConfig { epochs: 1, ..c };
+
+    for (l, sparsity) in [(0, 0.6), (1, 0.5), (2, 0.3)] {
+        let t = s.threshold_for_sparsity(l, sparsity).unwrap();
+        s.set_threshold(l, t).unwrap();
+    }
+    run_job(&w, &mut s, |s| s.retrain_job(quick(s.retrain_config())));
+    assert!(s.plan().iter().all(|p| p.finetuned));
+    let t = s.threshold_for_sparsity(0, 0.8).unwrap();
+    s.set_threshold(0, t).unwrap();
+    run_job(&w, &mut s, |s| s.retrain_job(quick(s.retrain_config())));
+    s.set_bits(1, 3).unwrap();
+    run_job(&w, &mut s, |s| s.finetune_job(quick(s.finetune_config())));
+    s.set_index_bits(2, 6).unwrap();
+    run_job(&w, &mut s, |s| s.eval_job());
+    assert!(s.evaluation().is_some());
+    assert_eq!(s.recipe().len(), 3);
+
+    let root = tempfile::tempdir().unwrap();
+    let exported = dcx::explore::export::export(&mut s, root.path(), &Default::default()).unwrap();
+    let file = std::fs::read(exported.dir.join("model.dcz")).unwrap();
+    let again = Experiment::load(&exported.dir.join("experiment.toml")).unwrap();
+    assert_eq!(again.steps.len(), 3, "{}", again.to_toml());
+    // The first retraining ran under fc1's earlier cut, which differs from the plan's.
+    assert!(again.steps[0].layers.contains_key("fc1"));
+    let rerun = pipeline::run(&again, data, cache.path(), &mut Quiet).unwrap();
+    assert_eq!(rerun.model, dcz::from_bytes(&file).unwrap().model);
+    assert!(rerun.bytes == file, "the re-run wrote other bytes");
+    assert_eq!(
+        rerun.report.last().accuracy,
+        s.evaluation().unwrap().accuracy,
+        "the pipeline's final accuracy is the explorer's"
+    );
 }

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::progress::BarObserver;
-use crate::compress::pipeline::{self, PipelineObserver};
-use crate::compress::report;
 use crate::experiment::Experiment;
 use crate::format::dcz;
 use crate::fsutil::write_atomic;
 use crate::model::train::{EpochStats, Observer, Progress};
+use crate::pipeline::report;
+use crate::pipeline::{self, PipelineObserver};
 
 #[derive(Debug, Args)]
 pub struct CompressArgs {

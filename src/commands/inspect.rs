@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::compress::{encode, report, size};
+use crate::compress::encode;
 use crate::format::dcz;
+use crate::pipeline::{report, size};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {

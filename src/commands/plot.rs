@@ -15,9 +15,9 @@ use clap::{Args, ValueEnum};
 
 use super::compress::CliPipeline;
 use super::progress::BarObserver;
-use crate::compress::pipeline::{self, CompressionReport};
 use crate::experiment::Experiment;
 use crate::model::checkpoint;
+use crate::pipeline::{self, CompressionReport};
 use crate::plot::data::{self, BuildObserver, BuildOptions, Inputs};
 use crate::plot::{self, Format, PlotOptions, ReportData};
 

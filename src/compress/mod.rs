@@ -1,5 +1,5 @@
 //! Deep Compression: pruning, k-means weight sharing, relative sparse indices, Huffman coding,
-//! size accounting, and the pipeline that chains them.
+//! and size accounting: the codec the pipeline (`crate::pipeline`) chains.
 
 pub mod bits;
 pub mod encode;
@@ -7,8 +7,5 @@ pub mod huffman;
 pub mod kmeans;
 pub mod model;
 pub mod paper;
-pub mod pipeline;
 pub mod prune;
-pub mod report;
-pub mod size;
 pub mod sparse_index;

@@ -1,15 +1,65 @@
 //! Magnitude pruning: per-layer thresholds, masks, and iterative schedules.
 
-use crate::experiment::{PruneRule, PruneSchedule};
+use serde::{Deserialize, Serialize};
+
+/// How a layer's pruning threshold is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PruneRule {
+    /// Prune |w| < t.
+    Threshold(f32),
+    /// Prune |w| < q * std(w): the form of the paper's Caffe code.
+    Quality(f32),
+    /// Keep this fraction of the layer's weights (the largest by magnitude); 1.0 = no pruning.
+    Keep(f32),
+    /// Keep this fraction of the layer's weights chosen at random (seeded per layer): the
+    /// baseline magnitude pruning is measured against.
+    Random(f32),
+}
+
+impl Default for PruneRule {
+    fn default() -> Self {
+        PruneRule::Keep(1.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PruneSchedule {
+    /// Zhu & Gupta's automated gradual pruning: the kept fraction falls along a cubic.
+    Agp,
+    /// Each round removes the same share of what is left (keep^(r/R)).
+    Geometric,
+}
 
 /// The absolute threshold a rule means for these weights: weights with |w| below it are pruned.
 /// `Keep(k)` keeps the round(k * n) largest magnitudes (ties at the threshold are kept too).
+/// `Random` cuts no magnitude (0): see [`random_mask`].
 pub fn threshold_for(rule: PruneRule, weights: &[f32]) -> f32 {
     match rule {
         PruneRule::Threshold(t) => t,
         PruneRule::Quality(q) => q * std_dev(weights),
         PruneRule::Keep(k) => keep_threshold(weights, k),
+        PruneRule::Random(_) => 0.0,
     }
+}
+
+/// Keeps `round(keep * n)` of the `n` positions of `mask`, chosen uniformly at random among
+/// those it keeps now (all of them if fewer are kept), the same ones for the same seed.
+pub fn random_mask(mask: &[bool], keep: f32, seed: u64) -> Vec<bool> {
+    use rand::seq::SliceRandom;
+    use rand::{SeedableRng, rngs::StdRng};
+    let want = ((keep.clamp(0.0, 1.0) as f64 * mask.len() as f64).round() as usize).min(mask.len());
+    let mut kept: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+    if want >= kept.len() {
+        return mask.to_vec();
+    }
+    kept.partial_shuffle(&mut StdRng::seed_from_u64(seed), want);
+    let mut out = vec![false; mask.len()];
+    for &i in &kept[..want] {
+        out[i] = true;
+    }
+    out
 }
 
 /// Smallest magnitude among the `round(keep * n)` largest ones.
@@ -82,10 +132,16 @@ pub fn round_rule(
     match rule {
         PruneRule::Threshold(x) => PruneRule::Threshold(x * strength),
         PruneRule::Quality(q) => PruneRule::Quality(q * strength),
-        PruneRule::Keep(k) => PruneRule::Keep(match schedule {
-            PruneSchedule::Agp => k + (1.0 - k) * (1.0 - t).powi(3),
-            PruneSchedule::Geometric => k.powf(t),
-        }),
+        PruneRule::Keep(k) => PruneRule::Keep(keep_at(k, t, schedule)),
+        PruneRule::Random(k) => PruneRule::Random(keep_at(k, t, schedule)),
+    }
+}
+
+/// The kept fraction a schedule reaches a share `t` of the way to `k`.
+fn keep_at(k: f32, t: f32, schedule: PruneSchedule) -> f32 {
+    match schedule {
+        PruneSchedule::Agp => k + (1.0 - k) * (1.0 - t).powi(3),
+        PruneSchedule::Geometric => k.powf(t),
     }
 }
 
@@ -134,6 +190,27 @@ mod tests {
         assert_eq!(
             round_rule(PruneRule::Threshold(0.1), 2, 2, PruneSchedule::Agp),
             PruneRule::Threshold(0.1)
+        );
+    }
+
+    #[test]
+    fn random_pruning_keeps_the_share_asked_for_inside_the_held_mask() {
+        let all = vec![true; 1000];
+        let a = random_mask(&all, 0.3, 7);
+        assert_eq!(kept_count(&a), 300);
+        assert_eq!(random_mask(&all, 0.3, 7), a, "the same seed, the same mask");
+        assert_ne!(random_mask(&all, 0.3, 8), a);
+        // Not the largest magnitudes: a random cut keeps small weights too.
+        let b = random_mask(&a, 0.1, 7);
+        assert_eq!(kept_count(&b), 100);
+        assert!(
+            b.iter().zip(&a).all(|(&b, &a)| !b || a),
+            "only held survivors"
+        );
+        assert_eq!(
+            random_mask(&b, 0.5, 7),
+            b,
+            "fewer held than asked: all stay"
         );
     }
 

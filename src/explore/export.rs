@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{ExploreError, Session};
-use crate::compress::pipeline::{CompressionReport, LayerSharing, StageEval};
-use crate::compress::{report, size};
 use crate::format::dcz;
 use crate::fsutil::write_atomic;
 use crate::model::train::{EpochStats, Evaluation};
+use crate::pipeline::{CompressionReport, LayerSharing, StageEval};
+use crate::pipeline::{report, size};
 
 /// What the session alone does not hold.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +58,13 @@ pub fn export(
     ctx: &ExportContext,
 ) -> Result<Exported, ExploreError> {
     let started = Instant::now();
+    if session.mixed_sources() {
+        return Err(ExploreError::Invalid(
+            "some layers use retrained weights and others the checkpoint's; an experiment cannot \
+             say that (retrain all layers with p, or undo with u)"
+                .into(),
+        ));
+    }
     let evaluation = session.evaluation().ok_or_else(|| {
         ExploreError::Invalid("the current plan has not been evaluated yet".into())
     })?;
@@ -96,15 +103,7 @@ pub fn export(
         sharing: results
             .iter()
             .zip(&model.layers)
-            .map(|(r, l)| LayerSharing {
-                name: l.name.clone(),
-                k: r.sharing.k,
-                init: r.sharing.init.name().to_string(),
-                iterations: r.sharing.iterations,
-                init_sse: r.sharing.init_sse,
-                sse: r.sharing.sse,
-                empty_clusters: r.sharing.empty_clusters,
-            })
+            .map(|(r, l)| LayerSharing::of(&l.name, &r.sharing))
             .collect(),
         sizes,
         retrain_history: ctx.retrain_history.clone(),

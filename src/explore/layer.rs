@@ -1,6 +1,6 @@
-//! One layer's compressed result under one setting, computed with the compress modules
-//! (prune → k-means share → relative index + Huffman) exactly as the pipeline does, plus the
-//! plain data the explorer shows about it.
+//! One layer's compressed result under one setting, computed by the pipeline's per-layer path
+//! ([`crate::pipeline::layer`]: prune → share) and coded as the file will hold it (relative
+//! index + Huffman), plus the plain data the explorer shows about it.
 
 use std::sync::Arc;
 
@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use super::ExploreError;
 use super::fingerprint;
 use crate::compress::encode::{self, EncodedLayer};
-use crate::compress::kmeans::{self, EmptyClusters, Init, KMeansConfig, Stop};
+use crate::compress::kmeans::Init;
 use crate::compress::model::CompressedLayer;
-use crate::compress::prune;
-use crate::compress::size::{self, LayerSize};
-use crate::experiment::{Experiment, LayerPlan, PruneRule};
+use crate::experiment::{LayerPlan, PruneRule};
 use crate::format::dcz;
 use crate::model::LayerSpec;
+pub use crate::pipeline::layer::{FixedTie, LayerState, ShareParams, SharingStats};
+use crate::pipeline::size::{self, LayerSize};
 
 /// Bins of every layer histogram. Fine enough that a view can merge neighbours down to its
 /// width; the edges are fixed per layer so the picture does not jump while scrubbing.
@@ -28,27 +28,6 @@ pub const HIST_BINS: usize = 256;
 pub struct LayerSetting {
     pub plan: LayerPlan,
     pub finetuned: bool,
-}
-
-/// Session-wide settings that shape every layer's result (from the experiment's `[share]`
-/// section and `max_code_len`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ShareParams {
-    pub empty: EmptyClusters,
-    pub stop: Stop,
-    pub seed: u64,
-    pub max_code_len: u8,
-}
-
-impl ShareParams {
-    pub fn of(exp: &Experiment) -> ShareParams {
-        ShareParams {
-            empty: exp.share.empty_clusters,
-            stop: exp.share.stop,
-            seed: exp.share.seed,
-            max_code_len: exp.max_code_len,
-        }
-    }
 }
 
 /// Identity of a layer result: equal keys give equal results, so results are cached by key.
@@ -72,6 +51,7 @@ impl LayerKey {
             PruneRule::Threshold(t) => (0, t.to_bits()),
             PruneRule::Quality(q) => (1, q.to_bits()),
             PruneRule::Keep(k) => (2, k.to_bits()),
+            PruneRule::Random(k) => (3, k.to_bits()),
         };
         LayerKey {
             layer,
@@ -133,91 +113,60 @@ impl HistEdges {
     }
 }
 
-/// The codebook, positions and assignments that centroid fine-tuning produced under `plan`:
-/// used as they are while the layer's plan is still `plan`, as the pipeline would write them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FixedTie {
-    pub plan: LayerPlan,
-    pub threshold: f32,
-    pub codebook: Vec<f32>,
-    pub positions: Vec<u32>,
-    pub assignments: Vec<u8>,
-    pub sharing: SharingStats,
-}
-
-/// The weights a layer's result starts from: the checkpoint's, or a training job's.
+/// The weights a layer's result starts from: the checkpoint's, or a training job's (with the
+/// mask and codebook that job held), plus what the explorer derives from them once.
 #[derive(Debug)]
 pub struct LayerSource {
     pub layer: usize,
     /// 0 = the checkpoint; each adopted training result gets a new version.
     pub version: u64,
     pub spec: LayerSpec,
-    pub weights: Vec<f32>,
-    pub bias: Vec<f32>,
-    /// Standard deviation of the checkpoint's weights: the unit of a `quality` rule, as in the
-    /// pipeline (where it is measured before any pruning).
-    pub base_std: f32,
+    pub state: LayerState,
     /// Histogram edges, from the checkpoint's weights (shared by every version).
     pub edges: HistEdges,
-    /// Histogram of `weights`.
+    /// Histogram of the weights.
     pub all_hist: Arc<Vec<u32>>,
-    /// Fingerprint of `weights` and `bias` as dense values.
+    /// Fingerprint of the weights and biases as dense values.
     pub fingerprint: u64,
-    pub tie: Option<FixedTie>,
 }
 
 impl LayerSource {
-    /// A source for `weights` (flattened in the spec's shape).
+    /// A source for `state` (weights flattened in the spec's shape); `base` is the checkpoint's
+    /// source of the layer, whose spread and histogram edges every later version keeps.
     pub fn new(
         layer: usize,
         version: u64,
         spec: LayerSpec,
-        weights: Vec<f32>,
-        bias: Vec<f32>,
+        mut state: LayerState,
         base: Option<&LayerSource>,
-        tie: Option<FixedTie>,
     ) -> Result<LayerSource, ExploreError> {
-        if weights.len() != spec.weight_count() || bias.len() != spec.bias_count() {
+        if state.weights.len() != spec.weight_count() || state.bias.len() != spec.bias_count() {
             return Err(ExploreError::Invalid(format!(
                 "{}: {} weights and {} biases, expected {} and {}",
                 spec.name,
-                weights.len(),
-                bias.len(),
+                state.weights.len(),
+                state.bias.len(),
                 spec.weight_count(),
                 spec.bias_count()
             )));
         }
-        let (base_std, edges) = match base {
-            Some(b) => (b.base_std, b.edges),
-            None => (prune::std_dev(&weights), HistEdges::symmetric(&weights)),
+        let edges = match base {
+            Some(b) => {
+                state.base_std = b.state.base_std;
+                b.edges
+            }
+            None => HistEdges::symmetric(&state.weights),
         };
         Ok(LayerSource {
             layer,
             version,
-            all_hist: Arc::new(edges.count(weights.iter())),
-            fingerprint: fingerprint::dense(layer, &weights, &bias),
+            all_hist: Arc::new(edges.count(state.weights.iter())),
+            fingerprint: fingerprint::dense(layer, &state.weights, &state.bias),
             spec,
-            weights,
-            bias,
-            base_std,
+            state,
             edges,
-            tie,
         })
     }
-}
-
-/// What k-means did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SharingStats {
-    /// Clusters asked for (2^bits).
-    pub k: usize,
-    pub init: Init,
-    pub iterations: usize,
-    pub init_sse: f64,
-    pub sse: f64,
-    pub empty_clusters: usize,
-    /// Members of each codebook entry.
-    pub cluster_sizes: Vec<usize>,
 }
 
 /// Bits per surviving weight, of cluster indices and of relative-index gaps, before and
@@ -309,31 +258,11 @@ impl LayerResult {
 
 /// Checks a plan against the ranges the experiment format accepts.
 pub fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError> {
-    let bad = |message: String| ExploreError::InvalidSetting {
-        layer: name.to_string(),
-        message,
-    };
-    if !(1..=8).contains(&plan.bits) {
-        return Err(bad(format!("bits {} is out of range 1..=8", plan.bits)));
-    }
-    if !(1..=16).contains(&plan.index_bits) {
-        return Err(bad(format!(
-            "index bits {} are out of range 1..=16",
-            plan.index_bits
-        )));
-    }
-    match plan.prune {
-        PruneRule::Threshold(t) if !(t >= 0.0 && t.is_finite()) => {
-            Err(bad(format!("threshold {t} must be a finite number >= 0")))
-        }
-        PruneRule::Quality(q) if !(q >= 0.0 && q.is_finite()) => {
-            Err(bad(format!("quality {q} must be a finite number >= 0")))
-        }
-        PruneRule::Keep(k) if !(k > 0.0 && k <= 1.0) => {
-            Err(bad(format!("keep {k} is out of range (0, 1]")))
-        }
-        _ => Ok(()),
-    }
+    plan.validate()
+        .map_err(|message| ExploreError::InvalidSetting {
+            layer: name.to_string(),
+            message,
+        })
 }
 
 /// Computes a layer's result from `source` under `setting` (see [`LayerKey`] for what must
@@ -359,104 +288,24 @@ pub struct SharedLayer {
     pub fine_tuned_codebook: bool,
 }
 
-/// The first half of [`compute`]: prune and share (the fine-tuned tie when it applies).
+/// The first half of [`compute`]: the pipeline's prune and share.
 pub fn share_layer(
     source: &LayerSource,
     setting: LayerSetting,
     share: ShareParams,
 ) -> Result<SharedLayer, ExploreError> {
     let plan = setting.plan;
-    let spec = &source.spec;
-    validate(spec.name, &plan)?;
+    validate(source.spec.name, &plan)?;
     let l = source.layer;
-    let w = &source.weights;
-    let tie = source.tie.as_ref().filter(|t| {
-        LayerPlan {
-            index_bits: plan.index_bits,
-            ..t.plan
-        } == plan
-    });
-    let (threshold, positions, assignments, codebook, sharing) = match tie {
-        Some(t) => (
-            t.threshold,
-            t.positions.clone(),
-            t.assignments.clone(),
-            t.codebook.clone(),
-            t.sharing.clone(),
-        ),
-        None => {
-            // As the pipeline: a quality rule scales the checkpoint's spread, others look at
-            // the weights being pruned.
-            let t = match plan.prune {
-                PruneRule::Quality(q) => q * source.base_std,
-                rule => prune::threshold_for(rule, w),
-            };
-            let mask = prune::mask_for(w, t);
-            let positions: Vec<u32> = (0..w.len())
-                .filter(|&i| mask[i])
-                .map(|i| i as u32)
-                .collect();
-            let survivors: Vec<f32> = positions.iter().map(|&p| w[p as usize]).collect();
-            let cfg = KMeansConfig {
-                k: 1usize << plan.bits,
-                init: plan.init,
-                seed: share.seed.wrapping_add(l as u64),
-                max_iter: 300,
-                empty: share.empty,
-                stop: share.stop,
-            };
-            let r = kmeans::kmeans_1d(&survivors, &cfg);
-            // The pipeline's convention: a layer with no survivors keeps a one-entry codebook.
-            let codebook = if r.centroids.is_empty() {
-                vec![0.0]
-            } else {
-                r.centroids
-            };
-            let mut cluster_sizes = vec![0usize; codebook.len()];
-            for &a in &r.assignments {
-                cluster_sizes[a as usize] += 1;
-            }
-            let sharing = SharingStats {
-                k: cfg.k,
-                init: plan.init,
-                iterations: r.iterations,
-                init_sse: r.init_sse,
-                sse: r.sse,
-                empty_clusters: r.empty_clusters,
-                cluster_sizes,
-            };
-            (t, positions, r.assignments, codebook, sharing)
-        }
-    };
-    let base_bias = &source.bias;
-    let bias: Vec<f32> = if plan.prune_bias {
-        base_bias
-            .iter()
-            .zip(prune::mask_for(base_bias, threshold))
-            .map(|(&b, keep)| if keep { b } else { 0.0 })
-            .collect()
-    } else {
-        base_bias.clone()
-    };
-    let compressed = CompressedLayer {
-        name: spec.name.to_string(),
-        kind: spec.kind,
-        shape: spec.weight_shape(),
-        bits: plan.bits,
-        index_bits: plan.index_bits,
-        codebook,
-        positions,
-        assignments,
-        bias,
-    };
+    let shared = source.state.share(l, &source.spec, &plan, share);
     Ok(SharedLayer {
         key: LayerKey::new(l, source.version, &plan, share),
         setting,
-        threshold,
-        fingerprint: fingerprint::compressed(l, &compressed),
-        compressed,
-        sharing,
-        fine_tuned_codebook: tie.is_some(),
+        threshold: shared.threshold,
+        fingerprint: fingerprint::compressed(l, &shared.compressed),
+        compressed: shared.compressed,
+        sharing: shared.sharing,
+        fine_tuned_codebook: shared.fine_tuned,
     })
 }
 
@@ -477,7 +326,7 @@ pub fn finish(
         fine_tuned_codebook,
     } = s;
     let plan = setting.plan;
-    let w = &source.weights;
+    let w = &source.state.weights;
     let enc = encode::encode_layer(&compressed, share.max_code_len)?;
     let size = size::layer_size(&compressed, &enc, dcz::section_bytes(&compressed, &enc));
     let kept = compressed.kept().max(1) as f64;

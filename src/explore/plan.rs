@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::ExploreError;
 use super::layer::{self, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
 use crate::compress::model::{CompressedLayer, CompressedModel};
-use crate::compress::size::LayerSize;
 use crate::format::dcz;
 use crate::model::ModelKind;
+use crate::pipeline::size::LayerSize;
 
 /// Identity of a whole plan: one [`LayerKey`] per layer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -59,7 +59,7 @@ impl Probe {
 
     /// The layer's weights under this probe, and the pruning threshold it used (0 for bits).
     pub fn weights(&self, source: &LayerSource, share: ShareParams) -> (Vec<f32>, f32) {
-        let w = &source.weights;
+        let w = &source.state.weights;
         match *self {
             Probe::Prune { sparsity, .. } => {
                 let t = prune::keep_threshold(w, (1.0 - sparsity) as f32);

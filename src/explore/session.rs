@@ -17,15 +17,16 @@ use super::history::{History, HistoryPoint};
 use super::layer::{LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
 use super::plan::{self, LayerRef, LayerTask, PlanKey, PlanSizes, PlanSnapshot};
 use super::sensitivity::{self, Sensitivity, SweepGrid};
-use super::worker::{AloneRequest, Event, Job, JobId, JobKind, SweepRequest, TrainRequest, Tuned};
+use super::worker::{AloneRequest, Event, Job, JobId, SweepRequest, TrainRequest, Tuned};
 use crate::compress::kmeans::Init;
 use crate::compress::model::CompressedModel;
 use crate::experiment::{
-    Experiment, FinetunePlan, LayerOverrides, LayerPlan, PruneRule, PruneSchedule, RetrainPlan,
+    Experiment, LayerOverrides, LayerPlan, PruneRule, RecipeStep, Step, StepKind,
 };
 use crate::format::dcz::{self, DczLayout};
 use crate::model::train::{Evaluation, Schedule, TrainConfig};
 use crate::model::{Arch, LayerSpec, ModelKind, Net};
+use crate::pipeline::layer::LayerState;
 
 /// Versions of weight sources and ids of sessions are unique in the process, so the keys of
 /// two sessions never collide in a shared worker.
@@ -135,6 +136,9 @@ pub struct Session {
     checkpoint: Option<PathBuf>,
     base: Vec<Arc<LayerSource>>,
     tuned: Vec<Option<Arc<LayerSource>>>,
+    /// The training steps that made `tuned` from the checkpoint, in order: what an export
+    /// writes as the experiment's `[[step]]` recipe.
+    tuned_recipe: Vec<RecipeStep>,
     initial: Vec<LayerSetting>,
     plan: Vec<LayerSetting>,
     undo: Vec<Vec<LayerSetting>>,
@@ -195,7 +199,14 @@ impl Session {
             .zip(values)
             .enumerate()
             .map(|(l, (spec, (w, b)))| {
-                LayerSource::new(l, next_version(), spec.clone(), w, b, None, None).map(Arc::new)
+                LayerSource::new(
+                    l,
+                    next_version(),
+                    spec.clone(),
+                    LayerState::dense(w, b),
+                    None,
+                )
+                .map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let initial: Vec<LayerSetting> = template
@@ -213,6 +224,7 @@ impl Session {
             id: next_version(),
             model,
             share: ShareParams::of(&template),
+            tuned_recipe: Vec::new(),
             weights_fingerprint: sensitivity::weights_fingerprint(&base),
             tuned: vec![None; base.len()],
             base,
@@ -265,6 +277,7 @@ impl Session {
             share: Default::default(),
             finetune: None,
             max_code_len: 16,
+            steps: Vec::new(),
         }
     }
 
@@ -336,7 +349,7 @@ impl Session {
     /// Retrained weights hold exact zeros: asking for fewer pruned than that still prunes the
     /// zeros (threshold 0 would mean "prune nothing" and undo the pruning).
     pub fn threshold_for_sparsity(&self, layer: usize, sparsity: f64) -> Result<f32, ExploreError> {
-        let w = &self.source(layer)?.weights;
+        let w = &self.source(layer)?.state.weights;
         let keep = (1.0 - sparsity).clamp(0.0, 1.0) as f32;
         Ok(if keep >= 1.0 {
             0.0
@@ -436,16 +449,31 @@ impl Session {
         Ok(self.commit(plan, None))
     }
 
-    /// Back to the settings the session started with.
+    /// Back to the settings the session started with, on the weights the layer uses now (the
+    /// session's layers stay on one line of training: `u` undoes a training step).
     pub fn reset_layer(&mut self, layer: usize) -> Result<bool, ExploreError> {
         self.spec(layer)?;
         let mut plan = self.plan.clone();
-        plan[layer] = self.initial[layer];
+        plan[layer] = LayerSetting {
+            finetuned: plan[layer].finetuned,
+            ..self.initial[layer]
+        };
         Ok(self.commit(plan, None))
     }
 
+    /// Every layer back to the settings the session started with (see
+    /// [`Session::reset_layer`]).
     pub fn reset_all(&mut self) -> bool {
-        self.commit(self.initial.clone(), None)
+        let plan = self
+            .initial
+            .iter()
+            .zip(&self.plan)
+            .map(|(i, s)| LayerSetting {
+                finetuned: s.finetuned,
+                ..*i
+            })
+            .collect();
+        self.commit(plan, None)
     }
 
     /// Replaces the whole plan (one undo step).
@@ -548,31 +576,57 @@ impl Session {
 
     // ----- experiment files ----------------------------------------------------------------
 
-    /// The current plan as an experiment: the template with every layer's plan written out.
-    /// (`finetuned` is session state, not part of an experiment.)
+    /// The current plan as an experiment that re-runs to the same file: the template's
+    /// recipe replaced by the training steps this plan's weights went through (`[[step]]`,
+    /// each with the layer settings it ran under where they differ from the plan), and every
+    /// layer's plan written out.
     pub fn to_experiment(&self) -> Experiment {
         let mut exp = self.template.clone();
         exp.defaults = LayerOverrides::default();
-        exp.layers = self
-            .arch
-            .layers
+        let names: Vec<&str> = self.arch.layers.iter().map(|l| l.name).collect();
+        exp.layers = names
             .iter()
             .zip(&self.plan)
-            .map(|(spec, s)| {
-                let p = s.plan;
-                (
-                    spec.name.to_string(),
-                    LayerOverrides {
-                        prune: Some(p.prune),
-                        prune_bias: Some(p.prune_bias),
-                        bits: Some(p.bits),
-                        index_bits: Some(p.index_bits),
-                        init: Some(p.init),
-                    },
-                )
+            .map(|(name, s)| (name.to_string(), LayerOverrides::from(s.plan)))
+            .collect();
+        exp.retrain = None;
+        exp.finetune = None;
+        exp.steps = self
+            .recipe()
+            .iter()
+            .map(|step| Step {
+                kind: step.kind,
+                epochs: step.epochs,
+                lr: step.lr,
+                lr_schedule: step.lr_schedule,
+                batch_size: step.batch_size,
+                layers: names
+                    .iter()
+                    .zip(step.plans.iter().zip(&self.plan))
+                    .filter_map(|(name, (then, now))| {
+                        differences(then, &now.plan).map(|o| (name.to_string(), o))
+                    })
+                    .collect(),
             })
             .collect();
         exp
+    }
+
+    /// The training steps the current plan's weights went through (none while every layer
+    /// uses the checkpoint's).
+    pub fn recipe(&self) -> &[RecipeStep] {
+        if self.plan.iter().any(|s| s.finetuned) {
+            &self.tuned_recipe
+        } else {
+            &[]
+        }
+    }
+
+    /// Whether some layers use trained weights and others the checkpoint's: no experiment can
+    /// say that, so such a plan cannot be exported or trained further.
+    pub fn mixed_sources(&self) -> bool {
+        let tuned = self.plan.iter().filter(|s| s.finetuned).count();
+        tuned != 0 && tuned != self.plan.len()
     }
 
     pub fn to_toml(&self) -> String {
@@ -860,63 +914,114 @@ impl Session {
     }
 
     /// Masked retraining of the current plan: pruned weights stay zero, the rest train.
+    /// `config` gives the epochs, rate, schedule and batch; its seed is the recipe's for the
+    /// step, so an export re-runs it exactly (the rest comes from the baseline's recipe).
     pub fn retrain_job(&self, config: TrainConfig) -> Job {
-        Job::Retrain(TrainRequest {
-            session: self.id,
-            snapshot: self.snapshot(),
-            config,
-        })
+        Job::Retrain(self.train_request(StepKind::Retrain, config))
     }
 
     /// Centroid fine-tuning of the current plan: each codebook entry moves by the summed
-    /// gradient of its weights.
+    /// gradient of its weights (see [`Session::retrain_job`] for `config`).
     pub fn finetune_job(&self, config: TrainConfig) -> Job {
-        Job::FineTune(TrainRequest {
+        Job::FineTune(self.train_request(StepKind::Finetune, config))
+    }
+
+    fn train_request(&self, kind: StepKind, config: TrainConfig) -> TrainRequest {
+        let mut recipe = self.recipe().to_vec();
+        let round = 1 + recipe.iter().filter(|s| s.kind == kind).count();
+        let step = RecipeStep {
+            kind,
+            epochs: config.epochs,
+            lr: config.lr,
+            lr_schedule: config.schedule,
+            batch_size: config.batch_size,
+            plans: self.plan.iter().map(|s| s.plan).collect(),
+            round,
+            rounds: round,
+        };
+        let config = TrainConfig {
+            seed: step.train_config(&self.template.train).seed,
+            ..config
+        };
+        recipe.push(step);
+        let rounds = |k| recipe.iter().filter(|s| s.kind == k).count();
+        let (retrains, finetunes) = (rounds(StepKind::Retrain), rounds(StepKind::Finetune));
+        for s in &mut recipe {
+            s.rounds = match s.kind {
+                StepKind::Retrain => retrains,
+                StepKind::Finetune => finetunes,
+            };
+        }
+        TrainRequest {
             session: self.id,
             snapshot: self.snapshot(),
+            share: self.share,
             config,
+            recipe,
+        }
+    }
+
+    /// The step settings of the template's recipe for `kind`: its `[retrain]` / `[finetune]`
+    /// section or first `[[step]]` of the kind.
+    fn template_step(&self, kind: StepKind) -> Option<(usize, f64, usize, Schedule)> {
+        let t = &self.template;
+        let section = match kind {
+            StepKind::Retrain => t
+                .retrain
+                .as_ref()
+                .map(|r| (r.epochs, r.lr, r.batch_size, r.lr_schedule)),
+            StepKind::Finetune => t
+                .finetune
+                .as_ref()
+                .map(|f| (f.epochs, f.lr, f.batch_size, f.lr_schedule)),
+        };
+        section.or_else(|| {
+            t.steps
+                .iter()
+                .find(|s| s.kind == kind)
+                .map(|s| (s.epochs, s.lr, s.batch_size, s.lr_schedule))
         })
     }
 
-    /// Training settings for masked retraining: the experiment's `[retrain]` section if it
-    /// has one (1 epoch at a fifth of the baseline's learning rate otherwise), constant rate.
+    /// Training settings for masked retraining: the template's recipe if it has a retraining
+    /// step (1 epoch at a fifth of the baseline's learning rate otherwise), constant rate.
     pub fn retrain_config(&self) -> TrainConfig {
         let t = &self.template.train;
-        let (epochs, lr, batch, schedule) = match &self.template.retrain {
-            Some(r) => (r.epochs.max(1), r.lr, r.batch_size, r.lr_schedule),
-            None => (1, t.lr / 5.0, t.batch_size, Schedule::Constant),
-        };
-        self.stage_config(epochs, lr, batch, schedule, 1)
+        let (epochs, lr, batch, schedule) = self.template_step(StepKind::Retrain).unwrap_or((
+            1,
+            t.lr / 5.0,
+            t.batch_size,
+            Schedule::Constant,
+        ));
+        self.step_config(epochs.max(1), lr, batch, schedule)
     }
 
-    /// Training settings for centroid fine-tuning: the experiment's `[finetune]` section if it
-    /// has one (1 epoch at a tenth of the baseline's learning rate otherwise).
+    /// Training settings for centroid fine-tuning: the template's recipe if it has a
+    /// fine-tuning step (1 epoch at a tenth of the baseline's learning rate otherwise).
     pub fn finetune_config(&self) -> TrainConfig {
         let t = &self.template.train;
-        let (epochs, lr, batch, schedule) = match &self.template.finetune {
-            Some(f) => (f.epochs.max(1), f.lr, f.batch_size, f.lr_schedule),
-            None => (1, t.lr / 10.0, t.batch_size, Schedule::Constant),
-        };
-        self.stage_config(epochs, lr, batch, schedule, 1000)
+        let (epochs, lr, batch, schedule) = self.template_step(StepKind::Finetune).unwrap_or((
+            1,
+            t.lr / 10.0,
+            t.batch_size,
+            Schedule::Constant,
+        ));
+        self.step_config(epochs.max(1), lr, batch, schedule)
     }
 
-    /// As the pipeline's stages: the baseline's optimiser with a stage-specific seed.
-    fn stage_config(
+    fn step_config(
         &self,
         epochs: usize,
         lr: f64,
         batch_size: usize,
         schedule: Schedule,
-        salt: u64,
     ) -> TrainConfig {
-        let t = &self.template.train;
         TrainConfig {
             epochs,
             lr,
             batch_size,
             schedule,
-            seed: t.seed.wrapping_add(salt.wrapping_mul(7919)),
-            ..t.clone()
+            ..self.template.train.clone()
         }
     }
 
@@ -1003,12 +1108,12 @@ impl Session {
     }
 
     /// Adopts a training job's weights: they become every layer's trained source (replacing
-    /// earlier ones) and `finetuned` is switched on for every layer, as one undo step (undo
-    /// returns to the checkpoint's weights; the trained ones stay available). With
-    /// `finetuned` on, a layer is pruned and shared from the trained weights; after centroid
-    /// fine-tuning, while a layer's plan is still the one it was fine-tuned under (index bits
-    /// aside), its fine-tuned codebook and assignments are used as they are. The experiment's
-    /// `[retrain]` / `[finetune]` section records the job's recipe.
+    /// earlier ones, with the masks and codebooks the job held) and `finetuned` is switched on
+    /// for every layer, as one undo step (undo returns to the checkpoint's weights; the trained
+    /// ones stay available). With `finetuned` on, a layer is compressed from the trained state
+    /// by the pipeline's per-layer path: what the job pruned stays pruned, and a fine-tuned
+    /// codebook is used while the layer's plan is the one it was fine-tuned under. The job's
+    /// recipe becomes the session's (an export writes it).
     pub fn adopt(&mut self, tuned: &Tuned) -> Result<(), ExploreError> {
         if tuned.session != self.id || tuned.layers.len() != self.layer_count() {
             return Err(ExploreError::Invalid(
@@ -1019,41 +1124,19 @@ impl Session {
             .layers
             .iter()
             .enumerate()
-            .map(|(l, t)| {
+            .map(|(l, state)| {
                 LayerSource::new(
                     l,
                     next_version(),
                     self.arch.layers[l].clone(),
-                    t.weights.clone(),
-                    t.bias.clone(),
+                    state.clone(),
                     Some(&self.base[l]),
-                    t.tie.clone(),
                 )
                 .map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.tuned = sources.into_iter().map(Some).collect();
-        let c = &tuned.config;
-        match tuned.kind {
-            JobKind::FineTune => {
-                self.template.finetune = Some(FinetunePlan {
-                    epochs: c.epochs,
-                    lr: c.lr,
-                    lr_schedule: c.schedule,
-                    batch_size: c.batch_size,
-                })
-            }
-            _ => {
-                self.template.retrain = Some(RetrainPlan {
-                    rounds: 1,
-                    schedule: PruneSchedule::Agp,
-                    epochs: c.epochs,
-                    lr: c.lr,
-                    lr_schedule: c.schedule,
-                    batch_size: c.batch_size,
-                })
-            }
-        }
+        self.tuned_recipe = tuned.recipe.clone();
         let plan = self
             .plan
             .iter()
@@ -1154,4 +1237,16 @@ pub fn plan_with_keep(arch: &Arch, keep: &[f32]) -> Vec<LayerSetting> {
             finetuned: false,
         })
         .collect()
+}
+
+/// The settings of `then` that differ from `now`, or `None` when none do.
+fn differences(then: &LayerPlan, now: &LayerPlan) -> Option<LayerOverrides> {
+    let o = LayerOverrides {
+        prune: (then.prune != now.prune).then_some(then.prune),
+        prune_bias: (then.prune_bias != now.prune_bias).then_some(then.prune_bias),
+        bits: (then.bits != now.bits).then_some(then.bits),
+        index_bits: (then.index_bits != now.index_bits).then_some(then.index_bits),
+        init: (then.init != now.init).then_some(then.init),
+    };
+    (o != LayerOverrides::default()).then_some(o)
 }

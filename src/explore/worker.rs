@@ -24,15 +24,16 @@ use super::ExploreError;
 use super::eval::{
     self, CacheStats, Estimate, EvalMode, EvalOptions, Evaluator, PreparedLayer, fingerprint,
 };
-use super::layer::{self, FixedTie, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
+use super::layer::{self, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
 use super::plan::{LayerRef, LayerTask, PlanKey, PlanSizes, PlanSnapshot};
 use super::sensitivity::{self, Probe, Sensitivity, SweepGrid};
-use crate::compress::prune;
 use crate::data::Mnist;
+use crate::experiment::{LayerPlan, RecipeStep, StepKind};
 use crate::model::checkpoint::CheckpointMeta;
-use crate::model::optim::{Constraint, Tie};
 use crate::model::train::{self, EpochStats, Evaluation, Observer, Progress, TrainConfig};
-use crate::model::{ModelKind, Net, cache};
+use crate::model::{LayerSpec, ModelKind, Net, cache};
+use crate::pipeline::layer::LayerState;
+use crate::pipeline::step;
 use rayon::prelude::*;
 
 /// Identifies a submitted job; increasing in submission order.
@@ -89,13 +90,16 @@ pub struct SweepRequest {
     pub path: Option<PathBuf>,
 }
 
-/// Masked retraining or centroid fine-tuning of a plan.
+/// Masked retraining or centroid fine-tuning of a plan: one step of the pipeline's recipe.
 #[derive(Clone, Debug)]
 pub struct TrainRequest {
     /// The requesting session (its [`Session::adopt`](super::Session::adopt) checks it).
     pub session: u64,
     pub snapshot: PlanSnapshot,
+    pub share: ShareParams,
     pub config: TrainConfig,
+    /// Every step from the checkpoint to this one (the last).
+    pub recipe: Vec<RecipeStep>,
 }
 
 /// Train a baseline network, or load the cached checkpoint of the recipe.
@@ -132,15 +136,6 @@ impl Job {
     }
 }
 
-/// One layer's weights after a training job.
-#[derive(Clone, Debug)]
-pub struct TunedLayer {
-    pub weights: Vec<f32>,
-    pub bias: Vec<f32>,
-    /// After centroid fine-tuning: the fine-tuned codebook with its positions and assignments.
-    pub tie: Option<FixedTie>,
-}
-
 /// The outcome of a retraining / fine-tuning job, for [`Session::adopt`](super::Session::adopt).
 #[derive(Clone, Debug)]
 pub struct Tuned {
@@ -150,7 +145,11 @@ pub struct Tuned {
     /// The plan trained under.
     pub plan: Vec<LayerSetting>,
     pub config: TrainConfig,
-    pub layers: Vec<TunedLayer>,
+    /// Each layer's weights with the mask the job held, and after centroid fine-tuning the
+    /// fine-tuned codebook.
+    pub layers: Vec<LayerState>,
+    /// Every step from the checkpoint to this job's.
+    pub recipe: Vec<RecipeStep>,
     pub history: Vec<EpochStats>,
 }
 
@@ -708,8 +707,8 @@ impl Core {
                     PreparedLayer::from_dense(
                         &geoms[s.layer],
                         s.layer,
-                        &s.weights,
-                        &s.bias,
+                        &s.state.weights,
+                        &s.state.bias,
                         s.fingerprint,
                     )
                 })
@@ -886,9 +885,15 @@ impl Core {
             let l = probe.layer();
             let src = &req.base[l];
             let (w, threshold) = probe.weights(src, req.share);
-            let fp = fingerprint::dense(l, &w, &src.bias);
+            let fp = fingerprint::dense(l, &w, &src.state.bias);
             let mut layers = base;
-            layers[l] = Arc::new(PreparedLayer::from_dense(&geoms[l], l, &w, &src.bias, fp)?);
+            layers[l] = Arc::new(PreparedLayer::from_dense(
+                &geoms[l],
+                l,
+                &w,
+                &src.state.bias,
+                fp,
+            )?);
             if let Some(e) = self.evaluate_plain(model, &layers, false, &stop)? {
                 results.push((probe, threshold, e));
                 self.send(Event::SweepProgress {
@@ -919,80 +924,25 @@ impl Core {
         req: TrainRequest,
     ) -> Result<(), ExploreError> {
         let snap = &req.snapshot;
-        let results = snap.resolve()?.all;
-        let mut values = Vec::with_capacity(results.len());
-        let mut constraints = Vec::with_capacity(2 * results.len());
-        for (r, src) in results.iter().zip(&snap.sources) {
-            let c = &r.compressed;
-            let mask = c.mask();
-            let bias_mask = r
-                .setting
-                .plan
-                .prune_bias
-                .then(|| prune::mask_for(&src.bias, r.threshold));
-            let (weights, tie) = if kind == JobKind::FineTune {
-                let mut assignments = vec![0u8; c.weight_count()];
-                for (&p, &a) in c.positions.iter().zip(&c.assignments) {
-                    assignments[p as usize] = a;
-                }
-                let tie = Tie {
-                    assignments,
-                    codebook: c.codebook.clone(),
-                };
-                (c.dense_weights(), Some(tie))
-            } else {
-                let w = src
-                    .weights
-                    .iter()
-                    .zip(&mask)
-                    .map(|(&w, &keep)| if keep { w } else { 0.0 })
-                    .collect();
-                (w, None)
-            };
-            values.push((weights, c.bias.clone()));
-            constraints.push(Constraint {
-                mask: Some(mask),
-                tie,
-            });
-            constraints.push(Constraint {
-                mask: bias_mask,
-                tie: None,
-            });
-        }
-        let net = Net::from_values(snap.model, values)?;
+        let step_kind = match kind {
+            JobKind::FineTune => StepKind::Finetune,
+            _ => StepKind::Retrain,
+        };
+        let states: Vec<&LayerState> = snap.sources.iter().map(|s| &s.state).collect();
+        let specs: Vec<LayerSpec> = snap.sources.iter().map(|s| s.spec.clone()).collect();
+        let plans: Vec<LayerPlan> = snap.settings.iter().map(|s| s.plan).collect();
+        let prepared = step::prepare(step_kind, &states, &specs, &plans, req.share);
+        let net = Net::from_values(snap.model, prepared.values.clone())?;
         let data = Arc::clone(&self.data);
         let out = {
             let mut obs = TrainObserver::new(self, id, kind);
-            train::train(&net, &data, &req.config, &constraints, &mut obs)?
+            train::train(&net, &data, &req.config, &prepared.constraints, &mut obs)?
         };
         if out.cancelled {
             self.report_stop(kind, id);
             return Ok(());
         }
-        let layers = results
-            .iter()
-            .enumerate()
-            .map(|(l, r)| {
-                let tie = (kind == JobKind::FineTune).then(|| FixedTie {
-                    plan: r.setting.plan,
-                    threshold: r.threshold,
-                    codebook: out
-                        .codebooks
-                        .get(l)
-                        .cloned()
-                        .flatten()
-                        .unwrap_or_else(|| r.compressed.codebook.clone()),
-                    positions: r.compressed.positions.clone(),
-                    assignments: r.compressed.assignments.clone(),
-                    sharing: r.sharing.clone(),
-                });
-                Ok(TunedLayer {
-                    weights: net.weight_values(l)?,
-                    bias: net.bias_values(l)?,
-                    tie,
-                })
-            })
-            .collect::<Result<Vec<_>, candle_core::Error>>()?;
+        let layers = step::conclude(&prepared, &net, &out.codebooks)?;
         self.send(Event::Tuned {
             id,
             tuned: Arc::new(Tuned {
@@ -1002,6 +952,7 @@ impl Core {
                 plan: snap.settings.clone(),
                 config: req.config,
                 layers,
+                recipe: req.recipe,
                 history: out.history,
             }),
         });

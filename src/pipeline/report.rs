@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use super::paper;
-use super::pipeline::CompressionReport;
+use super::run::CompressionReport;
 use super::size::SizeReport;
+use crate::compress::paper;
 use crate::model::ModelKind;
 
 fn kb(bytes: u64) -> String {

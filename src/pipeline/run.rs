@@ -7,19 +7,18 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::encode::{self, EncodedLayer};
-use super::kmeans::{self, KMeansConfig};
-use super::model::{CompressedLayer, CompressedModel};
-use super::prune;
-use super::size::{self, SizeReport};
+use super::layer::{LayerState, ShareParams, Shared, SharingStats};
+use super::step;
+use crate::compress::encode::{self, EncodedLayer};
+use crate::compress::model::{CompressedLayer, CompressedModel};
+use crate::compress::prune;
 use crate::data::Mnist;
-use crate::experiment::{Experiment, LayerPlan, PruneRule};
+use crate::experiment::{Experiment, StepKind};
 use crate::format::dcz::{self, DczLayout};
 use crate::model::Net;
 use crate::model::cache;
-use crate::model::optim::{Constraint, Tie};
-use crate::model::train::Schedule;
-use crate::model::train::{self, EpochStats, Observer, TrainConfig};
+use crate::model::train::{self, EpochStats, Observer};
+use crate::pipeline::size::{self, SizeReport};
 
 /// Progress of a pipeline run: training callbacks plus named stages.
 pub trait PipelineObserver: Observer {
@@ -46,6 +45,20 @@ pub struct LayerSharing {
     pub init_sse: f64,
     pub sse: f64,
     pub empty_clusters: usize,
+}
+
+impl LayerSharing {
+    pub fn of(name: &str, s: &SharingStats) -> LayerSharing {
+        LayerSharing {
+            name: name.to_string(),
+            k: s.k,
+            init: s.init.name().to_string(),
+            iterations: s.iterations,
+            init_sse: s.init_sse,
+            sse: s.sse,
+            empty_clusters: s.empty_clusters,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,189 +104,96 @@ pub fn run(
     obs: &mut dyn PipelineObserver,
 ) -> anyhow::Result<CompressionResult> {
     let started = Instant::now();
-    let plans = exp.layer_plans();
     obs.stage("baseline: loading or training");
     let base = cache::obtain(exp.model, &exp.train, data, false, cache_dir, obs)?;
     if !base.meta.complete {
         anyhow::bail!("baseline training was stopped; nothing to compress");
     }
-    let net = base.net;
+    let mut net = base.net;
+    let arch = net.arch.clone();
+    let n_layers = arch.layers.len();
+    let share = ShareParams::of(exp);
     let mut stages = vec![eval_stage("baseline", &net, data, None)?];
-    let n_layers = net.arch.layers.len();
-    let mut masks: Vec<Vec<bool>> = (0..n_layers)
-        .map(|l| vec![true; net.arch.layers[l].weight_count()])
-        .collect();
-    let mut bias_masks: Vec<Vec<bool>> = (0..n_layers)
-        .map(|l| vec![true; net.arch.layers[l].bias_count()])
-        .collect();
-    let base_std: Vec<f32> = (0..n_layers)
-        .map(|l| net.weight_values(l).map(|w| prune::std_dev(&w)))
+    let mut states: Vec<LayerState> = (0..n_layers)
+        .map(|l| {
+            Ok(LayerState::dense(
+                net.weight_values(l)?,
+                net.bias_values(l)?,
+            ))
+        })
         .collect::<candle_core::Result<_>>()?;
-    let mut thresholds = vec![0.0f32; n_layers];
     let mut retrain_history = Vec::new();
+    let mut finetune_history = Vec::new();
     let mut cancelled = false;
 
-    // Pruning, possibly over several rounds each followed by masked retraining.
-    let rounds = exp.retrain.as_ref().map_or(1, |r| r.rounds);
-    let schedule = exp
-        .retrain
-        .as_ref()
-        .map_or(crate::experiment::PruneSchedule::Agp, |r| r.schedule);
-    let prunes = plans.iter().any(|p| p.prune != PruneRule::Keep(1.0));
-    for round in 1..=rounds {
-        if !prunes {
+    for step in exp.recipe() {
+        let (before, after) = step.labels();
+        obs.stage(&match step.kind {
+            StepKind::Retrain if step.rounds > 1 => {
+                format!("pruning, round {} of {}", step.round, step.rounds)
+            }
+            StepKind::Retrain => "pruning".to_string(),
+            StepKind::Finetune => "weight sharing (k-means)".to_string(),
+        });
+        let refs: Vec<&LayerState> = states.iter().collect();
+        let prepared = step::prepare(step.kind, &refs, &arch.layers, &step.plans, share);
+        net = Net::from_values(exp.model, prepared.values.clone())?;
+        let masks: Vec<&[bool]> = prepared
+            .layers
+            .iter()
+            .map(|p| &p.mask.weights[..])
+            .collect();
+        stages.push(eval_stage(&before, &net, data, Some(&masks))?);
+        if step.epochs == 0 {
+            states = step::conclude(&prepared, &net, &[])?;
+            continue;
+        }
+        obs.stage(&match step.kind {
+            StepKind::Retrain if step.rounds > 1 => {
+                format!("masked retraining, round {} of {}", step.round, step.rounds)
+            }
+            StepKind::Retrain => "masked retraining".to_string(),
+            StepKind::Finetune => "centroid fine-tuning".to_string(),
+        });
+        let cfg = step.train_config(&exp.train);
+        let out = train::train(&net, data, &cfg, &prepared.constraints, obs)?;
+        match step.kind {
+            StepKind::Retrain => retrain_history.extend(out.history),
+            StepKind::Finetune => finetune_history.extend(out.history),
+        }
+        if out.cancelled {
+            cancelled = true;
             break;
         }
-        obs.stage(&format!("pruning, round {round} of {rounds}"));
-        for (l, plan) in plans.iter().enumerate() {
-            let rule = prune::round_rule(plan.prune, round, rounds, schedule);
-            let mut w = net.weight_values(l)?;
-            let t = match rule {
-                PruneRule::Quality(q) => q * base_std[l],
-                other => prune::threshold_for(other, &w),
-            };
-            thresholds[l] = t;
-            for (keep, &new) in masks[l].iter_mut().zip(&prune::mask_for(&w, t)) {
-                *keep &= new;
-            }
-            apply(&mut w, &masks[l]);
-            net.set_weight_values(l, &w)?;
-            if plan.prune_bias {
-                let mut b = net.bias_values(l)?;
-                for (keep, &new) in bias_masks[l].iter_mut().zip(&prune::mask_for(&b, t)) {
-                    *keep &= new;
-                }
-                apply(&mut b, &bias_masks[l]);
-                net.set_bias_values(l, &b)?;
-            }
-        }
-        let label = if rounds > 1 {
-            format!("pruned (round {round})")
-        } else {
-            "pruned".to_string()
-        };
-        stages.push(eval_stage(&label, &net, data, Some(&masks))?);
-        if let Some(r) = exp.retrain.as_ref().filter(|r| r.epochs > 0) {
-            obs.stage(&format!("masked retraining, round {round} of {rounds}"));
-            let cfg = stage_config(
-                exp,
-                r.epochs,
-                r.lr,
-                r.lr_schedule,
-                r.batch_size,
-                round as u64,
-            );
-            let constraints = masks
-                .iter()
-                .zip(&bias_masks)
-                .flat_map(|(w, b)| {
-                    [
-                        Constraint {
-                            mask: Some(w.clone()),
-                            tie: None,
-                        },
-                        Constraint {
-                            mask: Some(b.clone()),
-                            tie: None,
-                        },
-                    ]
-                })
-                .collect::<Vec<_>>();
-            let out = train::train(&net, data, &cfg, &constraints, obs)?;
-            retrain_history.extend(out.history);
-            if out.cancelled {
-                cancelled = true;
-                break;
-            }
-            let label = if rounds > 1 {
-                format!("retrained (round {round})")
-            } else {
-                "retrained".to_string()
-            };
-            stages.push(eval_stage(&label, &net, data, Some(&masks))?);
-        }
+        states = step::conclude(&prepared, &net, &out.codebooks)?;
+        stages.push(eval_stage(&after, &net, data, Some(&masks))?);
     }
 
-    // Weight sharing: 1-D k-means on each layer's survivors.
+    // The plan itself: each layer pruned and shared as the last step left it (a fine-tuned
+    // codebook made under this plan is kept as it is).
     obs.stage("weight sharing (k-means)");
-    let mut sharing = Vec::with_capacity(n_layers);
-    let mut ties = Vec::with_capacity(n_layers);
-    for (l, plan) in plans.iter().enumerate() {
-        let w = net.weight_values(l)?;
-        let (tie, info) = share_layer(&w, &masks[l], plan, exp, l)?;
-        sharing.push(LayerSharing {
-            name: net.arch.layers[l].name.to_string(),
-            ..info
-        });
-        let mut shared = w;
-        for (i, v) in shared.iter_mut().enumerate() {
-            *v = if masks[l][i] {
-                tie.codebook[tie.assignments[i] as usize]
-            } else {
-                0.0
-            };
-        }
-        net.set_weight_values(l, &shared)?;
-        ties.push(tie);
-    }
-    stages.push(eval_stage("shared", &net, data, Some(&masks))?);
-
-    let mut finetune_history = Vec::new();
-    if let Some(f) = exp.finetune.as_ref().filter(|f| f.epochs > 0 && !cancelled) {
-        obs.stage("centroid fine-tuning");
-        let cfg = stage_config(exp, f.epochs, f.lr, f.lr_schedule, f.batch_size, 1000);
-        let constraints: Vec<Constraint> = masks
-            .iter()
-            .zip(&ties)
-            .zip(&bias_masks)
-            .flat_map(|((m, t), b)| {
-                [
-                    Constraint {
-                        mask: Some(m.clone()),
-                        tie: Some(t.clone()),
-                    },
-                    Constraint {
-                        mask: Some(b.clone()),
-                        tie: None,
-                    },
-                ]
-            })
-            .collect();
-        let out = train::train(&net, data, &cfg, &constraints, obs)?;
-        finetune_history = out.history;
-        cancelled |= out.cancelled;
-        for (tie, cb) in ties.iter_mut().zip(out.codebooks) {
-            if let Some(cb) = cb {
-                tie.codebook = cb;
-            }
-        }
-        stages.push(eval_stage("fine-tuned", &net, data, Some(&masks))?);
+    let plans = exp.layer_plans();
+    let shared: Vec<Shared> = states
+        .iter()
+        .zip(&arch.layers)
+        .zip(&plans)
+        .enumerate()
+        .map(|(l, ((s, spec), plan))| s.share(l, spec, plan, share))
+        .collect();
+    let layers: Vec<CompressedLayer> = shared.iter().map(|s| s.compressed.clone()).collect();
+    if !shared.iter().all(|s| s.fine_tuned) {
+        net = Net::from_values(
+            exp.model,
+            layers
+                .iter()
+                .map(|c| (c.dense_weights(), c.bias.clone()))
+                .collect(),
+        )?;
+        let masks: Vec<&[bool]> = shared.iter().map(|s| &s.mask.weights[..]).collect();
+        stages.push(eval_stage("shared", &net, data, Some(&masks))?);
     }
 
     obs.stage("encoding");
-    let mut layers = Vec::with_capacity(n_layers);
-    for (l, (plan, tie)) in plans.iter().zip(&ties).enumerate() {
-        let spec = &net.arch.layers[l];
-        let positions: Vec<u32> = (0..masks[l].len())
-            .filter(|&i| masks[l][i])
-            .map(|i| i as u32)
-            .collect();
-        let assignments = positions
-            .iter()
-            .map(|&p| tie.assignments[p as usize])
-            .collect();
-        layers.push(CompressedLayer {
-            name: spec.name.to_string(),
-            kind: spec.kind,
-            shape: spec.weight_shape(),
-            bits: plan.bits,
-            index_bits: plan.index_bits,
-            codebook: tie.codebook.clone(),
-            positions,
-            assignments,
-            bias: net.bias_values(l)?,
-        });
-    }
     let model = CompressedModel {
         model: exp.model,
         experiment: exp.to_toml(),
@@ -290,8 +210,12 @@ pub fn run(
         experiment: exp.name.clone(),
         model: exp.model.name().to_string(),
         stages,
-        thresholds,
-        sharing,
+        thresholds: shared.iter().map(|s| s.threshold).collect(),
+        sharing: shared
+            .iter()
+            .zip(&arch.layers)
+            .map(|(s, spec)| LayerSharing::of(spec.name, &s.sharing))
+            .collect(),
         sizes,
         retrain_history,
         finetune_history,
@@ -309,96 +233,15 @@ pub fn run(
     })
 }
 
-fn apply(values: &mut [f32], mask: &[bool]) {
-    for (v, &keep) in values.iter_mut().zip(mask) {
-        if !keep {
-            *v = 0.0;
-        }
-    }
-}
-
-/// Training settings for a retraining / fine-tuning stage: the baseline's optimiser and a seed
-/// that differs per stage.
-fn stage_config(
-    exp: &Experiment,
-    epochs: usize,
-    lr: f64,
-    schedule: Schedule,
-    batch: usize,
-    salt: u64,
-) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        lr,
-        batch_size: batch,
-        schedule,
-        seed: exp.train.seed.wrapping_add(salt.wrapping_mul(7919)),
-        ..exp.train.clone()
-    }
-}
-
-/// k-means on the surviving weights of one layer; the tie covers every position (pruned
-/// positions get cluster 0 but stay masked).
-fn share_layer(
-    weights: &[f32],
-    mask: &[bool],
-    plan: &LayerPlan,
-    exp: &Experiment,
-    layer: usize,
-) -> anyhow::Result<(Tie, LayerSharing)> {
-    let survivors: Vec<f32> = weights
-        .iter()
-        .zip(mask)
-        .filter(|&(_, &k)| k)
-        .map(|(&w, _)| w)
-        .collect();
-    let cfg = KMeansConfig {
-        k: 1usize << plan.bits,
-        init: plan.init,
-        seed: exp.share.seed.wrapping_add(layer as u64),
-        max_iter: 300,
-        empty: exp.share.empty_clusters,
-        stop: exp.share.stop,
-    };
-    let result = kmeans::kmeans_1d(&survivors, &cfg);
-    let mut assignments = vec![0u8; weights.len()];
-    let mut it = result.assignments.iter();
-    for (a, &keep) in assignments.iter_mut().zip(mask) {
-        if keep {
-            *a = *it.next().expect("one assignment per survivor");
-        }
-    }
-    let codebook = if result.centroids.is_empty() {
-        vec![0.0]
-    } else {
-        result.centroids
-    };
-    Ok((
-        Tie {
-            assignments,
-            codebook,
-        },
-        LayerSharing {
-            name: String::new(),
-            k: cfg.k,
-            init: plan.init.name().to_string(),
-            iterations: result.iterations,
-            init_sse: result.init_sse,
-            sse: result.sse,
-            empty_clusters: result.empty_clusters,
-        },
-    ))
-}
-
 fn eval_stage(
     stage: &str,
     net: &Net,
     data: &Mnist,
-    masks: Option<&[Vec<bool>]>,
+    masks: Option<&[&[bool]]>,
 ) -> candle_core::Result<StageEval> {
     let e = train::evaluate(net, &data.test)?;
     let kept = masks.map_or(1.0, |m| {
-        let total: usize = m.iter().map(Vec::len).sum();
+        let total: usize = m.iter().map(|v| v.len()).sum();
         let kept: usize = m.iter().map(|v| prune::kept_count(v)).sum();
         kept as f64 / total.max(1) as f64
     });

@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::encode::EncodedLayer;
-use super::model::{CompressedLayer, CompressedModel};
+use crate::compress::encode::EncodedLayer;
+use crate::compress::model::{CompressedLayer, CompressedModel};
 use crate::format::dcz::DczLayout;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compress::kmeans::Init;
 use crate::compress::paper;
-use crate::compress::pipeline::{CompressionReport, StageEval};
 use crate::compress::prune;
-use crate::compress::size::SizeReport;
 use crate::data::Mnist;
 use crate::experiment::{Experiment, LayerPlan, PruneRule};
 use crate::explore::eval::{EvalMode, EvalOptions, Evaluator, PreparedLayer, fingerprint};
@@ -28,6 +26,8 @@ use crate::explore::worker::{Event, Tuned};
 use crate::explore::{Edit, ExploreError, Scope, Session, Worker, WorkerOptions};
 use crate::model::ModelKind;
 use crate::model::train::EpochStats;
+use crate::pipeline::size::SizeReport;
+use crate::pipeline::{CompressionReport, StageEval};
 
 /// Weights and biases per layer (flattened), as [`Session::from_weights`] takes them.
 pub type Weights = Vec<(Vec<f32>, Vec<f32>)>;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use crate::compress::pipeline::CompressionReport;
 use crate::data::Mnist;
 use crate::experiment::Experiment;
 use crate::model::checkpoint;
+use crate::pipeline::CompressionReport;
 use crate::plot::data::{self, BuildObserver, BuildOptions, Inputs};
 use crate::plot::{self, PlotOptions};
 

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use dcx::compress::pipeline::PipelineObserver;
 use dcx::data::Mnist;
 use dcx::model::train::Observer;
+use dcx::pipeline::PipelineObserver;
 
 /// The committed fixture: the first 600 training and 200 test images of MNIST.
 pub fn fixture() -> Mnist {

@@ -1,0 +1,381 @@
+//! The one per-layer path of compression. `dcx compress` ([`super::run`]), the explorer's
+//! session and worker, and the figures all turn a layer's weights and its plan into a
+//! compressed layer here, so they cannot disagree:
+//!
+//! 1. prune by the plan's rule, holding every weight an earlier step pruned ([`LayerState::prune`]);
+//! 2. share the survivors with 1-D k-means, or keep the codebook centroid fine-tuning produced
+//!    while the plan is still the one it was fine-tuned under ([`LayerState::share`]).
+//!
+//! Coding (relative index + Huffman) and sizes follow in [`crate::compress::encode`] and
+//! [`crate::pipeline::size`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::compress::kmeans::{self, EmptyClusters, Init, KMeansConfig, Stop};
+use crate::compress::model::CompressedLayer;
+use crate::compress::prune;
+use crate::experiment::{Experiment, LayerPlan, PruneRule};
+use crate::model::LayerSpec;
+
+/// Session-wide settings that shape every layer's result (from the experiment's `[share]`
+/// section and `max_code_len`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShareParams {
+    pub empty: EmptyClusters,
+    pub stop: Stop,
+    pub seed: u64,
+    pub max_code_len: u8,
+}
+
+impl ShareParams {
+    pub fn of(exp: &Experiment) -> ShareParams {
+        ShareParams {
+            empty: exp.share.empty_clusters,
+            stop: exp.share.stop,
+            seed: exp.share.seed,
+            max_code_len: exp.max_code_len,
+        }
+    }
+}
+
+/// Which weights and biases of a layer survive, and the rule that made the last cut.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mask {
+    pub rule: PruneRule,
+    pub prune_bias: bool,
+    /// Absolute threshold of the last cut: `|w|` below it was pruned.
+    pub threshold: f32,
+    /// `true` = kept.
+    pub weights: Vec<bool>,
+    pub bias: Vec<bool>,
+}
+
+impl Mask {
+    pub fn kept(&self) -> usize {
+        prune::kept_count(&self.weights)
+    }
+
+    /// Flattened positions of the kept weights, increasing.
+    pub fn positions(&self) -> Vec<u32> {
+        (0..self.weights.len())
+            .filter(|&i| self.weights[i])
+            .map(|i| i as u32)
+            .collect()
+    }
+}
+
+/// What k-means did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SharingStats {
+    /// Clusters asked for (2^bits).
+    pub k: usize,
+    pub init: Init,
+    pub iterations: usize,
+    pub init_sse: f64,
+    pub sse: f64,
+    pub empty_clusters: usize,
+    /// Members of each codebook entry.
+    pub cluster_sizes: Vec<usize>,
+}
+
+/// The codebook, positions and assignments that centroid fine-tuning produced under `plan`:
+/// used as they are while the layer's plan is still `plan` (index bits aside: they only change
+/// the coding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FixedTie {
+    pub plan: LayerPlan,
+    pub threshold: f32,
+    pub codebook: Vec<f32>,
+    pub positions: Vec<u32>,
+    pub assignments: Vec<u8>,
+    pub sharing: SharingStats,
+}
+
+impl FixedTie {
+    pub fn applies_to(&self, plan: &LayerPlan) -> bool {
+        LayerPlan {
+            index_bits: plan.index_bits,
+            ..self.plan
+        } == *plan
+    }
+}
+
+/// A layer's weights between two steps of a recipe: the checkpoint's, or a training step's,
+/// with what that step held fixed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerState {
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+    /// Standard deviation of the checkpoint's weights: the unit of a `quality` rule, measured
+    /// before any pruning.
+    pub base_std: f32,
+    /// The mask the last training step held (`None`: never pruned).
+    pub mask: Option<Mask>,
+    /// The codebook the last centroid fine-tuning produced.
+    pub tie: Option<FixedTie>,
+}
+
+/// A layer pruned and shared, not yet entropy-coded.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub threshold: f32,
+    /// What survives (for a held fine-tuned codebook, the mask it was made under).
+    pub mask: Mask,
+    pub compressed: CompressedLayer,
+    pub sharing: SharingStats,
+    /// The codebook is the one centroid fine-tuning produced (not a fresh k-means).
+    pub fine_tuned: bool,
+}
+
+impl LayerState {
+    /// A checkpoint's layer: nothing pruned or shared yet.
+    pub fn dense(weights: Vec<f32>, bias: Vec<f32>) -> LayerState {
+        LayerState {
+            base_std: prune::std_dev(&weights),
+            weights,
+            bias,
+            mask: None,
+            tie: None,
+        }
+    }
+
+    /// The mask `rule` gives on these weights (`seed` draws a random rule's choice). What an
+    /// earlier step pruned stays pruned (its weights are zero and were trained as zero); the
+    /// same rule as the last cut gives that cut again rather than cutting the trained
+    /// survivors anew.
+    pub fn prune(&self, rule: PruneRule, prune_bias: bool, seed: u64) -> Mask {
+        if let Some(m) = &self.mask
+            && m.rule == rule
+            && m.prune_bias == prune_bias
+        {
+            return m.clone();
+        }
+        let threshold = match rule {
+            PruneRule::Quality(q) => q * self.base_std,
+            other => prune::threshold_for(other, &self.weights),
+        };
+        let mut weights = prune::mask_for(&self.weights, threshold);
+        let mut bias = if prune_bias {
+            prune::mask_for(&self.bias, threshold)
+        } else {
+            vec![true; self.bias.len()]
+        };
+        if let Some(m) = &self.mask {
+            for (k, &held) in weights.iter_mut().zip(&m.weights) {
+                *k &= held;
+            }
+            for (k, &held) in bias.iter_mut().zip(&m.bias) {
+                *k &= held;
+            }
+        }
+        if let PruneRule::Random(keep) = rule {
+            weights = prune::random_mask(&weights, keep, seed);
+        }
+        Mask {
+            rule,
+            prune_bias,
+            threshold,
+            weights,
+            bias,
+        }
+    }
+
+    /// The weights a step starts from: the fine-tuned codebook's values where a tie is held,
+    /// else the weights; zero wherever the held mask pruned.
+    pub fn effective_weights(&self) -> Vec<f32> {
+        if let Some(t) = &self.tie {
+            let mut w = vec![0.0; self.weights.len()];
+            for (&p, &a) in t.positions.iter().zip(&t.assignments) {
+                w[p as usize] = t.codebook[a as usize];
+            }
+            return w;
+        }
+        match &self.mask {
+            Some(m) => masked(&self.weights, &m.weights),
+            None => self.weights.clone(),
+        }
+    }
+
+    /// The layer compressed under `plan`: pruned by [`LayerState::prune`], then the held
+    /// fine-tuned codebook if it was made under this plan, else k-means on the survivors
+    /// (seeded per layer, so layers do not share random streams).
+    pub fn share(
+        &self,
+        layer: usize,
+        spec: &LayerSpec,
+        plan: &LayerPlan,
+        share: ShareParams,
+    ) -> Shared {
+        let tie = self.tie.as_ref().filter(|t| t.applies_to(plan));
+        let mask = self.prune(
+            plan.prune,
+            plan.prune_bias,
+            share.seed.wrapping_add(layer as u64),
+        );
+        let (threshold, positions, assignments, codebook, sharing) = match tie {
+            Some(t) => (
+                t.threshold,
+                t.positions.clone(),
+                t.assignments.clone(),
+                t.codebook.clone(),
+                t.sharing.clone(),
+            ),
+            None => {
+                let positions = mask.positions();
+                let survivors: Vec<f32> = positions
+                    .iter()
+                    .map(|&p| self.weights[p as usize])
+                    .collect();
+                let cfg = KMeansConfig {
+                    k: 1usize << plan.bits,
+                    init: plan.init,
+                    seed: share.seed.wrapping_add(layer as u64),
+                    max_iter: 300,
+                    empty: share.empty,
+                    stop: share.stop,
+                };
+                let r = kmeans::kmeans_1d(&survivors, &cfg);
+                // A layer with no survivors keeps a one-entry codebook, so a reader always
+                // finds a value to decode to.
+                let codebook = if r.centroids.is_empty() {
+                    vec![0.0]
+                } else {
+                    r.centroids
+                };
+                let mut cluster_sizes = vec![0usize; codebook.len()];
+                for &a in &r.assignments {
+                    cluster_sizes[a as usize] += 1;
+                }
+                let sharing = SharingStats {
+                    k: cfg.k,
+                    init: plan.init,
+                    iterations: r.iterations,
+                    init_sse: r.init_sse,
+                    sse: r.sse,
+                    empty_clusters: r.empty_clusters,
+                    cluster_sizes,
+                };
+                (mask.threshold, positions, r.assignments, codebook, sharing)
+            }
+        };
+        let compressed = CompressedLayer {
+            name: spec.name.to_string(),
+            kind: spec.kind,
+            shape: spec.weight_shape(),
+            bits: plan.bits,
+            index_bits: plan.index_bits,
+            codebook,
+            positions,
+            assignments,
+            bias: masked(&self.bias, &mask.bias),
+        };
+        Shared {
+            threshold,
+            mask,
+            compressed,
+            sharing,
+            fine_tuned: tie.is_some(),
+        }
+    }
+}
+
+/// `values` with every position the mask prunes set to zero.
+pub fn masked(values: &[f32], mask: &[bool]) -> Vec<f32> {
+    values
+        .iter()
+        .zip(mask)
+        .map(|(&v, &keep)| if keep { v } else { 0.0 })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelKind;
+
+    fn spec() -> LayerSpec {
+        ModelKind::Lenet300100.arch().layers[2].clone()
+    }
+
+    /// Distinct magnitudes, alternating signs, in a shuffled order.
+    fn weights(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let m = ((i * 7919) % n + 1) as f32 / n as f32;
+                if i % 2 == 0 { m } else { -m }
+            })
+            .collect()
+    }
+
+    fn share_params() -> ShareParams {
+        ShareParams {
+            empty: EmptyClusters::Relocate,
+            stop: Stop::Converged,
+            seed: 1,
+            max_code_len: 16,
+        }
+    }
+
+    #[test]
+    fn a_held_mask_stays_pruned_and_the_same_rule_repeats_the_cut() {
+        let s = spec();
+        let mut state = LayerState::dense(weights(s.weight_count()), vec![0.5; s.bias_count()]);
+        let first = state.prune(PruneRule::Keep(0.5), false, 0);
+        assert_eq!(first.kept(), s.weight_count() / 2);
+        // Training moved the survivors: the same rule keeps the cut, a new one cuts inside it.
+        state.weights = masked(&state.weights, &first.weights)
+            .iter()
+            .map(|w| w * 0.5)
+            .collect();
+        state.mask = Some(first.clone());
+        assert_eq!(state.prune(PruneRule::Keep(0.5), false, 0), first);
+        let looser = state.prune(PruneRule::Threshold(0.0), false, 0);
+        assert_eq!(
+            looser.weights, first.weights,
+            "pruned weights never come back"
+        );
+        let tighter = state.prune(PruneRule::Keep(0.25), false, 0);
+        assert!(tighter.kept() < first.kept());
+        assert!(
+            tighter
+                .weights
+                .iter()
+                .zip(&first.weights)
+                .all(|(&t, &f)| !t || f)
+        );
+    }
+
+    #[test]
+    fn sharing_uses_a_fine_tuned_codebook_only_under_its_own_plan() {
+        let s = spec();
+        let state = LayerState::dense(weights(s.weight_count()), vec![0.0; s.bias_count()]);
+        let plan = LayerPlan {
+            prune: PruneRule::Keep(0.3),
+            ..LayerPlan::paper_default(s.kind)
+        };
+        let fresh = state.share(2, &s, &plan, share_params());
+        assert!(!fresh.fine_tuned);
+        assert_eq!(fresh.compressed.kept(), fresh.compressed.assignments.len());
+        let mut tuned = state.clone();
+        tuned.tie = Some(FixedTie {
+            plan,
+            threshold: fresh.threshold,
+            codebook: fresh.compressed.codebook.iter().map(|c| c + 1.0).collect(),
+            positions: fresh.compressed.positions.clone(),
+            assignments: fresh.compressed.assignments.clone(),
+            sharing: fresh.sharing.clone(),
+        });
+        let wider_index = LayerPlan {
+            index_bits: 8,
+            ..plan
+        };
+        let kept = tuned.share(2, &s, &wider_index, share_params());
+        assert!(kept.fine_tuned);
+        assert_eq!(
+            kept.compressed.codebook[0],
+            fresh.compressed.codebook[0] + 1.0
+        );
+        let fewer_bits = LayerPlan { bits: 3, ..plan };
+        assert!(!tuned.share(2, &s, &fewer_bits, share_params()).fine_tuned);
+    }
+}

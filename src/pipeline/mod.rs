@@ -1,0 +1,13 @@
+//! The compression pipeline every caller shares: [`layer`] is the one per-layer path (prune,
+//! share), [`step`] one training step of a recipe (masked retraining, centroid fine-tuning),
+//! [`run`] a whole experiment without any UI (`dcx compress`, `dcx plot`).
+
+pub mod layer;
+pub mod report;
+pub mod run;
+pub mod size;
+pub mod step;
+
+pub use run::{
+    CompressionReport, CompressionResult, LayerSharing, PipelineObserver, StageEval, run,
+};

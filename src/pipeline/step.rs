@@ -1,0 +1,131 @@
+//! One training step of a recipe, for every caller: `dcx compress` runs them in a row, the
+//! explorer's worker runs one per `p` / `f` key. [`prepare`] turns the layers' states and
+//! plans into the network's start values and what training must hold; [`conclude`] turns the
+//! trained network back into states.
+
+use super::layer::{FixedTie, LayerState, Mask, ShareParams, Shared};
+use crate::experiment::{LayerPlan, StepKind};
+use crate::model::optim::{Constraint, Tie};
+use crate::model::{LayerSpec, Net};
+
+/// A layer made ready for a step.
+#[derive(Clone, Debug)]
+pub struct PreparedLayer {
+    pub plan: LayerPlan,
+    pub mask: Mask,
+    /// For fine-tuning: the layer as shared before training.
+    pub shared: Option<Shared>,
+    pub base_std: f32,
+}
+
+/// A step made ready: start values and constraints, `LayerSpec` order.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub kind: StepKind,
+    pub layers: Vec<PreparedLayer>,
+    /// Weights and biases per layer, as [`Net::from_values`] takes them.
+    pub values: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Weight and bias constraint of each layer, in the network's parameter order.
+    pub constraints: Vec<Constraint>,
+}
+
+/// Retraining: prune each layer by its plan, start from the survivors, keep the pruned at
+/// zero. Fine-tuning: share each layer, start from the codebook values, move only the
+/// codebook.
+pub fn prepare(
+    kind: StepKind,
+    states: &[&LayerState],
+    specs: &[LayerSpec],
+    plans: &[LayerPlan],
+    share: ShareParams,
+) -> Prepared {
+    let mut layers = Vec::with_capacity(states.len());
+    let mut values = Vec::with_capacity(states.len());
+    let mut constraints = Vec::with_capacity(2 * states.len());
+    for (l, ((state, spec), plan)) in states.iter().zip(specs).zip(plans).enumerate() {
+        let (mask, shared, weights, bias, tie) = match kind {
+            StepKind::Retrain => {
+                let mask = state.prune(
+                    plan.prune,
+                    plan.prune_bias,
+                    share.seed.wrapping_add(l as u64),
+                );
+                let w = super::layer::masked(&state.effective_weights(), &mask.weights);
+                let b = super::layer::masked(&state.bias, &mask.bias);
+                (mask, None, w, b, None)
+            }
+            StepKind::Finetune => {
+                let shared = state.share(l, spec, plan, share);
+                let mask = shared.mask.clone();
+                let c = &shared.compressed;
+                let mut assignments = vec![0u8; c.weight_count()];
+                for (&p, &a) in c.positions.iter().zip(&c.assignments) {
+                    assignments[p as usize] = a;
+                }
+                let tie = Tie {
+                    assignments,
+                    codebook: c.codebook.clone(),
+                };
+                let (w, b) = (c.dense_weights(), c.bias.clone());
+                (mask, Some(shared), w, b, Some(tie))
+            }
+        };
+        constraints.push(Constraint {
+            mask: Some(mask.weights.clone()),
+            tie,
+        });
+        constraints.push(Constraint {
+            mask: Some(mask.bias.clone()),
+            tie: None,
+        });
+        values.push((weights, bias));
+        layers.push(PreparedLayer {
+            plan: *plan,
+            mask,
+            shared,
+            base_std: state.base_std,
+        });
+    }
+    Prepared {
+        kind,
+        layers,
+        values,
+        constraints,
+    }
+}
+
+/// The layers' states after training `net` from `prepared`: the trained weights, the mask
+/// held, and after fine-tuning the trained codebooks (`codebooks[l]`, from the training
+/// outcome; `None` keeps the shared one).
+pub fn conclude(
+    prepared: &Prepared,
+    net: &Net,
+    codebooks: &[Option<Vec<f32>>],
+) -> candle_core::Result<Vec<LayerState>> {
+    prepared
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, p)| {
+            let tie = p.shared.as_ref().map(|s| FixedTie {
+                plan: p.plan,
+                threshold: s.threshold,
+                codebook: codebooks
+                    .get(l)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| s.compressed.codebook.clone()),
+                positions: s.compressed.positions.clone(),
+                assignments: s.compressed.assignments.clone(),
+                sharing: s.sharing.clone(),
+            });
+            Ok(LayerState {
+                weights: net.weight_values(l)?,
+                bias: net.bias_values(l)?,
+                base_std: p.base_std,
+                mask: Some(p.mask.clone()),
+                tie,
+            })
+        })
+        .collect()
+}
