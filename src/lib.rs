@@ -11,5 +11,6 @@ pub mod explore;
 pub mod format;
 pub mod fsutil;
 pub mod model;
+pub mod palette;
 pub mod plot;
 pub mod tui;

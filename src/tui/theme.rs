@@ -3,18 +3,24 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
+use crate::palette;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Theme {
     pub color: bool,
     pub lecture: bool,
 }
 
-pub const BLUE: Color = Color::Rgb(0, 114, 178);
-pub const ORANGE: Color = Color::Rgb(230, 159, 0);
-pub const GREEN: Color = Color::Rgb(0, 158, 115);
-pub const VERMILLION: Color = Color::Rgb(213, 94, 0);
-pub const SKY: Color = Color::Rgb(86, 180, 233);
-pub const PURPLE: Color = Color::Rgb(204, 121, 167);
+const fn rgb((r, g, b): palette::Rgb) -> Color {
+    Color::Rgb(r, g, b)
+}
+
+pub const BLUE: Color = rgb(palette::BLUE);
+pub const ORANGE: Color = rgb(palette::ORANGE);
+pub const GREEN: Color = rgb(palette::GREEN);
+pub const VERMILLION: Color = rgb(palette::VERMILLION);
+pub const SKY: Color = rgb(palette::SKY);
+pub const PURPLE: Color = rgb(palette::PURPLE);
 
 impl Theme {
     /// Colour unless the NO_COLOR convention (any non-empty value) says otherwise.
@@ -90,6 +96,7 @@ impl Theme {
         self.fg(PURPLE)
     }
     pub fn series(&self, i: usize) -> Style {
-        self.fg([BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY][i % 6])
+        let s = palette::SERIES;
+        self.fg(rgb(s[i % s.len()]))
     }
 }
