@@ -3,6 +3,7 @@
 //! never computes results itself, so it is cheap, synchronous and unit-testable.
 
 use super::keys::Action;
+use super::theme::Colors;
 use super::view::{TrainingView, ViewModel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +93,9 @@ pub struct App {
     pub curve_tab: CurveTab,
     pub log_counts: bool,
     pub lecture: bool,
+    /// Colour or none, chosen once by whoever opens the screen (NO_COLOR); drawing reads it
+    /// from here rather than from the environment.
+    pub colors: Colors,
     /// Changes apply to every layer, not just the selected one.
     pub apply_all: bool,
     /// A one-line message for the status bar (export path, errors).
@@ -112,6 +116,7 @@ impl App {
             curve_tab: CurveTab::Sensitivity,
             log_counts: false,
             lecture: false,
+            colors: Colors::default(),
             apply_all: false,
             message: None,
             table_top: std::cell::Cell::new(0),

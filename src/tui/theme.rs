@@ -1,9 +1,34 @@
 //! Colours and emphasis. Colour-blind-safe (Okabe–Ito) hues, a high-contrast variant for
 //! projectors, and no colour at all when NO_COLOR is set.
+//!
+//! Whether to use colour is decided once, by the command that opens a screen
+//! ([`Colors::from_env`]), and travels with the `App`: drawing never reads the environment,
+//! so it is a pure function of its input and tests can choose colours without touching
+//! process-wide state that other threads read.
 
 use ratatui::style::{Color, Modifier, Style};
 
 use crate::palette;
+
+/// Whether the screen may use colour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Colors {
+    #[default]
+    On,
+    Off,
+}
+
+impl Colors {
+    /// Colour unless the NO_COLOR convention (any non-empty value) says otherwise. Read once at
+    /// start-up by the commands that draw the explorer.
+    pub fn from_env() -> Colors {
+        if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+            Colors::Off
+        } else {
+            Colors::On
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Theme {
@@ -23,11 +48,9 @@ pub const SKY: Color = rgb(palette::SKY);
 pub const PURPLE: Color = rgb(palette::PURPLE);
 
 impl Theme {
-    /// Colour unless the NO_COLOR convention (any non-empty value) says otherwise.
-    pub fn from_env(lecture: bool) -> Theme {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    pub fn new(colors: Colors, lecture: bool) -> Theme {
         Theme {
-            color: !no_color,
+            color: colors == Colors::On,
             lecture,
         }
     }

@@ -20,7 +20,7 @@ pub const MIN_HEIGHT: u16 = 18;
 
 pub fn draw(app: &App, frame: &mut Frame) {
     let area = frame.area();
-    let theme = Theme::from_env(app.lecture);
+    let theme = Theme::new(app.colors, app.lecture);
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         overlay::too_small(frame, area, &theme);
         return;
