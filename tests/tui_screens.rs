@@ -2,7 +2,7 @@
 //! that drawing never panics at any size.
 
 use dcx::tui::app::{App, CurveTab, Effect, Mode};
-use dcx::tui::keys::Action;
+use dcx::tui::keys::{Action, BINDINGS};
 use dcx::tui::theme::Colors;
 use dcx::tui::ui;
 use dcx::tui::view::{
@@ -283,4 +283,65 @@ fn colour_is_the_apps_choice_not_the_environments() {
     assert!(has_rgb(&app));
     app.colors = Colors::Off;
     assert!(!has_rgb(&app));
+}
+
+fn screen_text(t: &Terminal<TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    let w = buf.area.width as usize;
+    let cells: Vec<&str> = buf.content().iter().map(|c| c.symbol()).collect();
+    cells
+        .chunks(w)
+        .map(|row| row.concat())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn every_binding_is_in_the_help() {
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::Help);
+    let text = screen_text(&render(&app, 200, 60));
+    assert!(!text.contains("PgDn scroll"), "fits at 200x60:\n{text}");
+    for b in BINDINGS {
+        let row = format!("{}  ", b.label());
+        assert!(text.contains(&row), "{row:?} missing:\n{text}");
+        assert!(text.contains(b.help), "{:?} missing:\n{text}", b.help);
+    }
+}
+
+#[test]
+fn help_taller_than_the_screen_scrolls_to_its_end() {
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::Help);
+    let first = screen_text(&render(&app, 60, 20));
+    assert!(first.contains("PgUp PgDn scroll"), "{first}");
+    assert!(first.contains("Esc closes"), "{first}");
+    let mut seen = first.clone();
+    loop {
+        let before = app.help_scroll;
+        app.update(Action::PageDown);
+        if app.help_scroll == before {
+            break;
+        }
+        seen.push_str(&screen_text(&render(&app, 60, 20)));
+    }
+    for b in BINDINGS {
+        assert!(seen.contains(&b.label()), "{} never shown", b.label());
+    }
+    let last = screen_text(&render(&app, 60, 20));
+    let (_, total) = app.help_page.get();
+    assert!(total > 0);
+    assert!(last.contains(" of "), "{last}");
+    assert!(
+        last.contains("any other key"),
+        "the last line shows:\n{last}"
+    );
+    assert_eq!(app.mode, Mode::Help);
+}
+
+#[test]
+fn help_at_60x20() {
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::Help);
+    insta::assert_snapshot!(render(&app, 60, 20).backend());
 }
