@@ -11,6 +11,7 @@ pub mod explore;
 pub mod format;
 pub mod fsutil;
 pub mod model;
+pub mod palette;
 pub mod pipeline;
 pub mod plot;
 pub mod tui;

@@ -2,7 +2,8 @@
 //! that drawing never panics at any size.
 
 use dcx::tui::app::{App, CurveTab, Effect, Mode};
-use dcx::tui::keys::Action;
+use dcx::tui::keys::{Action, BINDINGS};
+use dcx::tui::theme::Colors;
 use dcx::tui::ui;
 use dcx::tui::view::{
     Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, Totals, TrainingView, ViewModel,
@@ -10,6 +11,7 @@ use dcx::tui::view::{
 use proptest::prelude::*;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::style::Color;
 
 /// A LeNet-5 session as the explorer would show it after the paper's settings.
 fn lenet5_view() -> ViewModel {
@@ -103,30 +105,30 @@ fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     t
 }
 
-fn no_color() {
-    // Snapshots compare text only, but keep styling deterministic regardless of the caller's env.
-    // SAFETY: set before any thread of this test reads the environment; the value is constant.
-    unsafe { std::env::set_var("NO_COLOR", "1") };
+/// The app as the explorer opens it under NO_COLOR. Snapshots compare text only, but the
+/// styling stays the same whatever the caller's environment says, because drawing never
+/// reads it.
+fn app_without_color(view: ViewModel) -> App {
+    let mut app = App::new(view);
+    app.colors = Colors::Off;
+    app
 }
 
 #[test]
 fn main_screen_80x24() {
-    no_color();
-    let app = App::new(lenet5_view());
+    let app = app_without_color(lenet5_view());
     insta::assert_snapshot!(render(&app, 80, 24).backend());
 }
 
 #[test]
 fn main_screen_160x48() {
-    no_color();
-    let app = App::new(lenet5_view());
+    let app = app_without_color(lenet5_view());
     insta::assert_snapshot!(render(&app, 160, 48).backend());
 }
 
 #[test]
 fn history_and_training_tabs_160x48() {
-    no_color();
-    let mut app = App::new(lenet5_view());
+    let mut app = app_without_color(lenet5_view());
     app.update(Action::NextCurve);
     assert_eq!(app.curve_tab, CurveTab::History);
     insta::assert_snapshot!("history", render(&app, 160, 48).backend());
@@ -136,24 +138,21 @@ fn history_and_training_tabs_160x48() {
 
 #[test]
 fn lecture_mode_120x40() {
-    no_color();
-    let mut app = App::new(lenet5_view());
+    let mut app = app_without_color(lenet5_view());
     app.update(Action::ToggleLecture);
     insta::assert_snapshot!(render(&app, 120, 40).backend());
 }
 
 #[test]
 fn help_overlay_80x24() {
-    no_color();
-    let mut app = App::new(lenet5_view());
+    let mut app = app_without_color(lenet5_view());
     app.update(Action::Help);
     insta::assert_snapshot!(render(&app, 80, 24).backend());
 }
 
 #[test]
 fn too_small_says_how_large_it_needs_to_be() {
-    no_color();
-    let app = App::new(lenet5_view());
+    let app = app_without_color(lenet5_view());
     let t = render(&app, 40, 12);
     insta::assert_snapshot!(t.backend());
     let text: String = t
@@ -168,7 +167,6 @@ fn too_small_says_how_large_it_needs_to_be() {
 
 #[test]
 fn job_progress_and_quit_question() {
-    no_color();
     let mut view = lenet5_view();
     view.job = Some(JobView {
         label: "retrain".into(),
@@ -176,7 +174,7 @@ fn job_progress_and_quit_question() {
         detail: "epoch 1/3".into(),
     });
     view.accuracy = Accuracy::Estimate(0.991, 0.003);
-    let mut app = App::new(view);
+    let mut app = app_without_color(view);
     assert!(app.update(Action::Back).is_empty());
     assert_eq!(app.mode, Mode::ConfirmQuit);
     insta::assert_snapshot!(render(&app, 80, 24).backend());
@@ -185,8 +183,7 @@ fn job_progress_and_quit_question() {
 
 #[test]
 fn training_screen_80x24_and_200x60() {
-    no_color();
-    let mut app = App::new(ViewModel::default());
+    let mut app = app_without_color(ViewModel::default());
     app.training = Some(TrainingView {
         model: "lenet-5".into(),
         epoch: 2,
@@ -209,8 +206,7 @@ fn training_screen_80x24_and_200x60() {
 
 #[test]
 fn clicking_a_row_selects_that_layer() {
-    no_color();
-    let mut app = App::new(lenet5_view());
+    let mut app = app_without_color(lenet5_view());
     render(&app, 100, 30);
     let top = app.table_top.get();
     app.update(Action::SelectRow(top + 2));
@@ -237,7 +233,7 @@ proptest! {
             view.histogram = HistogramView::default();
             view.curves = CurvesView::default();
         }
-        let mut app = App::new(view);
+        let mut app = app_without_color(view);
         app.selected = selected;
         for _ in 0..tab {
             app.update(Action::NextCurve);
@@ -253,8 +249,7 @@ proptest! {
 
 #[test]
 fn the_quit_question_shows_over_the_training_screen() {
-    no_color();
-    let mut app = App::new(ViewModel::default());
+    let mut app = app_without_color(ViewModel::default());
     app.training = Some(TrainingView {
         model: "lenet-5".into(),
         epochs: 10,
@@ -271,4 +266,82 @@ fn the_quit_question_shows_over_the_training_screen() {
         .map(|c| c.symbol())
         .collect();
     assert!(text.contains("Quit and discard"), "{text}");
+}
+
+#[test]
+fn colour_is_the_apps_choice_not_the_environments() {
+    let has_rgb = |app: &App| {
+        render(app, 80, 24)
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .any(|c| matches!(c.fg, Color::Rgb(..)) || matches!(c.bg, Color::Rgb(..)))
+    };
+    let mut app = App::new(lenet5_view());
+    assert_eq!(app.colors, Colors::On);
+    assert!(has_rgb(&app));
+    app.colors = Colors::Off;
+    assert!(!has_rgb(&app));
+}
+
+fn screen_text(t: &Terminal<TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    let w = buf.area.width as usize;
+    let cells: Vec<&str> = buf.content().iter().map(|c| c.symbol()).collect();
+    cells
+        .chunks(w)
+        .map(|row| row.concat())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn every_binding_is_in_the_help() {
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::Help);
+    let text = screen_text(&render(&app, 200, 60));
+    assert!(!text.contains("PgDn scroll"), "fits at 200x60:\n{text}");
+    for b in BINDINGS {
+        let row = format!("{}  ", b.label());
+        assert!(text.contains(&row), "{row:?} missing:\n{text}");
+        assert!(text.contains(b.help), "{:?} missing:\n{text}", b.help);
+    }
+}
+
+#[test]
+fn help_taller_than_the_screen_scrolls_to_its_end() {
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::Help);
+    let first = screen_text(&render(&app, 60, 20));
+    assert!(first.contains("PgUp PgDn scroll"), "{first}");
+    assert!(first.contains("Esc closes"), "{first}");
+    let mut seen = first.clone();
+    loop {
+        let before = app.help_scroll;
+        app.update(Action::PageDown);
+        if app.help_scroll == before {
+            break;
+        }
+        seen.push_str(&screen_text(&render(&app, 60, 20)));
+    }
+    for b in BINDINGS {
+        assert!(seen.contains(&b.label()), "{} never shown", b.label());
+    }
+    let last = screen_text(&render(&app, 60, 20));
+    let (_, total) = app.help_page.get();
+    assert!(total > 0);
+    assert!(last.contains(" of "), "{last}");
+    assert!(
+        last.contains("any other key"),
+        "the last line shows:\n{last}"
+    );
+    assert_eq!(app.mode, Mode::Help);
+}
+
+#[test]
+fn help_at_60x20() {
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::Help);
+    insta::assert_snapshot!(render(&app, 60, 20).backend());
 }

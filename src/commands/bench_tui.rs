@@ -63,6 +63,8 @@ pub fn run(data_dir: Option<&Path>, args: &TuiBenchArgs) -> anyhow::Result<()> {
         lecture: false,
         worker: WorkerOptions::default(),
     })?;
+    // Frames are timed as the user's terminal would draw them, with or without colour.
+    ctl.app.colors = crate::tui::theme::Colors::from_env();
     println!(
         "{}: loading (or training) the baseline checkpoint…",
         args.model

@@ -17,6 +17,7 @@ use crate::model::checkpoint::CheckpointMeta;
 use crate::plot::{self, ScreenshotOptions};
 use crate::tui::controller::{Controller, Setup, render_buffer};
 use crate::tui::keys::Action;
+use crate::tui::theme::Colors;
 use crate::tui::view::TrainingView;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,6 +104,8 @@ pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()>
         lecture: args.lecture,
         worker: WorkerOptions::default(),
     })?;
+    // NO_COLOR greys the PNG as it greys the terminal.
+    ctl.app.colors = Colors::from_env();
     bar.println("-> baseline, evaluation, sensitivity sweep and per-layer measurements");
     let settled = |c: &Controller| {
         c.session().is_some_and(|s| s.evaluation().is_some())

@@ -140,6 +140,7 @@ pub fn run(data_dir: Option<&Path>, args: &TuiArgs) -> anyhow::Result<()> {
             lecture: args.lecture,
             worker: WorkerOptions::default(),
         },
+        crate::tui::theme::Colors::from_env(),
         interrupted,
     )
 }

@@ -7,16 +7,11 @@
 use std::sync::Once;
 
 use plotters::style::{FontStyle, RGBColor, register_font};
-use ratatui::style::Color;
 
-use crate::tui::theme;
+use crate::palette::{self, Rgb};
 
-/// A TUI colour as a plotters colour (the theme's colours are all RGB).
-const fn rgb(c: Color) -> RGBColor {
-    match c {
-        Color::Rgb(r, g, b) => RGBColor(r, g, b),
-        _ => RGBColor(0, 0, 0),
-    }
+const fn rgb((r, g, b): Rgb) -> RGBColor {
+    RGBColor(r, g, b)
 }
 
 /// Family name the figures use (registered by [`fonts`]). SVG files name it as it is, so it
@@ -25,22 +20,32 @@ pub const SANS: &str = "DejaVu Sans, sans-serif";
 /// Monospace family (the screenshot renderer uses the TTF bytes directly).
 pub const MONO: &str = "DejaVu Sans Mono, monospace";
 
-/// The Okabe–Ito colours of the TUI (`tui::theme`), as plotters colours. Safe for the
-/// common colour-vision deficiencies; figures also vary markers, dashes and lightness so
+/// The Okabe–Ito colours the TUI uses too ([`crate::palette`]), as plotters colours. Safe for
+/// the common colour-vision deficiencies; figures also vary markers, dashes and lightness so
 /// series stay apart when printed in grey.
-pub const BLUE: RGBColor = rgb(theme::BLUE);
-pub const ORANGE: RGBColor = rgb(theme::ORANGE);
-pub const GREEN: RGBColor = rgb(theme::GREEN);
-pub const VERMILLION: RGBColor = rgb(theme::VERMILLION);
-pub const PURPLE: RGBColor = rgb(theme::PURPLE);
-pub const SKY: RGBColor = rgb(theme::SKY);
-pub const YELLOW: RGBColor = RGBColor(240, 228, 66);
+pub const BLUE: RGBColor = rgb(palette::BLUE);
+pub const ORANGE: RGBColor = rgb(palette::ORANGE);
+pub const GREEN: RGBColor = rgb(palette::GREEN);
+pub const VERMILLION: RGBColor = rgb(palette::VERMILLION);
+pub const PURPLE: RGBColor = rgb(palette::PURPLE);
+pub const SKY: RGBColor = rgb(palette::SKY);
+pub const YELLOW: RGBColor = rgb(palette::YELLOW);
 pub const INK: RGBColor = RGBColor(30, 30, 30);
 pub const GREY: RGBColor = RGBColor(120, 120, 120);
 pub const LIGHT_GREY: RGBColor = RGBColor(215, 215, 215);
 
-/// Series colours in order: dark and light hues alternate, so neighbours differ in grey too.
-pub const SERIES: [RGBColor; 6] = [BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY];
+/// Series colours in the palette's order (the TUI's too).
+pub const SERIES: [RGBColor; 6] = {
+    let s = palette::SERIES;
+    [
+        rgb(s[0]),
+        rgb(s[1]),
+        rgb(s[2]),
+        rgb(s[3]),
+        rgb(s[4]),
+        rgb(s[5]),
+    ]
+};
 
 /// Marker shape of series `i` (with [`SERIES`] and a dash pattern, one more cue per series).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! never computes results itself, so it is cheap, synchronous and unit-testable.
 
 use super::keys::Action;
+use super::theme::Colors;
 use super::view::{TrainingView, ViewModel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,12 +93,20 @@ pub struct App {
     pub curve_tab: CurveTab,
     pub log_counts: bool,
     pub lecture: bool,
+    /// Colour or none, chosen once by whoever opens the screen (NO_COLOR); drawing reads it
+    /// from here rather than from the environment.
+    pub colors: Colors,
     /// Changes apply to every layer, not just the selected one.
     pub apply_all: bool,
     /// A one-line message for the status bar (export path, errors).
     pub message: Option<String>,
     /// Screen row of the first layer-table data row (for mouse clicks), set by drawing.
     pub table_top: std::cell::Cell<u16>,
+    /// First help line shown when the help is taller than the screen.
+    pub help_scroll: u16,
+    /// Help lines that fit on the screen and the largest useful `help_scroll`, set by drawing:
+    /// only drawing knows the screen, and scrolling must stop where the text ends.
+    pub help_page: std::cell::Cell<(u16, u16)>,
     pub should_quit: bool,
 }
 
@@ -112,9 +121,12 @@ impl App {
             curve_tab: CurveTab::Sensitivity,
             log_counts: false,
             lecture: false,
+            colors: Colors::default(),
             apply_all: false,
             message: None,
             table_top: std::cell::Cell::new(0),
+            help_scroll: 0,
+            help_page: std::cell::Cell::new((0, 0)),
             should_quit: false,
         }
     }
@@ -134,10 +146,17 @@ impl App {
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         match self.mode.clone() {
             Mode::Help => {
-                if matches!(action, Action::Back | Action::Help | Action::Submit) {
-                    self.mode = Mode::Normal;
-                } else if action == Action::Interrupt {
-                    return self.request_quit();
+                let (page, max) = self.help_page.get();
+                let page = page.max(1);
+                let scroll = self.help_scroll;
+                match action {
+                    Action::Back | Action::Help | Action::Submit => self.mode = Mode::Normal,
+                    Action::Interrupt => return self.request_quit(),
+                    Action::Up => self.help_scroll = scroll.saturating_sub(1),
+                    Action::Down => self.help_scroll = scroll.saturating_add(1).min(max),
+                    Action::PageUp => self.help_scroll = scroll.saturating_sub(page),
+                    Action::PageDown => self.help_scroll = scroll.saturating_add(page).min(max),
+                    _ => {}
                 }
                 Vec::new()
             }
@@ -230,7 +249,10 @@ impl App {
                     Focus::Curves => Focus::Layers,
                 }
             }
-            Action::Help => self.mode = Mode::Help,
+            Action::Help => {
+                self.mode = Mode::Help;
+                self.help_scroll = 0;
+            }
             Action::Back | Action::Interrupt => return self.request_quit(),
             Action::SelectRow(row) => {
                 let top = self.table_top.get();
@@ -239,7 +261,12 @@ impl App {
                     self.focus = Focus::Layers;
                 }
             }
-            Action::Char(_) | Action::Backspace | Action::Submit => {}
+            // Scrolling is for the help; typing for the prompt.
+            Action::PageUp
+            | Action::PageDown
+            | Action::Char(_)
+            | Action::Backspace
+            | Action::Submit => {}
         }
         Vec::new()
     }
@@ -354,6 +381,29 @@ mod tests {
         assert!(a.update(Action::Back).is_empty());
         assert_eq!(a.mode, Mode::Normal);
         assert!(!a.should_quit);
+    }
+
+    #[test]
+    fn help_scrolls_within_its_text_and_reopens_at_the_top() {
+        let mut a = app(1);
+        a.update(Action::Help);
+        // As drawn on a short screen: 10 lines fit, 25 more below.
+        a.help_page.set((10, 25));
+        a.update(Action::Up);
+        assert_eq!(a.help_scroll, 0);
+        a.update(Action::Down);
+        a.update(Action::PageDown);
+        assert_eq!(a.help_scroll, 11);
+        for _ in 0..5 {
+            a.update(Action::PageDown);
+        }
+        assert_eq!(a.help_scroll, 25);
+        a.update(Action::PageUp);
+        assert_eq!(a.help_scroll, 15);
+        assert_eq!(a.selected, 0, "scrolling the help moves no selection");
+        a.update(Action::Back);
+        a.update(Action::Help);
+        assert_eq!(a.help_scroll, 0);
     }
 
     #[test]

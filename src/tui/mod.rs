@@ -22,6 +22,7 @@ use ratatui::crossterm::event;
 use controller::{Controller, Setup};
 use keys::Action;
 use terminal::TerminalGuard;
+use theme::Colors;
 
 /// Time between polls for input: the screen redraws at up to this rate (30 frames/s).
 const FRAME: Duration = Duration::from_millis(33);
@@ -29,9 +30,11 @@ const FRAME: Duration = Duration::from_millis(33);
 const IDLE_REDRAW: Duration = Duration::from_millis(250);
 
 /// Runs the explorer until the user quits. `interrupted` is set by a Ctrl-C signal that did
-/// not arrive as a key (e.g. `kill -INT`); it is handled like the Ctrl-C key.
-pub fn run(setup: Setup, interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// not arrive as a key (e.g. `kill -INT`); it is handled like the Ctrl-C key. `colors` is
+/// decided by the caller, once, so that drawing never consults the environment.
+pub fn run(setup: Setup, colors: Colors, interrupted: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut ctl = Controller::start(setup)?;
+    ctl.app.colors = colors;
     let mut guard = TerminalGuard::enter()?;
     let mut last_draw: Option<Instant> = None;
     loop {

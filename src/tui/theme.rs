@@ -1,7 +1,34 @@
 //! Colours and emphasis. Colour-blind-safe (Okabe–Ito) hues, a high-contrast variant for
 //! projectors, and no colour at all when NO_COLOR is set.
+//!
+//! Whether to use colour is decided once, by the command that opens a screen
+//! ([`Colors::from_env`]), and travels with the `App`: drawing never reads the environment,
+//! so it is a pure function of its input and tests can choose colours without touching
+//! process-wide state that other threads read.
 
 use ratatui::style::{Color, Modifier, Style};
+
+use crate::palette;
+
+/// Whether the screen may use colour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Colors {
+    #[default]
+    On,
+    Off,
+}
+
+impl Colors {
+    /// Colour unless the NO_COLOR convention (any non-empty value) says otherwise. Read once at
+    /// start-up by the commands that draw the explorer.
+    pub fn from_env() -> Colors {
+        if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+            Colors::Off
+        } else {
+            Colors::On
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Theme {
@@ -9,19 +36,21 @@ pub struct Theme {
     pub lecture: bool,
 }
 
-pub const BLUE: Color = Color::Rgb(0, 114, 178);
-pub const ORANGE: Color = Color::Rgb(230, 159, 0);
-pub const GREEN: Color = Color::Rgb(0, 158, 115);
-pub const VERMILLION: Color = Color::Rgb(213, 94, 0);
-pub const SKY: Color = Color::Rgb(86, 180, 233);
-pub const PURPLE: Color = Color::Rgb(204, 121, 167);
+const fn rgb((r, g, b): palette::Rgb) -> Color {
+    Color::Rgb(r, g, b)
+}
+
+pub const BLUE: Color = rgb(palette::BLUE);
+pub const ORANGE: Color = rgb(palette::ORANGE);
+pub const GREEN: Color = rgb(palette::GREEN);
+pub const VERMILLION: Color = rgb(palette::VERMILLION);
+pub const SKY: Color = rgb(palette::SKY);
+pub const PURPLE: Color = rgb(palette::PURPLE);
 
 impl Theme {
-    /// Colour unless the NO_COLOR convention (any non-empty value) says otherwise.
-    pub fn from_env(lecture: bool) -> Theme {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    pub fn new(colors: Colors, lecture: bool) -> Theme {
         Theme {
-            color: !no_color,
+            color: colors == Colors::On,
             lecture,
         }
     }
@@ -90,6 +119,7 @@ impl Theme {
         self.fg(PURPLE)
     }
     pub fn series(&self, i: usize) -> Style {
-        self.fg([BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY][i % 6])
+        let s = palette::SERIES;
+        self.fg(rgb(s[i % s.len()]))
     }
 }

@@ -20,7 +20,7 @@ pub const MIN_HEIGHT: u16 = 18;
 
 pub fn draw(app: &App, frame: &mut Frame) {
     let area = frame.area();
-    let theme = Theme::from_env(app.lecture);
+    let theme = Theme::new(app.colors, app.lecture);
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         overlay::too_small(frame, area, &theme);
         return;
@@ -29,7 +29,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         training::draw(t, frame, area, &theme);
         // The quit question and the help must show over the training screen too.
         match &app.mode {
-            Mode::Help => overlay::help(frame, area, &theme),
+            Mode::Help => overlay::help(app, frame, area, &theme),
             Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, &theme),
             _ => {}
         }
@@ -63,7 +63,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
     }
     status::hints(app, frame, hints, &theme);
     match &app.mode {
-        Mode::Help => overlay::help(frame, area, &theme),
+        Mode::Help => overlay::help(app, frame, area, &theme),
         Mode::EditThreshold(text) => overlay::edit(app, frame, area, &theme, text),
         Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, &theme),
         Mode::Normal => {}

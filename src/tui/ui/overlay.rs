@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use super::{MIN_HEIGHT, MIN_WIDTH, centered};
 use crate::tui::app::App;
-use crate::tui::keys::HELP;
+use crate::tui::keys::{BINDINGS, Context, HELP_CLOSE, HELP_SCROLL};
 use crate::tui::theme::Theme;
 
 fn boxed(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line>, theme: &Theme) {
@@ -24,19 +24,97 @@ fn boxed(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line>, theme: &T
     );
 }
 
-pub fn help(frame: &mut Frame, area: Rect, theme: &Theme) {
-    let mut lines: Vec<Line> = HELP
+/// Widest the help gets: room for the longest key label and line of text without wrapping.
+const HELP_WIDTH: u16 = 78;
+
+/// Every binding, one section per context. When the text is taller than the screen it
+/// scrolls (the frame says with which keys, and where in the text the view is).
+pub fn help(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let key_w = BINDINGS
         .iter()
-        .map(|(k, what)| {
-            Line::from(vec![
-                Span::styled(format!(" {k:<12}"), theme.centroid()),
-                Span::styled(*what, theme.text()),
-            ])
-        })
-        .collect();
-    lines.push(Line::from(Span::styled(" Esc closes", theme.dim())));
-    let h = lines.len() as u16 + 2;
-    boxed(frame, centered(area, 56, h), "keys", lines, theme);
+        .map(|b| b.label().chars().count())
+        .max()
+        .unwrap_or(0);
+    let w = area.width.min(HELP_WIDTH);
+    // Borders, a margin, the key column and a gap.
+    let text_w = (w as usize).saturating_sub(2 + 1 + key_w + 2).max(10);
+    let mut lines: Vec<Line> = Vec::new();
+    for (i, context) in Context::ALL.into_iter().enumerate() {
+        if i > 0 {
+            lines.push(Line::default());
+        }
+        lines.push(Line::from(Span::styled(
+            format!(" {}", context.title()),
+            theme.title(),
+        )));
+        for b in BINDINGS.iter().filter(|b| b.context == context) {
+            for (j, part) in wrap(b.help, text_w).into_iter().enumerate() {
+                let keys = if j == 0 { b.label() } else { String::new() };
+                lines.push(Line::from(vec![
+                    Span::styled(format!(" {keys:<key_w$}  "), theme.centroid()),
+                    Span::styled(part, theme.text()),
+                ]));
+            }
+        }
+    }
+    let total = lines.len() as u16;
+    let h = total.saturating_add(2).min(area.height);
+    let visible = h.saturating_sub(2);
+    let max_scroll = total.saturating_sub(visible);
+    app.help_page.set((visible, max_scroll));
+    let scroll = app.help_scroll.min(max_scroll);
+
+    let close = HELP_CLOSE.name();
+    let mut block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(theme.border(true));
+    if max_scroll > 0 {
+        let keys: Vec<String> = HELP_SCROLL.iter().map(|t| t.name()).collect();
+        block = block
+            .title(Span::styled(
+                format!(" keys · {close} closes · {} scroll ", keys.join(" ")),
+                theme.title(),
+            ))
+            .title_bottom(
+                Line::from(Span::styled(
+                    format!(
+                        " {}-{} of {total} ",
+                        scroll + 1,
+                        (scroll + visible).min(total)
+                    ),
+                    theme.dim(),
+                ))
+                .right_aligned(),
+            );
+    } else {
+        block = block.title(Span::styled(
+            format!(" keys · {close} closes "),
+            theme.title(),
+        ));
+    }
+    let rect = centered(area, w, h);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)).block(block), rect);
+}
+
+/// Splits `text` at spaces into lines of at most `width` characters (a longer word gets a
+/// line of its own): the help wraps its text column itself so that continuation lines stay
+/// under the text, not under the keys, and scrolling counts the lines it really draws.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let line = lines.last_mut().expect("starts with one line");
+        let len = line.chars().count();
+        if len == 0 {
+            line.push_str(word);
+        } else if len + 1 + word.chars().count() <= width {
+            line.push(' ');
+            line.push_str(word);
+        } else {
+            lines.push(word.to_string());
+        }
+    }
+    lines
 }
 
 pub fn edit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, text: &str) {
@@ -80,4 +158,16 @@ pub fn too_small(frame: &mut Frame, area: Rect, theme: &Theme) {
         Paragraph::new(Span::styled(text, theme.text())).wrap(Wrap { trim: true }),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrapping_keeps_words_whole() {
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(wrap("toolongword x", 4), ["toolongword", "x"]);
+        assert_eq!(wrap("fits", 10), ["fits"]);
+    }
 }

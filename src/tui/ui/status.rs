@@ -7,6 +7,7 @@ use ratatui::widgets::Paragraph;
 
 use super::human_bytes;
 use crate::tui::app::App;
+use crate::tui::keys;
 use crate::tui::theme::Theme;
 use crate::tui::view::Accuracy;
 
@@ -69,8 +70,6 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
 
 pub fn hints(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let all = if app.apply_all { "  [ALL LAYERS]" } else { "" };
-    let text = format!(
-        " ? help  ←→ threshold  +/- bits  i init  p retrain  f finetune  e export  q quit{all}"
-    );
+    let text = format!("{}{all}", keys::hint_line());
     frame.render_widget(Paragraph::new(Span::styled(text, theme.dim())), area);
 }
