@@ -1011,3 +1011,55 @@ fn an_export_re_runs_with_the_pipeline_to_the_same_file() {
         "the pipeline's final accuracy is the explorer's"
     );
 }
+
+#[test]
+fn random_pruning_is_a_method_of_the_pipeline() {
+    // The recipe of docs/architecture.md followed once: the rule in an experiment, an explorer
+    // edit, the file and the pipeline agree.
+    let mut s = session(ModelKind::Lenet300100);
+    let t = s.threshold_for_sparsity(0, 0.9).unwrap();
+    s.set_threshold(0, t).unwrap();
+    let magnitude = s.layer_now(0).unwrap();
+    assert!(s.toggle_random_pruning(0).unwrap());
+    let PruneRule::Random(keep) = s.setting(0).unwrap().plan.prune else {
+        panic!("{:?}", s.setting(0))
+    };
+    assert!((f64::from(keep) - (1.0 - magnitude.sparsity())).abs() < 1e-6);
+    let random = s.layer_now(0).unwrap();
+    assert_eq!(random.kept(), magnitude.kept());
+    assert_ne!(random.compressed.positions, magnitude.compressed.positions);
+    // Random keeps small weights that magnitude pruning removed.
+    let w = &s.source(0).unwrap().state.weights;
+    let smallest_kept = |r: &dcx::explore::LayerResult| {
+        r.compressed
+            .positions
+            .iter()
+            .map(|&p| w[p as usize].abs())
+            .fold(f32::INFINITY, f32::min)
+    };
+    assert!(smallest_kept(&random) < smallest_kept(&magnitude));
+
+    let text = s.to_toml();
+    assert!(text.contains("random = "), "{text}");
+    let exp = Experiment::parse(&text, "session").unwrap();
+    assert_eq!(exp.layer_plans()[0].prune, PruneRule::Random(keep));
+    // The batch pipeline's per-layer path gives the same layer.
+    let (w0, b0) = trained(ModelKind::Lenet300100)[0].clone();
+    let spec = &s.arch().layers[0];
+    let batch = dcx::pipeline::layer::LayerState::dense(w0, b0).share(
+        0,
+        spec,
+        &exp.layer_plans()[0],
+        dcx::pipeline::layer::ShareParams::of(&exp),
+    );
+    assert_eq!(batch.compressed, random.compressed);
+    assert!(s.toggle_random_pruning(0).unwrap());
+    assert_eq!(s.setting(0).unwrap().plan.prune, PruneRule::Keep(keep));
+    let err = Experiment::parse(
+        &text.replace(&format!("random = {keep}"), "random = 1.5"),
+        "bad",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("prune.random"), "{err}");
+}

@@ -21,6 +21,7 @@ fn lenet5_view() -> ViewModel {
             shape: shape.into(),
             params,
             threshold: t,
+            random: false,
             kept,
             bits,
             init: "linear".into(),

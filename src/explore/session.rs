@@ -425,6 +425,19 @@ impl Session {
         self.edit(Scope::Layer(layer), Edit::Init(init))
     }
 
+    /// Switches the layer between magnitude pruning and random pruning of the share of
+    /// weights it keeps now (random pruning is the baseline a pruning criterion must beat).
+    pub fn toggle_random_pruning(&mut self, layer: usize) -> Result<bool, ExploreError> {
+        let kept = self
+            .layer_or_latest(layer)
+            .map_or(1.0, |(r, _)| 1.0 - r.sparsity()) as f32;
+        let rule = match self.setting(layer)?.plan.prune {
+            PruneRule::Random(k) => PruneRule::Keep(k),
+            _ => PruneRule::Random(kept.max(f32::MIN_POSITIVE)),
+        };
+        self.set_prune(layer, rule)
+    }
+
     /// The next k-means init ([`Init::next`]).
     pub fn cycle_init(&mut self, layer: usize) -> Result<bool, ExploreError> {
         let i = self.setting(layer)?.plan.init.next();

@@ -70,6 +70,9 @@ pub enum Effect {
     CycleInit {
         layer: usize,
     },
+    TogglePruneMethod {
+        layer: usize,
+    },
     ResetLayer {
         layer: usize,
     },
@@ -223,6 +226,9 @@ impl App {
                 return each(self, &|layer| Effect::IndexBits { layer, delta: d });
             }
             Action::CycleInit => return each(self, &|layer| Effect::CycleInit { layer }),
+            Action::TogglePruneMethod => {
+                return each(self, &|layer| Effect::TogglePruneMethod { layer });
+            }
             Action::ResetLayer => return each(self, &|layer| Effect::ResetLayer { layer }),
             Action::ToggleApplyAll => {
                 self.apply_all = !self.apply_all;

@@ -21,6 +21,7 @@ use super::ui;
 use super::view::{Curve, JobView, TrainingView};
 use crate::data::Mnist;
 use crate::experiment::Experiment;
+use crate::experiment::PruneRule;
 use crate::explore::export::{self, ExportContext};
 use crate::explore::worker::{BaselineRequest, Event, Job, JobId, JobKind};
 use crate::explore::{Session, Worker, WorkerOptions};
@@ -235,8 +236,12 @@ impl Controller {
                 // Snap to the step grid so repeated scrubs land on round percentages.
                 let target = ((current / SCRUB_STEP).round() + steps as f64) * SCRUB_STEP;
                 let target = target.clamp(0.0, MAX_SCRUB_SPARSITY);
-                let t = session.threshold_for_sparsity(layer, target)?;
-                let changed = session.set_threshold(layer, t)?;
+                let changed = if let PruneRule::Random(_) = session.setting(layer)?.plan.prune {
+                    session.set_prune(layer, PruneRule::Random((1.0 - target) as f32))?
+                } else {
+                    let t = session.threshold_for_sparsity(layer, target)?;
+                    session.set_threshold(layer, t)?
+                };
                 if changed && let Some(slot) = self.scrub_target.get_mut(layer) {
                     *slot = Some(target);
                 }
@@ -249,6 +254,7 @@ impl Controller {
             Effect::Bits { layer, delta } => session.step_bits(layer, delta as i32)?,
             Effect::IndexBits { layer, delta } => session.step_index_bits(layer, delta as i32)?,
             Effect::CycleInit { layer } => session.cycle_init(layer)?,
+            Effect::TogglePruneMethod { layer } => session.toggle_random_pruning(layer)?,
             Effect::ResetLayer { layer } => {
                 self.scrub_target[layer] = None;
                 session.reset_layer(layer)?
@@ -717,6 +723,7 @@ fn effect_layer(effect: &Effect) -> Option<usize> {
         | Effect::Bits { layer, .. }
         | Effect::IndexBits { layer, .. }
         | Effect::CycleInit { layer }
+        | Effect::TogglePruneMethod { layer }
         | Effect::ResetLayer { layer } => Some(layer),
         _ => None,
     }

@@ -23,6 +23,8 @@ pub enum Action {
     Bits(i8),
     IndexBits(i8),
     CycleInit,
+    /// Magnitude pruning <-> random pruning of the same share of weights.
+    TogglePruneMethod,
     ToggleApplyAll,
     Retrain,
     Finetune,
@@ -197,6 +199,11 @@ pub const BINDINGS: &[Binding] = &[
         context: Context::Main,
         triggers: &[(key('i'), Action::CycleInit)],
         help: "next centroid init (k-means start)",
+    },
+    Binding {
+        context: Context::Main,
+        triggers: &[(key('R'), Action::TogglePruneMethod)],
+        help: "pruning: by magnitude / at random, same share kept",
     },
     Binding {
         context: Context::Main,
@@ -584,6 +591,7 @@ mod tests {
         Action::IndexBits(1),
         Action::IndexBits(-1),
         Action::CycleInit,
+        Action::TogglePruneMethod,
         Action::ToggleApplyAll,
         Action::Retrain,
         Action::Finetune,
@@ -619,6 +627,7 @@ mod tests {
                 | Action::Bits(_)
                 | Action::IndexBits(_)
                 | Action::CycleInit
+                | Action::TogglePruneMethod
                 | Action::ToggleApplyAll
                 | Action::Retrain
                 | Action::Finetune

@@ -4,6 +4,7 @@
 //! cannot disagree).
 
 use crate::compress::paper;
+use crate::experiment::PruneRule;
 use crate::explore::{self, AloneDrop, Session};
 
 use super::view::{
@@ -71,6 +72,7 @@ fn layer_row(session: &Session, l: usize) -> LayerRow {
         // The row shows the accuracy change: negative when compressing the layer costs accuracy.
         solo_drop: session.alone(l).map(|a| -a.drop()),
         finetuned: setting.finetuned,
+        random: matches!(setting.plan.prune, PruneRule::Random(_)),
         kept: 1.0,
         ..LayerRow::default()
     };

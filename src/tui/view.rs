@@ -9,6 +9,8 @@ pub struct LayerRow {
     pub shape: String,
     pub params: usize,
     pub threshold: f32,
+    /// Pruned at random (no magnitude threshold).
+    pub random: bool,
     /// Fraction of weights kept, 0..=1.
     pub kept: f64,
     pub bits: u8,

@@ -97,6 +97,7 @@ fn cell(row: &LayerRow, c: Col) -> String {
         Col::Name => row.name.clone(),
         Col::Shape => row.shape.clone(),
         Col::Params => row.params.to_string(),
+        Col::Threshold if row.random => "random".to_string(),
         Col::Threshold => format!("{:.4}", row.threshold),
         Col::Kept => format!("{:.1}%", row.kept * 100.0),
         Col::Bits => row.bits.to_string(),
