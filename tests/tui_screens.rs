@@ -75,6 +75,7 @@ fn lenet5_view() -> ViewModel {
             all,
             kept,
             threshold: 0.0612,
+            random: false,
             centroids: (0..32).map(|i| -0.45 + i as f32 * 0.03).collect(),
             sse: 0.00375,
         },

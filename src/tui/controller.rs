@@ -254,7 +254,18 @@ impl Controller {
             Effect::Bits { layer, delta } => session.step_bits(layer, delta as i32)?,
             Effect::IndexBits { layer, delta } => session.step_index_bits(layer, delta as i32)?,
             Effect::CycleInit { layer } => session.cycle_init(layer)?,
-            Effect::TogglePruneMethod { layer } => session.toggle_random_pruning(layer)?,
+            Effect::TogglePruneMethod { layer } => {
+                let changed = session.toggle_random_pruning(layer)?;
+                let name = session.spec(layer)?.name;
+                self.app.message = Some(match session.setting(layer)?.plan.prune {
+                    PruneRule::Random(k) => format!(
+                        "{name}: {:.1}% kept at random, the baseline for magnitude pruning (R: back)",
+                        100.0 * k
+                    ),
+                    _ => format!("{name}: pruned by magnitude again, the same share kept"),
+                });
+                changed
+            }
             Effect::ResetLayer { layer } => {
                 self.scrub_target[layer] = None;
                 session.reset_layer(layer)?

@@ -142,6 +142,7 @@ fn histogram(session: &Session, l: usize) -> HistogramView {
         all: h.all.iter().map(|&c| c as u64).collect(),
         kept: h.kept.iter().map(|&c| c as u64).collect(),
         threshold: r.threshold,
+        random: matches!(r.setting.plan.prune, PruneRule::Random(_)),
         centroids: r.codebook().to_vec(),
         sse: r.sharing.sse,
     }

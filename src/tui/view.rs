@@ -68,6 +68,8 @@ pub struct HistogramView {
     pub kept: Vec<u64>,
     /// Weights with |w| < threshold are pruned: the band shown shaded.
     pub threshold: f32,
+    /// Pruned at random: no band, the kept histogram shows which survived.
+    pub random: bool,
     pub centroids: Vec<f32>,
     pub sse: f64,
 }

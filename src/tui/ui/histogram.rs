@@ -141,7 +141,11 @@ impl Widget for Histogram<'_> {
         let label = Line::from(vec![
             Span::styled(format!("{:.3}", v.min), self.theme.dim()),
             Span::styled(
-                format!("  pruned |w| < {:.4}  SSE {:.5}  ", v.threshold, v.sse),
+                if v.random {
+                    format!("  pruned at random  SSE {:.5}  ", v.sse)
+                } else {
+                    format!("  pruned |w| < {:.4}  SSE {:.5}  ", v.threshold, v.sse)
+                },
                 self.theme.pruned(),
             ),
         ]);
