@@ -71,7 +71,7 @@ fn pipeline_file_round_trip_and_invariants() {
 
     // Reported sizes are the bytes of the file, header counted separately.
     assert_eq!(r.sizes.file_bytes as usize, result.bytes.len());
-    let sections: u64 = r.sizes.layers.iter().map(|l| l.huffman_bytes).sum();
+    let sections: u64 = r.sizes.layers.iter().map(|l| l.file_bytes).sum();
     assert_eq!(
         sections + r.sizes.header_bytes + r.sizes.trailer_bytes,
         r.sizes.file_bytes

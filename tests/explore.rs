@@ -221,11 +221,11 @@ fn session_layers_sizes_and_file_are_the_pipelines() {
     let sizes = s.sizes_now().unwrap();
     assert_eq!(sizes.file_bytes as usize, bytes.len());
     assert_eq!(
-        sizes.overhead_bytes as usize,
+        (sizes.header_bytes + sizes.trailer_bytes) as usize,
         layout.header_bytes + layout.trailer_bytes
     );
     for (l, section) in layout.section_bytes.iter().enumerate() {
-        assert_eq!(sizes.layers[l].huffman_bytes as usize, *section);
+        assert_eq!(sizes.layers[l].file_bytes as usize, *section);
         assert_eq!(s.layer(l).unwrap().size, sizes.layers[l]);
     }
     let file = dcz::from_bytes(&bytes).unwrap();
@@ -553,7 +553,7 @@ fn results_are_cached_by_setting_so_scrubbing_back_is_free() {
     assert!(r.sharing.sse <= r.sharing.init_sse);
     assert!(r.coding.weight_bits_huffman <= r.coding.weight_bits_fixed + 1e-9);
     assert!(r.coding.weight_bits_entropy <= r.coding.weight_bits_huffman + 1e-9);
-    assert!(r.size.huffman_bytes < r.size.shared_bytes && r.size.shared_bytes < r.size.dense_bytes);
+    assert!(r.size.file_bytes < r.size.shared_bytes && r.size.shared_bytes < r.size.dense_bytes);
     assert_eq!(h.edges, s.layer_now(0).unwrap().histograms.edges);
 }
 

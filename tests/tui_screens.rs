@@ -29,7 +29,7 @@ fn lenet5_view() -> ViewModel {
             dense_bytes: params as u64 * 4,
             pruned_bytes: (params as f64 * kept * 4.6) as u64,
             shared_bytes: (params as f64 * kept * (bits as f64 + 5.0) / 8.0) as u64,
-            huffman_bytes: huff,
+            file_bytes: huff,
             solo_drop: Some(-0.0004),
             weight_bits_h: bits as f64 - 0.7,
             index_bits_h: 4.4,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::compress::encode;
+use crate::experiment::Experiment;
 use crate::format::dcz;
 use crate::pipeline::{report, size};
 
@@ -15,13 +16,16 @@ pub struct InspectArgs {
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let file = dcz::load(&args.file)?;
-    // Re-encoding the decoded layers gives the stream statistics; the sizes themselves come
-    // from the file's own layout.
+    // Re-encoding the decoded layers with the file's own code-length limit (from the
+    // experiment it embeds) gives the streams it holds, for their statistics; the sizes
+    // themselves come from the file's layout.
+    let max_code_len = Experiment::parse(&file.model.experiment, "the file's experiment")
+        .map_or(24, |e| e.max_code_len);
     let encoded = file
         .model
         .layers
         .iter()
-        .map(|l| encode::encode_layer(l, 24))
+        .map(|l| encode::encode_layer(l, max_code_len))
         .collect::<Result<Vec<_>, _>>()?;
     let sizes = size::size_report(&file.model, &encoded, &file.layout);
     println!(

@@ -70,10 +70,7 @@ pub fn export(
     })?;
     let results = session.results_now()?;
     let model = super::plan::compressed_model(session.model(), &session.to_toml(), &results);
-    let encoded = results
-        .iter()
-        .map(|r| r.encode(session.template().max_code_len))
-        .collect::<Result<Vec<_>, _>>()?;
+    let encoded: Vec<_> = results.iter().map(|r| r.encoded()).collect();
     let (bytes, layout) = dcz::to_bytes(&model, &encoded);
     let sizes = size::size_report(&model, &encoded, &layout);
     let (kept, total) = results

@@ -213,6 +213,9 @@ pub struct LayerResult {
     /// Fingerprint of the effective weights (see [`fingerprint::compressed`]).
     pub fingerprint: u64,
     /// Bytes at each stage (dense, pruned, shared, Huffman = the file section).
+    /// The layer's streams as the file holds them (coded once, read by the size figures,
+    /// the file writer and the export).
+    pub encoded: Arc<EncodedLayer>,
     pub size: LayerSize,
     pub sharing: SharingStats,
     pub coding: CodingStats,
@@ -248,11 +251,14 @@ impl LayerResult {
             + 4 * (self.compressed.codebook.len() + self.compressed.bias.len())
             + 8 * self.sharing.cluster_sizes.len()
             + 8 * HIST_BINS
+            + self.encoded.weight_stream.len()
+            + self.encoded.gap_stream.len()
+            + self.encoded.table_bytes.len()
     }
 
-    /// Encodes the layer again (deterministic: the same streams the size figures counted).
-    pub fn encode(&self, max_code_len: u8) -> Result<EncodedLayer, ExploreError> {
-        Ok(encode::encode_layer(&self.compressed, max_code_len)?)
+    /// The layer's coded streams.
+    pub fn encoded(&self) -> EncodedLayer {
+        EncodedLayer::clone(&self.encoded)
     }
 }
 
@@ -362,6 +368,7 @@ pub fn finish(
         setting,
         threshold,
         fingerprint,
+        encoded: Arc::new(enc),
         size,
         sharing,
         coding,

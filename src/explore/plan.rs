@@ -4,61 +4,31 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::ExploreError;
 use super::layer::{self, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
 use crate::compress::model::{CompressedLayer, CompressedModel};
 use crate::format::dcz;
 use crate::model::ModelKind;
-use crate::pipeline::size::LayerSize;
+use crate::pipeline::size::SizeReport;
 
 /// Identity of a whole plan: one [`LayerKey`] per layer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PlanKey(pub Vec<LayerKey>);
 
 /// Sizes of a whole plan: per layer at every stage, and the exact bytes of the `.dcz` file a
-/// write now would produce (layer sections plus header, metadata and checksum).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PlanSizes {
-    pub layers: Vec<LayerSize>,
-    /// Header, metadata (with the experiment text) and checksum.
-    pub overhead_bytes: u64,
-    pub dense_bytes: u64,
-    pub pruned_bytes: u64,
-    pub shared_bytes: u64,
-    /// Bytes of the whole file.
-    pub file_bytes: u64,
-}
+/// write now would produce (layer sections plus header, metadata and checksum). The same type
+/// as `dcx compress`'s report: one size model.
+pub type PlanSizes = SizeReport;
 
-impl PlanSizes {
-    /// Sizes of `results` written with `experiment` as the file's experiment text.
-    pub fn of(model: ModelKind, experiment: &str, results: &[Arc<LayerResult>]) -> PlanSizes {
-        let compressed = compressed_model(model, experiment, results);
-        let layers: Vec<LayerSize> = results.iter().map(|r| r.size.clone()).collect();
-        let overhead_bytes = dcz::overhead_bytes(&compressed) as u64;
-        PlanSizes {
-            overhead_bytes,
-            dense_bytes: layers.iter().map(|l| l.dense_bytes).sum(),
-            pruned_bytes: layers.iter().map(|l| l.pruned_bytes).sum(),
-            shared_bytes: layers.iter().map(|l| l.shared_bytes).sum(),
-            file_bytes: layers.iter().map(|l| l.huffman_bytes).sum::<u64>() + overhead_bytes,
-            layers,
-        }
-    }
-
-    /// Compression ratio of the file against dense f32 weights and biases.
-    pub fn ratio(&self) -> f64 {
-        self.dense_bytes as f64 / self.file_bytes.max(1) as f64
-    }
-
-    /// Weights kept, of all.
-    pub fn kept(&self) -> (usize, usize) {
-        (
-            self.layers.iter().map(|l| l.kept).sum(),
-            self.layers.iter().map(|l| l.weights).sum(),
-        )
-    }
+/// Sizes of `results` written with `experiment` as the file's experiment text.
+pub fn plan_sizes(model: ModelKind, experiment: &str, results: &[Arc<LayerResult>]) -> SizeReport {
+    let compressed = compressed_model(model, experiment, results);
+    SizeReport::from_layers(
+        results.iter().map(|r| r.size.clone()).collect(),
+        dcz::header_bytes(&compressed) as u64,
+        dcz::TRAILER as u64,
+    )
 }
 
 /// The `CompressedModel` of a plan's layer results.

@@ -766,7 +766,11 @@ impl Session {
             return Ok(s);
         }
         let results = self.results_now()?;
-        let s = Arc::new(PlanSizes::of(self.model, &self.to_toml(), &results));
+        let s = Arc::new(super::plan::plan_sizes(
+            self.model,
+            &self.to_toml(),
+            &results,
+        ));
         self.sizes.insert(self.plan_key(), Arc::clone(&s));
         Ok(s)
     }
@@ -785,10 +789,7 @@ impl Session {
     pub fn file_bytes_now(&mut self) -> Result<(Vec<u8>, DczLayout), ExploreError> {
         let results = self.results_now()?;
         let model = plan::compressed_model(self.model, &self.to_toml(), &results);
-        let encoded = results
-            .iter()
-            .map(|r| r.encode(self.share.max_code_len))
-            .collect::<Result<Vec<_>, _>>()?;
+        let encoded: Vec<_> = results.iter().map(|r| r.encoded()).collect();
         Ok(dcz::to_bytes(&model, &encoded))
     }
 

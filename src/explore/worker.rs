@@ -768,7 +768,7 @@ impl Core {
                     elapsed: started.elapsed(),
                 });
                 let done = finish_parts(parts.take().unwrap_or_default()).map(|(all, computed)| {
-                    let sizes = Arc::new(PlanSizes::of(model, &experiment, &all));
+                    let sizes = Arc::new(super::plan::plan_sizes(model, &experiment, &all));
                     let _ = events.send(Event::Layers {
                         id,
                         key: key.clone(),

@@ -18,7 +18,8 @@ use crate::model::{LayerKind, ModelKind};
 
 pub const MAGIC: &[u8; 4] = b"DCZ\x01";
 const MAX_METADATA: usize = 1 << 20;
-const TRAILER: usize = 8;
+/// Bytes of the checksum at the end of every file.
+pub const TRAILER: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DczError {
@@ -66,26 +67,31 @@ impl DczLayout {
     }
 }
 
-/// Bytes of a layer's section in a file, its length field included, without building it:
-/// what the explorer shows must be what a file written now would hold.
+/// Bytes of a layer's section in the file, its length field included: measured on the very
+/// bytes [`to_bytes`] writes, so a size figure and the file cannot disagree.
 pub fn section_bytes(layer: &CompressedLayer, enc: &EncodedLayer) -> usize {
-    4 + 1
-        + 1
-        + 4
-        + 4
-        + 2
-        + 4 * layer.codebook.len()
-        + 4
-        + 4 * layer.bias.len()
-        + 12
-        + enc.table_bytes.len()
-        + enc.weight_stream.len()
-        + enc.gap_stream.len()
+    4 + layer_section(layer, enc).len()
 }
 
-/// Bytes of the header (magic, metadata, layer count) plus the checksum trailer.
+/// Bytes of the header: magic, metadata, layer count.
+pub fn header_bytes(model: &CompressedModel) -> usize {
+    header(model).len()
+}
+
+/// Bytes of the header plus the checksum trailer.
 pub fn overhead_bytes(model: &CompressedModel) -> usize {
-    MAGIC.len() + 4 + metadata(model).len() + 2 + TRAILER
+    header_bytes(model) + TRAILER
+}
+
+/// Magic, metadata length and metadata, layer count: everything before the first section.
+fn header(model: &CompressedModel) -> Vec<u8> {
+    let meta = metadata(model);
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + meta.len() + 2);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(&(model.layers.len() as u16).to_le_bytes());
+    out
 }
 
 fn metadata(model: &CompressedModel) -> Vec<u8> {
@@ -126,12 +132,7 @@ fn inflate_metadata(bytes: &[u8]) -> Result<Vec<u8>, String> {
 /// Serialises a model whose layers were encoded by [`crate::compress::encode::encode_layer`].
 pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, DczLayout) {
     assert_eq!(model.layers.len(), encoded.len(), "one encoding per layer");
-    let meta = metadata(model);
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    out.extend_from_slice(&meta);
-    out.extend_from_slice(&(model.layers.len() as u16).to_le_bytes());
+    let mut out = header(model);
     let header_bytes = out.len();
     let mut section_bytes = Vec::with_capacity(model.layers.len());
     for (layer, enc) in model.layers.iter().zip(encoded) {
@@ -139,7 +140,6 @@ pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, 
         out.extend_from_slice(&(section.len() as u32).to_le_bytes());
         out.extend_from_slice(&section);
         section_bytes.push(4 + section.len());
-        debug_assert_eq!(4 + section.len(), self::section_bytes(layer, enc));
     }
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest[..TRAILER]);
@@ -148,8 +148,6 @@ pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, 
         section_bytes,
         trailer_bytes: TRAILER,
     };
-    debug_assert_eq!(layout.total(), out.len());
-    debug_assert_eq!(header_bytes + TRAILER, overhead_bytes(model));
     (out, layout)
 }
 
@@ -536,6 +534,35 @@ mod tests {
         let good = dir.path().join("good.dcz");
         save(&good, &bytes).unwrap();
         assert_eq!(load(&good).unwrap().model, model);
+    }
+
+    #[test]
+    fn the_size_figures_are_the_written_bytes() {
+        // Formerly a debug assertion, which release builds (all of dcx's) never ran.
+        for (seed, keep) in [(1, 0.0), (2, 0.001), (3, 0.05), (4, 0.5), (5, 1.0)] {
+            let model = random_model(seed, keep);
+            let enc: Vec<_> = model
+                .layers
+                .iter()
+                .map(|l| encode_layer(l, 16).unwrap())
+                .collect();
+            let (bytes, layout) = to_bytes(&model, &enc);
+            assert_eq!(layout.total(), bytes.len());
+            assert_eq!(
+                layout.header_bytes + layout.trailer_bytes,
+                overhead_bytes(&model)
+            );
+            for ((l, e), &s) in model.layers.iter().zip(&enc).zip(&layout.section_bytes) {
+                assert_eq!(section_bytes(l, e), s, "seed {seed} keep {keep} {}", l.name);
+            }
+            // And each section's length field says the same.
+            let mut at = layout.header_bytes;
+            for &s in &layout.section_bytes {
+                let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                assert_eq!(4 + len, s);
+                at += s;
+            }
+        }
     }
 
     proptest! {

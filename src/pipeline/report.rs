@@ -43,7 +43,7 @@ pub fn layer_table(sizes: &SizeReport, thresholds: Option<&[f32]>) -> String {
             kb(l.dense_bytes),
             kb(l.pruned_bytes),
             kb(l.shared_bytes),
-            kb(l.huffman_bytes),
+            kb(l.file_bytes),
             l.ratio(),
             l.weight_bits_huffman,
             l.weight_bits_entropy,

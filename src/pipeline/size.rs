@@ -27,7 +27,10 @@ pub struct LayerSize {
     pub dense_bytes: u64,
     pub pruned_bytes: u64,
     pub shared_bytes: u64,
-    pub huffman_bytes: u64,
+    /// Bytes of the layer's section of the `.dcz` file (P+Q+H: Huffman-coded indices and
+    /// gaps, code tables, codebook, biases, length fields), measured on the written bytes.
+    #[serde(alias = "huffman_bytes")]
+    pub file_bytes: u64,
     /// Mean Huffman-coded bits per surviving weight, of cluster indices and of gaps.
     pub weight_bits_huffman: f64,
     pub index_bits_huffman: f64,
@@ -36,12 +39,18 @@ pub struct LayerSize {
     pub index_bits_entropy: f64,
 }
 
+/// Compression ratio: dense f32 bytes over the bytes that stand for them. The one formula
+/// every view's ratio uses.
+pub fn ratio(dense_bytes: u64, file_bytes: u64) -> f64 {
+    dense_bytes as f64 / file_bytes.max(1) as f64
+}
+
 impl LayerSize {
     pub fn kept_fraction(&self) -> f64 {
         self.kept as f64 / self.weights.max(1) as f64
     }
     pub fn ratio(&self) -> f64 {
-        self.dense_bytes as f64 / self.huffman_bytes.max(1) as f64
+        ratio(self.dense_bytes, self.file_bytes)
     }
 }
 
@@ -58,8 +67,27 @@ pub struct SizeReport {
 }
 
 impl SizeReport {
+    /// The totals of `layers` in a file whose header and trailer take these bytes.
+    pub fn from_layers(
+        layers: Vec<LayerSize>,
+        header_bytes: u64,
+        trailer_bytes: u64,
+    ) -> SizeReport {
+        SizeReport {
+            dense_bytes: layers.iter().map(|l| l.dense_bytes).sum(),
+            pruned_bytes: layers.iter().map(|l| l.pruned_bytes).sum(),
+            shared_bytes: layers.iter().map(|l| l.shared_bytes).sum(),
+            file_bytes: layers.iter().map(|l| l.file_bytes).sum::<u64>()
+                + header_bytes
+                + trailer_bytes,
+            header_bytes,
+            trailer_bytes,
+            layers,
+        }
+    }
+
     pub fn ratio(&self) -> f64 {
-        self.dense_bytes as f64 / self.file_bytes.max(1) as f64
+        ratio(self.dense_bytes, self.file_bytes)
     }
     pub fn kept(&self) -> usize {
         self.layers.iter().map(|l| l.kept).sum()
@@ -94,7 +122,7 @@ pub fn layer_size(layer: &CompressedLayer, enc: &EncodedLayer, section_bytes: us
         shared_bytes: bytes(kept * layer.bits as u64 + index_bits)
             + 4 * layer.codebook.len() as u64
             + bias_bytes,
-        huffman_bytes: section_bytes as u64,
+        file_bytes: section_bytes as u64,
         weight_bits_huffman: per(enc.weight_stream_bits as f64),
         index_bits_huffman: per(enc.gap_stream_bits as f64),
         weight_bits_entropy: per(enc.weight_entropy_bits),
@@ -114,13 +142,9 @@ pub fn size_report(
         .zip(&layout.section_bytes)
         .map(|((l, e), &s)| layer_size(l, e, s))
         .collect();
-    SizeReport {
-        dense_bytes: layers.iter().map(|l| l.dense_bytes).sum(),
-        pruned_bytes: layers.iter().map(|l| l.pruned_bytes).sum(),
-        shared_bytes: layers.iter().map(|l| l.shared_bytes).sum(),
-        file_bytes: layout.total() as u64,
-        header_bytes: layout.header_bytes as u64,
-        trailer_bytes: layout.trailer_bytes as u64,
+    SizeReport::from_layers(
         layers,
-    }
+        layout.header_bytes as u64,
+        layout.trailer_bytes as u64,
+    )
 }

@@ -1107,7 +1107,7 @@ fn sizes<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawRes
         data,
         m,
     )?;
-    let layer_sections: u64 = s.layers.iter().map(|l| l.huffman_bytes).sum();
+    let layer_sections: u64 = s.layers.iter().map(|l| l.file_bytes).sum();
     let stages = [
         ("dense (f32)", s.dense_bytes),
         ("pruned (P)", s.pruned_bytes),

@@ -83,7 +83,7 @@ fn layer_row(session: &Session, l: usize) -> LayerRow {
         row.dense_bytes = r.size.dense_bytes;
         row.pruned_bytes = r.size.pruned_bytes;
         row.shared_bytes = r.size.shared_bytes;
-        row.huffman_bytes = r.size.huffman_bytes;
+        row.file_bytes = r.size.file_bytes;
         row.weight_bits_h = r.coding.weight_bits_huffman;
         row.index_bits_h = r.coding.index_bits_huffman;
         row.weight_entropy = r.coding.weight_bits_entropy;
@@ -116,7 +116,7 @@ fn totals(session: &Session, rows: &[LayerRow]) -> Totals {
             dense_bytes: rows.iter().map(|r| r.dense_bytes).sum(),
             pruned_bytes: rows.iter().map(|r| r.pruned_bytes).sum(),
             shared_bytes: rows.iter().map(|r| r.shared_bytes).sum(),
-            file_bytes: rows.iter().map(|r| r.huffman_bytes).sum(),
+            file_bytes: rows.iter().map(|r| r.file_bytes).sum(),
         },
     }
 }

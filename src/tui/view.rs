@@ -19,7 +19,7 @@ pub struct LayerRow {
     pub dense_bytes: u64,
     pub pruned_bytes: u64,
     pub shared_bytes: u64,
-    pub huffman_bytes: u64,
+    pub file_bytes: u64,
     /// Accuracy change when this layer alone is compressed as set (None until measured).
     pub solo_drop: Option<f64>,
     /// Bits per surviving weight after Huffman: cluster indices and gaps; their entropies.
@@ -34,7 +34,7 @@ pub struct LayerRow {
 
 impl LayerRow {
     pub fn ratio(&self) -> f64 {
-        self.dense_bytes as f64 / self.huffman_bytes.max(1) as f64
+        crate::pipeline::size::ratio(self.dense_bytes, self.file_bytes)
     }
 }
 
@@ -52,7 +52,7 @@ pub struct Totals {
 
 impl Totals {
     pub fn ratio(&self) -> f64 {
-        self.dense_bytes as f64 / self.file_bytes.max(1) as f64
+        crate::pipeline::size::ratio(self.dense_bytes, self.file_bytes)
     }
 }
 

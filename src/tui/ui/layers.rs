@@ -106,7 +106,7 @@ fn cell(row: &LayerRow, c: Col) -> String {
         Col::Dense => human_bytes(row.dense_bytes),
         Col::Pruned => human_bytes(row.pruned_bytes),
         Col::Shared => human_bytes(row.shared_bytes),
-        Col::File => human_bytes(row.huffman_bytes),
+        Col::File => human_bytes(row.file_bytes),
         Col::Ratio => format!("{:.1}x", row.ratio()),
         Col::Drop => row
             .solo_drop
@@ -152,7 +152,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         dense_bytes: t.dense_bytes,
         pruned_bytes: t.pruned_bytes,
         shared_bytes: t.shared_bytes,
-        huffman_bytes: t.file_bytes,
+        file_bytes: t.file_bytes,
         ..LayerRow::default()
     };
     rows.push(
