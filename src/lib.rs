@@ -3,6 +3,7 @@
 //! Train small MNIST networks with Candle, then prune, weight-share and Huffman-code them
 //! (Han, Mao & Dally, ICLR 2016) and see what each choice costs and saves.
 
+pub mod analysis;
 pub mod commands;
 pub mod compress;
 pub mod data;

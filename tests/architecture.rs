@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["experiment"],
     &["pipeline"],
     &["explore"],
+    &["analysis"],
     &["plot"],
     &["tui"],
     &["commands"],

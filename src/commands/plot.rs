@@ -15,10 +15,10 @@ use clap::{Args, ValueEnum};
 
 use super::compress::CliPipeline;
 use super::progress::BarObserver;
+use crate::analysis::{self, BuildObserver, BuildOptions, Inputs};
 use crate::experiment::Experiment;
 use crate::model::checkpoint;
 use crate::pipeline::{self, CompressionReport};
-use crate::plot::data::{self, BuildObserver, BuildOptions, Inputs};
 use crate::plot::{self, Format, PlotOptions, ReportData};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -176,11 +176,11 @@ pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
     );
     let mut obs = CliBuild { bar, progress };
     let started = Instant::now();
-    let built = data::build(
+    let built = analysis::build(
         &Inputs {
             experiment: &exp,
             report: &report,
-            baseline: data::weights_of(&net)?,
+            baseline: analysis::weights_of(&net)?,
             checkpoint: Some(&checkpoint_path),
             baseline_history: &meta.history,
             data: Arc::clone(&data),
@@ -194,7 +194,7 @@ pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
     );
     obs.progress.finish_and_clear();
     let built = match built {
-        Err(data::DataError::Cancelled) => anyhow::bail!("interrupted: nothing written"),
+        Err(analysis::DataError::Cancelled) => anyhow::bail!("interrupted: nothing written"),
         other => other?,
     };
     let data_secs = started.elapsed().as_secs_f64();

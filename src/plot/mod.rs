@@ -1,12 +1,12 @@
 //! Figures for reports (PNG and SVG, plotters with an embedded font) and PNG screenshots of
 //! the TUI.
 //!
-//! - [`data`]: the numbers behind every figure, taken from the engines ([`data::build`]);
+//! - [`data`]: the numbers behind every figure, built by [`crate::analysis`];
 //! - [`figures`]: drawing only, generic over the backend;
 //! - [`render_all`]: every figure (or one) to files;
 //! - [`screenshot`]: a ratatui buffer as a PNG cell grid.
 
-pub mod data;
+pub use crate::analysis as data;
 pub mod figures;
 pub mod screenshot;
 pub mod style;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 
+use crate::analysis::{self, BuildObserver, BuildOptions, Inputs};
 use crate::data::Mnist;
 use crate::experiment::Experiment;
 use crate::model::checkpoint;
 use crate::pipeline::CompressionReport;
-use crate::plot::data::{self, BuildObserver, BuildOptions, Inputs};
 use crate::plot::{self, PlotOptions};
 
 enum Message {
@@ -123,11 +123,11 @@ fn figures(
 ) -> anyhow::Result<Vec<PathBuf>> {
     let checkpoint_path = PathBuf::from(&report.baseline_checkpoint);
     let (net, meta) = checkpoint::load(&checkpoint_path)?;
-    let built = data::build(
+    let built = analysis::build(
         &Inputs {
             experiment,
             report,
-            baseline: data::weights_of(&net)?,
+            baseline: analysis::weights_of(&net)?,
             checkpoint: Some(&checkpoint_path),
             baseline_history: &meta.history,
             data,

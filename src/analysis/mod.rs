@@ -1,5 +1,7 @@
-//! The numbers behind every figure, as plain serde data, taken from the engines that computed
-//! them: the pipeline's [`CompressionReport`] (stages, sizes, Huffman statistics, training
+//! Analyses over the engines: the sweeps, trade-off curves and trainings a report needs,
+//! run as explore-worker jobs, and the numbers behind every figure as plain serde data
+//! (drawing lives in `plot`, which reads these and computes nothing). Taken from the engines
+//! that computed them: the pipeline's [`CompressionReport`] (stages, sizes, Huffman statistics, training
 //! histories), the checkpoint's training history, and the explore engine ([`Session`] layer
 //! results and sizes, the [`Worker`]'s sensitivity sweep, masked retraining and centroid
 //! fine-tuning, the [`Evaluator`]'s accuracies).
