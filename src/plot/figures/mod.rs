@@ -1,0 +1,96 @@
+//! Drawing only: each figure from its data struct, generic over the plotters backend so the
+//! PNG (bitmap) and SVG outputs share every line. Nothing here computes a number the figure
+//! shows; it only converts units (fractions to %, bytes to KB) and places things.
+
+mod helpers;
+mod histogram;
+mod sizes;
+mod threshold;
+mod tradeoff;
+mod training;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::data::ReportData;
+use super::style::{self, Metrics};
+use histogram::histogram;
+use sizes::{huffman_bits, sizes, sparsity};
+use threshold::{sensitivity, threshold_global, threshold_layers};
+use tradeoff::tradeoff;
+use training::training;
+
+pub type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A figure: its file name (without extension) and what it shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FigureInfo {
+    pub name: &'static str,
+    pub about: &'static str,
+}
+
+/// Every figure, in the order they are written.
+pub const FIGURES: [FigureInfo; 9] = [
+    FigureInfo {
+        name: "threshold-global",
+        about: "one global threshold: accuracy and sparsity vs threshold, accuracy vs sparsity",
+    },
+    FigureInfo {
+        name: "threshold-layers",
+        about: "each layer alone: accuracy and sparsity vs threshold, accuracy vs sparsity",
+    },
+    FigureInfo {
+        name: "sensitivity",
+        about: "per-layer sensitivity: accuracy vs sparsity and vs sharing bits",
+    },
+    FigureInfo {
+        name: "tradeoff",
+        about: "accuracy vs compression ratio: pruning only, sharing only, both (paper Fig. 6)",
+    },
+    FigureInfo {
+        name: "histogram",
+        about: "weight histogram with pruned band and centroids per k-means init (paper Fig. 4/7)",
+    },
+    FigureInfo {
+        name: "sparsity",
+        about: "per-layer sparsity bars",
+    },
+    FigureInfo {
+        name: "huffman-bits",
+        about: "bits per weight of cluster indices and of relative indices, fixed vs Huffman",
+    },
+    FigureInfo {
+        name: "sizes",
+        about: "size waterfall: dense -> pruned -> shared -> Huffman",
+    },
+    FigureInfo {
+        name: "training",
+        about: "training, masked retraining and fine-tuning curves",
+    },
+];
+
+/// Draws figure `name` onto `root` (white background, title included).
+pub fn draw<DB: DrawingBackend>(
+    name: &str,
+    root: &DrawingArea<DB, Shift>,
+    data: &ReportData,
+    m: Metrics,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    style::fonts();
+    root.fill(&WHITE)?;
+    match name {
+        "threshold-global" => threshold_global(root, data, m),
+        "threshold-layers" => threshold_layers(root, data, m),
+        "sensitivity" => sensitivity(root, data, m),
+        "tradeoff" => tradeoff(root, data, m),
+        "histogram" => histogram(root, &data.histograms, data, m),
+        "sparsity" => sparsity(root, data, m),
+        "huffman-bits" => huffman_bits(root, data, m),
+        "sizes" => sizes(root, data, m),
+        "training" => training(root, data, m),
+        other => Err(format!("no figure {other}").into()),
+    }
+}
