@@ -1,0 +1,204 @@
+//! Carrying out the [`Effect`]s `App::update` asks for: plan edits on the session and the jobs
+//! they start. Kept apart from the event handling because an effect is the user's request and
+//! an event the worker's answer, and each has its own rules.
+
+use std::time::Instant;
+
+use super::{Controller, Running, label};
+use crate::experiment::PruneRule;
+use crate::explore::worker::{JobId, JobKind};
+use crate::tui::app::Effect;
+use crate::tui::view::Curve;
+
+/// Scrub steps in sparsity: 1 point per step (10 with Shift), so a step means the same on
+/// every layer whatever its weight scale.
+const SCRUB_STEP: f64 = 0.01;
+/// Never prune a layer away entirely by scrubbing.
+const MAX_SCRUB_SPARSITY: f64 = 0.995;
+
+impl Controller {
+    pub(super) fn apply(&mut self, effect: Effect) -> anyhow::Result<()> {
+        if effect == Effect::Quit {
+            self.worker.cancel_all();
+            if let Some(f) = &self.figures {
+                f.cancel();
+            }
+            return Ok(());
+        }
+        let Some(session) = self.session.as_mut() else {
+            self.app.message = Some("the baseline is not ready yet".into());
+            return Ok(());
+        };
+        let changed = match effect {
+            Effect::ScrubThreshold { layer, steps } => {
+                let current = match self.scrub_target.get(layer).copied().flatten() {
+                    Some(s) => s,
+                    None => session
+                        .layer_or_latest(layer)
+                        .map(|(r, _)| r.sparsity())
+                        .unwrap_or(0.0),
+                };
+                // Snap to the step grid so repeated scrubs land on round percentages.
+                let target = ((current / SCRUB_STEP).round() + steps as f64) * SCRUB_STEP;
+                let target = target.clamp(0.0, MAX_SCRUB_SPARSITY);
+                let changed = if let PruneRule::Random(_) = session.setting(layer)?.plan.prune {
+                    session.set_prune(layer, PruneRule::Random((1.0 - target) as f32))?
+                } else {
+                    let t = session.threshold_for_sparsity(layer, target)?;
+                    session.set_threshold(layer, t)?
+                };
+                if changed && let Some(slot) = self.scrub_target.get_mut(layer) {
+                    *slot = Some(target);
+                }
+                changed
+            }
+            Effect::SetThreshold { layer, value } => {
+                self.scrub_target[layer] = None;
+                session.set_threshold(layer, value)?
+            }
+            Effect::Bits { layer, delta } => session.step_bits(layer, delta as i32)?,
+            Effect::IndexBits { layer, delta } => session.step_index_bits(layer, delta as i32)?,
+            Effect::CycleInit { layer } => session.cycle_init(layer)?,
+            Effect::TogglePruneMethod { layer } => {
+                let changed = session.toggle_random_pruning(layer)?;
+                let name = session.spec(layer)?.name;
+                self.app.message = Some(match session.setting(layer)?.plan.prune {
+                    PruneRule::Random(k) => format!(
+                        "{name}: {:.1}% kept at random, the baseline for magnitude pruning (R: back)",
+                        100.0 * k
+                    ),
+                    _ => format!("{name}: pruned by magnitude again, the same share kept"),
+                });
+                changed
+            }
+            Effect::ResetLayer { layer } => {
+                self.scrub_target[layer] = None;
+                session.reset_layer(layer)?
+            }
+            Effect::Undo | Effect::Redo => {
+                self.scrub_target.iter_mut().for_each(|s| *s = None);
+                let done = if effect == Effect::Undo {
+                    session.undo()
+                } else {
+                    session.redo()
+                };
+                if !done {
+                    self.app.message = Some("nothing to undo / redo".into());
+                }
+                done
+            }
+            Effect::Retrain => {
+                self.start_training(JobKind::Retrain);
+                false
+            }
+            Effect::Finetune => {
+                self.start_training(JobKind::FineTune);
+                false
+            }
+            Effect::Sweep => {
+                let job = session.sweep_job();
+                let id = self.worker.submit(job);
+                self.track(id, JobKind::Sweep);
+                false
+            }
+            Effect::Export => {
+                self.export_pending = true;
+                self.try_export();
+                false
+            }
+            Effect::Screenshot => {
+                self.screenshot()?;
+                false
+            }
+            Effect::Quit => false,
+        };
+        if changed {
+            self.plan_changed(effect_layer(&effect));
+        }
+        Ok(())
+    }
+
+    /// After any plan edit: evaluate the new plan (the worker drops older evaluations) and
+    /// measure the edited layer alone.
+    pub(super) fn plan_changed(&mut self, layer: Option<usize>) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        // Also when only the layer results were evicted: the rows must show this plan.
+        if session.needs_evaluation() || !session.missing_layers().is_empty() {
+            self.worker.submit(session.eval_job());
+            self.changed_at = Some(Instant::now());
+        } else {
+            self.changed_at = None;
+        }
+        if let Some(l) = layer
+            && let Ok(job) = session.alone_job(l)
+        {
+            self.alone_job = Some(self.worker.submit(job));
+        }
+    }
+
+    /// Starts masked retraining or centroid fine-tuning of the current plan, or, while one
+    /// runs, queues it to start from that one's weights when it is done (so `p` then `f`
+    /// fine-tunes the retrained network, not the one before).
+    pub(super) fn start_training(&mut self, kind: JobKind) {
+        if self.session.is_none() {
+            return;
+        }
+        if let Some(busy) = self.training_running() {
+            self.queued_training.push_back(kind);
+            self.app.message = Some(format!(
+                "{} will start when the {} is done",
+                label(kind),
+                label(busy)
+            ));
+            return;
+        }
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let job = if kind == JobKind::Retrain {
+            session.retrain_job(session.retrain_config())
+        } else {
+            session.finetune_job(session.finetune_config())
+        };
+        let id = self.worker.submit(job);
+        self.track(id, kind);
+        self.curves.push(Curve {
+            label: format!("{} #{}", label(kind), self.curves.len()),
+            points: Vec::new(),
+        });
+    }
+
+    fn training_running(&self) -> Option<JobKind> {
+        self.running
+            .values()
+            .map(|r| r.kind)
+            .find(|k| matches!(k, JobKind::Retrain | JobKind::FineTune))
+    }
+
+    pub(super) fn track(&mut self, id: JobId, kind: JobKind) {
+        self.running.insert(
+            id,
+            Running {
+                kind,
+                fraction: 0.0,
+                detail: "queued".into(),
+            },
+        );
+    }
+}
+
+/// The layer an edit touched, if one.
+fn effect_layer(effect: &Effect) -> Option<usize> {
+    match *effect {
+        Effect::ScrubThreshold { layer, .. }
+        | Effect::SetThreshold { layer, .. }
+        | Effect::Bits { layer, .. }
+        | Effect::IndexBits { layer, .. }
+        | Effect::CycleInit { layer }
+        | Effect::TogglePruneMethod { layer }
+        | Effect::ResetLayer { layer } => Some(layer),
+        _ => None,
+    }
+}

@@ -1,0 +1,295 @@
+//! The explorer's controller: owns the explore [`Session`] and the background [`Worker`],
+//! carries out the [`Effect`](super::app::Effect)s `App::update` asks for (plan edits, jobs,
+//! export), folds the worker's events back into the session and rebuilds the view model. It
+//! never waits for the worker, so the screen keeps drawing while training or evaluating.
+
+mod effects;
+mod events;
+mod export;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatui::Terminal;
+use ratatui::backend::{Backend, TestBackend};
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::Event as TermEvent;
+
+use super::app::{App, Mode};
+use super::figures::FigureJob;
+use super::keys::{self, Action};
+use super::present::{self, Extras};
+use super::ui;
+use super::view::{Curve, JobView};
+use crate::data::Mnist;
+use crate::experiment::Experiment;
+use crate::explore::worker::{BaselineRequest, Job, JobId, JobKind};
+use crate::explore::{Session, Worker, WorkerOptions};
+use crate::model::train::{EpochStats, Evaluation};
+
+/// Everything the explorer starts from.
+pub struct Setup {
+    pub data: Arc<Mnist>,
+    /// The initial plan and the training recipe of the baseline.
+    pub template: Experiment,
+    pub cache_dir: PathBuf,
+    /// Exports go to new folders under here.
+    pub export_root: PathBuf,
+    pub lecture: bool,
+    pub worker: WorkerOptions,
+}
+
+/// A job the status line follows.
+#[derive(Clone, Debug)]
+struct Running {
+    kind: JobKind,
+    fraction: f64,
+    detail: String,
+}
+
+pub struct Controller {
+    pub app: App,
+    session: Option<Session>,
+    worker: Worker,
+    data: Arc<Mnist>,
+    template: Experiment,
+    export_root: PathBuf,
+    running: BTreeMap<JobId, Running>,
+    /// Accuracy per epoch of the baseline and of every training job, for the curves panel.
+    curves: Vec<Curve>,
+    /// The checkpoint's own test figures from its training record.
+    baseline_eval: Option<Evaluation>,
+    failure: Option<String>,
+    retrain_history: Vec<EpochStats>,
+    finetune_history: Vec<EpochStats>,
+    /// Sparsity each layer was last scrubbed to (its result may still be on its way).
+    scrub_target: Vec<Option<f64>>,
+    export_pending: bool,
+    /// When the plan last changed, until its exact accuracy arrives.
+    changed_at: Option<Instant>,
+    /// Latency of the last change → exact accuracy on screen.
+    pub last_latency: Option<Duration>,
+    /// The "this layer alone" measurement in flight (one at a time: each supersedes the last).
+    alone_job: Option<JobId>,
+    /// The figures of the last export, being drawn.
+    figures: Option<FigureJob>,
+    /// Training jobs asked for while another ran, started in turn.
+    queued_training: VecDeque<JobKind>,
+    /// Measure every layer alone in the background (off after a measurement fails).
+    auto_alone: bool,
+    dirty: bool,
+}
+
+impl Controller {
+    /// Starts the worker and asks it for the baseline (loaded from the cache, or trained with
+    /// the live training screen).
+    pub fn start(setup: Setup) -> anyhow::Result<Controller> {
+        let worker = Worker::spawn(Arc::clone(&setup.data), setup.worker)?;
+        let model = setup.template.model;
+        worker.submit(Job::Train(BaselineRequest {
+            model,
+            config: setup.template.train.clone(),
+            cache_dir: setup.cache_dir,
+            retrain: false,
+        }));
+        let mut app = App::new(Default::default());
+        app.lecture = setup.lecture;
+        app.view.model = model.to_string();
+        app.message = Some(format!("loading the {model} checkpoint…"));
+        Ok(Controller {
+            app,
+            session: None,
+            worker,
+            data: setup.data,
+            template: setup.template,
+            export_root: setup.export_root,
+            running: BTreeMap::new(),
+            curves: Vec::new(),
+            baseline_eval: None,
+            failure: None,
+            retrain_history: Vec::new(),
+            finetune_history: Vec::new(),
+            scrub_target: Vec::new(),
+            export_pending: false,
+            changed_at: None,
+            last_latency: None,
+            alone_job: None,
+            queued_training: VecDeque::new(),
+            figures: None,
+            auto_alone: true,
+            dirty: true,
+        })
+    }
+
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// Whether something changed since the last draw.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// A terminal event: keys go through the mode's key map, the mouse through its own.
+    pub fn on_terminal(&mut self, event: TermEvent) {
+        let action = match event {
+            TermEvent::Key(key) => match self.app.mode {
+                Mode::EditThreshold(_) | Mode::ConfirmQuit => keys::input_key(key),
+                _ => keys::normal_key(key),
+            },
+            TermEvent::Mouse(m) => keys::mouse(m),
+            TermEvent::Resize(..) => {
+                self.dirty = true;
+                None
+            }
+            _ => None,
+        };
+        if let Some(a) = action {
+            self.act(a);
+        }
+    }
+
+    /// One action: the app updates its state, then its effects are carried out.
+    pub fn act(&mut self, action: Action) {
+        self.dirty = true;
+        let effects = self.app.update(action);
+        // One key that edits every layer ("apply to all") is one undo step.
+        let batch = effects.len() > 1;
+        let depth = self.session.as_mut().map(|s| {
+            if batch {
+                s.seal_undo();
+            }
+            s.undo_depth()
+        });
+        for effect in effects {
+            if let Err(e) = self.apply(effect) {
+                self.app.message = Some(format!("{e:#}"));
+            }
+        }
+        if batch && let (Some(s), Some(depth)) = (self.session.as_mut(), depth) {
+            s.squash_undo(depth);
+        }
+        self.refresh();
+    }
+
+    /// Drains the worker's events until `done` holds, for callers that drive the explorer
+    /// headless (commands, benchmarks, tests). Fails with the recorded failure of a job the
+    /// explorer cannot do without, when `stop` says so, or after `timeout`.
+    pub fn pump_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+        done: impl Fn(&Controller) -> bool,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while !done(self) {
+            if let Some(why) = self.failure() {
+                anyhow::bail!("while waiting for {what}: {why}");
+            }
+            if stop() {
+                anyhow::bail!("interrupted while waiting for {what}");
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!("timed out waiting for {what}");
+            }
+            if !self.pump() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last failure of a job the explorer cannot do without (baseline, training, export
+    /// figures), for callers that drive it headless.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Drains the worker's events (never blocks). Returns whether any arrived.
+    pub fn pump(&mut self) -> bool {
+        let mut any = false;
+        while let Some(event) = self.worker.try_recv() {
+            any = true;
+            self.on_worker(event);
+        }
+        any |= self.poll_figures();
+        if any {
+            self.dirty = true;
+            self.refresh();
+        }
+        any
+    }
+
+    /// Rebuilds the view model from the session and the running jobs.
+    pub fn refresh(&mut self) {
+        let job = self
+            .running
+            .values()
+            .filter(|r| r.kind != JobKind::Train)
+            .max_by_key(|r| priority(r.kind))
+            .map(|r| JobView {
+                label: label(r.kind).into(),
+                fraction: r.fraction,
+                detail: r.detail.clone(),
+            })
+            .or_else(|| {
+                self.figures.as_ref().map(|f| JobView {
+                    label: "figures".into(),
+                    fraction: f.fraction,
+                    detail: f.stage.clone(),
+                })
+            });
+        let Some(session) = self.session.as_ref() else {
+            self.app.view.job = job;
+            return;
+        };
+        let extras = Extras {
+            training: self.curves.clone(),
+            job,
+            baseline: self.baseline_eval.map(|e| e.accuracy),
+        };
+        self.app.view = present::view_model(session, self.app.selected, &extras);
+        let n = self.app.view.layers.len().max(1);
+        self.app.selected = self.app.selected.min(n - 1);
+    }
+
+    pub fn draw<B: Backend>(&self, terminal: &mut Terminal<B>) -> std::io::Result<()>
+    where
+        B::Error: Into<std::io::Error>,
+    {
+        terminal
+            .draw(|f| ui::draw(&self.app, f))
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+}
+
+fn label(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Evaluate => "evaluation",
+        JobKind::Alone => "layer-alone evaluation",
+        JobKind::Sweep => "sensitivity sweep",
+        JobKind::Retrain => "retrain",
+        JobKind::FineTune => "fine-tune",
+        JobKind::Train => "training",
+    }
+}
+
+/// Which running job the status line shows: the one the user waits for most.
+fn priority(kind: JobKind) -> u8 {
+    match kind {
+        JobKind::Retrain | JobKind::FineTune => 3,
+        JobKind::Sweep => 2,
+        _ => 1,
+    }
+}
+
+/// Draws `app` into an off-screen buffer of `w` x `h` cells.
+pub fn render_buffer(app: &App, w: u16, h: u16) -> anyhow::Result<Buffer> {
+    let mut t = Terminal::new(TestBackend::new(w, h))?;
+    t.draw(|f| ui::draw(app, f))?;
+    Ok(t.backend().buffer().clone())
+}
