@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Baseline for dcx's 1-D k-means (src/compress/kmeans.rs): scikit-learn's KMeans on the same data.
+"""Baseline for dcx's 1-D k-means (src/compress/kmeans/): scikit-learn's KMeans on the same data.
 
 The data is `dcx::compress::kmeans::laplace_sample(n, scale, seed)` regenerated bit for bit:
 splitmix64 from the seed, u = ((z >> 12) + 0.5) * 2**-52, then the Laplace inverse CDF in f64

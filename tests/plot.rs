@@ -6,11 +6,11 @@ mod common;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use dcx::analysis::{self, BuildOptions, Inputs, Quiet as QuietBuild};
 use dcx::compress::kmeans::Init;
 use dcx::experiment::Experiment;
 use dcx::model::checkpoint;
 use dcx::pipeline;
-use dcx::plot::data::{self, BuildOptions, Inputs, Quiet as QuietBuild};
 use dcx::plot::{self, FIGURES, Format, PlotOptions, ReportData, ScreenshotOptions};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -61,11 +61,11 @@ fn built() -> &'static ReportData {
             bits: vec![6, 3, 2],
             ..BuildOptions::default()
         };
-        let built = data::build(
+        let built = analysis::build(
             &Inputs {
                 experiment: &exp,
                 report: &result.report,
-                baseline: data::weights_of(&net).unwrap(),
+                baseline: analysis::weights_of(&net).unwrap(),
                 checkpoint: Some(&ckpt),
                 baseline_history: &meta.history,
                 data,

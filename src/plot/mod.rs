@@ -1,12 +1,11 @@
 //! Figures for reports (PNG and SVG, plotters with an embedded font) and PNG screenshots of
 //! the TUI.
 //!
-//! - [`data`]: the numbers behind every figure, built by [`crate::analysis`];
+//! - the numbers behind every figure: [`crate::analysis`] builds them;
 //! - [`figures`]: drawing only, generic over the backend;
 //! - [`render_all`]: every figure (or one) to files;
 //! - [`screenshot`]: a ratatui buffer as a PNG cell grid.
 
-pub use crate::analysis as data;
 pub mod figures;
 pub mod screenshot;
 pub mod style;
@@ -15,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-pub use data::{BuildOptions, Inputs, ReportData, build};
+pub use crate::analysis::{BuildOptions, Inputs, ReportData, build};
 pub use figures::{FIGURES, FigureInfo};
 pub use screenshot::{ScreenshotOptions, buffer_to_png};
 

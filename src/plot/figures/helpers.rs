@@ -10,7 +10,7 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::DrawResult;
-use crate::plot::data::ReportData;
+use crate::analysis::ReportData;
 use crate::plot::style::{self, GREY, INK, LIGHT_GREY, Marker, Metrics, SANS};
 
 pub(super) type Chart<'a, DB, X, Y> = ChartContext<'a, DB, Cartesian2d<X, Y>>;

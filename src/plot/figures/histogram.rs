@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::DrawResult;
 use super::helpers::{axes, chart, legend_sized, markers, pct, swatch, titled};
-use crate::plot::data::{HistogramData, ReportData};
+use crate::analysis::{HistogramData, ReportData};
 use crate::plot::style::{self, Marker, Metrics};
 
 pub(super) fn histogram<DB: DrawingBackend>(

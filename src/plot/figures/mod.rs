@@ -12,8 +12,8 @@ mod training;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::data::ReportData;
 use super::style::{self, Metrics};
+use crate::analysis::ReportData;
 use histogram::histogram;
 use sizes::{huffman_bits, sizes, sparsity};
 use threshold::{sensitivity, threshold_global, threshold_layers};

@@ -9,7 +9,7 @@ use super::DrawResult;
 use super::helpers::{
     Area, Backend, Chart, Fallible, axes, chart, halves, legend, max_or, pct, swatch, titled,
 };
-use crate::plot::data::ReportData;
+use crate::analysis::ReportData;
 use crate::plot::style::{self, GREY, INK, Metrics, SANS};
 
 /// Bar positions: category `i` spans `[i, i + 1)`; the x axis names categories at `i + 0.5`.

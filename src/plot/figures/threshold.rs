@@ -9,8 +9,8 @@ use super::DrawResult;
 use super::helpers::{
     Area, Backend, Line, LinePanel, accuracy_range, halves, line_panel, max_or, pct, titled,
 };
+use crate::analysis::{GlobalPoint, ReportData};
 use crate::explore::sensitivity::{LayerSensitivity, SweepPoint};
-use crate::plot::data::{GlobalPoint, ReportData};
 use crate::plot::style::Metrics;
 
 /// What the two threshold figures plot: lines of accuracy vs threshold, of sparsity vs

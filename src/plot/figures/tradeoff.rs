@@ -8,7 +8,7 @@ use super::helpers::{
     Area, Backend, Line, accuracy_range, axes, chart, draw_lines, hline, legend, markers, max_or,
     pct, titled,
 };
-use crate::plot::data::{ReportData, TradeoffPoint};
+use crate::analysis::{ReportData, TradeoffPoint};
 use crate::plot::style::{self, INK, Marker, Metrics};
 
 pub(super) fn tradeoff<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {

@@ -7,8 +7,8 @@ use super::DrawResult;
 use super::helpers::{
     Area, Backend, Line, LinePanel, accuracy_range, halves, line_panel, max_or, pct, titled,
 };
+use crate::analysis::ReportData;
 use crate::model::train::EpochStats;
-use crate::plot::data::ReportData;
 use crate::plot::style::Metrics;
 
 pub(super) fn training<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics) -> DrawResult {
