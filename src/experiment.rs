@@ -54,7 +54,7 @@ pub struct LayerPlan {
 
 impl LayerPlan {
     /// The paper's choice: 8 bits conv / 5 bits fc for sharing, 5-bit gaps, linear init.
-    pub fn paper_default(kind: crate::model::LayerKind) -> LayerPlan {
+    pub(crate) fn paper_default(kind: crate::model::LayerKind) -> LayerPlan {
         let conv = kind == crate::model::LayerKind::Conv;
         LayerPlan {
             prune: PruneRule::Keep(1.0),
@@ -163,7 +163,7 @@ impl RecipeStep {
     /// The baseline's optimiser with this step's epochs, rate and batch, and a seed of its
     /// own: retraining round r adds r, the n-th fine-tuning 1000 + n - 1 (times a prime), so
     /// no two steps share a shuffle.
-    pub fn train_config(&self, train: &TrainConfig) -> TrainConfig {
+    pub(crate) fn train_config(&self, train: &TrainConfig) -> TrainConfig {
         let salt = match self.kind {
             StepKind::Retrain => self.round as u64,
             StepKind::Finetune => 999 + self.round as u64,
@@ -519,7 +519,7 @@ fn check_overrides(at: &str, o: &LayerOverrides) -> Result<(), String> {
 
 impl LayerPlan {
     /// `Err` names the setting out of range (see [`check_overrides`]).
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         check_overrides("", &LayerOverrides::from(*self))
     }
 }

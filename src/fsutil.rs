@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it into place, so a
 /// crash or a full disk never leaves a half-written file where a good one was.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

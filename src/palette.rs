@@ -7,14 +7,13 @@
 
 pub type Rgb = (u8, u8, u8);
 
-pub const BLUE: Rgb = (0, 114, 178);
-pub const ORANGE: Rgb = (230, 159, 0);
-pub const GREEN: Rgb = (0, 158, 115);
-pub const VERMILLION: Rgb = (213, 94, 0);
-pub const SKY: Rgb = (86, 180, 233);
-pub const PURPLE: Rgb = (204, 121, 167);
-pub const YELLOW: Rgb = (240, 228, 66);
+pub(crate) const BLUE: Rgb = (0, 114, 178);
+pub(crate) const ORANGE: Rgb = (230, 159, 0);
+pub(crate) const GREEN: Rgb = (0, 158, 115);
+pub(crate) const VERMILLION: Rgb = (213, 94, 0);
+pub(crate) const SKY: Rgb = (86, 180, 233);
+pub(crate) const PURPLE: Rgb = (204, 121, 167);
 
 /// Series colours in order: dark and light hues alternate, so neighbours differ in grey too.
 /// The screen and the figures use the same order, so a series keeps its colour in both.
-pub const SERIES: [Rgb; 6] = [BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY];
+pub(crate) const SERIES: [Rgb; 6] = [BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY];

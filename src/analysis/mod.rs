@@ -57,9 +57,6 @@ impl ReportData {
     pub fn baseline_accuracy(&self) -> f64 {
         self.stages.first().map_or(0.0, |s| s.accuracy)
     }
-    pub fn final_accuracy(&self) -> f64 {
-        self.stages.last().map_or(0.0, |s| s.accuracy)
-    }
 }
 
 /// One global magnitude threshold for every layer's weights (biases kept), no retraining: the
@@ -432,7 +429,7 @@ fn compressed_layers(
 
 /// One global threshold over all weights at each sparsity `1 - keep` (the threshold that
 /// keeps that fraction of all weights), the accuracy and each layer's sparsity there.
-pub fn global_sweep(
+pub(crate) fn global_sweep(
     inputs: &Inputs,
     keeps: &[f32],
     evaluator: &mut Evaluator,

@@ -23,7 +23,7 @@ pub struct CompressArgs {
 }
 
 /// Prints stage names and drives a progress bar for the training stages.
-pub struct CliPipeline {
+pub(crate) struct CliPipeline {
     pub bar: BarObserver,
 }
 
@@ -51,7 +51,7 @@ pub fn run(data_dir: Option<&Path>, args: &CompressArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `exp` and writes its folder (`out`, default `out/NAME`).
-pub fn run_experiment(
+pub(crate) fn run_experiment(
     data_dir: Option<&Path>,
     exp: Experiment,
     out: Option<PathBuf>,

@@ -1,11 +1,11 @@
 //! The command line: argument types (clap derive) and one module per subcommand.
 
-pub mod bench;
-pub mod bench_tui;
+pub(crate) mod bench;
+pub(crate) mod bench_tui;
 pub mod compress;
 pub mod data;
 pub mod eval;
-pub mod inspect;
+pub(crate) mod inspect;
 pub mod plot;
 pub mod progress;
 pub mod screenshot;

@@ -114,7 +114,7 @@ fn run_pipeline(
     Ok((exp, result.report))
 }
 
-pub fn options(args: &PlotArgs) -> anyhow::Result<PlotOptions> {
+pub(crate) fn options(args: &PlotArgs) -> anyhow::Result<PlotOptions> {
     Ok(PlotOptions {
         size: plot::parse_size(&args.size)?,
         scale: args.scale,

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::train::{EpochStats, Observer, Progress};
 
-pub struct BarObserver {
+pub(crate) struct BarObserver {
     bar: ProgressBar,
     stop: Arc<AtomicBool>,
     label: String,
@@ -36,12 +36,12 @@ impl BarObserver {
         }
     }
 
-    pub fn interrupted(&self) -> bool {
+    pub(crate) fn interrupted(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
 
     /// Prints a line above the bar.
-    pub fn println(&self, line: &str) {
+    pub(crate) fn println(&self, line: &str) {
         // A hidden bar (output not a terminal) drops println; logs still want the line.
         if self.bar.is_hidden() {
             eprintln!("{line}");

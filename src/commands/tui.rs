@@ -50,7 +50,7 @@ fn recipe_file(model: ModelKind) -> &'static str {
 
 /// The experiment the explorer starts from: the named file, or an unpruned plan with the
 /// network's shipped training, retraining and fine-tuning recipe.
-pub fn starting_experiment(args: &TuiArgs) -> anyhow::Result<Experiment> {
+pub(crate) fn starting_experiment(args: &TuiArgs) -> anyhow::Result<Experiment> {
     if let Some(path) = &args.experiment {
         let exp = Experiment::load(path)?;
         if let Some(m) = args.model

@@ -6,10 +6,10 @@
 //! error rather than panicking.
 
 /// Widest value one `push`, `read` or `peek` handles.
-pub const MAX_WIDTH: u32 = 32;
+pub(crate) const MAX_WIDTH: u32 = 32;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BitsError {
+pub(crate) enum BitsError {
     #[error("unexpected end of bit stream: wanted {wanted} bits, {left} left")]
     End { wanted: u32, left: u64 },
     #[error("cannot read {0} bits at once (at most {MAX_WIDTH})")]
@@ -17,7 +17,7 @@ pub enum BitsError {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct BitWriter {
+pub(crate) struct BitWriter {
     bytes: Vec<u8>,
     /// Pending bits, right-aligned; fewer than 32 between calls, so one more 32-bit push
     /// still fits in the 64-bit accumulator.
@@ -53,16 +53,17 @@ impl BitWriter {
         }
     }
 
-    pub fn len_bits(&self) -> u64 {
+    pub(crate) fn len_bits(&self) -> u64 {
         self.bytes.len() as u64 * 8 + u64::from(self.pending)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len_bits() == 0
     }
 
     /// The stream, its last byte padded with zero bits.
-    pub fn into_bytes(mut self) -> Vec<u8> {
+    pub(crate) fn into_bytes(mut self) -> Vec<u8> {
         let mut left = self.pending;
         while left >= 8 {
             left -= 8;
@@ -76,7 +77,7 @@ impl BitWriter {
 }
 
 #[derive(Clone, Debug)]
-pub struct BitReader<'a> {
+pub(crate) struct BitReader<'a> {
     bytes: &'a [u8],
     /// Bits consumed so far; never more than `total`.
     at: u64,
@@ -93,11 +94,12 @@ impl<'a> BitReader<'a> {
     }
 
     #[inline]
-    pub fn bits_left(&self) -> u64 {
+    pub(crate) fn bits_left(&self) -> u64 {
         self.total - self.at
     }
 
     /// Bits consumed so far.
+    #[cfg(test)]
     pub fn position(&self) -> u64 {
         self.at
     }
@@ -121,7 +123,8 @@ impl<'a> BitReader<'a> {
     }
 
     #[inline]
-    pub fn read_bit(&mut self) -> Result<u32, BitsError> {
+    #[cfg(test)]
+    pub(crate) fn read_bit(&mut self) -> Result<u32, BitsError> {
         self.read(1)
     }
 
@@ -149,7 +152,7 @@ impl<'a> BitReader<'a> {
     /// past the end read as zero, so a decoder can look ahead a full code length near the end
     /// of a stream and check what it actually consumes with `skip`.
     #[inline]
-    pub fn peek(&self, n: u32) -> u32 {
+    pub(crate) fn peek(&self, n: u32) -> u32 {
         let n = n.min(MAX_WIDTH);
         if n == 0 {
             return 0;
@@ -159,7 +162,7 @@ impl<'a> BitReader<'a> {
 
     /// Skips `n` bits; errors (consuming nothing) if fewer are left.
     #[inline]
-    pub fn skip(&mut self, n: u32) -> Result<(), BitsError> {
+    pub(crate) fn skip(&mut self, n: u32) -> Result<(), BitsError> {
         if u64::from(n) > self.bits_left() {
             return Err(BitsError::End {
                 wanted: n,

@@ -33,7 +33,7 @@ pub struct EncodedLayer {
     pub table_bytes: Vec<u8>,
 }
 
-pub fn encode_layer(
+pub(crate) fn encode_layer(
     layer: &CompressedLayer,
     max_code_len: u8,
 ) -> Result<EncodedLayer, EncodeError> {

@@ -12,19 +12,19 @@
 use super::bits::{BitReader, BitWriter, BitsError};
 
 /// Largest alphabet a code may have: every `u16` is a symbol.
-pub const MAX_ALPHABET: usize = 1 << 16;
+pub(crate) const MAX_ALPHABET: usize = 1 << 16;
 /// Longest code length a code may use (a code must fit one 32-bit `BitWriter::push`).
-pub const MAX_CODE_LEN: u8 = 32;
+pub(crate) const MAX_CODE_LEN: u8 = 32;
 /// Width of the decoding lookup table. 2^11 entries (8 KiB) cover every code of the length
 /// limits this project uses for its <= 256-symbol alphabets in one step, yet cost little to
 /// build for each layer on file load.
-pub const LOOKUP_BITS: u8 = 11;
+pub(crate) const LOOKUP_BITS: u8 = 11;
 
 /// Widest possible alphabet-size field in a serialised table: 65536 takes 17 bits.
 const SIZE_FIELD_MAX: u32 = 17;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HuffmanError {
+pub(crate) enum HuffmanError {
     #[error("symbol {0} has no code")]
     NoCode(u16),
     #[error("alphabet of {0} symbols exceeds {MAX_ALPHABET}")]
@@ -103,7 +103,7 @@ impl HuffmanCode {
     /// # Panics
     /// If a symbol at or beyond [`MAX_ALPHABET`] has a non-zero count (it could not be a
     /// `u16`); trailing zero counts there are ignored.
-    pub fn from_frequencies(freqs: &[u64], max_len: u8) -> HuffmanCode {
+    pub(crate) fn from_frequencies(freqs: &[u64], max_len: u8) -> HuffmanCode {
         let (freqs, beyond) = freqs.split_at(freqs.len().min(MAX_ALPHABET));
         assert!(
             beyond.iter().all(|&f| f == 0),
@@ -117,7 +117,7 @@ impl HuffmanCode {
     /// alphabets over [`MAX_ALPHABET`], lengths over [`MAX_CODE_LEN`] and over-subscribed
     /// sets (Kraft sum above 1). Incomplete sets are accepted: their unused codes are decode
     /// errors.
-    pub fn from_lengths(lengths: &[u8]) -> Result<HuffmanCode, HuffmanError> {
+    pub(crate) fn from_lengths(lengths: &[u8]) -> Result<HuffmanCode, HuffmanError> {
         if lengths.len() > MAX_ALPHABET {
             return Err(HuffmanError::AlphabetTooLarge(lengths.len()));
         }
@@ -197,12 +197,14 @@ impl HuffmanCode {
 
     /// Code length per symbol (0 = no code), as long as the alphabet the code was built from;
     /// a code read back with [`HuffmanCode::read_table`] ends at its last used symbol.
-    pub fn lengths(&self) -> &[u8] {
+    #[cfg(test)]
+    pub(crate) fn lengths(&self) -> &[u8] {
         &self.lengths
     }
 
     /// The longest code length (0 for the empty code).
-    pub fn max_len(&self) -> u8 {
+    #[cfg(test)]
+    pub(crate) fn max_len(&self) -> u8 {
         self.max_len
     }
 
@@ -229,7 +231,7 @@ impl HuffmanCode {
 
     /// Appends the codes of `symbols`; errors (having written the symbols before it) at the
     /// first symbol without a code.
-    pub fn encode(&self, symbols: &[u16], out: &mut BitWriter) -> Result<(), HuffmanError> {
+    pub(crate) fn encode(&self, symbols: &[u16], out: &mut BitWriter) -> Result<(), HuffmanError> {
         for &s in symbols {
             let (code, len) = self.code(s).ok_or(HuffmanError::NoCode(s))?;
             out.push(code, u32::from(len));
@@ -241,7 +243,11 @@ impl HuffmanCode {
     /// zero padding included). Errors on a bit pattern that is no code (possible with an
     /// incomplete code), on running out of bits, and up front — before allocating anything —
     /// when `count` symbols could not fit in the bits left even at the shortest code length.
-    pub fn decode(&self, input: &mut BitReader, count: usize) -> Result<Vec<u16>, HuffmanError> {
+    pub(crate) fn decode(
+        &self,
+        input: &mut BitReader,
+        count: usize,
+    ) -> Result<Vec<u16>, HuffmanError> {
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -301,7 +307,8 @@ impl HuffmanCode {
 
     /// Total bits `freqs` (indexed by symbol) would take with this code, without encoding.
     /// Symbols without a code count 0 bits: `encode` would reject them.
-    pub fn encoded_bits(&self, freqs: &[u64]) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn encoded_bits(&self, freqs: &[u64]) -> u64 {
         freqs.iter().zip(&self.lengths).fold(0u64, |sum, (&f, &l)| {
             sum.saturating_add(f.saturating_mul(u64::from(l)))
         })
@@ -328,7 +335,7 @@ impl HuffmanCode {
     /// similar lengths here (gaps d and d+1, clusters next to each other on the weight axis), so
     /// delta mode often costs under 2 bits a symbol. [`HuffmanCode::read_table`] accepts only
     /// this canonical form: minimal `a` and `w`, and a used last symbol.
-    pub fn write_table(&self, out: &mut BitWriter) {
+    pub(crate) fn write_table(&self, out: &mut BitWriter) {
         let plan = self.table_plan();
         out.push(plan.size_width, 5);
         out.push(plan.n as u32, plan.size_width);
@@ -361,7 +368,7 @@ impl HuffmanCode {
 
     /// Reads a table written by [`HuffmanCode::write_table`]; the code's alphabet ends at its
     /// last used symbol. Never allocates more than the bits left could describe.
-    pub fn read_table(input: &mut BitReader) -> Result<HuffmanCode, HuffmanError> {
+    pub(crate) fn read_table(input: &mut BitReader) -> Result<HuffmanCode, HuffmanError> {
         let size_width = input.read(5)?;
         if size_width > SIZE_FIELD_MAX {
             return Err(HuffmanError::BadTable(
@@ -426,7 +433,8 @@ impl HuffmanCode {
     }
 
     /// Bits [`HuffmanCode::write_table`] writes.
-    pub fn table_bits(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn table_bits(&self) -> u64 {
         self.table_plan().bits
     }
 
@@ -472,6 +480,8 @@ struct TablePlan {
     size_width: u32,
     width: u32,
     delta: bool,
+    /// Bits the table takes; only the tests read it, to hold the writer to it.
+    #[cfg_attr(not(test), expect(dead_code))]
     bits: u64,
 }
 
@@ -500,7 +510,7 @@ fn bit_length(v: u32) -> u32 {
 }
 
 /// Symbol counts over an alphabet of at least `alphabet` symbols (more if a symbol is larger).
-pub fn frequencies(symbols: &[u16], alphabet: usize) -> Vec<u64> {
+pub(crate) fn frequencies(symbols: &[u16], alphabet: usize) -> Vec<u64> {
     let top = symbols.iter().map(|&s| s as usize + 1).max().unwrap_or(0);
     let mut f = vec![0u64; alphabet.max(top)];
     for &s in symbols {
@@ -511,7 +521,7 @@ pub fn frequencies(symbols: &[u16], alphabet: usize) -> Vec<u64> {
 
 /// Shannon entropy of the distribution times the number of symbols: the lower bound, in bits,
 /// for coding them one at a time.
-pub fn entropy_bits(freqs: &[u64]) -> f64 {
+pub(crate) fn entropy_bits(freqs: &[u64]) -> f64 {
     let total: u64 = freqs.iter().sum();
     if total == 0 {
         return 0.0;

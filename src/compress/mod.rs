@@ -2,10 +2,10 @@
 //! and size accounting: the codec the pipeline (`crate::pipeline`) chains.
 
 pub mod bits;
-pub mod encode;
-pub mod huffman;
+pub(crate) mod encode;
+pub(crate) mod huffman;
 pub mod kmeans;
 pub mod model;
 pub mod paper;
 pub mod prune;
-pub mod sparse_index;
+pub(crate) mod sparse_index;

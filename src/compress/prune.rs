@@ -35,7 +35,7 @@ pub enum PruneSchedule {
 /// The absolute threshold a rule means for these weights: weights with |w| below it are pruned.
 /// `Keep(k)` keeps the round(k * n) largest magnitudes (ties at the threshold are kept too).
 /// `Random` cuts no magnitude (0): see [`random_mask`].
-pub fn threshold_for(rule: PruneRule, weights: &[f32]) -> f32 {
+pub(crate) fn threshold_for(rule: PruneRule, weights: &[f32]) -> f32 {
     match rule {
         PruneRule::Threshold(t) => t,
         PruneRule::Quality(q) => q * std_dev(weights),
@@ -46,7 +46,7 @@ pub fn threshold_for(rule: PruneRule, weights: &[f32]) -> f32 {
 
 /// Keeps `round(keep * n)` of the `n` positions of `mask`, chosen uniformly at random among
 /// those it keeps now (all of them if fewer are kept), the same ones for the same seed.
-pub fn random_mask(mask: &[bool], keep: f32, seed: u64) -> Vec<bool> {
+pub(crate) fn random_mask(mask: &[bool], keep: f32, seed: u64) -> Vec<bool> {
     use rand::seq::SliceRandom;
     use rand::{SeedableRng, rngs::StdRng};
     let want = ((keep.clamp(0.0, 1.0) as f64 * mask.len() as f64).round() as usize).min(mask.len());
@@ -63,7 +63,7 @@ pub fn random_mask(mask: &[bool], keep: f32, seed: u64) -> Vec<bool> {
 }
 
 /// Smallest magnitude among the `round(keep * n)` largest ones.
-pub fn keep_threshold(weights: &[f32], keep: f32) -> f32 {
+pub(crate) fn keep_threshold(weights: &[f32], keep: f32) -> f32 {
     let n = weights.len();
     if n == 0 || keep >= 1.0 {
         return 0.0;
@@ -79,7 +79,7 @@ pub fn keep_threshold(weights: &[f32], keep: f32) -> f32 {
     *nth
 }
 
-pub fn std_dev(values: &[f32]) -> f32 {
+pub(crate) fn std_dev(values: &[f32]) -> f32 {
     if values.is_empty() {
         return 0.0;
     }
@@ -94,19 +94,20 @@ pub fn std_dev(values: &[f32]) -> f32 {
 }
 
 /// `true` = kept. A threshold of 0 keeps everything, including exact zeros.
-pub fn mask_for(weights: &[f32], threshold: f32) -> Vec<bool> {
+pub(crate) fn mask_for(weights: &[f32], threshold: f32) -> Vec<bool> {
     weights
         .iter()
         .map(|w| threshold <= 0.0 || w.abs() >= threshold)
         .collect()
 }
 
-pub fn kept_count(mask: &[bool]) -> usize {
+pub(crate) fn kept_count(mask: &[bool]) -> usize {
     mask.iter().filter(|&&k| k).count()
 }
 
 /// Fraction of weights kept, 0..=1 (1 for an empty layer).
-pub fn kept_fraction(mask: &[bool]) -> f64 {
+#[cfg(test)]
+pub(crate) fn kept_fraction(mask: &[bool]) -> f64 {
     if mask.is_empty() {
         1.0
     } else {
@@ -116,7 +117,7 @@ pub fn kept_fraction(mask: &[bool]) -> f64 {
 
 /// The rule to apply in round `round` (1-based) of `rounds`, so that the last round reaches
 /// the final rule and earlier rounds prune less.
-pub fn round_rule(
+pub(crate) fn round_rule(
     rule: PruneRule,
     round: usize,
     rounds: usize,

@@ -23,7 +23,7 @@
 //! Callers choose `b`; nothing here searches for the best one.
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SparseIndexError {
+pub(crate) enum SparseIndexError {
     #[error("index bits {0} out of range 1..=16")]
     Bits(u8),
     #[error("positions must be strictly increasing (entry {0} is not)")]
@@ -39,10 +39,10 @@ pub enum SparseIndexError {
 }
 
 /// The widest index this module supports: gap symbols must fit a `u16`.
-pub const MAX_INDEX_BITS: u8 = 16;
+pub(crate) const MAX_INDEX_BITS: u8 = 16;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GapStream {
+pub(crate) struct GapStream {
     /// Gap symbols, fillers (0) included.
     pub symbols: Vec<u16>,
     /// How many of `symbols` are fillers.
@@ -51,6 +51,7 @@ pub struct GapStream {
 
 impl GapStream {
     /// Surviving weights described: symbols that are not fillers.
+    #[cfg(test)]
     pub fn entries(&self) -> usize {
         // Saturating: the fields are public, so a hand-built stream may be inconsistent.
         self.symbols.len().saturating_sub(self.fillers)
@@ -78,6 +79,7 @@ fn max_gap(index_bits: u8) -> Result<u64, SparseIndexError> {
     Ok((1u64 << index_bits) - 1)
 }
 
+#[cfg(test)]
 fn checked_max_gap(index_bits: u8) -> u64 {
     match max_gap(index_bits) {
         Ok(m) => m,
@@ -86,7 +88,10 @@ fn checked_max_gap(index_bits: u8) -> u64 {
 }
 
 /// Gap symbols for strictly increasing `positions` with `index_bits`-bit gaps.
-pub fn encode_positions(positions: &[u32], index_bits: u8) -> Result<GapStream, SparseIndexError> {
+pub(crate) fn encode_positions(
+    positions: &[u32],
+    index_bits: u8,
+) -> Result<GapStream, SparseIndexError> {
     let m = max_gap(index_bits)?;
     let mut stream = GapStream {
         symbols: Vec::with_capacity(positions.len()),
@@ -109,7 +114,8 @@ pub fn encode_positions(positions: &[u32], index_bits: u8) -> Result<GapStream, 
 ///
 /// # Panics
 /// If `index_bits` is outside 1..=16: it is the caller's choice, not data.
-pub fn encode_mask(mask: &[bool], index_bits: u8) -> GapStream {
+#[cfg(test)]
+pub(crate) fn encode_mask(mask: &[bool], index_bits: u8) -> GapStream {
     let m = checked_max_gap(index_bits);
     let mut stream = GapStream::default();
     let mut next = 0u64;
@@ -125,7 +131,7 @@ pub fn encode_mask(mask: &[bool], index_bits: u8) -> GapStream {
 /// symbol outside `0..2^index_bits`, a position (or a filler's landing point) at or past
 /// `len`, a trailing filler, or `len` beyond what `u32` positions can address. Allocates at
 /// most one `u32` per symbol given.
-pub fn decode_positions(
+pub(crate) fn decode_positions(
     symbols: &[u16],
     index_bits: u8,
     len: usize,
@@ -176,7 +182,8 @@ pub fn decode_positions(
 ///
 /// # Panics
 /// If `index_bits` is outside 1..=16.
-pub fn count_fillers(mask: &[bool], index_bits: u8) -> usize {
+#[cfg(test)]
+pub(crate) fn count_fillers(mask: &[bool], index_bits: u8) -> usize {
     let m = checked_max_gap(index_bits);
     let mut next = 0u64;
     let mut fillers = 0u64;

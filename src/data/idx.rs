@@ -17,7 +17,7 @@ use super::DataError;
 
 /// Largest payload we accept. MNIST's biggest file has 47M elements; the margin allows
 /// similar datasets (EMNIST, Fashion-MNIST) without letting a header ask for gigabytes.
-pub const MAX_ELEMENTS: usize = 100_000_000;
+pub(crate) const MAX_ELEMENTS: usize = 100_000_000;
 
 /// The only element type MNIST uses.
 const TYPE_U8: u8 = 0x08;
@@ -44,7 +44,8 @@ impl IdxArray {
 
     /// Serialises as raw (uncompressed) IDX. Used for fixtures; panics if a dimension does not
     /// fit the format's u32 or there are more than 255 of them, which no caller produces.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let ndims = u8::try_from(self.dims.len()).expect("IDX allows at most 255 dimensions");
         let mut out = Vec::with_capacity(4 + 4 * self.dims.len() + self.data.len());
         out.extend_from_slice(&[0, 0, TYPE_U8, ndims]);

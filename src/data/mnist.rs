@@ -20,7 +20,7 @@ pub const COLS: usize = 28;
 pub const PIXELS: usize = ROWS * COLS;
 
 /// Environment variable naming a directory that holds the four files.
-pub const DATA_ENV: &str = "DCX_DATA";
+pub(crate) const DATA_ENV: &str = "DCX_DATA";
 
 /// One of the four MNIST files as published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +34,12 @@ pub struct MnistFile {
 }
 
 impl MnistFile {
-    pub fn gz_name(&self) -> String {
+    pub(crate) fn gz_name(&self) -> String {
         format!("{}.gz", self.stem)
     }
 
     /// The `.gz` name wins when both exist: it is what `dcx data fetch` writes.
-    pub fn find_in(&self, dir: &Path) -> Option<PathBuf> {
+    pub(crate) fn find_in(&self, dir: &Path) -> Option<PathBuf> {
         [dir.join(self.gz_name()), dir.join(self.stem)]
             .into_iter()
             .find(|p| p.is_file())
@@ -118,7 +118,8 @@ impl Mnist {
 
     /// Like [`Mnist::load`] without the checksum check, for same-shaped stand-ins such as
     /// Fashion-MNIST or hand-made fixtures.
-    pub fn load_unverified(dir: &Path) -> Result<Mnist, DataError> {
+    #[cfg(test)]
+    pub(crate) fn load_unverified(dir: &Path) -> Result<Mnist, DataError> {
         load(dir, false)
     }
 

@@ -2,7 +2,7 @@
 //! downloading them (`dcx data fetch`).
 
 pub mod fetch;
-pub mod idx;
+pub(crate) mod idx;
 pub mod mnist;
 
 use std::io;

@@ -62,7 +62,7 @@ impl EvalMode {
         estimate: true,
         store: true,
     };
-    pub const ONE_OFF: EvalMode = EvalMode {
+    pub(crate) const ONE_OFF: EvalMode = EvalMode {
         estimate: false,
         store: false,
     };
@@ -249,15 +249,6 @@ impl Evaluator {
         self.entries.clear();
         self.pool.clear();
         self.warming = None;
-    }
-
-    /// Multiply-accumulates of one image through `layers`.
-    pub fn macs_per_image(&self, layers: &[Arc<PreparedLayer>]) -> u64 {
-        self.geoms
-            .iter()
-            .zip(layers)
-            .map(|(g, p)| g.macs(p.nnz))
-            .sum()
     }
 
     /// Evaluates the plan whose layers are `layers` (one per network layer, in order).

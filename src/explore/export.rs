@@ -31,12 +31,12 @@ pub struct Exported {
 }
 
 /// The first `root/NAME-NNN` folder that does not exist yet.
-pub fn next_folder(root: &Path, name: &str) -> PathBuf {
+pub(crate) fn next_folder(root: &Path, name: &str) -> PathBuf {
     next_free(root, name, "")
 }
 
 /// The first `root/NAME-NNNsuffix` path that does not exist yet (`suffix` e.g. `.png`).
-pub fn next_free(root: &Path, name: &str, suffix: &str) -> PathBuf {
+pub(crate) fn next_free(root: &Path, name: &str, suffix: &str) -> PathBuf {
     (1..)
         .map(|i| root.join(format!("{name}-{i:03}{suffix}")))
         .find(|p| !p.exists())

@@ -7,17 +7,17 @@ use crate::compress::model::CompressedLayer;
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 #[derive(Clone, Copy)]
-pub struct Hasher(u64);
+pub(crate) struct Hasher(u64);
 
 impl Hasher {
     pub fn new(tag: u64) -> Self {
         Hasher(tag.wrapping_mul(K) ^ 0x243F_6A88_85A3_08D3)
     }
     #[inline]
-    pub fn word(&mut self, w: u64) {
+    pub(crate) fn word(&mut self, w: u64) {
         self.0 = (self.0.rotate_left(26) ^ w).wrapping_mul(K);
     }
-    pub fn f32s(&mut self, v: &[f32]) {
+    pub(crate) fn f32s(&mut self, v: &[f32]) {
         self.word(v.len() as u64);
         let mut it = v.chunks_exact(2);
         for c in &mut it {
@@ -27,7 +27,7 @@ impl Hasher {
             self.word(u64::from(x.to_bits()));
         }
     }
-    pub fn u32s(&mut self, v: &[u32]) {
+    pub(crate) fn u32s(&mut self, v: &[u32]) {
         self.word(v.len() as u64);
         let mut it = v.chunks_exact(2);
         for c in &mut it {

@@ -33,12 +33,12 @@ pub struct LayerGeom {
 }
 
 impl LayerGeom {
-    pub fn in_features(&self) -> usize {
+    pub(crate) fn in_features(&self) -> usize {
         self.in_c * self.in_h * self.in_w
     }
 
     /// Weights per output row.
-    pub fn fan_in(&self) -> usize {
+    pub(crate) fn fan_in(&self) -> usize {
         self.in_c * self.kernel * self.kernel
     }
 
@@ -47,7 +47,7 @@ impl LayerGeom {
     }
 
     /// Output rows and columns after the pool.
-    pub fn pooled(&self) -> (usize, usize) {
+    pub(crate) fn pooled(&self) -> (usize, usize) {
         if self.pool {
             (self.out_h / 2, self.out_w / 2)
         } else {
@@ -55,7 +55,7 @@ impl LayerGeom {
         }
     }
 
-    pub fn out_features(&self) -> usize {
+    pub(crate) fn out_features(&self) -> usize {
         let (h, w) = self.pooled();
         self.out_c * h * w
     }
@@ -99,11 +99,6 @@ impl LayerGeom {
     fn position_extent(&self) -> usize {
         let wp = self.padded().1;
         ((self.out_h - 1) * wp + self.out_w - 1) * TILE + TILE
-    }
-
-    /// Multiply-accumulates per image of this layer with `nnz` weights.
-    pub fn macs(&self, nnz: usize) -> u64 {
-        (nnz * self.out_h * self.out_w) as u64
     }
 }
 
@@ -268,7 +263,7 @@ impl PreparedLayer {
     }
 
     /// From dense weights (`[out, in, kh, kw]` flattened); zeros are skipped.
-    pub fn from_dense(
+    pub(crate) fn from_dense(
         geom: &LayerGeom,
         layer: usize,
         weights: &[f32],
@@ -366,11 +361,6 @@ impl PreparedLayer {
         self.layer == layer && self.out_c == g.out_c && self.fan_in == g.fan_in()
     }
 
-    /// Whether the dense kernel runs this layer.
-    pub fn is_dense(&self) -> bool {
-        matches!(self.rows, Rows::Dense { .. })
-    }
-
     /// Bytes this preparation holds.
     pub fn bytes(&self) -> usize {
         4 * match &self.rows {
@@ -384,7 +374,7 @@ impl PreparedLayer {
 
     /// One tile: `x` is the (padded) input tile, `out` the output tile (pooled, biased,
     /// ReLU'd); `acc` is scratch.
-    pub fn forward(&self, g: &LayerGeom, x: &[f32], out: &mut [f32], acc: &mut Vec<f32>) {
+    pub(crate) fn forward(&self, g: &LayerGeom, x: &[f32], out: &mut [f32], acc: &mut Vec<f32>) {
         // Every kernel access lies below this extent (see `position_extent`): checked once
         // here, so the kernels can skip per-call bounds checks.
         assert!(

@@ -40,7 +40,7 @@ pub struct History {
 impl History {
     /// Adds a point, or refreshes the one of the same plan (keeping its place in order).
     /// Returns the point's `seq`.
-    pub fn record(&mut self, mut point: HistoryPoint) -> usize {
+    pub(crate) fn record(&mut self, mut point: HistoryPoint) -> usize {
         if let Some(p) = self
             .points
             .iter_mut()
@@ -94,7 +94,8 @@ impl History {
     }
 
     /// The most compressed plan with accuracy at least `min_accuracy`.
-    pub fn best_at(&self, min_accuracy: f64) -> Option<&HistoryPoint> {
+    #[cfg(test)]
+    pub(crate) fn best_at(&self, min_accuracy: f64) -> Option<&HistoryPoint> {
         self.points
             .iter()
             .filter(|p| p.accuracy >= min_accuracy)

@@ -20,17 +20,17 @@
 //! time); [`Portable`] computes the same sums in the same order without fused multiply-adds.
 
 /// Images per tile.
-pub const TILE: usize = 64;
+pub(crate) const TILE: usize = 64;
 /// Images per [`Simd::dense_block`] call (two AVX registers).
-pub const SEG: usize = 16;
+pub(crate) const SEG: usize = 16;
 /// Output rows per [`Simd::dense_block`] call.
-pub const BLOCK_ROWS: usize = 6;
+pub(crate) const BLOCK_ROWS: usize = 6;
 /// Input rows per block of a sparse layer: 64 rows of a tile are 16 KiB, half of L1.
-pub const COL_BLOCK: usize = 64;
+pub(crate) const COL_BLOCK: usize = 64;
 
 /// The two kernels, for one instruction set. Callers monomorphise their loops over an
 /// implementation so the kernels inline into them.
-pub trait Simd {
+pub(crate) trait Simd {
     /// `acc[j] += Σ_i vals[i] * x[offs[i] + j]` for `j < TILE`.
     ///
     /// # Safety
@@ -52,7 +52,7 @@ pub trait Simd {
 }
 
 /// Plain loops (autovectorised to whatever the build targets).
-pub struct Portable;
+pub(crate) struct Portable;
 
 impl Simd for Portable {
     #[inline(always)]
@@ -91,7 +91,7 @@ impl Simd for Portable {
 /// AVX2 + FMA intrinsics. Only call from code compiled with those features (see
 /// [`avx2_fma`]).
 #[cfg(target_arch = "x86_64")]
-pub struct Avx2;
+pub(crate) struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 impl Simd for Avx2 {
@@ -149,20 +149,20 @@ impl Simd for Avx2 {
 /// Whether the AVX2 + FMA kernels can run (detected once; the standard library caches it).
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub fn avx2_fma() -> bool {
+pub(crate) fn avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-pub fn avx2_fma() -> bool {
+pub(crate) fn avx2_fma() -> bool {
     false
 }
 
 /// GFLOP/s that all of rayon's threads achieve together, right now, in a register-only FMA
 /// loop (12 independent chains per thread): the attainable peak under the machine's present
 /// clock and load, to put measured kernel speeds beside. `None` without AVX2 + FMA.
-pub fn fma_peak_gflops(iterations: u64) -> Option<f64> {
+pub(crate) fn fma_peak_gflops(iterations: u64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if avx2_fma() {
         let rates = rayon::broadcast(|_| {

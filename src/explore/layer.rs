@@ -19,7 +19,7 @@ use crate::pipeline::size::{self, LayerSize};
 
 /// Bins of every layer histogram. Fine enough that a view can merge neighbours down to its
 /// width; the edges are fixed per layer so the picture does not jump while scrubbing.
-pub const HIST_BINS: usize = 256;
+pub(crate) const HIST_BINS: usize = 256;
 
 /// A layer's settings in a session: the experiment's per-layer plan, plus whether the layer
 /// uses the weights of the session's last retraining / fine-tuning job instead of the trained
@@ -77,7 +77,7 @@ pub struct HistEdges {
 
 impl HistEdges {
     /// Symmetric edges over the largest magnitude of `weights`, so zero sits on a bin edge.
-    pub fn symmetric(weights: &[f32]) -> HistEdges {
+    pub(crate) fn symmetric(weights: &[f32]) -> HistEdges {
         let m = weights
             .iter()
             .filter(|w| w.is_finite())
@@ -90,18 +90,13 @@ impl HistEdges {
         }
     }
 
-    pub fn bin(&self, v: f32) -> usize {
+    pub(crate) fn bin(&self, v: f32) -> usize {
         let x = (v - self.lo) / (self.hi - self.lo) * self.bins as f32;
         if x.is_nan() {
             0
         } else {
             (x.max(0.0) as usize).min(self.bins - 1)
         }
-    }
-
-    /// Lower edge of bin `i`.
-    pub fn edge(&self, i: usize) -> f32 {
-        self.lo + (self.hi - self.lo) * i as f32 / self.bins as f32
     }
 
     pub fn count<'a>(&self, values: impl Iterator<Item = &'a f32>) -> Vec<u32> {
@@ -257,13 +252,13 @@ impl LayerResult {
     }
 
     /// The layer's coded streams.
-    pub fn encoded(&self) -> EncodedLayer {
+    pub(crate) fn encoded(&self) -> EncodedLayer {
         EncodedLayer::clone(&self.encoded)
     }
 }
 
 /// Checks a plan against the ranges the experiment format accepts.
-pub fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError> {
+pub(crate) fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError> {
     plan.validate()
         .map_err(|message| ExploreError::InvalidSetting {
             layer: name.to_string(),
@@ -273,7 +268,7 @@ pub fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError> {
 
 /// Computes a layer's result from `source` under `setting` (see [`LayerKey`] for what must
 /// match for two results to be equal): [`share_layer`] then [`finish`].
-pub fn compute(
+pub(crate) fn compute(
     source: &LayerSource,
     setting: LayerSetting,
     share: ShareParams,
@@ -295,7 +290,7 @@ pub struct SharedLayer {
 }
 
 /// The first half of [`compute`]: the pipeline's prune and share.
-pub fn share_layer(
+pub(crate) fn share_layer(
     source: &LayerSource,
     setting: LayerSetting,
     share: ShareParams,

@@ -64,7 +64,7 @@
 pub mod eval;
 pub mod export;
 pub mod fingerprint;
-pub mod forward;
+pub(crate) mod forward;
 pub mod history;
 pub mod kernels;
 pub mod layer;

@@ -22,7 +22,11 @@ pub struct PlanKey(pub Vec<LayerKey>);
 pub type PlanSizes = SizeReport;
 
 /// Sizes of `results` written with `experiment` as the file's experiment text.
-pub fn plan_sizes(model: ModelKind, experiment: &str, results: &[Arc<LayerResult>]) -> SizeReport {
+pub(crate) fn plan_sizes(
+    model: ModelKind,
+    experiment: &str,
+    results: &[Arc<LayerResult>],
+) -> SizeReport {
     let compressed = compressed_model(model, experiment, results);
     SizeReport::from_layers(
         results.iter().map(|r| r.size.clone()).collect(),
@@ -32,7 +36,7 @@ pub fn plan_sizes(model: ModelKind, experiment: &str, results: &[Arc<LayerResult
 }
 
 /// The `CompressedModel` of a plan's layer results.
-pub fn compressed_model(
+pub(crate) fn compressed_model(
     model: ModelKind,
     experiment: &str,
     results: &[Arc<LayerResult>],
@@ -65,7 +69,7 @@ impl LayerTask {
         )
     }
 
-    pub fn compute(&self) -> Result<LayerResult, ExploreError> {
+    pub(crate) fn compute(&self) -> Result<LayerResult, ExploreError> {
         layer::compute(&self.source, self.setting, self.share)
     }
 }
@@ -88,7 +92,7 @@ impl LayerRef {
 
 /// A snapshot's layer results.
 #[derive(Clone, Debug)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// One per layer.
     pub all: Vec<Arc<LayerResult>>,
     /// The ones that had to be computed.
@@ -111,7 +115,7 @@ pub struct PlanSnapshot {
 
 impl PlanSnapshot {
     /// Every layer's result, computing the missing ones in parallel.
-    pub fn resolve(&self) -> Result<Resolved, ExploreError> {
+    pub(crate) fn resolve(&self) -> Result<Resolved, ExploreError> {
         let computed: Vec<Option<Arc<LayerResult>>> = self
             .layers
             .par_iter()

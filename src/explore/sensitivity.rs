@@ -150,7 +150,7 @@ pub struct Sensitivity {
 impl Sensitivity {
     /// Puts probe results together. `results` pairs each probe with its threshold and
     /// evaluation.
-    pub fn assemble(
+    pub(crate) fn assemble(
         model: ModelKind,
         weights: String,
         data: String,
@@ -207,7 +207,7 @@ impl Sensitivity {
 
     /// Accuracy with only `layer` pruned to `sparsity`, interpolated linearly between probes
     /// (clamped to the probed range).
-    pub fn accuracy_at(&self, layer: usize, sparsity: f64) -> Option<f64> {
+    pub(crate) fn accuracy_at(&self, layer: usize, sparsity: f64) -> Option<f64> {
         let pts = &self.layers.get(layer)?.prune;
         let first = pts.first()?;
         let last = pts.last()?;
@@ -224,12 +224,13 @@ impl Sensitivity {
     }
 
     /// Accuracy lost, against the checkpoint, with only `layer` pruned to `sparsity`.
-    pub fn drop_at(&self, layer: usize, sparsity: f64) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn drop_at(&self, layer: usize, sparsity: f64) -> Option<f64> {
         Some(self.baseline_accuracy - self.accuracy_at(layer, sparsity)?)
     }
 
     /// Where the sweep of a checkpoint is stored: beside it, `<stem>.sensitivity.json`.
-    pub fn path_for(checkpoint: &Path) -> PathBuf {
+    pub(crate) fn path_for(checkpoint: &Path) -> PathBuf {
         let stem = checkpoint
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -280,7 +281,7 @@ impl Sensitivity {
 }
 
 /// Fingerprint of a checkpoint's weights (all layers), as stored in a sweep file.
-pub fn weights_fingerprint(base: &[Arc<LayerSource>]) -> String {
+pub(crate) fn weights_fingerprint(base: &[Arc<LayerSource>]) -> String {
     let mut h = Hasher::new(3);
     for s in base {
         h.word(s.fingerprint);

@@ -288,13 +288,6 @@ impl Session {
         self
     }
 
-    /// Bytes the cache of layer results may hold (default 128 MiB; results of the current
-    /// plan are always kept).
-    pub fn set_result_budget(&mut self, bytes: usize) {
-        self.result_budget = bytes;
-        self.evict();
-    }
-
     // ----- the network ---------------------------------------------------------------------
 
     pub fn model(&self) -> ModelKind {
@@ -326,7 +319,7 @@ impl Session {
     }
 
     /// Whether a training job's weights are available for `layer`.
-    pub fn has_tuned(&self, layer: usize) -> bool {
+    pub(crate) fn has_tuned(&self, layer: usize) -> bool {
         self.tuned.get(layer).is_some_and(Option::is_some)
     }
 
@@ -416,12 +409,16 @@ impl Session {
     }
 
     /// Index bits + `delta`, stopping at 1 and 16.
-    pub fn step_index_bits(&mut self, layer: usize, delta: i32) -> Result<bool, ExploreError> {
+    pub(crate) fn step_index_bits(
+        &mut self,
+        layer: usize,
+        delta: i32,
+    ) -> Result<bool, ExploreError> {
         let b = self.setting(layer)?.plan.index_bits as i32;
         self.set_index_bits(layer, (b + delta).clamp(1, 16) as u8)
     }
 
-    pub fn set_init(&mut self, layer: usize, init: Init) -> Result<bool, ExploreError> {
+    pub(crate) fn set_init(&mut self, layer: usize, init: Init) -> Result<bool, ExploreError> {
         self.edit(Scope::Layer(layer), Edit::Init(init))
     }
 
@@ -538,19 +535,19 @@ impl Session {
 
     /// Ends the current undo step, so the next edit starts a new one even if it changes the
     /// same field (call when a scrub pauses, if steps should be finer).
-    pub fn seal_undo(&mut self) {
+    pub(crate) fn seal_undo(&mut self) {
         self.last_edit = None;
     }
 
     /// Entries on the undo stack (see [`Session::squash_undo`]).
-    pub fn undo_depth(&self) -> usize {
+    pub(crate) fn undo_depth(&self) -> usize {
         self.undo.len()
     }
 
     /// Makes every change committed since the undo stack held `depth` entries one undo step:
     /// one key press that changed several layers. Call [`Session::seal_undo`] before the
     /// changes, so the first of them starts a step of its own.
-    pub fn squash_undo(&mut self, depth: usize) {
+    pub(crate) fn squash_undo(&mut self, depth: usize) {
         self.undo.truncate(depth + 1);
         self.last_edit = None;
     }
@@ -579,21 +576,13 @@ impl Session {
         }
     }
 
-    pub fn can_undo(&self) -> bool {
-        !self.undo.is_empty()
-    }
-
-    pub fn can_redo(&self) -> bool {
-        !self.redo.is_empty()
-    }
-
     // ----- experiment files ----------------------------------------------------------------
 
     /// The current plan as an experiment that re-runs to the same file: the template's
     /// recipe replaced by the training steps this plan's weights went through (`[[step]]`,
     /// each with the layer settings it ran under where they differ from the plan), and every
     /// layer's plan written out.
-    pub fn to_experiment(&self) -> Experiment {
+    pub(crate) fn to_experiment(&self) -> Experiment {
         let mut exp = self.template.clone();
         exp.defaults = LayerOverrides::default();
         let names: Vec<&str> = self.arch.layers.iter().map(|l| l.name).collect();
@@ -637,7 +626,7 @@ impl Session {
 
     /// Whether some layers use trained weights and others the checkpoint's: no experiment can
     /// say that, so such a plan cannot be exported or trained further.
-    pub fn mixed_sources(&self) -> bool {
+    pub(crate) fn mixed_sources(&self) -> bool {
         let tuned = self.plan.iter().filter(|s| s.finetuned).count();
         tuned != 0 && tuned != self.plan.len()
     }
@@ -696,7 +685,7 @@ impl Session {
         ))
     }
 
-    pub fn plan_key(&self) -> PlanKey {
+    pub(crate) fn plan_key(&self) -> PlanKey {
         PlanKey(
             (0..self.layer_count())
                 .map(|l| self.key(l).expect("layer in range"))
@@ -712,7 +701,7 @@ impl Session {
 
     /// `layer`'s current result, or while that is being computed the one computed most
     /// recently for the layer (`false` = stale), so a view can keep drawing while scrubbing.
-    pub fn layer_or_latest(&self, layer: usize) -> Option<(Arc<LayerResult>, bool)> {
+    pub(crate) fn layer_or_latest(&self, layer: usize) -> Option<(Arc<LayerResult>, bool)> {
         match self.layer(layer) {
             Some(r) => Some((r, true)),
             None => self
@@ -724,7 +713,7 @@ impl Session {
     }
 
     /// Layers whose current result is not computed yet.
-    pub fn missing_layers(&self) -> Vec<usize> {
+    pub(crate) fn missing_layers(&self) -> Vec<usize> {
         (0..self.layer_count())
             .filter(|&l| self.layer(l).is_none())
             .collect()
@@ -846,11 +835,6 @@ impl Session {
 
     pub fn sensitivity(&self) -> Option<&Arc<Sensitivity>> {
         self.sensitivity.as_ref()
-    }
-
-    /// Fingerprint of the checkpoint's weights (keys the stored sensitivity sweep).
-    pub fn weights_fingerprint(&self) -> &str {
-        &self.weights_fingerprint
     }
 
     /// Reads the stored sweep of this checkpoint for the test set `data_fingerprint`, if there
@@ -1128,7 +1112,7 @@ impl Session {
     /// by the pipeline's per-layer path: what the job pruned stays pruned, and a fine-tuned
     /// codebook is used while the layer's plan is the one it was fine-tuned under. The job's
     /// recipe becomes the session's (an export writes it).
-    pub fn adopt(&mut self, tuned: &Tuned) -> Result<(), ExploreError> {
+    pub(crate) fn adopt(&mut self, tuned: &Tuned) -> Result<(), ExploreError> {
         if tuned.session != self.id || tuned.layers.len() != self.layer_count() {
             return Err(ExploreError::Invalid(
                 "trained weights from another session".into(),
@@ -1233,7 +1217,7 @@ impl Session {
     }
 
     /// Bytes held by cached layer results.
-    pub fn result_bytes(&self) -> usize {
+    pub(crate) fn result_bytes(&self) -> usize {
         self.result_bytes
     }
 }

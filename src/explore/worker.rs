@@ -65,7 +65,7 @@ impl JobKind {
     }
 
     /// Whether a newer job of this kind supersedes an older one (pending or running).
-    pub fn coalesces(self) -> bool {
+    pub(crate) fn coalesces(self) -> bool {
         matches!(self, JobKind::Evaluate | JobKind::Alone)
     }
 }
@@ -423,11 +423,11 @@ impl Worker {
 
     /// Memory of the evaluator's caches (test images, activations, reusable buffers) as of
     /// the last job that evaluated.
-    pub fn cache_stats(&self) -> CacheStats {
+    pub(crate) fn cache_stats(&self) -> CacheStats {
         *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn cancel_all(&self) {
+    pub(crate) fn cancel_all(&self) {
         for kind in JobKind::ALL {
             self.cancel(kind);
         }

@@ -16,10 +16,10 @@ use crate::compress::model::{CompressedLayer, CompressedModel};
 use crate::compress::sparse_index;
 use crate::model::{LayerKind, ModelKind};
 
-pub const MAGIC: &[u8; 4] = b"DCZ\x01";
+pub(crate) const MAGIC: &[u8; 4] = b"DCZ\x01";
 const MAX_METADATA: usize = 1 << 20;
 /// Bytes of the checksum at the end of every file.
-pub const TRAILER: usize = 8;
+pub(crate) const TRAILER: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DczError {
@@ -79,7 +79,8 @@ pub fn header_bytes(model: &CompressedModel) -> usize {
 }
 
 /// Bytes of the header plus the checksum trailer.
-pub fn overhead_bytes(model: &CompressedModel) -> usize {
+#[cfg(test)]
+pub(crate) fn overhead_bytes(model: &CompressedModel) -> usize {
     header_bytes(model) + TRAILER
 }
 
@@ -130,7 +131,7 @@ fn inflate_metadata(bytes: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Serialises a model whose layers were encoded by [`crate::compress::encode::encode_layer`].
-pub fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, DczLayout) {
+pub(crate) fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, DczLayout) {
     assert_eq!(model.layers.len(), encoded.len(), "one encoding per layer");
     let mut out = header(model);
     let header_bytes = out.len();
@@ -181,7 +182,11 @@ pub fn save(path: &Path, bytes: &[u8]) -> Result<(), DczError> {
 
 /// Writes `bytes` (the encoding of `model`) to `path` and reads the file back: the file alone
 /// must give back the model it was written from.
-pub fn save_checked(path: &Path, bytes: &[u8], model: &CompressedModel) -> Result<(), DczError> {
+pub(crate) fn save_checked(
+    path: &Path,
+    bytes: &[u8],
+    model: &CompressedModel,
+) -> Result<(), DczError> {
     save(path, bytes)?;
     if load(path)?.model != *model {
         return Err(DczError::Invalid {

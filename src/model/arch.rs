@@ -113,7 +113,7 @@ impl LayerSpec {
         }
     }
 
-    pub fn weight_shape(&self) -> Vec<usize> {
+    pub(crate) fn weight_shape(&self) -> Vec<usize> {
         match self.kind {
             LayerKind::Conv => vec![self.outputs, self.inputs, self.kernel, self.kernel],
             LayerKind::Fc => vec![self.outputs, self.inputs],
@@ -124,19 +124,13 @@ impl LayerSpec {
         self.weight_shape().iter().product()
     }
 
-    pub fn bias_count(&self) -> usize {
+    pub(crate) fn bias_count(&self) -> usize {
         self.outputs
     }
 
     /// Fan-in, used for initialisation.
-    pub fn fan_in(&self) -> usize {
+    pub(crate) fn fan_in(&self) -> usize {
         self.inputs * self.kernel * self.kernel
-    }
-
-    /// Shape as users read it, e.g. `20x1x5x5` or `500x800`.
-    pub fn shape_label(&self) -> String {
-        let dims: Vec<String> = self.weight_shape().iter().map(|d| d.to_string()).collect();
-        dims.join("x")
     }
 }
 
@@ -217,7 +211,7 @@ impl Arch {
     }
 
     /// Whether the first stage wants images as `[n, 1, 28, 28]` rather than `[n, 784]`.
-    pub fn takes_images(&self) -> bool {
+    pub(crate) fn takes_images(&self) -> bool {
         self.layers.first().map(|l| l.kind) == Some(LayerKind::Conv)
     }
 
@@ -229,7 +223,8 @@ impl Arch {
         self.layers.iter().map(LayerSpec::weight_count).sum()
     }
 
-    pub fn param_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn param_count(&self) -> usize {
         self.layers
             .iter()
             .map(|l| l.weight_count() + l.bias_count())
@@ -237,7 +232,7 @@ impl Arch {
     }
 
     /// Multiply-accumulates of one forward pass of one image (used for GFLOP/s figures).
-    pub fn macs_per_image(&self) -> u64 {
+    pub(crate) fn macs_per_image(&self) -> u64 {
         let mut side = 28usize;
         let mut macs = 0u64;
         for stage in &self.stages {

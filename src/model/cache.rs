@@ -27,7 +27,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// A short stable key of everything that determines the trained weights.
-pub fn cache_key(model: ModelKind, cfg: &TrainConfig, data_fingerprint: &str) -> String {
+pub(crate) fn cache_key(model: ModelKind, cfg: &TrainConfig, data_fingerprint: &str) -> String {
     let recipe = serde_json::to_string(cfg).expect("TrainConfig serialises");
     let mut h = Sha256::new();
     h.update(format!(
@@ -37,7 +37,7 @@ pub fn cache_key(model: ModelKind, cfg: &TrainConfig, data_fingerprint: &str) ->
     format!("{model}-e{}-{}", cfg.epochs, &digest[..12])
 }
 
-pub fn cached_path(
+pub(crate) fn cached_path(
     dir: &Path,
     model: ModelKind,
     cfg: &TrainConfig,

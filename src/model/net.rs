@@ -5,7 +5,7 @@
 //! `forward_with` additionally lets a caller substitute a layer's weight for one pass without
 //! touching the stored parameters, which is how "what if" evaluation avoids copying the net.
 
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{Device, Module, Tensor, Var};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::arch::{Arch, LayerKind, LayerSpec, ModelKind, Stage};
@@ -57,7 +57,7 @@ impl Net {
     }
 
     /// Build from explicit per-layer weights and biases (flattened, in `LayerSpec` order).
-    pub fn from_values(
+    pub(crate) fn from_values(
         kind: ModelKind,
         values: Vec<(Vec<f32>, Vec<f32>)>,
     ) -> candle_core::Result<Net> {
@@ -85,7 +85,7 @@ impl Net {
         })
     }
 
-    pub fn device(&self) -> &Device {
+    pub(crate) fn device(&self) -> &Device {
         &self.device
     }
 
@@ -94,7 +94,7 @@ impl Net {
     }
 
     /// All trainable variables, weight then bias, layer by layer.
-    pub fn vars(&self) -> Vec<Var> {
+    pub(crate) fn vars(&self) -> Vec<Var> {
         self.params
             .iter()
             .flat_map(|p| [p.weight.clone(), p.bias.clone()])
@@ -109,21 +109,8 @@ impl Net {
         self.params[layer].bias.to_vec1()
     }
 
-    pub fn set_weight_values(&self, layer: usize, values: &[f32]) -> candle_core::Result<()> {
-        let shape = self.arch.layers[layer].weight_shape();
-        self.params[layer]
-            .weight
-            .set(&Tensor::from_slice(values, shape, &self.device)?)
-    }
-
-    pub fn set_bias_values(&self, layer: usize, values: &[f32]) -> candle_core::Result<()> {
-        self.params[layer]
-            .bias
-            .set(&Tensor::from_slice(values, values.len(), &self.device)?)
-    }
-
     /// Turns a batch of flattened 28x28 images into the input tensor this network expects.
-    pub fn input(&self, images: Vec<f32>, n: usize) -> candle_core::Result<Tensor> {
+    pub(crate) fn input(&self, images: Vec<f32>, n: usize) -> candle_core::Result<Tensor> {
         if self.arch.takes_images() {
             Tensor::from_vec(images, (n, 1, 28, 28), &self.device)
         } else {
@@ -132,13 +119,13 @@ impl Net {
     }
 
     /// Logits for a batch.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_with(x, &[])
     }
 
     /// Logits for a batch, with `weights[i]` (when present and `Some`) used in place of layer
     /// i's stored weight.
-    pub fn forward_with(
+    pub(crate) fn forward_with(
         &self,
         x: &Tensor,
         weights: &[Option<&Tensor>],
@@ -211,20 +198,5 @@ impl Net {
             Backend::Fast => kernels::cross_entropy(logits, labels),
             Backend::Stock => candle_nn::loss::cross_entropy(logits, labels),
         }
-    }
-
-    /// A deep copy with its own variables (the explorer keeps the trained net untouched).
-    pub fn duplicate(&self) -> candle_core::Result<Net> {
-        let mut values = Vec::with_capacity(self.params.len());
-        for i in 0..self.params.len() {
-            values.push((self.weight_values(i)?, self.bias_values(i)?));
-        }
-        let mut net = Net::from_values(self.kind(), values)?;
-        net.backend = self.backend;
-        Ok(net)
-    }
-
-    pub fn dtype(&self) -> DType {
-        DType::F32
     }
 }

@@ -38,7 +38,7 @@ impl std::str::FromStr for OptimizerKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OptimConfig {
+pub(crate) struct OptimConfig {
     pub kind: OptimizerKind,
     /// SGD momentum (ignored by Adam).
     pub momentum: f64,
@@ -76,7 +76,7 @@ pub struct Tie {
 }
 
 impl Constraint {
-    pub fn is_free(&self) -> bool {
+    pub(crate) fn is_free(&self) -> bool {
         self.mask.is_none() && self.tie.is_none()
     }
 
@@ -111,7 +111,7 @@ struct Slot {
 
 /// Updates the parameters in their own storage: each step reads the gradient and writes the
 /// variable's buffer once, with no copy of either and no allocation.
-pub struct Optimizer {
+pub(crate) struct Optimizer {
     cfg: OptimConfig,
     slots: Vec<Slot>,
     step: u64,
@@ -181,7 +181,7 @@ impl Optimizer {
     }
 
     /// The current codebooks of tied slots, in slot order (`None` for untied ones).
-    pub fn codebooks(&self) -> Vec<Option<&[f32]>> {
+    pub(crate) fn codebooks(&self) -> Vec<Option<&[f32]>> {
         self.slots
             .iter()
             .map(|s| s.constraint.tie.as_ref().map(|t| t.codebook.as_slice()))

@@ -246,7 +246,7 @@ pub fn evaluate(net: &Net, split: &Split) -> candle_core::Result<Evaluation> {
 }
 
 /// Like [`evaluate`] with some layers' weights substituted (see [`Net::forward_with`]).
-pub fn evaluate_with(
+pub(crate) fn evaluate_with(
     net: &Net,
     split: &Split,
     weights: &[Option<&Tensor>],

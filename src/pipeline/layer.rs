@@ -92,7 +92,7 @@ pub struct FixedTie {
 }
 
 impl FixedTie {
-    pub fn applies_to(&self, plan: &LayerPlan) -> bool {
+    pub(crate) fn applies_to(&self, plan: &LayerPlan) -> bool {
         LayerPlan {
             index_bits: plan.index_bits,
             ..self.plan
@@ -182,7 +182,7 @@ impl LayerState {
 
     /// The weights a step starts from: the fine-tuned codebook's values where a tie is held,
     /// else the weights; zero wherever the held mask pruned.
-    pub fn effective_weights(&self) -> Vec<f32> {
+    pub(crate) fn effective_weights(&self) -> Vec<f32> {
         if let Some(t) = &self.tie {
             let mut w = vec![0.0; self.weights.len()];
             for (&p, &a) in t.positions.iter().zip(&t.assignments) {
@@ -280,7 +280,7 @@ impl LayerState {
 }
 
 /// `values` with every position the mask prunes set to zero.
-pub fn masked(values: &[f32], mask: &[bool]) -> Vec<f32> {
+pub(crate) fn masked(values: &[f32], mask: &[bool]) -> Vec<f32> {
     values
         .iter()
         .zip(mask)

@@ -17,7 +17,7 @@ fn pct(x: f64) -> String {
 }
 
 /// Markdown table, one row per layer plus header and total rows.
-pub fn layer_table(sizes: &SizeReport, thresholds: Option<&[f32]>) -> String {
+pub(crate) fn layer_table(sizes: &SizeReport, thresholds: Option<&[f32]>) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -75,7 +75,7 @@ pub fn layer_table(sizes: &SizeReport, thresholds: Option<&[f32]>) -> String {
     s
 }
 
-pub fn markdown(r: &CompressionReport, model: ModelKind) -> String {
+pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {} ({})\n", r.experiment, r.model);
     let _ = writeln!(

@@ -46,7 +46,7 @@ pub fn ratio(dense_bytes: u64, file_bytes: u64) -> f64 {
 }
 
 impl LayerSize {
-    pub fn kept_fraction(&self) -> f64 {
+    pub(crate) fn kept_fraction(&self) -> f64 {
         self.kept as f64 / self.weights.max(1) as f64
     }
     pub fn ratio(&self) -> f64 {
@@ -68,7 +68,7 @@ pub struct SizeReport {
 
 impl SizeReport {
     /// The totals of `layers` in a file whose header and trailer take these bytes.
-    pub fn from_layers(
+    pub(crate) fn from_layers(
         layers: Vec<LayerSize>,
         header_bytes: u64,
         trailer_bytes: u64,
@@ -101,7 +101,11 @@ fn bytes(bits: u64) -> u64 {
     bits.div_ceil(8)
 }
 
-pub fn layer_size(layer: &CompressedLayer, enc: &EncodedLayer, section_bytes: usize) -> LayerSize {
+pub(crate) fn layer_size(
+    layer: &CompressedLayer,
+    enc: &EncodedLayer,
+    section_bytes: usize,
+) -> LayerSize {
     let kept = layer.kept() as u64;
     let gaps = enc.gap_symbols as u64;
     let bias_bytes = 4 * layer.bias.len() as u64;
@@ -130,7 +134,7 @@ pub fn layer_size(layer: &CompressedLayer, enc: &EncodedLayer, section_bytes: us
     }
 }
 
-pub fn size_report(
+pub(crate) fn size_report(
     model: &CompressedModel,
     encoded: &[EncodedLayer],
     layout: &DczLayout,

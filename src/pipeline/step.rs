@@ -20,8 +20,7 @@ pub struct PreparedLayer {
 
 /// A step made ready: start values and constraints, `LayerSpec` order.
 #[derive(Clone, Debug)]
-pub struct Prepared {
-    pub kind: StepKind,
+pub(crate) struct Prepared {
     pub layers: Vec<PreparedLayer>,
     /// Weights and biases per layer, as [`Net::from_values`] takes them.
     pub values: Vec<(Vec<f32>, Vec<f32>)>,
@@ -32,7 +31,7 @@ pub struct Prepared {
 /// Retraining: prune each layer by its plan, start from the survivors, keep the pruned at
 /// zero. Fine-tuning: share each layer, start from the codebook values, move only the
 /// codebook.
-pub fn prepare(
+pub(crate) fn prepare(
     kind: StepKind,
     states: &[&LayerState],
     specs: &[LayerSpec],
@@ -87,7 +86,6 @@ pub fn prepare(
         });
     }
     Prepared {
-        kind,
         layers,
         values,
         constraints,
@@ -97,7 +95,7 @@ pub fn prepare(
 /// The layers' states after training `net` from `prepared`: the trained weights, the mask
 /// held, and after fine-tuning the trained codebooks (`codebooks[l]`, from the training
 /// outcome; `None` keeps the shared one).
-pub fn conclude(
+pub(crate) fn conclude(
     prepared: &Prepared,
     net: &Net,
     codebooks: &[Option<Vec<f32>>],

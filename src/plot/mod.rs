@@ -142,7 +142,7 @@ pub fn render(
 }
 
 /// RGB pixels as PNG bytes (best compression: figures are mostly flat colour).
-pub fn png_bytes(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
+pub(crate) fn png_bytes(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
     use image::ImageEncoder;
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     let mut out = Vec::new();

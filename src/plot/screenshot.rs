@@ -55,7 +55,7 @@ const ANSI: [[u8; 3]; 16] = [
 ];
 
 /// RGB of a ratatui colour; `Reset` is `default`.
-pub fn rgb(color: Color, default: [u8; 3]) -> [u8; 3] {
+pub(crate) fn rgb(color: Color, default: [u8; 3]) -> [u8; 3] {
     match color {
         Color::Reset => default,
         Color::Black => ANSI[0],

@@ -16,26 +16,24 @@ const fn rgb((r, g, b): Rgb) -> RGBColor {
 
 /// Family name the figures use (registered by [`fonts`]). SVG files name it as it is, so it
 /// is a CSS font list: viewers use DejaVu Sans where they have it, their sans-serif otherwise.
-pub const SANS: &str = "DejaVu Sans, sans-serif";
+pub(crate) const SANS: &str = "DejaVu Sans, sans-serif";
 /// Monospace family (the screenshot renderer uses the TTF bytes directly).
-pub const MONO: &str = "DejaVu Sans Mono, monospace";
+pub(crate) const MONO: &str = "DejaVu Sans Mono, monospace";
 
 /// The Okabe–Ito colours the TUI uses too ([`crate::palette`]), as plotters colours. Safe for
 /// the common colour-vision deficiencies; figures also vary markers, dashes and lightness so
 /// series stay apart when printed in grey.
-pub const BLUE: RGBColor = rgb(palette::BLUE);
-pub const ORANGE: RGBColor = rgb(palette::ORANGE);
-pub const GREEN: RGBColor = rgb(palette::GREEN);
-pub const VERMILLION: RGBColor = rgb(palette::VERMILLION);
-pub const PURPLE: RGBColor = rgb(palette::PURPLE);
-pub const SKY: RGBColor = rgb(palette::SKY);
-pub const YELLOW: RGBColor = rgb(palette::YELLOW);
-pub const INK: RGBColor = RGBColor(30, 30, 30);
-pub const GREY: RGBColor = RGBColor(120, 120, 120);
-pub const LIGHT_GREY: RGBColor = RGBColor(215, 215, 215);
+pub(crate) const BLUE: RGBColor = rgb(palette::BLUE);
+pub(crate) const ORANGE: RGBColor = rgb(palette::ORANGE);
+pub(crate) const GREEN: RGBColor = rgb(palette::GREEN);
+pub(crate) const VERMILLION: RGBColor = rgb(palette::VERMILLION);
+pub(crate) const SKY: RGBColor = rgb(palette::SKY);
+pub(crate) const INK: RGBColor = RGBColor(30, 30, 30);
+pub(crate) const GREY: RGBColor = RGBColor(120, 120, 120);
+pub(crate) const LIGHT_GREY: RGBColor = RGBColor(215, 215, 215);
 
 /// Series colours in the palette's order (the TUI's too).
-pub const SERIES: [RGBColor; 6] = {
+pub(crate) const SERIES: [RGBColor; 6] = {
     let s = palette::SERIES;
     [
         rgb(s[0]),
@@ -49,7 +47,7 @@ pub const SERIES: [RGBColor; 6] = {
 
 /// Marker shape of series `i` (with [`SERIES`] and a dash pattern, one more cue per series).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Marker {
+pub(crate) enum Marker {
     Circle,
     Triangle,
     Square,
@@ -58,7 +56,7 @@ pub enum Marker {
     Ring,
 }
 
-pub const MARKERS: [Marker; 6] = [
+pub(crate) const MARKERS: [Marker; 6] = [
     Marker::Circle,
     Marker::Triangle,
     Marker::Square,
@@ -69,7 +67,7 @@ pub const MARKERS: [Marker; 6] = [
 
 /// Dash pattern of series `i`: solid, then dashes of decreasing length (in pixels at scale 1;
 /// `None` = solid).
-pub const DASHES: [Option<(u32, u32)>; 6] = [
+pub(crate) const DASHES: [Option<(u32, u32)>; 6] = [
     None,
     Some((14, 6)),
     Some((4, 5)),
@@ -78,20 +76,20 @@ pub const DASHES: [Option<(u32, u32)>; 6] = [
     Some((2, 4)),
 ];
 
-pub fn series_color(i: usize) -> RGBColor {
+pub(crate) fn series_color(i: usize) -> RGBColor {
     SERIES[i % SERIES.len()]
 }
 
-pub fn marker(i: usize) -> Marker {
+pub(crate) fn marker(i: usize) -> Marker {
     MARKERS[i % MARKERS.len()]
 }
 
-pub fn dash(i: usize) -> Option<(u32, u32)> {
+pub(crate) fn dash(i: usize) -> Option<(u32, u32)> {
     DASHES[i % DASHES.len()]
 }
 
 /// Registers the embedded fonts with plotters (once per process).
-pub fn fonts() {
+pub(crate) fn fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let all = [
@@ -117,31 +115,31 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn px(&self, v: f64) -> u32 {
+    pub(crate) fn px(&self, v: f64) -> u32 {
         (v * self.scale).round().max(1.0) as u32
     }
-    pub fn pxi(&self, v: f64) -> i32 {
+    pub(crate) fn pxi(&self, v: f64) -> i32 {
         (v * self.scale).round() as i32
     }
-    pub fn title(&self) -> f64 {
+    pub(crate) fn title(&self) -> f64 {
         30.0 * self.scale
     }
-    pub fn caption(&self) -> f64 {
+    pub(crate) fn caption(&self) -> f64 {
         21.0 * self.scale
     }
     pub fn label(&self) -> f64 {
         18.0 * self.scale
     }
-    pub fn tick(&self) -> f64 {
+    pub(crate) fn tick(&self) -> f64 {
         15.0 * self.scale
     }
-    pub fn legend(&self) -> f64 {
+    pub(crate) fn legend(&self) -> f64 {
         15.0 * self.scale
     }
     pub fn line(&self) -> u32 {
         self.px(2.5)
     }
-    pub fn marker(&self) -> i32 {
+    pub(crate) fn marker(&self) -> i32 {
         self.pxi(5.0).max(2)
     }
 }

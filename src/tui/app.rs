@@ -28,7 +28,7 @@ impl CurveTab {
             CurveTab::Training => CurveTab::Sensitivity,
         }
     }
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             CurveTab::Sensitivity => "sensitivity",
             CurveTab::History => "accuracy vs compression",

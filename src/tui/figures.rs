@@ -20,7 +20,7 @@ enum Message {
 }
 
 /// A running figure job.
-pub struct FigureJob {
+pub(crate) struct FigureJob {
     pub dir: PathBuf,
     pub stage: String,
     pub fraction: f64,
@@ -88,7 +88,7 @@ impl FigureJob {
     }
 
     /// Takes in progress; returns the outcome once the job is done.
-    pub fn poll(&mut self) -> Option<Result<Vec<PathBuf>, String>> {
+    pub(crate) fn poll(&mut self) -> Option<Result<Vec<PathBuf>, String>> {
         loop {
             let m = match self.messages.try_recv() {
                 Ok(m) => m,

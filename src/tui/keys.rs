@@ -70,7 +70,7 @@ impl Context {
         Context::QuitQuestion,
     ];
 
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Context::Main => "main screen",
             Context::Help => "this help",
@@ -82,7 +82,7 @@ impl Context {
     /// The prompt and the quit question read keys as text ([`input_key`]); the main screen and
     /// the help read them as commands ([`normal_key`]). Contexts that share a handler must not
     /// bind one key to two actions.
-    pub fn takes_text(self) -> bool {
+    pub(crate) fn takes_text(self) -> bool {
         matches!(self, Context::Prompt | Context::QuitQuestion)
     }
 }
@@ -374,7 +374,7 @@ pub const BINDINGS: &[Binding] = &[
 ];
 
 /// The bottom line of the main screen: the most used keys, each with one word.
-pub const HINTS: &[(&[Trigger], &str)] = &[
+pub(crate) const HINTS: &[(&[Trigger], &str)] = &[
     (&[key('?')], "help"),
     (&[code(KeyCode::Left), code(KeyCode::Right)], "threshold"),
     (&[key('+'), key('-')], "bits"),
@@ -386,8 +386,8 @@ pub const HINTS: &[(&[Trigger], &str)] = &[
 ];
 
 /// Keys the help's frame names, so they can be found without scrolling to them.
-pub const HELP_CLOSE: Trigger = code(KeyCode::Esc);
-pub const HELP_SCROLL: [Trigger; 4] = [
+pub(crate) const HELP_CLOSE: Trigger = code(KeyCode::Esc);
+pub(crate) const HELP_SCROLL: [Trigger; 4] = [
     code(KeyCode::Up),
     code(KeyCode::Down),
     code(KeyCode::PageUp),
@@ -481,7 +481,7 @@ impl Binding {
 }
 
 /// Keys of one hint as the hint bar writes them: `←→` for a pair of arrows, `+/-` otherwise.
-pub fn hint_label(keys: &[Trigger]) -> String {
+pub(crate) fn hint_label(keys: &[Trigger]) -> String {
     let names: Vec<String> = keys.iter().map(|t| t.name()).collect();
     let sep = if names.iter().all(|n| is_arrow(n)) {
         ""
@@ -492,7 +492,7 @@ pub fn hint_label(keys: &[Trigger]) -> String {
 }
 
 /// The hint bar's text.
-pub fn hint_line() -> String {
+pub(crate) fn hint_line() -> String {
     let items: Vec<String> = HINTS
         .iter()
         .map(|(keys, word)| format!("{} {word}", hint_label(keys)))
@@ -532,14 +532,14 @@ fn lookup(takes_text: bool, key: KeyEvent) -> Option<Action> {
 }
 
 /// Maps a key on the main screen and in the help.
-pub fn normal_key(key: KeyEvent) -> Option<Action> {
+pub(crate) fn normal_key(key: KeyEvent) -> Option<Action> {
     lookup(false, key)
 }
 
 /// Maps a key while typing a value or answering the quit question. A character that no
 /// binding names still arrives as itself: the prompt ignores it, the quit question takes
 /// it as "no".
-pub fn input_key(key: KeyEvent) -> Option<Action> {
+pub(crate) fn input_key(key: KeyEvent) -> Option<Action> {
     lookup(true, key).or(match key.code {
         KeyCode::Char(c) if key.kind != KeyEventKind::Release => Some(Action::Char(c)),
         _ => None,
@@ -547,7 +547,7 @@ pub fn input_key(key: KeyEvent) -> Option<Action> {
 }
 
 /// The wheel and clicks, the same in every mode.
-pub fn mouse(event: MouseEvent) -> Option<Action> {
+pub(crate) fn mouse(event: MouseEvent) -> Option<Action> {
     let trigger = match event.kind {
         MouseEventKind::ScrollUp => Trigger::WheelUp,
         MouseEventKind::ScrollDown => Trigger::WheelDown,

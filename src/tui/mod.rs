@@ -7,7 +7,7 @@ pub mod app;
 pub mod controller;
 pub mod figures;
 pub mod keys;
-pub mod present;
+pub(crate) mod present;
 pub mod terminal;
 pub mod theme;
 pub mod ui;

@@ -13,7 +13,7 @@ use super::view::{
 
 /// What the view shows besides the session: things only the controller knows.
 #[derive(Clone, Debug, Default)]
-pub struct Extras {
+pub(crate) struct Extras {
     /// Training and fine-tuning curves gathered from the worker (accuracy % per epoch).
     pub training: Vec<Curve>,
     pub job: Option<JobView>,
@@ -21,7 +21,7 @@ pub struct Extras {
     pub baseline: Option<f64>,
 }
 
-pub fn view_model(session: &Session, selected: usize, extras: &Extras) -> ViewModel {
+pub(crate) fn view_model(session: &Session, selected: usize, extras: &Extras) -> ViewModel {
     let n = session.layer_count();
     let selected = selected.min(n.saturating_sub(1));
     let layers: Vec<LayerRow> = (0..n).map(|l| layer_row(session, l)).collect();

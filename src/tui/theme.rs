@@ -21,7 +21,7 @@ pub enum Colors {
 impl Colors {
     /// Colour unless the NO_COLOR convention (any non-empty value) says otherwise. Read once at
     /// start-up by the commands that draw the explorer.
-    pub fn from_env() -> Colors {
+    pub(crate) fn from_env() -> Colors {
         if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
             Colors::Off
         } else {
@@ -31,7 +31,7 @@ impl Colors {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Theme {
+pub(crate) struct Theme {
     pub color: bool,
     pub lecture: bool,
 }
@@ -40,12 +40,12 @@ const fn rgb((r, g, b): palette::Rgb) -> Color {
     Color::Rgb(r, g, b)
 }
 
-pub const BLUE: Color = rgb(palette::BLUE);
-pub const ORANGE: Color = rgb(palette::ORANGE);
-pub const GREEN: Color = rgb(palette::GREEN);
-pub const VERMILLION: Color = rgb(palette::VERMILLION);
-pub const SKY: Color = rgb(palette::SKY);
-pub const PURPLE: Color = rgb(palette::PURPLE);
+pub(crate) const BLUE: Color = rgb(palette::BLUE);
+pub(crate) const ORANGE: Color = rgb(palette::ORANGE);
+pub(crate) const GREEN: Color = rgb(palette::GREEN);
+pub(crate) const VERMILLION: Color = rgb(palette::VERMILLION);
+pub(crate) const SKY: Color = rgb(palette::SKY);
+pub(crate) const PURPLE: Color = rgb(palette::PURPLE);
 
 impl Theme {
     pub fn new(colors: Colors, lecture: bool) -> Theme {
@@ -71,17 +71,17 @@ impl Theme {
     pub fn text(&self) -> Style {
         self.fg(Color::Reset)
     }
-    pub fn dim(&self) -> Style {
+    pub(crate) fn dim(&self) -> Style {
         if self.color && !self.lecture {
             Style::default().fg(Color::DarkGray)
         } else {
             Style::default()
         }
     }
-    pub fn title(&self) -> Style {
+    pub(crate) fn title(&self) -> Style {
         self.fg(SKY).add_modifier(Modifier::BOLD)
     }
-    pub fn border(&self, focused: bool) -> Style {
+    pub(crate) fn border(&self, focused: bool) -> Style {
         if focused { self.fg(ORANGE) } else { self.dim() }
     }
     pub fn selected(&self) -> Style {
@@ -109,13 +109,13 @@ impl Theme {
     pub fn centroid(&self) -> Style {
         self.fg(ORANGE).add_modifier(Modifier::BOLD)
     }
-    pub fn good(&self) -> Style {
+    pub(crate) fn good(&self) -> Style {
         self.fg(GREEN).add_modifier(Modifier::BOLD)
     }
     pub fn bad(&self) -> Style {
         self.fg(VERMILLION).add_modifier(Modifier::BOLD)
     }
-    pub fn accent(&self) -> Style {
+    pub(crate) fn accent(&self) -> Style {
         self.fg(PURPLE)
     }
     pub fn series(&self, i: usize) -> Style {

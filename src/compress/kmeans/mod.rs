@@ -56,7 +56,7 @@ use optimal::optimal_centroids;
 use sorted::{cluster_ends, runs, sorted_finite, sorted_sse};
 
 /// Largest supported number of clusters: assignments are stored as `u8`.
-pub const MAX_K: usize = 256;
+pub(crate) const MAX_K: usize = 256;
 
 /// How centroids are placed before Lloyd's iterations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -182,7 +182,7 @@ named_enum!(Stop, "stop rule", [Converged => "converged", Tolerance => "toleranc
 /// Parameters of one clustering run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
-pub struct KMeansConfig {
+pub(crate) struct KMeansConfig {
     /// Number of clusters, `1..=256` (normally `2^bits`).
     pub k: usize,
     pub init: Init,
@@ -210,6 +210,7 @@ impl Default for KMeansConfig {
 
 impl KMeansConfig {
     /// Defaults with the given `k` and init.
+    #[cfg(test)]
     pub fn new(k: usize, init: Init) -> Self {
         Self {
             k,
@@ -219,14 +220,15 @@ impl KMeansConfig {
     }
 
     /// Defaults with `k = 2^bits`, `bits` clamped into `1..=8`.
-    pub fn with_bits(bits: u32, init: Init) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_bits(bits: u32, init: Init) -> Self {
         Self::new(1 << bits.clamp(1, 8), init)
     }
 }
 
 /// Outcome of [`kmeans_1d`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct KMeansResult {
+pub(crate) struct KMeansResult {
     /// Sorted ascending; `len == k` unless the layer has fewer distinct values than `k`, in
     /// which case these are exactly its distinct values (empty for a layer with no survivors).
     pub centroids: Vec<f32>,
@@ -245,7 +247,8 @@ pub struct KMeansResult {
 
 /// Rejections of [`try_kmeans_1d`].
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum KMeansError {
+#[cfg(test)]
+pub(crate) enum KMeansError {
     #[error("k = {0} is out of range: weight sharing supports 1..=256 clusters (1..=8 bits)")]
     InvalidK(usize),
     #[error("value #{index} is not finite ({value})")]
@@ -254,7 +257,11 @@ pub enum KMeansError {
 
 /// [`kmeans_1d`], but an out-of-range `k` or a non-finite value is an error instead of being
 /// clamped or skipped.
-pub fn try_kmeans_1d(values: &[f32], cfg: &KMeansConfig) -> Result<KMeansResult, KMeansError> {
+#[cfg(test)]
+pub(crate) fn try_kmeans_1d(
+    values: &[f32],
+    cfg: &KMeansConfig,
+) -> Result<KMeansResult, KMeansError> {
     if !(1..=MAX_K).contains(&cfg.k) {
         return Err(KMeansError::InvalidK(cfg.k));
     }
@@ -267,7 +274,7 @@ pub fn try_kmeans_1d(values: &[f32], cfg: &KMeansConfig) -> Result<KMeansResult,
 /// Clusters `values` into `cfg.k` shared values. Deterministic for a given config (seed
 /// included); never panics. See the module docs for non-finite values, out-of-range `k` and
 /// layers with fewer distinct values than `k`.
-pub fn kmeans_1d(values: &[f32], cfg: &KMeansConfig) -> KMeansResult {
+pub(crate) fn kmeans_1d(values: &[f32], cfg: &KMeansConfig) -> KMeansResult {
     let k = cfg.k.clamp(1, MAX_K);
     let xs = sorted_finite(values);
     let distinct = xs.windows(2).filter(|w| w[0] != w[1]).count() + usize::from(!xs.is_empty());

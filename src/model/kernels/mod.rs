@@ -26,11 +26,11 @@
 //! it, as PyTorch does. So the stock and fast backends train differently under plain SGD
 //! (Adam largely normalises the scale away); the tests compare against an exact reference.
 //!
-//! Besides the ops: [`AdamW`] is `candle_nn::AdamW` (same config, same arithmetic) done in one
-//! in-place pass per parameter, [`tune_glibc_malloc`] stops glibc from returning freed
-//! memory to the kernel between steps, and [`candle_elementwise_on_caller`] keeps Candle's
-//! own element-wise ops (which autograd still runs to sum gradients) off its spin-waiting
-//! barrier pool. All three matter as much as the kernels on these machines.
+//! Besides the ops: [`tune_glibc_malloc`] stops glibc from returning freed memory to the
+//! kernel between steps, and [`candle_elementwise_on_caller`] keeps Candle's own element-wise
+//! ops (which autograd still runs to sum gradients) off its spin-waiting barrier pool. Both
+//! matter as much as the kernels on these machines (the fused optimizer step is
+//! `crate::model::optim`).
 //!
 //! Work is spread over rayon's global pool (`RAYON_NUM_THREADS`): the convolutions split the
 //! batch (each thread reuses one scratch buffer for all its images) and let `gemm` split single
@@ -42,7 +42,6 @@
 //! `candle_nn::loss::cross_entropy` by `cross_entropy`. Weights stay plain `Var`s; a substitute
 //! weight tensor (not a `Var`) works too and simply gets no gradient.
 
-mod adamw;
 mod common;
 mod conv;
 mod linear;
@@ -50,7 +49,6 @@ mod loss;
 mod pool;
 mod relu;
 
-pub use adamw::AdamW;
 pub(crate) use common::layout_slice;
 pub use conv::{conv2d, conv2d_relu};
 pub use linear::linear;

@@ -20,7 +20,7 @@ use threshold::{sensitivity, threshold_global, threshold_layers};
 use tradeoff::tradeoff;
 use training::training;
 
-pub type DrawResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A figure: its file name (without extension) and what it shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

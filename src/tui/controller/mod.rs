@@ -128,12 +128,12 @@ impl Controller {
     }
 
     /// Whether something changed since the last draw.
-    pub fn take_dirty(&mut self) -> bool {
+    pub(crate) fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
     }
 
     /// A terminal event: keys go through the mode's key map, the mouse through its own.
-    pub fn on_terminal(&mut self, event: TermEvent) {
+    pub(crate) fn on_terminal(&mut self, event: TermEvent) {
         let action = match event {
             TermEvent::Key(key) => match self.app.mode {
                 Mode::EditThreshold(_) | Mode::ConfirmQuit => keys::input_key(key),
@@ -204,12 +204,12 @@ impl Controller {
 
     /// The last failure of a job the explorer cannot do without (baseline, training, export
     /// figures), for callers that drive it headless.
-    pub fn failure(&self) -> Option<&str> {
+    pub(crate) fn failure(&self) -> Option<&str> {
         self.failure.as_deref()
     }
 
     /// Drains the worker's events (never blocks). Returns whether any arrived.
-    pub fn pump(&mut self) -> bool {
+    pub(crate) fn pump(&mut self) -> bool {
         let mut any = false;
         while let Some(event) = self.worker.try_recv() {
             any = true;
@@ -224,7 +224,7 @@ impl Controller {
     }
 
     /// Rebuilds the view model from the session and the running jobs.
-    pub fn refresh(&mut self) {
+    pub(crate) fn refresh(&mut self) {
         let job = self
             .running
             .values()

@@ -33,7 +33,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
     );
 }
 
-pub struct Histogram<'a> {
+pub(crate) struct Histogram<'a> {
     pub view: &'a HistogramView,
     pub log: bool,
     pub theme: Theme,

@@ -15,8 +15,8 @@ use super::app::{App, Focus, Mode};
 use super::theme::Theme;
 
 /// Below this the layout cannot show the layer table and a chart legibly.
-pub const MIN_WIDTH: u16 = 60;
-pub const MIN_HEIGHT: u16 = 18;
+pub(crate) const MIN_WIDTH: u16 = 60;
+pub(crate) const MIN_HEIGHT: u16 = 18;
 
 pub fn draw(app: &App, frame: &mut Frame) {
     let area = frame.area();
@@ -71,7 +71,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
 }
 
 /// A rectangle of at most `w` x `h` centred in `area`.
-pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+pub(crate) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     Rect::new(
@@ -83,7 +83,7 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 /// Bytes as people read them.
-pub fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     if b >= 1_000_000 {
         format!("{:.2} MB", b as f64 / 1e6)
     } else if b >= 10_000 {

@@ -137,7 +137,7 @@ pub fn edit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, text: &str)
     boxed(frame, centered(area, 44, 5), "threshold", lines, theme);
 }
 
-pub fn confirm_quit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+pub(crate) fn confirm_quit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let job = app.view.job.as_ref().map_or("work", |j| j.label.as_str());
     let lines = vec![
         Line::from(Span::styled(
@@ -149,7 +149,7 @@ pub fn confirm_quit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     boxed(frame, centered(area, 40, 4), "quit?", lines, theme);
 }
 
-pub fn too_small(frame: &mut Frame, area: Rect, theme: &Theme) {
+pub(crate) fn too_small(frame: &mut Frame, area: Rect, theme: &Theme) {
     let text = format!(
         "dcx needs at least {MIN_WIDTH}x{MIN_HEIGHT}; this terminal is {}x{}. Enlarge it, or press q.",
         area.width, area.height

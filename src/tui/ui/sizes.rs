@@ -10,7 +10,7 @@ use super::human_bytes;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
 
-pub const HEIGHT: u16 = 6;
+pub(crate) const HEIGHT: u16 = 6;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let t = &app.view.totals;

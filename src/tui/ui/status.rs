@@ -68,7 +68,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-pub fn hints(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+pub(crate) fn hints(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let all = if app.apply_all { "  [ALL LAYERS]" } else { "" };
     let text = format!("{}{all}", keys::hint_line());
     frame.render_widget(Paragraph::new(Span::styled(text, theme.dim())), area);
