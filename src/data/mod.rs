@@ -14,7 +14,7 @@ pub use fetch::{
     DEFAULT_MIRRORS, FetchOptions, FetchOutcome, FetchReport, FetchedFile, FileSpec, fetch,
     fetch_files,
 };
-pub use idx::{IdxArray, IdxProblem, parse_idx, read_idx};
+pub(crate) use idx::IdxProblem;
 pub use mnist::{
     COLS, FILES, MEAN, Mnist, MnistFile, PIXELS, ROWS, STD, Split, default_data_dir, locate,
 };

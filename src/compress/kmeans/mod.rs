@@ -48,7 +48,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 pub use assign::{assign_nearest, sse};
-pub use sample::laplace_sample;
+pub(crate) use sample::laplace_sample;
 
 use init::{density_init, forgy_init, kmeans_pp_init, linear_init};
 use lloyd::lloyd;
