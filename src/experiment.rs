@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compress::kmeans::{EmptyClusters, Init, Stop};
 pub use crate::compress::prune::{PruneRule, PruneSchedule};
+pub use crate::compress::quantize::Quantizer;
 use crate::model::train::{Schedule, TrainConfig};
 use crate::model::{Arch, ModelKind};
 
@@ -38,6 +39,10 @@ pub struct LayerOverrides {
     /// Width of a relative sparse index (gap), 1..=16 bits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_bits: Option<u8>,
+    /// How the survivors are stored (`kmeans`: weight sharing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantizer: Option<Quantizer>,
+    /// The k-means codebook's initialisation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<Init>,
 }
@@ -49,6 +54,7 @@ pub struct LayerPlan {
     pub prune_bias: bool,
     pub bits: u8,
     pub index_bits: u8,
+    pub quantizer: Quantizer,
     pub init: Init,
 }
 
@@ -61,6 +67,7 @@ impl LayerPlan {
             prune_bias: false,
             bits: if conv { 8 } else { 5 },
             index_bits: 5,
+            quantizer: Quantizer::KMeans,
             init: Init::Linear,
         }
     }
@@ -77,6 +84,9 @@ impl LayerPlan {
         }
         if let Some(b) = o.index_bits {
             self.index_bits = b;
+        }
+        if let Some(q) = o.quantizer {
+            self.quantizer = q;
         }
         if let Some(i) = o.init {
             self.init = i;
@@ -525,13 +535,16 @@ impl LayerPlan {
 }
 
 impl From<LayerPlan> for LayerOverrides {
-    /// Every setting written out.
+    /// Every setting written out (the quantizer where it is not the default).
     fn from(p: LayerPlan) -> LayerOverrides {
         LayerOverrides {
             prune: Some(p.prune),
             prune_bias: Some(p.prune_bias),
             bits: Some(p.bits),
             index_bits: Some(p.index_bits),
+            // k-means is what a plan without the key means: files of k-means plans stay as
+            // they were before quantizers had a name.
+            quantizer: (p.quantizer != Quantizer::KMeans).then_some(p.quantizer),
             init: Some(p.init),
         }
     }

@@ -104,6 +104,7 @@ fn random_setting(rng: &mut StdRng, session: &Session, l: usize) -> LayerSetting
             prune_bias: rng.random_bool(0.3),
             bits,
             index_bits: rng.random_range(2..=8),
+            quantizer: Default::default(),
             init,
         },
         finetuned: false,

@@ -501,6 +501,7 @@ fn uniform_plan(
                 prune_bias: false,
                 bits: bits.unwrap_or(LayerPlan::paper_default(spec.kind).bits),
                 index_bits: index_bits.unwrap_or(p.index_bits),
+                quantizer: p.quantizer,
                 init: p.init,
             },
             finetuned: false,

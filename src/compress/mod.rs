@@ -8,4 +8,5 @@ pub mod kmeans;
 pub mod model;
 pub mod paper;
 pub mod prune;
+pub mod quantize;
 pub(crate) mod sparse_index;

@@ -11,7 +11,7 @@ use super::fingerprint;
 use crate::compress::encode::{self, EncodedLayer};
 use crate::compress::kmeans::Init;
 use crate::compress::model::CompressedLayer;
-use crate::experiment::{LayerPlan, PruneRule};
+use crate::experiment::{LayerPlan, PruneRule, Quantizer};
 use crate::format::dcz;
 use crate::model::LayerSpec;
 pub use crate::pipeline::layer::{FixedTie, LayerState, ShareParams, SharingStats};
@@ -41,6 +41,7 @@ pub struct LayerKey {
     prune_bias: bool,
     bits: u8,
     index_bits: u8,
+    quantizer: Quantizer,
     init: Init,
     share: ShareParams,
 }
@@ -60,6 +61,7 @@ impl LayerKey {
             prune_bias: plan.prune_bias,
             bits: plan.bits,
             index_bits: plan.index_bits,
+            quantizer: plan.quantizer,
             init: plan.init,
             share,
         }

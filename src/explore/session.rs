@@ -1244,6 +1244,7 @@ fn differences(then: &LayerPlan, now: &LayerPlan) -> Option<LayerOverrides> {
         prune_bias: (then.prune_bias != now.prune_bias).then_some(then.prune_bias),
         bits: (then.bits != now.bits).then_some(then.bits),
         index_bits: (then.index_bits != now.index_bits).then_some(then.index_bits),
+        quantizer: (then.quantizer != now.quantizer).then_some(then.quantizer),
         init: (then.init != now.init).then_some(then.init),
     };
     (o != LayerOverrides::default()).then_some(o)

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::kmeans::{self, EmptyClusters, Init, KMeansConfig, Stop};
 use crate::compress::model::CompressedLayer;
 use crate::compress::prune;
-use crate::experiment::{Experiment, LayerPlan, PruneRule};
+use crate::experiment::{Experiment, LayerPlan, PruneRule, Quantizer};
 use crate::model::LayerSpec;
 
 /// Session-wide settings that shape every layer's result (from the experiment's `[share]`
@@ -226,36 +226,11 @@ impl LayerState {
                     .iter()
                     .map(|&p| self.weights[p as usize])
                     .collect();
-                let cfg = KMeansConfig {
-                    k: 1usize << plan.bits,
-                    init: plan.init,
-                    seed: share.seed.wrapping_add(layer as u64),
-                    max_iter: 300,
-                    empty: share.empty,
-                    stop: share.stop,
+                let seed = share.seed.wrapping_add(layer as u64);
+                let (codebook, assignments, sharing) = match plan.quantizer {
+                    Quantizer::KMeans => kmeans_codebook(&survivors, plan, share, seed),
                 };
-                let r = kmeans::kmeans_1d(&survivors, &cfg);
-                // A layer with no survivors keeps a one-entry codebook, so a reader always
-                // finds a value to decode to.
-                let codebook = if r.centroids.is_empty() {
-                    vec![0.0]
-                } else {
-                    r.centroids
-                };
-                let mut cluster_sizes = vec![0usize; codebook.len()];
-                for &a in &r.assignments {
-                    cluster_sizes[a as usize] += 1;
-                }
-                let sharing = SharingStats {
-                    k: cfg.k,
-                    init: plan.init,
-                    iterations: r.iterations,
-                    init_sse: r.init_sse,
-                    sse: r.sse,
-                    empty_clusters: r.empty_clusters,
-                    cluster_sizes,
-                };
-                (mask.threshold, positions, r.assignments, codebook, sharing)
+                (mask.threshold, positions, assignments, codebook, sharing)
             }
         };
         let compressed = CompressedLayer {
@@ -277,6 +252,45 @@ impl LayerState {
             fine_tuned: tie.is_some(),
         }
     }
+}
+
+/// Weight sharing: 1-D k-means over the survivors, `2^bits` centroids from `plan.init`.
+fn kmeans_codebook(
+    survivors: &[f32],
+    plan: &LayerPlan,
+    share: ShareParams,
+    seed: u64,
+) -> (Vec<f32>, Vec<u8>, SharingStats) {
+    let cfg = KMeansConfig {
+        k: 1usize << plan.bits,
+        init: plan.init,
+        seed,
+        max_iter: 300,
+        empty: share.empty,
+        stop: share.stop,
+    };
+    let r = kmeans::kmeans_1d(survivors, &cfg);
+    // A layer with no survivors keeps a one-entry codebook, so a reader always finds a value
+    // to decode to.
+    let codebook = if r.centroids.is_empty() {
+        vec![0.0]
+    } else {
+        r.centroids
+    };
+    let mut cluster_sizes = vec![0usize; codebook.len()];
+    for &a in &r.assignments {
+        cluster_sizes[a as usize] += 1;
+    }
+    let sharing = SharingStats {
+        k: cfg.k,
+        init: plan.init,
+        iterations: r.iterations,
+        init_sse: r.init_sse,
+        sse: r.sse,
+        empty_clusters: r.empty_clusters,
+        cluster_sizes,
+    };
+    (codebook, r.assignments, sharing)
 }
 
 /// `values` with every position the mask prunes set to zero.
