@@ -430,9 +430,7 @@ impl Experiment {
         for (name, o) in &self.layers {
             check_overrides(&format!("layers.{name}"), o)?;
         }
-        positive("train.epochs", self.train.epochs as f64)?;
-        positive("train.batch_size", self.train.batch_size as f64)?;
-        positive("train.lr", self.train.lr)?;
+        self.train.validate().map_err(|e| format!("train.{e}"))?;
         if let Some(r) = &self.retrain {
             positive("retrain.rounds", r.rounds as f64)?;
             positive("retrain.batch_size", r.batch_size as f64)?;

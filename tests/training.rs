@@ -139,3 +139,108 @@ fn fast_kernels_train_as_well_as_candle_stock_ops() {
     assert!(stock > 0.7 && fast > 0.7, "stock {stock}, fast {fast}");
     assert!((stock - fast).abs() < 0.06, "stock {stock}, fast {fast}");
 }
+
+#[test]
+fn diverged_training_is_an_error_and_nothing_is_cached() {
+    let data = common::fixture().subset(256, 50);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        lr: 1e30,
+        ..quick(1, 5)
+    };
+    let err = cache::obtain(
+        ModelKind::Lenet300100,
+        &cfg,
+        &data,
+        false,
+        cache_dir.path(),
+        &mut Silent,
+    )
+    .err()
+    .expect("a rate of 1e30 diverges");
+    assert!(format!("{err:#}").contains("training diverged"), "{err:#}");
+    let left: Vec<_> = std::fs::read_dir(cache_dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "a diverged run left {left:?}");
+}
+
+#[test]
+fn settings_no_training_can_run_with_are_refused() {
+    let ok = quick(1, 1);
+    assert_eq!(ok.validate(), Ok(()));
+    let bad = [
+        (
+            "lr",
+            TrainConfig {
+                lr: f64::NAN,
+                ..ok.clone()
+            },
+        ),
+        (
+            "lr",
+            TrainConfig {
+                lr: f64::INFINITY,
+                ..ok.clone()
+            },
+        ),
+        (
+            "lr",
+            TrainConfig {
+                lr: 0.0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "lr",
+            TrainConfig {
+                lr: -1.0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "epochs",
+            TrainConfig {
+                epochs: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "batch_size",
+            TrainConfig {
+                batch_size: 0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "weight_decay",
+            TrainConfig {
+                weight_decay: -0.1,
+                ..ok.clone()
+            },
+        ),
+        (
+            "momentum",
+            TrainConfig {
+                momentum: 1.5,
+                ..ok.clone()
+            },
+        ),
+        (
+            "train_limit",
+            TrainConfig {
+                train_limit: Some(0),
+                ..ok.clone()
+            },
+        ),
+    ];
+    let data = common::fixture().subset(64, 10);
+    for (key, cfg) in bad {
+        let e = cfg.validate().unwrap_err();
+        assert!(e.starts_with(key), "{key}: {e}");
+        // train() itself refuses too, before touching the network.
+        let net = Net::new(ModelKind::Lenet300100, 1).unwrap();
+        let before = weights(&net);
+        let err = train::train(&net, &data, &cfg, &[], &mut Silent).unwrap_err();
+        assert!(err.to_string().contains(key), "{err}");
+        assert_eq!(weights(&net), before);
+    }
+}

@@ -57,11 +57,12 @@ impl TrainArgs {
 }
 
 pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
-    if args.batch_size == 0 || args.epochs == 0 {
-        anyhow::bail!("--batch and --epochs must be at least 1");
+    let cfg = args.config();
+    // Checked before the data is read, so a typo costs nothing.
+    if let Err(e) = cfg.validate() {
+        anyhow::bail!("invalid training option (--epochs, --batch, --lr, --limit): {e}");
     }
     let data = super::data::load(data_dir)?;
-    let cfg = args.config();
     let mut observer = BarObserver::new(args.model.name());
     let started = std::time::Instant::now();
     let got = cache::obtain(

@@ -187,6 +187,12 @@ pub(crate) fn save_checked(
     bytes: &[u8],
     model: &CompressedModel,
 ) -> Result<(), DczError> {
+    if let Some(reason) = non_finite(model) {
+        return Err(DczError::Invalid {
+            path: path.display().to_string(),
+            reason: format!("refusing to write it: {reason} (did training diverge?)"),
+        });
+    }
     save(path, bytes)?;
     if load(path)?.model != *model {
         return Err(DczError::Invalid {
@@ -195,6 +201,19 @@ pub(crate) fn save_checked(
         });
     }
     Ok(())
+}
+
+/// The first NaN or infinity in a model's codebooks and biases, described.
+fn non_finite(model: &CompressedModel) -> Option<String> {
+    model.layers.iter().find_map(|l| {
+        let bad = |what: &str, values: &[f32]| {
+            values
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| format!("{} {what} entry {i} is {}", l.name, values[i]))
+        };
+        bad("codebook", &l.codebook).or_else(|| bad("bias", &l.bias))
+    })
 }
 
 /// A file read back: the model and where its bytes are.
@@ -245,11 +264,17 @@ impl<'a> Cursor<'a> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
+    /// `n` finite f32 values: a NaN or an infinity is refused (no model holds one).
     fn f32s(&mut self, n: usize, what: &str) -> Result<Vec<f32>, String> {
         let b = self.take(n.checked_mul(4).ok_or("length overflow")?, what)?;
-        Ok(b.chunks_exact(4)
+        let values: Vec<f32> = b
+            .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+            .collect();
+        match values.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(format!("{what} entry {i} is {}", values[i])),
+            None => Ok(values),
+        }
     }
     fn block(&mut self, what: &str) -> Result<&'a [u8], String> {
         let n = self.u32(what)? as usize;
@@ -522,6 +547,30 @@ mod tests {
             err.contains("checksum") || err.contains("truncated"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn nan_and_inf_never_enter_or_leave_a_file() {
+        // A crafted file: a NaN codebook entry and a recomputed checksum.
+        let mut model = random_model(6, 0.05);
+        model.layers[1].codebook[3] = f32::NAN;
+        let (bytes, _) = file_bytes(&model);
+        let err = from_bytes(&bytes).unwrap_err();
+        assert!(err.contains("codebook entry 3 is NaN"), "{err}");
+        let mut model = random_model(6, 0.05);
+        model.layers[2].bias[0] = f32::INFINITY;
+        let err = from_bytes(&file_bytes(&model).0).unwrap_err();
+        assert!(err.contains("biases entry 0 is inf"), "{err}");
+        // The writer refuses before writing, with the reason, and leaves nothing behind.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.dcz");
+        let (bytes, _) = file_bytes(&model);
+        let err = save_checked(&p, &bytes, &model).unwrap_err().to_string();
+        assert!(
+            err.contains("m.dcz") && err.contains("fc3 bias entry 0 is inf"),
+            "{err}"
+        );
+        assert!(!p.exists());
     }
 
     #[test]

@@ -72,7 +72,9 @@ pub fn obtain(
     let path = cached_path(cache_dir, model, cfg, &data.fingerprint);
     if !retrain && path.exists() {
         match checkpoint::load(&path) {
-            Ok((net, meta)) if meta.complete => {
+            // A checkpoint of another network under this key (a hand-copied file) is not
+            // this recipe's, whatever its name says.
+            Ok((net, meta)) if meta.complete && meta.model == model => {
                 return Ok(Obtained {
                     net,
                     meta,

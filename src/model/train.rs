@@ -58,6 +58,40 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// `Err` names the first setting no training can run with (`field: why`). Checked by
+    /// every path that trains: the CLI, experiment files and [`train`] itself, so a NaN, an
+    /// infinite or a non-positive rate never reaches a checkpoint.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |key: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{key}: must be a finite number greater than 0, got {v}"
+                ))
+            }
+        };
+        positive("epochs", self.epochs as f64)?;
+        positive("batch_size", self.batch_size as f64)?;
+        positive("lr", self.lr)?;
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!(
+                "weight_decay: must be a finite number >= 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(format!(
+                "momentum: must be in [0, 1), got {}",
+                self.momentum
+            ));
+        }
+        if self.train_limit == Some(0) {
+            return Err("train_limit: must be at least 1 image".into());
+        }
+        Ok(())
+    }
+
     fn optim(&self) -> OptimConfig {
         OptimConfig {
             kind: self.optimizer,
@@ -159,8 +193,8 @@ pub fn train(
     constraints: &[Constraint],
     observer: &mut dyn Observer,
 ) -> candle_core::Result<TrainOutcome> {
-    if cfg.batch_size == 0 {
-        candle_core::bail!("batch size must be at least 1");
+    if let Err(e) = cfg.validate() {
+        candle_core::bail!("training settings: {e}");
     }
     let params = net
         .vars()
@@ -192,10 +226,19 @@ pub fn train(
             let (x, y) = batch(net, &data.train, chunk)?;
             let logits = net.forward(&x)?;
             let loss = net.loss(&logits, &y)?;
+            let batch_loss = loss.to_scalar::<f32>()?;
+            if !batch_loss.is_finite() {
+                candle_core::bail!(
+                    "training diverged: the loss is {batch_loss} at epoch {} batch {} (learning rate {} too high?); nothing was saved",
+                    epoch + 1,
+                    b + 1,
+                    cfg.lr
+                );
+            }
             let grads = loss.backward()?;
             opt.step(&grads, cfg.lr_at(step, total_steps))?;
             step += 1;
-            loss_sum += loss.to_scalar::<f32>()?;
+            loss_sum += batch_loss;
             let seen = (b * cfg.batch_size + chunk.len()) as f64;
             observer.progress(&Progress {
                 epoch,
@@ -218,6 +261,14 @@ pub fn train(
         };
         observer.epoch_done(&stats);
         history.push(stats);
+    }
+    for (i, v) in net.vars().iter().enumerate() {
+        let values = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        if let Some(bad) = values.iter().find(|w| !w.is_finite()) {
+            candle_core::bail!(
+                "training diverged: parameter {i} holds {bad} after training; nothing was saved"
+            );
+        }
     }
     let codebooks = opt
         .codebooks()
