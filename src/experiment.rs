@@ -404,14 +404,14 @@ impl Experiment {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty()
+        if self.name.chars().all(|c| c == '.')
             || !self
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return Err(format!(
-                "name: '{}' must be non-empty letters, digits, '-', '_' or '.'",
+                "name: '{}' must be letters, digits, '-', '_' or '.', and not only dots (it names the output folder)",
                 self.name
             ));
         }

@@ -1,7 +1,7 @@
 //! File-system helpers shared by every writer.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it into place, so a
 /// crash or a full disk never leaves a half-written file where a good one was.
@@ -28,6 +28,130 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// An output folder written as a whole. Files go into a temporary sibling folder
+/// (`.NAME.partial-PID`); [`FolderWriter::commit`] puts it in place of the target (the old
+/// folder is moved aside, then removed). A run that fails, is cancelled or is killed therefore
+/// never leaves a folder that mixes two runs, and the earlier folder stays whole. Dropping an
+/// uncommitted writer removes its temporary folder; the leftovers of killed runs are cleaned
+/// up by the next writer of the same target.
+pub(crate) struct FolderWriter {
+    target: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl FolderWriter {
+    /// Checks the target can be written (not a file, parent creatable) before any work is
+    /// done, and creates the temporary folder.
+    pub(crate) fn create(target: &Path) -> std::io::Result<FolderWriter> {
+        if target.exists() && !target.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is a file, not a folder",
+                target.display()
+            )));
+        }
+        let (parent, name) = split(target)?;
+        std::fs::create_dir_all(&parent)?;
+        clean_stale(&parent, &name, target);
+        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir(&tmp)?;
+        Ok(FolderWriter {
+            target: target.to_path_buf(),
+            tmp,
+            committed: false,
+        })
+    }
+
+    /// Where to write the files.
+    pub(crate) fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Replaces the target with everything written.
+    pub(crate) fn commit(mut self) -> std::io::Result<()> {
+        let (parent, name) = split(&self.target)?;
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        let had_old = self.target.exists();
+        if had_old {
+            std::fs::rename(&self.target, &old)?;
+        }
+        if let Err(e) = std::fs::rename(&self.tmp, &self.target) {
+            if had_old {
+                let _ = std::fs::rename(&old, &self.target);
+            }
+            return Err(e);
+        }
+        self.committed = true;
+        if had_old {
+            std::fs::remove_dir_all(&old)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FolderWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+fn split(target: &Path) -> std::io::Result<(PathBuf, String)> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| std::io::Error::other(format!("{}: not a folder name", target.display())))?;
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, name))
+}
+
+/// Removes the temporary folders of writers of `target` whose process is gone; a folder moved
+/// aside by a writer killed between its two renames is put back when the target is missing.
+fn clean_stale(parent: &Path, name: &str, target: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&format!(".{name}.")) else {
+            continue;
+        };
+        let Some((kind, pid)) = rest.split_once('-') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match kind {
+            "old" if !target.exists() => {
+                let _ = std::fs::rename(&path, target);
+            }
+            "old" | "partial" => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // Linux and most Unix systems list live processes under /proc; where there is none,
+    // assume alive and leave the folder (never delete another run's work).
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +174,54 @@ mod tests {
         assert!(write_atomic(&p, b"x").is_err());
         assert!(p.is_dir());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_folder_is_replaced_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        // First run.
+        let w = FolderWriter::create(&out).unwrap();
+        std::fs::write(w.path().join("model.dcz"), b"one").unwrap();
+        std::fs::write(w.path().join("report.md"), b"one").unwrap();
+        w.commit().unwrap();
+        // A run that fails after writing part of its files: the first run's folder is whole.
+        {
+            let w = FolderWriter::create(&out).unwrap();
+            std::fs::write(w.path().join("model.dcz"), b"two").unwrap();
+        }
+        assert_eq!(std::fs::read(out.join("model.dcz")).unwrap(), b"one");
+        assert_eq!(std::fs::read(out.join("report.md")).unwrap(), b"one");
+        // A successful run replaces every file, none of the old ones stay.
+        let w = FolderWriter::create(&out).unwrap();
+        std::fs::write(w.path().join("model.dcz"), b"three").unwrap();
+        w.commit().unwrap();
+        assert_eq!(std::fs::read(out.join("model.dcz")).unwrap(), b"three");
+        assert!(!out.join("report.md").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn leftovers_of_killed_runs_are_cleaned_and_a_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("model.dcz"), b"good").unwrap();
+        // A killed run's partial folder (no process has a pid that large).
+        let stale = dir.path().join(".out.partial-999999999");
+        std::fs::create_dir(&stale).unwrap();
+        let w = FolderWriter::create(&out).unwrap();
+        assert!(!stale.exists());
+        drop(w);
+        // Killed between the two renames: the old folder comes back.
+        std::fs::rename(&out, dir.path().join(".out.old-999999999")).unwrap();
+        let w = FolderWriter::create(&out).unwrap();
+        assert_eq!(std::fs::read(out.join("model.dcz")).unwrap(), b"good");
+        drop(w);
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = FolderWriter::create(&file).err().unwrap().to_string();
+        assert!(err.contains("is a file"), "{err}");
     }
 }

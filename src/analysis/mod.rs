@@ -57,6 +57,51 @@ impl ReportData {
     pub fn baseline_accuracy(&self) -> f64 {
         self.stages.first().map_or(0.0, |s| s.accuracy)
     }
+
+    /// `Err` says what does not hang together (a figures.json edited or cut short): every
+    /// per-layer list has one entry per layer, and the histogram's counts fit its bins.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.layers.len();
+        let per_layer = |what: &str, len: usize| {
+            if len == n {
+                Ok(())
+            } else {
+                Err(format!("{what}: {len} entries for {n} layers"))
+            }
+        };
+        if self.stages.is_empty() {
+            return Err("stages: empty (the baseline comes first)".into());
+        }
+        per_layer("sizes.layers", self.sizes.layers.len())?;
+        per_layer("thresholds", self.thresholds.len())?;
+        per_layer("sensitivity.layers", self.sensitivity.layers.len())?;
+        for (i, p) in self.global.points.iter().enumerate() {
+            per_layer(
+                &format!("global.points[{i}].layer_sparsity"),
+                p.layer_sparsity.len(),
+            )?;
+        }
+        let bins = self.histograms.edges.bins;
+        if bins == 0
+            || self
+                .histograms
+                .edges
+                .lo
+                .partial_cmp(&self.histograms.edges.hi)
+                != Some(std::cmp::Ordering::Less)
+        {
+            return Err("histograms.edges: empty or inverted range".into());
+        }
+        for (i, p) in self.histograms.panels.iter().enumerate() {
+            if p.kept.len() != bins {
+                return Err(format!(
+                    "histograms.panels[{i}].kept: {} counts for {bins} bins",
+                    p.kept.len()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One global magnitude threshold for every layer's weights (biases kept), no retraining: the

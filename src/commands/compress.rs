@@ -8,7 +8,7 @@ use clap::Args;
 use super::progress::BarObserver;
 use crate::experiment::Experiment;
 use crate::format::dcz;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{FolderWriter, write_atomic};
 use crate::model::train::{EpochStats, Observer, Progress};
 use crate::pipeline::report;
 use crate::pipeline::{self, PipelineObserver};
@@ -57,6 +57,10 @@ pub(crate) fn run_experiment(
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let out = out.unwrap_or_else(|| PathBuf::from("out").join(&exp.name));
+    // Made (and checked) before any training: an unwritable --out is found at once, and the
+    // folder is replaced as a whole only when everything is written.
+    let folder = FolderWriter::create(&out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write the output folder: {e}", out.display()))?;
     let data = super::data::load(data_dir)?;
     let mut obs = CliPipeline {
         bar: BarObserver::new(exp.model.name()),
@@ -66,14 +70,13 @@ pub(crate) fn run_experiment(
     if result.cancelled {
         anyhow::bail!("interrupted: nothing written");
     }
-    std::fs::create_dir_all(&out)
-        .map_err(|e| anyhow::anyhow!("{}: cannot create output folder: {e}", out.display()))?;
-    let dcz_path = out.join("model.dcz");
-    dcz::save_checked(&dcz_path, &result.bytes, &result.model)?;
+    let dir = folder.path().to_path_buf();
+    dcz::save_checked(&dir.join("model.dcz"), &result.bytes, &result.model)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", out.join("model.dcz").display()))?;
     let md = report::markdown(&result.report, exp.model);
     let write = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
-        let p = out.join(name);
-        write_atomic(&p, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        let p = dir.join(name);
+        write_atomic(&p, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", out.join(name).display()))
     };
     write(
         "report.json",
@@ -81,6 +84,9 @@ pub(crate) fn run_experiment(
     )?;
     write("report.md", md.as_bytes())?;
     write("experiment.toml", exp.to_toml().as_bytes())?;
+    folder.commit().map_err(|e| {
+        anyhow::anyhow!("{}: cannot put the new folder in place: {e}", out.display())
+    })?;
     println!("{md}");
     println!("wrote {}", out.display());
     Ok(())

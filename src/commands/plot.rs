@@ -92,6 +92,9 @@ fn report_for(
                 .map_err(|e| anyhow::anyhow!("{}: {e}", report_path.display()))?;
             let report: CompressionReport = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", report_path.display()))?;
+            report
+                .check()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", report_path.display()))?;
             return Ok((exp, report));
         }
         return run_pipeline(exp, data);
@@ -116,7 +119,7 @@ fn run_pipeline(
 
 pub(crate) fn options(args: &PlotArgs) -> anyhow::Result<PlotOptions> {
     Ok(PlotOptions {
-        size: plot::parse_size(&args.size)?,
+        size: plot::figure_size(&args.size, args.scale)?,
         scale: args.scale,
         formats: match args.format {
             FormatArg::Png => vec![Format::Png],
@@ -148,12 +151,25 @@ pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;
         let built: ReportData =
             serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;
+        built
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;
         let out = args.out.clone().unwrap_or_else(|| args.source.clone());
         render(&built, &out, &opts)?;
         return Ok(());
     }
     let data = Arc::new(super::data::load(data_dir)?);
     let (exp, report) = report_for(&args.source, &data)?;
+    if let Some(name) = &args.layer
+        && exp.arch().layer_index(name).is_none()
+    {
+        let names: Vec<&str> = exp.arch().layers.iter().map(|l| l.name).collect();
+        anyhow::bail!(
+            "--layer {name}: {} has no such layer (it has {})",
+            exp.model,
+            names.join(", ")
+        );
+    }
     let out = args
         .out
         .clone()

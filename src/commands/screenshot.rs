@@ -90,6 +90,28 @@ fn parse_cells(text: &str) -> anyhow::Result<(u16, u16)> {
 
 pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()> {
     let (cols, rows) = parse_cells(&args.size)?;
+    // A cell of font_px pixels, scaled: 1000x500 cells at 64 px and 4x is 16 Gpx, so the
+    // product is bounded too.
+    if !(6.0..=64.0).contains(&args.font_px) {
+        anyhow::bail!("--font-px {}: must be between 6 and 64", args.font_px);
+    }
+    if !(args.scale > 0.0 && args.scale <= 4.0) {
+        anyhow::bail!(
+            "--scale {}: must be greater than 0 and at most 4",
+            args.scale
+        );
+    }
+    let cell_px = f64::from(args.font_px * args.scale);
+    let pixels = f64::from(cols) * f64::from(rows) * cell_px * cell_px * 0.6;
+    if pixels > 200e6 {
+        anyhow::bail!(
+            "{}x{} cells at {} px and scale {}: more than 200 million pixels",
+            cols,
+            rows,
+            args.font_px,
+            args.scale
+        );
+    }
     let started = Instant::now();
     let exp = Experiment::load(&args.experiment)?;
     let data = Arc::new(super::data::load(data_dir)?);

@@ -83,6 +83,24 @@ impl CompressionReport {
     pub fn last(&self) -> &StageEval {
         self.stages.last().expect("at least the baseline")
     }
+
+    /// `Err` says what does not hang together in a report read from a file: at least the
+    /// baseline stage, and one threshold, sharing and size entry per layer.
+    pub fn check(&self) -> Result<(), String> {
+        if self.stages.is_empty() {
+            return Err("stages: empty (the baseline comes first)".into());
+        }
+        let n = self.sizes.layers.len();
+        for (what, len) in [
+            ("thresholds", self.thresholds.len()),
+            ("sharing", self.sharing.len()),
+        ] {
+            if len != n {
+                return Err(format!("{what}: {len} entries for {n} layers"));
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct CompressionResult {

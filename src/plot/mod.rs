@@ -83,6 +83,35 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), PlotError> {
     Ok((w, h))
 }
 
+/// Smallest figure the charts can be laid out in (axes, labels, legend); below it the drawing
+/// library's fill loops on degenerate polygons.
+pub const MIN_FIGURE: (u32, u32) = (320, 200);
+/// Most pixels one figure may take once scaled (a 4x 8000x5000 image is 640 Mpx, 2.5 GB).
+const MAX_FIGURE_PIXELS: f64 = 100e6;
+
+/// A figure size `WxH` for `dcx plot`, checked against what can be drawn at `scale`.
+pub fn figure_size(text: &str, scale: f64) -> Result<(u32, u32), PlotError> {
+    let (w, h) = parse_size(text)?;
+    if w < MIN_FIGURE.0 || h < MIN_FIGURE.1 {
+        return Err(PlotError::Invalid(format!(
+            "size {text}: at least {}x{} pixels",
+            MIN_FIGURE.0, MIN_FIGURE.1
+        )));
+    }
+    if !(scale > 0.0 && scale <= 4.0) {
+        return Err(PlotError::Invalid(format!(
+            "scale {scale}: must be greater than 0 and at most 4"
+        )));
+    }
+    if f64::from(w) * f64::from(h) * scale * scale > MAX_FIGURE_PIXELS {
+        return Err(PlotError::Invalid(format!(
+            "size {text} at scale {scale}: more than {} million pixels",
+            MAX_FIGURE_PIXELS / 1e6
+        )));
+    }
+    Ok((w, h))
+}
+
 /// The figures `only` selects (all when `None`).
 pub fn selected(only: Option<&str>) -> Result<Vec<FigureInfo>, PlotError> {
     match only {

@@ -1,0 +1,116 @@
+//! The command line refuses bad input at once, with an error naming the input, never a panic,
+//! and before any training (these run the real binary).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dcx(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dcx"))
+        .args(args)
+        .env("DCX_CACHE", std::env::temp_dir().join("dcx-cli-test-cache"))
+        .output()
+        .expect("the binary runs")
+}
+
+/// Fails unless the command failed cleanly and its error says each of `words`.
+fn refused(out: &Output, words: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded: {err}");
+    assert_ne!(out.status.code(), Some(101), "panicked: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for w in words {
+        assert!(err.contains(w), "{w:?} missing from: {err}");
+    }
+}
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn training_options_no_training_can_run_with() {
+    for (flag, value, key) in [
+        ("--lr", "nan", "lr"),
+        ("--lr", "inf", "lr"),
+        ("--lr", "0", "lr"),
+        ("--lr", "-1", "lr"),
+        ("--limit", "0", "train_limit"),
+        ("--epochs", "0", "epochs"),
+    ] {
+        refused(&dcx(&["train", &format!("{flag}={value}")]), &[key]);
+    }
+}
+
+#[test]
+fn an_output_folder_that_is_a_file_is_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("taken");
+    std::fs::write(&file, b"keep me").unwrap();
+    let out = dcx(&[
+        "compress",
+        &repo("experiments/paper-lenet-300-100.toml"),
+        "--out",
+        &file.display().to_string(),
+    ]);
+    refused(&out, &["taken", "is a file"]);
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[test]
+fn an_experiment_named_only_dots_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("experiments/paper-lenet-300-100.toml")).unwrap();
+    let name_line = text.lines().find(|l| l.starts_with("name")).unwrap();
+    let bad = dir.path().join("dots.toml");
+    std::fs::write(&bad, text.replace(name_line, "name = \"..\"")).unwrap();
+    refused(
+        &dcx(&["compress", &bad.display().to_string()]),
+        &["dots.toml", "name"],
+    );
+}
+
+#[test]
+fn figure_and_screenshot_sizes_that_cannot_be_drawn() {
+    let figures = repo("screenshots/lenet-5");
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().display().to_string();
+    // Once a spin at 100% CPU in the plotting library; now refused.
+    refused(
+        &dcx(&["plot", &figures, "--size", "30x20", "--out", &out]),
+        &["30x20", "at least"],
+    );
+    refused(
+        &dcx(&["plot", &figures, "--scale", "0", "--out", &out]),
+        &["scale"],
+    );
+    let png = format!("{out}/s.png");
+    let exp = repo("experiments/paper-lenet-5.toml");
+    for (flag, value) in [
+        ("--scale", "100"),
+        ("--scale", "0"),
+        ("--font-px", "0"),
+        ("--font-px", "500"),
+    ] {
+        refused(
+            &dcx(&["screenshot", &exp, flag, value, "--out", &png]),
+            &[flag],
+        );
+    }
+}
+
+#[test]
+fn a_figures_json_that_does_not_hang_together_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("screenshots/lenet-5/figures.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["global"]["points"][0]["layer_sparsity"] = serde_json::json!([0.5]);
+    std::fs::write(dir.path().join("figures.json"), v.to_string()).unwrap();
+    let src = dir.path().display().to_string();
+    refused(&dcx(&["plot", &src]), &["figures.json", "layer_sparsity"]);
+    v["stages"] = serde_json::json!([]);
+    std::fs::write(dir.path().join("figures.json"), v.to_string()).unwrap();
+    refused(&dcx(&["plot", &src]), &["figures.json", "stages"]);
+}
