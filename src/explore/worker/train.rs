@@ -1,0 +1,146 @@
+//! The training jobs: masked retraining or centroid fine-tuning of a plan, and baseline
+//! training. Apart from the evaluating jobs because they run for minutes and must give way
+//! to evaluations between batches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::queue::Core;
+use super::{Baseline, BaselineRequest, Event, JobId, JobKind, TrainRequest, Tuned};
+use crate::experiment::{LayerPlan, StepKind};
+use crate::explore::ExploreError;
+use crate::model::train::{self, EpochStats, Observer, Progress};
+use crate::model::{LayerSpec, Net, cache};
+use crate::pipeline::layer::LayerState;
+use crate::pipeline::step;
+
+impl Core {
+    pub(super) fn train_plan(
+        &mut self,
+        id: JobId,
+        kind: JobKind,
+        req: TrainRequest,
+    ) -> Result<(), ExploreError> {
+        let snap = &req.snapshot;
+        let step_kind = match kind {
+            JobKind::FineTune => StepKind::Finetune,
+            _ => StepKind::Retrain,
+        };
+        let states: Vec<&LayerState> = snap.sources.iter().map(|s| &s.state).collect();
+        let specs: Vec<LayerSpec> = snap.sources.iter().map(|s| s.spec.clone()).collect();
+        let plans: Vec<LayerPlan> = snap.settings.iter().map(|s| s.plan).collect();
+        let prepared = step::prepare(step_kind, &states, &specs, &plans, req.share);
+        let net = Net::from_values(snap.model, prepared.values.clone())?;
+        let data = Arc::clone(&self.data);
+        let out = {
+            let mut obs = TrainObserver::new(self, id, kind);
+            train::train(&net, &data, &req.config, &prepared.constraints, &mut obs)?
+        };
+        if out.cancelled {
+            self.report_stop(kind, id);
+            return Ok(());
+        }
+        let layers = step::conclude(&prepared, &net, &out.codebooks)?;
+        self.send(Event::Tuned {
+            id,
+            tuned: Arc::new(Tuned {
+                session: req.session,
+                kind,
+                model: snap.model,
+                plan: snap.settings.clone(),
+                config: req.config,
+                layers,
+                recipe: req.recipe,
+                history: out.history,
+            }),
+        });
+        Ok(())
+    }
+
+    pub(super) fn train_baseline(
+        &mut self,
+        id: JobId,
+        req: BaselineRequest,
+    ) -> Result<(), ExploreError> {
+        let kind = JobKind::Train;
+        let data = Arc::clone(&self.data);
+        let got = {
+            let mut obs = TrainObserver::new(self, id, kind);
+            cache::obtain(
+                req.model,
+                &req.config,
+                &data,
+                req.retrain,
+                &req.cache_dir,
+                &mut obs,
+            )
+            .map_err(|e| ExploreError::Training(format!("{e:#}")))?
+        };
+        if !got.meta.complete {
+            self.report_stop(kind, id);
+            return Ok(());
+        }
+        let weights = (0..got.net.arch.layers.len())
+            .map(|l| Ok((got.net.weight_values(l)?, got.net.bias_values(l)?)))
+            .collect::<Result<Vec<_>, candle_core::Error>>()?;
+        self.send(Event::Baseline {
+            id,
+            baseline: Arc::new(Baseline {
+                model: req.model,
+                weights,
+                meta: got.meta,
+                path: got.path,
+                reused: got.reused,
+            }),
+        });
+        Ok(())
+    }
+}
+
+/// Reports training to the channel, honours cancellation, and lets waiting evaluations run
+/// between batches.
+struct TrainObserver<'a> {
+    core: &'a mut Core,
+    id: JobId,
+    kind: JobKind,
+    last: Instant,
+}
+
+impl<'a> TrainObserver<'a> {
+    fn new(core: &'a mut Core, id: JobId, kind: JobKind) -> Self {
+        TrainObserver {
+            core,
+            id,
+            kind,
+            last: Instant::now() - Duration::from_secs(1),
+        }
+    }
+}
+
+impl Observer for TrainObserver<'_> {
+    fn progress(&mut self, p: &Progress) {
+        if p.batch == p.batches || self.last.elapsed() >= Duration::from_millis(100) {
+            self.last = Instant::now();
+            self.core.send(Event::Training {
+                id: self.id,
+                kind: self.kind,
+                progress: p.clone(),
+            });
+        }
+        if self.core.shared.interactive_waiting() {
+            self.core.service();
+        }
+    }
+
+    fn epoch_done(&mut self, s: &EpochStats) {
+        self.core.send(Event::Epoch {
+            id: self.id,
+            kind: self.kind,
+            stats: s.clone(),
+        });
+    }
+
+    fn should_stop(&self) -> bool {
+        self.core.shared.cancelled(self.kind, self.id)
+    }
+}
