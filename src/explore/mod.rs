@@ -1,18 +1,18 @@
 //! The explore engine: answers "what if" for any per-layer setting fast enough to scrub.
 //!
-//! - [`Session`] (`session.rs`) holds a trained checkpoint, the current plan (one
+//! - [`Session`] (`session/`) holds a trained checkpoint, the current plan (one
 //!   [`LayerSetting`] per layer: the experiment's [`LayerPlan`](crate::experiment::LayerPlan)
 //!   plus whether trained weights apply) with undo / redo and exact TOML round trips, and every
 //!   derived result, cached by the settings that determine it. A layer's result
-//!   ([`LayerResult`], `layer.rs`) is built with the compress modules exactly as the pipeline
-//!   builds it: mask, codebook, assignments, histograms, sizes at each stage (the Huffman one
+//!   ([`LayerResult`], `layer.rs`) is built by the pipeline's per-layer path
+//!   (`crate::pipeline::layer`), the one `dcx compress` uses: mask, codebook, assignments, histograms, sizes at each stage (the Huffman one
 //!   is the layer's section of the `.dcz` file, byte for byte) and coding statistics.
 //! - [`Evaluator`] (`eval.rs`) computes test accuracy with its own forward pass (`forward.rs`
 //!   arranges a layer for `kernels.rs`: sparse or register-blocked dense, AVX2/FMA), keeps the
 //!   activations entering every layer cached by the fingerprints (`fingerprint.rs`) of the
 //!   layers before, so a change to layer `L` recomputes layers `>= L` only, and answers
 //!   progressively: a stratified-subset [`Estimate`] first, then the full test set.
-//! - [`Worker`] (`worker.rs`) runs evaluations, alone measurements, sensitivity sweeps
+//! - [`Worker`] (`worker/`) runs evaluations, alone measurements, sensitivity sweeps
 //!   (`sensitivity.rs`, stored beside the checkpoint), masked retraining, centroid fine-tuning
 //!   and baseline training on one background thread, with progress events, cancellation and
 //!   coalescing of evaluation requests.
