@@ -1,6 +1,7 @@
 //! `CompressedModel`: the one in-memory result every consumer reads (evaluation, size report,
 //! the `.dcz` file, plots), so they can never disagree.
 
+use super::quantize::Quantizer;
 use crate::model::{LayerKind, ModelKind, Net};
 
 /// One layer after pruning and weight sharing: which positions survive, which centroid each
@@ -14,6 +15,9 @@ pub struct CompressedLayer {
     pub bits: u8,
     /// Width of a relative sparse index.
     pub index_bits: u8,
+    /// What made the codebook and assignments (the file records it; see
+    /// `docs/dcz-format.md`).
+    pub quantizer: Quantizer,
     pub codebook: Vec<f32>,
     /// Flattened positions of the surviving weights, strictly increasing.
     pub positions: Vec<u32>,

@@ -13,6 +13,7 @@ use crate::compress::bits::BitReader;
 use crate::compress::encode::EncodedLayer;
 use crate::compress::huffman::HuffmanCode;
 use crate::compress::model::{CompressedLayer, CompressedModel};
+use crate::compress::quantize::Quantizer;
 use crate::compress::sparse_index;
 use crate::model::{LayerKind, ModelKind};
 
@@ -47,6 +48,13 @@ struct LayerMeta {
     name: String,
     kind: LayerKind,
     shape: Vec<usize>,
+    /// Absent means k-means, so files of k-means layers are the bytes they always were.
+    #[serde(default, skip_serializing_if = "is_kmeans")]
+    quantizer: Quantizer,
+}
+
+fn is_kmeans(q: &Quantizer) -> bool {
+    *q == Quantizer::KMeans
 }
 
 /// Where the bytes of a written file went: the size report reads these, so reported sizes
@@ -105,6 +113,7 @@ fn metadata(model: &CompressedModel) -> Vec<u8> {
                 name: l.name.clone(),
                 kind: l.kind,
                 shape: l.shape.clone(),
+                quantizer: l.quantizer,
             })
             .collect(),
         experiment: model.experiment.clone(),
@@ -334,7 +343,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
             spec.bias_count(),
         )
         .map_err(|e| format!("layer {}: {e}", spec.name))?;
-        layers.push(layer);
+        layers.push(CompressedLayer {
+            quantizer: lm.quantizer,
+            ..layer
+        });
     }
     if c.at != body.len() {
         return Err(format!(
@@ -429,6 +441,7 @@ fn read_section(
         shape,
         bits,
         index_bits,
+        quantizer: Quantizer::KMeans,
         codebook,
         positions,
         assignments,
@@ -467,6 +480,7 @@ mod tests {
                     shape: spec.weight_shape(),
                     bits,
                     index_bits: [5u8, 4, 3][i],
+                    quantizer: Quantizer::KMeans,
                     codebook: (0..k).map(|j| j as f32 * 0.01 - 0.1).collect(),
                     positions,
                     assignments,
@@ -547,6 +561,27 @@ mod tests {
             err.contains("checksum") || err.contains("truncated"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_metadata_names_a_quantizer_only_when_it_is_not_k_means() {
+        let model = random_model(7, 0.05);
+        let (bytes, layout) = file_bytes(&model);
+        let meta_len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let json = inflate_metadata(&bytes[8..8 + meta_len]).unwrap();
+        let text = String::from_utf8(json).unwrap();
+        assert!(!text.contains("quantizer"), "{text}");
+        assert_eq!(layout.header_bytes, header_bytes(&model));
+        // A reader takes the key when it is there, and refuses one it does not know.
+        let named = text.replacen("\"shape\"", "\"quantizer\":\"kmeans\",\"shape\"", 1);
+        let meta: Metadata = serde_json::from_str(&named).unwrap();
+        assert_eq!(meta.layers[0].quantizer, Quantizer::KMeans);
+        let unknown = text.replacen("\"shape\"", "\"quantizer\":\"uniform\",\"shape\"", 1);
+        let err = serde_json::from_str::<Metadata>(&unknown)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("uniform"), "{err}");
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl LayerState {
             shape: spec.weight_shape(),
             bits: plan.bits,
             index_bits: plan.index_bits,
+            quantizer: plan.quantizer,
             codebook,
             positions,
             assignments,
