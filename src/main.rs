@@ -8,11 +8,14 @@ fn main() -> ExitCode {
     // SAFETY: first thing in main, before any thread or Candle op exists. Candle's spin-waiting
     // pool for its own element-wise ops otherwise halves training speed on a busy machine.
     unsafe { dcx::model::kernels::candle_elementwise_on_caller() };
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`dcx inspect x.dcz | head`) instead of panicking in println!.
+    dcx::commands::default_sigpipe();
     let cli = dcx::commands::Cli::parse();
     match dcx::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", dcx::commands::error_text(&err));
             ExitCode::FAILURE
         }
     }

@@ -114,3 +114,36 @@ fn a_figures_json_that_does_not_hang_together_is_an_error() {
     std::fs::write(dir.path().join("figures.json"), v.to_string()).unwrap();
     refused(&dcx(&["plot", &src]), &["figures.json", "stages"]);
 }
+
+#[test]
+fn an_os_error_is_said_once() {
+    let out = dcx(&["inspect", "no/such/model.dcz"]);
+    refused(&out, &["no/such/model.dcz"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
+
+#[test]
+fn a_reader_that_goes_away_is_no_panic() {
+    use std::process::Stdio;
+    // `dcx data where | true`: the pipe is closed before dcx prints (once a panic, exit 101,
+    // in println!); now dcx ends quietly on SIGPIPE like other Unix tools.
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dcx"))
+            .args([
+                "--data",
+                &repo("tests/fixtures/mnist-small"),
+                "data",
+                "where",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_ne!(out.status.code(), Some(101), "{err}");
+    }
+}

@@ -71,3 +71,38 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => tui::run(cli.data.as_deref(), &cli.explore),
     }
 }
+
+/// Restores the default action of SIGPIPE (end the process), which Rust's runtime sets to
+/// "ignore" so that writes fail instead; dcx's output is for reading, and a reader that went
+/// away is no error.
+pub fn default_sigpipe() {
+    #[cfg(unix)]
+    {
+        unsafe extern "C" {
+            fn signal(signum: std::ffi::c_int, handler: usize) -> usize;
+        }
+        const SIGPIPE: std::ffi::c_int = 13;
+        const SIG_DFL: usize = 0;
+        // SAFETY: called first thing in main; SIG_DFL installs no handler code.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
+        }
+    }
+}
+
+/// An error and its causes on one line, leaving out a cause whose text the message before it
+/// already carries (an I/O error wrapped with its path would otherwise print twice).
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
