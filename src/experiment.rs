@@ -283,10 +283,12 @@ pub struct Experiment {
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Experiment, ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = crate::fsutil::read_text_bounded(path, 1 << 20, "an experiment file").map_err(
+            |source| ExperimentError::Io {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
         Experiment::parse(&text, &path.display().to_string())
     }
 

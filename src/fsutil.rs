@@ -28,6 +28,45 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Reads a whole file of at most `max_bytes`, refusing first what is not a regular file (a
+/// folder, a device such as `/dev/zero`, a pipe that would block) and what is larger, so no
+/// input makes dcx hang or read without bound. `what` names the kind of file in errors.
+pub(crate) fn read_bounded(path: &Path, max_bytes: u64, what: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "not a regular file (a folder, a device or a pipe), so not {what}"
+        )));
+    }
+    if meta.len() > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than {what} can be ({max_bytes} bytes at most)",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "grew past {max_bytes} bytes while being read, more than {what} can be"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] as UTF-8 text.
+pub(crate) fn read_text_bounded(
+    path: &Path,
+    max_bytes: u64,
+    what: &str,
+) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, max_bytes, what)?)
+        .map_err(|_| std::io::Error::other(format!("not UTF-8 text, so not {what}")))
+}
+
 /// An output folder written as a whole. Files go into a temporary sibling folder
 /// (`.NAME.partial-PID`); [`FolderWriter::commit`] puts it in place of the target (the old
 /// folder is moved aside, then removed). A run that fails, is cancelled or is killed therefore
@@ -223,5 +262,28 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let err = FolderWriter::create(&file).err().unwrap().to_string();
         assert!(err.contains("is a file"), "{err}");
+    }
+
+    #[test]
+    fn bounded_reads_refuse_devices_folders_pipes_and_giants() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |p: &Path| read_bounded(p, 100, "a test file").unwrap_err().to_string();
+        assert!(err(dir.path()).contains("not a regular file"));
+        #[cfg(unix)]
+        assert!(err(Path::new("/dev/zero")).contains("not a regular file"));
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![0u8; 101]).unwrap();
+        assert!(err(&big).contains("101 bytes"));
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, b"fine").unwrap();
+        assert_eq!(read_bounded(&ok, 100, "x").unwrap(), b"fine");
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                assert!(err(&fifo).contains("not a regular file"));
+            }
+        }
     }
 }

@@ -147,3 +147,30 @@ fn a_reader_that_goes_away_is_no_panic() {
         assert_ne!(out.status.code(), Some(101), "{err}");
     }
 }
+
+#[test]
+fn devices_folders_and_giant_files_are_refused_without_reading_them() {
+    // /dev/zero once grew dcx until memory ran out; a 3 GB file took 3.1 GB.
+    let dir = tempfile::tempdir().unwrap();
+    let giant = dir.path().join("giant.dcz");
+    std::fs::File::create(&giant)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let giant = giant.display().to_string();
+    let folder = dir.path().display().to_string();
+    for (cmd, file) in [
+        ("inspect", "/dev/zero"),
+        ("eval", "/dev/zero"),
+        ("compress", "/dev/zero"),
+        ("inspect", folder.as_str()),
+        ("inspect", giant.as_str()),
+    ] {
+        let words: &[&str] = if file == giant {
+            &[file, "bytes"]
+        } else {
+            &[file, "not a regular file"]
+        };
+        refused(&dcx(&[cmd, file]), words);
+    }
+}

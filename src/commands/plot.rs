@@ -88,7 +88,7 @@ fn report_for(
         let exp = Experiment::load(&source.join("experiment.toml"))?;
         let report_path = source.join("report.json");
         if report_path.exists() {
-            let text = std::fs::read_to_string(&report_path)
+            let text = crate::fsutil::read_text_bounded(&report_path, 64 << 20, "a report.json")
                 .map_err(|e| anyhow::anyhow!("{}: {e}", report_path.display()))?;
             let report: CompressionReport = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", report_path.display()))?;
@@ -147,7 +147,7 @@ pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
     plot::selected(opts.only.as_deref())?;
     let saved = args.source.join("figures.json");
     if args.source.is_dir() && saved.exists() {
-        let text = std::fs::read_to_string(&saved)
+        let text = crate::fsutil::read_text_bounded(&saved, 64 << 20, "a figures.json")
             .map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;
         let built: ReportData =
             serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;

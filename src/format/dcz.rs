@@ -232,10 +232,16 @@ pub struct DczFile {
     pub layout: DczLayout,
 }
 
+/// Largest `.dcz` file dcx reads: the course CNN, unpruned at 8 bits with 16-bit gaps, is
+/// about 20 MB.
+const MAX_FILE: u64 = 64 << 20;
+
 pub fn load(path: &Path) -> Result<DczFile, DczError> {
-    let bytes = std::fs::read(path).map_err(|source| DczError::Io {
-        path: path.display().to_string(),
-        source,
+    let bytes = crate::fsutil::read_bounded(path, MAX_FILE, "a .dcz file").map_err(|source| {
+        DczError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     })?;
     from_bytes(&bytes).map_err(|reason| DczError::Invalid {
         path: path.display().to_string(),

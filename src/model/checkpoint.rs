@@ -66,9 +66,12 @@ pub fn save(path: &Path, net: &Net, meta: &CheckpointMeta) -> Result<(), Checkpo
 }
 
 pub fn load(path: &Path) -> Result<(Net, CheckpointMeta), CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
+    // The course CNN's checkpoint is about 26 MB.
+    let bytes = crate::fsutil::read_bounded(path, 512 << 20, "a checkpoint").map_err(|source| {
+        CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     from_bytes(&bytes).map_err(|reason| CheckpointError::Invalid {
         path: path.to_path_buf(),
