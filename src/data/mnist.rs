@@ -177,6 +177,21 @@ fn load(dir: &Path, verify: bool) -> Result<Mnist, DataError> {
     let mut fingerprint = Sha256::new();
     for ((file, path), result) in FILES.iter().zip(&paths).zip(results) {
         let (array, digest) = result?;
+        let actual_hex = hex::encode(digest);
+        if let Some(other) = FILES
+            .iter()
+            .find(|o| o.stem != file.stem && o.sha256 == actual_hex)
+        {
+            // The official bytes of another file: renamed or swapped (train for test would
+            // report "test accuracy" on training images).
+            return Err(DataError::Invalid {
+                name: path.display().to_string(),
+                reason: format!(
+                    "holds the contents of {} (the files are swapped or renamed)",
+                    other.stem
+                ),
+            });
+        }
         if verify && array.dims == file.dims {
             let actual = hex::encode(digest);
             if actual != file.sha256 {
@@ -199,9 +214,18 @@ fn load(dir: &Path, verify: bool) -> Result<Mnist, DataError> {
         let test = split(test_images, test_labels, &paths[2], &paths[3]);
         (train.join().expect("conversion thread panicked"), test)
     });
+    let (train, test) = (train?, test?);
+    for (split, path) in [(&train, &paths[0]), (&test, &paths[2])] {
+        if split.len == 0 {
+            return Err(DataError::Invalid {
+                name: path.display().to_string(),
+                reason: "holds no images".into(),
+            });
+        }
+    }
     Ok(Mnist {
-        train: train?,
-        test: test?,
+        train,
+        test,
         fingerprint: short_hex(&fingerprint.finalize()),
     })
 }
@@ -389,6 +413,43 @@ mod tests {
         } else {
             fs::write(dir.join(file.stem), raw).unwrap();
         }
+    }
+
+    #[test]
+    fn an_empty_split_is_an_error_not_an_accuracy_of_0_of_0() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 20, 0, false);
+        let err = Mnist::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("t10k-images") && err.contains("no images"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn swapped_official_files_are_refused() {
+        // Needs the real files: only their checksums identify them.
+        let Some(real) = real_data_dir() else {
+            eprintln!("skipping swapped_official_files_are_refused: DCX_DATA is not set");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for (from, to) in [(0, 2), (1, 3), (2, 0), (3, 1)] {
+            let src = FILES[from]
+                .find_in(&real)
+                .expect("real MNIST has every file");
+            let name = src
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(FILES[from].stem, FILES[to].stem);
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&src, dir.path().join(name)).unwrap();
+            #[cfg(not(unix))]
+            fs::copy(&src, dir.path().join(name)).unwrap();
+        }
+        let err = Mnist::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("swapped or renamed"), "{err}");
     }
 
     fn real_data_dir() -> Option<PathBuf> {
