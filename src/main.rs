@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", dcx::commands::error_text(&err));
-            ExitCode::FAILURE
+            ExitCode::from(dcx::commands::exit_status(&err))
         }
     }
 }

@@ -174,3 +174,67 @@ fn devices_folders_and_giant_files_are_refused_without_reading_them() {
         refused(&dcx(&[cmd, file]), words);
     }
 }
+
+/// Starts a long `dcx train` on the fixture, waits until it is training, sends SIGINT
+/// `presses` times, and returns its output.
+#[cfg(unix)]
+fn interrupt_training(presses: usize) -> Output {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dcx"))
+        .args(["--data", &repo("tests/fixtures/mnist-small")])
+        .args([
+            "train",
+            "--model",
+            "lenet-300-100",
+            "--epochs",
+            "200",
+            "--batch",
+            "8",
+        ])
+        .env("DCX_CACHE", cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first epoch line says training runs (and the Ctrl-C handler is installed).
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains("epoch  1") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("epoch  1"), "never trained: {seen}");
+    for _ in 0..presses {
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Output {
+        stderr: format!("{seen}{rest}").into_bytes(),
+        ..out
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_with_status_130_and_twice_stops_at_once() {
+    for presses in [1, 2] {
+        let out = interrupt_training(presses);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{presses} presses: {err}");
+        assert!(err.contains("interrupted"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -67,8 +67,9 @@ pub(crate) fn run_experiment(
     };
     let result = pipeline::run(&exp, &data, &crate::model::cache::cache_dir(), &mut obs)?;
     obs.bar.finish();
-    if result.cancelled {
-        anyhow::bail!("interrupted: nothing written");
+    // Ctrl-C during k-means or encoding, where no training batch checks it, counts too.
+    if result.cancelled || obs.bar.interrupted() {
+        return Err(super::Interrupted(format!("nothing written to {}", out.display())).into());
     }
     let dir = folder.path().to_path_buf();
     dcz::save_checked(&dir.join("model.dcz"), &result.bytes, &result.model)

@@ -106,3 +106,25 @@ pub fn error_text(err: &anyhow::Error) -> String {
     }
     text
 }
+
+/// A run stopped by Ctrl-C: nothing final was written, and the process exits with 130 (128 +
+/// SIGINT), as shells expect of an interrupted program.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The exit status for an error: 130 for an interrupted run, 1 otherwise.
+pub fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<Interrupted>().is_some() {
+        130
+    } else {
+        1
+    }
+}

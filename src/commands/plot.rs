@@ -111,8 +111,8 @@ fn run_pipeline(
     };
     let result = pipeline::run(&exp, data, &crate::model::cache::cache_dir(), &mut obs)?;
     obs.bar.finish();
-    if result.cancelled {
-        anyhow::bail!("interrupted: nothing written");
+    if result.cancelled || obs.bar.interrupted() {
+        return Err(super::Interrupted("nothing written".into()).into());
     }
     Ok((exp, result.report))
 }
@@ -210,7 +210,9 @@ pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
     );
     obs.progress.finish_and_clear();
     let built = match built {
-        Err(analysis::DataError::Cancelled) => anyhow::bail!("interrupted: nothing written"),
+        Err(analysis::DataError::Cancelled) => {
+            return Err(super::Interrupted("nothing written".into()).into());
+        }
         other => other?,
     };
     let data_secs = started.elapsed().as_secs_f64();

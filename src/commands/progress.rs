@@ -95,9 +95,15 @@ fn interrupt_flag() -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
         let handler_flag = flag.clone();
         // If a handler cannot be installed (another one exists), Ctrl-C simply kills the process.
+        // The first Ctrl-C asks for a clean stop (after this batch, or at the next stage); a
+        // second one stops at once. Outputs are written to temporary names and renamed at the
+        // end, so stopping at once leaves no half-written file.
         let _ = ctrlc::set_handler(move || {
-            eprintln!("\ninterrupted: stopping after this batch...");
-            handler_flag.store(true, Ordering::SeqCst);
+            if handler_flag.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted again: stopping now, nothing written");
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: stopping after this step (Ctrl-C again to stop at once)...");
         });
         flag
     })

@@ -81,12 +81,14 @@ pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
             args.model
         );
     } else if !got.meta.complete {
-        println!(
-            "{}: stopped after {} of {} epochs; partial weights saved (not reused as a cache hit)",
+        return Err(super::Interrupted(format!(
+            "{}: stopped after {} of {} epochs; the partial weights are in {} (never reused as a finished checkpoint)",
             args.model,
             got.meta.history.len(),
-            cfg.epochs
-        );
+            cfg.epochs,
+            got.path.display()
+        ))
+        .into());
     } else {
         println!(
             "{}: trained {} epochs in {:.1} s, test accuracy {accuracy:.2}%",

@@ -145,6 +145,11 @@ pub fn run(
     let mut cancelled = false;
 
     for step in exp.recipe() {
+        // Ctrl-C between steps (k-means, evaluation) stops too, not only inside training.
+        if obs.should_stop() {
+            cancelled = true;
+            break;
+        }
         let (before, after) = step.labels();
         obs.stage(&match step.kind {
             StepKind::Retrain if step.rounds > 1 => {
