@@ -104,6 +104,20 @@ impl<'a> BitReader<'a> {
         self.at
     }
 
+    /// `Err` unless what is left is the zero padding of the last byte: a stream of exactly
+    /// the bytes its symbols need, padded with zeros, as the format says.
+    pub(crate) fn expect_padding_only(&mut self) -> Result<(), String> {
+        let left = self.bits_left();
+        if left >= 8 {
+            return Err(format!("{} bytes after the last symbol", left / 8));
+        }
+        match self.read(left as u32) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err("padding bits after the last symbol are not zero".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The next bits left-aligned in a u64: at least 57 of them are real (fewer only near the
     /// end, where missing bits read as zero). One unaligned 8-byte load serves every width up
     /// to 32, which is what makes table-driven Huffman decoding cheap.

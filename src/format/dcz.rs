@@ -417,8 +417,13 @@ fn read_section(
     let mut t = BitReader::new(tables);
     let weight_code = HuffmanCode::read_table(&mut t).map_err(|e| format!("weight code: {e}"))?;
     let gap_code = HuffmanCode::read_table(&mut t).map_err(|e| format!("gap code: {e}"))?;
+    t.expect_padding_only()
+        .map_err(|e| format!("code tables: {e}"))?;
+    let mut w = BitReader::new(weight_stream);
     let symbols = weight_code
-        .decode(&mut BitReader::new(weight_stream), kept)
+        .decode(&mut w, kept)
+        .map_err(|e| format!("weight stream: {e}"))?;
+    w.expect_padding_only()
         .map_err(|e| format!("weight stream: {e}"))?;
     let assignments = symbols
         .iter()
@@ -430,8 +435,11 @@ fn read_section(
             }
         })
         .collect::<Result<Vec<u8>, String>>()?;
+    let mut g = BitReader::new(gap_stream);
     let gaps = gap_code
-        .decode(&mut BitReader::new(gap_stream), gap_symbols)
+        .decode(&mut g, gap_symbols)
+        .map_err(|e| format!("gap stream: {e}"))?;
+    g.expect_padding_only()
         .map_err(|e| format!("gap stream: {e}"))?;
     let positions = sparse_index::decode_positions(&gaps, index_bits, weights)
         .map_err(|e| format!("sparse index: {e}"))?;
@@ -588,6 +596,34 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("uniform"), "{err}");
+    }
+
+    #[test]
+    fn a_stream_with_an_extra_byte_or_a_set_padding_bit_is_refused() {
+        let model = random_model(8, 0.05);
+        let enc: Vec<_> = model
+            .layers
+            .iter()
+            .map(|l| encode_layer(l, 16).unwrap())
+            .collect();
+        let (good, _) = to_bytes(&model, &enc);
+        assert!(from_bytes(&good).is_ok());
+        // One more byte in the first layer's gap stream.
+        let mut extra = enc.clone();
+        extra[0].gap_stream.push(0);
+        let err = from_bytes(&to_bytes(&model, &extra).0).unwrap_err();
+        assert!(
+            err.contains("gap stream") && err.contains("after the last symbol"),
+            "{err}"
+        );
+        // A set padding bit in the weight stream (its bits do not fill the last byte here).
+        let l = (0..enc.len())
+            .find(|&l| enc[l].weight_stream_bits % 8 != 0)
+            .expect("some stream has padding");
+        let mut padded = enc.clone();
+        *padded[l].weight_stream.last_mut().unwrap() |= 1;
+        let err = from_bytes(&to_bytes(&model, &padded).0).unwrap_err();
+        assert!(err.contains("padding bits"), "{err}");
     }
 
     #[test]
