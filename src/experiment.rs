@@ -644,4 +644,34 @@ mod tests {
         assert_eq!(p[1].init, Init::KMeansPlusPlus);
         assert_eq!(p[3].prune, PruneRule::Quality(1.5));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::fuzz_cases(256)))]
+
+        /// Any edit of a shipped experiment parses or is an error naming the file, never a
+        /// panic: characters replaced, inserted or cut anywhere.
+        #[test]
+        fn edited_experiments_never_panic(
+            which in 0usize..5,
+            edits in proptest::collection::vec((0usize..4000, 0u8..4, proptest::char::any()), 1..6),
+        ) {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+            let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+            names.sort();
+            let mut text: Vec<char> = std::fs::read_to_string(&names[which % names.len()]).unwrap().chars().collect();
+            for (at, kind, c) in edits {
+                let at = at % (text.len() + 1);
+                match kind {
+                    0 if at < text.len() => text[at] = c,
+                    1 => text.insert(at, c),
+                    2 if at < text.len() => { text.remove(at); }
+                    _ => text.truncate(at),
+                }
+            }
+            let text: String = text.into_iter().collect();
+            if let Err(e) = Experiment::parse(&text, "fuzz.toml") {
+                proptest::prop_assert!(e.to_string().starts_with("fuzz.toml"), "{}", e);
+            }
+        }
+    }
 }

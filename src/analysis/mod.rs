@@ -783,3 +783,72 @@ fn tuned_weights(t: &Tuned) -> Weights {
         .map(|l| (l.weights.clone(), l.bias.clone()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// The committed figures.json of the README's figures.
+    fn sample() -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots/lenet-5/figures.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_committed_figures_json_hangs_together() {
+        let data: ReportData = serde_json::from_value(sample()).unwrap();
+        assert_eq!(data.check(), Ok(()));
+    }
+
+    /// Replaces the value at a path chosen by `picks` (one index per level) with `new`.
+    fn replace(v: &mut Value, picks: &[usize], new: Value) {
+        let Some((&p, rest)) = picks.split_first() else {
+            *v = new;
+            return;
+        };
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                let k = m.keys().nth(p % m.len()).unwrap().clone();
+                replace(m.get_mut(&k).unwrap(), rest, new);
+            }
+            Value::Array(a) if !a.is_empty() => {
+                let i = p % a.len();
+                replace(&mut a[i], rest, new);
+            }
+            _ => *v = new,
+        }
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            Just(serde_json::json!([])),
+            Just(serde_json::json!([0.5])),
+            any::<f64>().prop_map(|x| serde_json::json!(x)),
+            any::<i64>().prop_map(|x| serde_json::json!(x)),
+            Just(serde_json::json!("x")),
+            Just(serde_json::json!({})),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::fuzz_cases(128)))]
+
+        /// A figures.json with any value replaced, removed or truncated is read and checked
+        /// (what `dcx plot DIR` does before drawing) without a panic.
+        #[test]
+        fn edited_figures_json_never_panics(
+            edits in proptest::collection::vec((proptest::collection::vec(any::<usize>(), 1..6), arb_value()), 1..4),
+        ) {
+            let mut v = sample();
+            for (picks, new) in edits {
+                replace(&mut v, &picks, new);
+            }
+            if let Ok(data) = serde_json::from_value::<ReportData>(v) {
+                let _ = data.check();
+            }
+        }
+    }
+}
