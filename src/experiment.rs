@@ -646,7 +646,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::fuzz_cases(256)))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::testing::fuzz_cases(256)))]
 
         /// Any edit of a shipped experiment parses or is an error naming the file, never a
         /// panic: characters replaced, inserted or cut anywhere.

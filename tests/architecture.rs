@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Bottom first. Modules on one line may not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["fsutil", "palette"],
+    &["fsutil", "palette", "testing"],
     &["data"],
     &["model"],
     &["compress"],

@@ -834,7 +834,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::fuzz_cases(128)))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::fuzz_cases(128)))]
 
         /// A figures.json with any value replaced, removed or truncated is read and checked
         /// (what `dcx plot DIR` does before drawing) without a panic.

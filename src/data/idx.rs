@@ -534,7 +534,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::fuzz_cases(256)))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::fuzz_cases(256)))]
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {

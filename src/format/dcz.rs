@@ -697,7 +697,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::fuzz_cases(2000)))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::fuzz_cases(2000)))]
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
