@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,6 +16,12 @@ fn main() -> ExitCode {
     match dcx::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(t) = err.downcast_ref::<dcx::tui::Terminated>() {
+                // Not eprintln!: after a hang-up stderr is the closed terminal, and a failed
+                // write there must not turn a clean exit into a panic.
+                let _ = writeln!(std::io::stderr(), "dcx: {t}");
+                return ExitCode::from(t.exit_status());
+            }
             eprintln!("error: {}", dcx::commands::error_text(&err));
             ExitCode::from(dcx::commands::exit_status(&err))
         }

@@ -3,7 +3,6 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 
@@ -127,10 +126,6 @@ pub fn run(data_dir: Option<&Path>, args: &TuiArgs) -> anyhow::Result<()> {
         return super::compress::run_experiment(data_dir, exp, None);
     }
     let data = Arc::new(data_or_offer(data_dir)?);
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupted);
-    // Raw mode turns Ctrl-C into a key; this catches a SIGINT sent from elsewhere.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     crate::tui::run(
         Setup {
             data,
@@ -141,7 +136,6 @@ pub fn run(data_dir: Option<&Path>, args: &TuiArgs) -> anyhow::Result<()> {
             worker: WorkerOptions::default(),
         },
         crate::tui::theme::Colors::from_env(),
-        interrupted,
     )
 }
 

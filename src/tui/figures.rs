@@ -1,10 +1,14 @@
 //! The figures of an export, built and drawn on a thread of their own so the screen never
-//! waits for them; progress and the outcome come back over a channel, and quitting stops it.
+//! waits for them; progress and the outcome come back over a channel, and quitting (or a
+//! signal) stops it and waits for it. They are drawn into a hidden folder beside `figures/`
+//! that becomes `figures/` by one rename when all are drawn, so a stopped job leaves no
+//! `figures/` that looks complete and is not.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
 
 use crate::analysis::{self, BuildObserver, BuildOptions, Inputs};
 use crate::data::Mnist;
@@ -26,6 +30,7 @@ pub(crate) struct FigureJob {
     pub fraction: f64,
     messages: Receiver<Message>,
     stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
 }
 
 struct Reporter {
@@ -68,21 +73,22 @@ impl FigureJob {
                 let done = figures(&out, &experiment, &report, data, &mut reporter);
                 let _ = tx.send(Message::Done(done.map_err(|e| format!("{e:#}"))));
             });
-        let job = FigureJob {
+        let mut job = FigureJob {
             dir,
             stage: "figures".into(),
             fraction: 0.0,
             messages,
             stop,
+            thread: None,
         };
-        if let Err(e) = spawned {
-            // The receiver reports it on the first poll.
-            let (tx, rx) = mpsc::channel();
-            let _ = tx.send(Message::Done(Err(format!("cannot start a thread: {e}"))));
-            return FigureJob {
-                messages: rx,
-                ..job
-            };
+        match spawned {
+            Ok(thread) => job.thread = Some(thread),
+            Err(e) => {
+                // The receiver reports it on the first poll.
+                let (tx, rx) = mpsc::channel();
+                let _ = tx.send(Message::Done(Err(format!("cannot start a thread: {e}"))));
+                job.messages = rx;
+            }
         }
         job
     }
@@ -114,8 +120,19 @@ impl FigureJob {
     }
 }
 
+impl Drop for FigureJob {
+    /// Stops the job and waits for it: the process may exit next, and a thread killed between
+    /// its writes would leave its hidden folder behind.
+    fn drop(&mut self) {
+        self.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn figures(
-    out: &std::path::Path,
+    out: &Path,
     experiment: &Experiment,
     report: &CompressionReport,
     data: Arc<Mnist>,
@@ -139,10 +156,48 @@ fn figures(
         obs,
     )?;
     obs.stage("drawing");
-    std::fs::create_dir_all(out)
-        .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", out.display()))?;
-    let json = out.join("figures.json");
-    crate::fsutil::write_atomic(&json, serde_json::to_string_pretty(&built)?.as_bytes())
+    let dir = out.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
+    // The process id keeps two dcx processes that export into one folder apart.
+    let partial = dir.join(format!(".figures.partial-{}", std::process::id()));
+    let drawn = draw_into(&partial, &built, obs).and_then(|files| {
+        std::fs::rename(&partial, out)
+            .map_err(|e| anyhow::anyhow!("{}: cannot move the figures here: {e}", out.display()))?;
+        Ok(files.iter().map(|f| out.join(f)).collect())
+    });
+    if drawn.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    drawn
+}
+
+/// Draws every figure into `dir`, checking for a stop between them (a figure takes a moment,
+/// all of them seconds). Returns the figures' file names (`figures.json` beside them is their
+/// data, not a figure).
+fn draw_into(
+    dir: &Path,
+    built: &analysis::ReportData,
+    obs: &mut Reporter,
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
+    let json = dir.join("figures.json");
+    crate::fsutil::write_atomic(&json, serde_json::to_string_pretty(built)?.as_bytes())
         .map_err(|e| anyhow::anyhow!("{}: {e}", json.display()))?;
-    Ok(plot::render_all(&built, out, &PlotOptions::default())?)
+    let mut files = Vec::new();
+    for (i, figure) in plot::FIGURES.iter().enumerate() {
+        if obs.should_stop() {
+            anyhow::bail!("stopped");
+        }
+        let opts = PlotOptions {
+            only: Some(figure.name.to_string()),
+            ..PlotOptions::default()
+        };
+        for path in plot::render_all(built, dir, &opts)? {
+            files.extend(path.file_name().map(PathBuf::from));
+        }
+        obs.progress((i + 1) as f64 / plot::FIGURES.len() as f64);
+    }
+    Ok(files)
 }

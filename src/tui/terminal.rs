@@ -1,12 +1,21 @@
-//! Entering and leaving the full-screen terminal. The terminal is restored on every way out:
+//! Entering and leaving the full-screen terminal. Every way out goes through [`restore`]:
 //! normal return (the guard's Drop), panic (a hook that restores before the message prints),
-//! and Ctrl-C (a key event in raw mode, handled by the app).
+//! and the terminating signals (`super::signals`: the draw loop between frames, or the signal
+//! thread when that loop does not get to it). Ctrl-C is a key in raw mode, handled by the app.
 
-use std::io::{self, Stdout};
+use std::io::{self, IsTerminal, Stdout};
+use std::mem::ManuallyDrop;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture};
+use ratatui::crossterm::cursor::Show;
+use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
@@ -14,31 +23,120 @@ use ratatui::crossterm::terminal::{
 
 pub(crate) type Term = Terminal<CrosstermBackend<Stdout>>;
 
-/// Restores the terminal when dropped.
+/// Whether the terminal may be in the explorer's modes. The panic hook outlives the guard (it
+/// cannot be unset without losing the one before it), and a signal's exit restores before the
+/// guard drops: without this, either would print escape codes over a terminal already given
+/// back, e.g. into the error message of a later panic.
+static CHANGED: AtomicBool = AtomicBool::new(false);
+
+/// Whether stdin is the terminal, as it was on entering: crossterm then reads it (else it
+/// opens /dev/tty, which only it can poll). Not asked later, since a closed terminal is no
+/// longer a terminal to isatty(3).
+static STDIN_IS_TERMINAL: AtomicBool = AtomicBool::new(false);
+
+/// Restores the terminal.
 pub(crate) struct TerminalGuard {
-    pub terminal: Term,
+    /// Never dropped: ratatui's drop shows the cursor again and `eprintln!`s if it cannot,
+    /// which panics when stderr is a terminal that was closed (after a SIGHUP), turning a
+    /// clean exit into exit status 101. [`restore`] shows the cursor instead.
+    pub terminal: ManuallyDrop<Term>,
 }
 
-fn restore() {
+/// Gives the terminal back as the shell expects it: cooked mode with echo, no mouse
+/// reporting, main screen, visible cursor. Safe to call from any way out, any number of times.
+/// Errors are ignored: after a hang-up there is no terminal to write to, and the rest of the
+/// shutdown must go on regardless.
+pub(crate) fn restore() {
+    if !CHANGED.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let _ = disable_raw_mode();
-    let _ = execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen);
-    let _ = execute!(io::stdout(), ratatui::crossterm::cursor::Show);
+    // One write each, so a terminal that rejects one sequence still gets the others.
+    let _ = execute!(io::stdout(), DisableMouseCapture);
+    let _ = execute!(io::stdout(), LeaveAlternateScreen);
+    let _ = execute!(io::stdout(), Show);
+}
+
+/// What waiting for input found.
+pub(crate) enum Input {
+    Ready,
+    Nothing,
+    /// The terminal was closed (a hang-up): there will never be input, nor a screen.
+    HungUp,
+}
+
+/// Waits up to `timeout` for an input event. poll(2) on the terminal comes first because
+/// crossterm's own wait retries a read that fails or returns nothing, for ever: a terminal
+/// closed while it waits would keep dcx spinning, deaf to the SIGHUP that came with it.
+pub(crate) fn wait_input(timeout: Duration) -> io::Result<Input> {
+    let stdin = io::stdin();
+    if STDIN_IS_TERMINAL.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+        let wait = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, wait) {
+            // A signal: the caller looks at it before waiting again.
+            Err(Errno::EINTR) => return Ok(Input::Nothing),
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if fds[0].revents().is_some_and(closed) {
+            return Ok(Input::HungUp);
+        }
+        // Even on a timeout: a resize arrives as a signal crossterm turns into an event.
+        return Ok(if event::poll(Duration::ZERO)? {
+            Input::Ready
+        } else {
+            Input::Nothing
+        });
+    }
+    Ok(if event::poll(timeout)? {
+        Input::Ready
+    } else {
+        Input::Nothing
+    })
+}
+
+/// Whether the terminal was closed, for telling a hang-up from another failure to draw.
+pub(crate) fn hung_up() -> bool {
+    let stdin = io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::empty())];
+    STDIN_IS_TERMINAL.load(Ordering::SeqCst)
+        && poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0].revents().is_some_and(closed)
+}
+
+fn closed(revents: PollFlags) -> bool {
+    revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
 }
 
 impl TerminalGuard {
     pub(crate) fn enter() -> io::Result<TerminalGuard> {
         let previous = std::panic::take_hook();
+        // Only a panic of the thread that draws ends the explorer. The worker turns a panicking
+        // job into a failure on the screen and goes on; restoring for it would leave the
+        // explorer drawing over the shell in cooked mode.
+        let owner = std::thread::current().id();
         std::panic::set_hook(Box::new(move |info| {
-            restore();
+            if std::thread::current().id() == owner {
+                restore();
+            }
             previous(info);
         }));
-        enable_raw_mode()?;
-        if let Err(e) = execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture) {
-            restore();
-            return Err(e);
+        STDIN_IS_TERMINAL.store(io::stdin().is_terminal(), Ordering::SeqCst);
+        // Set before the first change, so a failure halfway still undoes what was done.
+        CHANGED.store(true, Ordering::SeqCst);
+        let entered = enable_raw_mode()
+            .and_then(|()| execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture))
+            .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+        match entered {
+            Ok(terminal) => Ok(TerminalGuard {
+                terminal: ManuallyDrop::new(terminal),
+            }),
+            Err(e) => {
+                restore();
+                Err(e)
+            }
         }
-        let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
-        Ok(TerminalGuard { terminal })
     }
 }
 
