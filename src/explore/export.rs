@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::{ExploreError, Session};
 use crate::format::dcz;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{FolderWriter, write_atomic};
 use crate::model::train::{EpochStats, Evaluation};
 use crate::pipeline::{CompressionReport, LayerSharing, StageEval};
 use crate::pipeline::{report, size};
@@ -113,19 +113,18 @@ pub fn export(
     };
 
     let dir = next_folder(root, &experiment.name);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let mut files = Vec::new();
-    let dcz_path = dir.join("model.dcz");
-    dcz::save_checked(&dcz_path, &bytes, &model)
+    // Written under a temporary name and renamed into place whole, so a failed or killed
+    // export leaves no numbered folder with half its files.
+    let folder = FolderWriter::create(&dir).map_err(io(&dir))?;
+    let tmp = folder.path().to_path_buf();
+    let names = ["model.dcz", "experiment.toml", "report.json", "report.md"];
+    dcz::save_checked(&tmp.join(names[0]), &bytes, &model)
         .map_err(|e| ExploreError::Invalid(e.to_string()))?;
-    files.push(dcz_path);
-    let mut write = |name: &str, content: &[u8]| -> Result<(), ExploreError> {
-        let p = dir.join(name);
-        write_atomic(&p, content).map_err(io(&p))?;
-        files.push(p);
-        Ok(())
+    let write = |name: &str, content: &[u8]| -> Result<(), ExploreError> {
+        let p = tmp.join(name);
+        write_atomic(&p, content).map_err(io(&dir.join(name)))
     };
-    write("experiment.toml", experiment.to_toml().as_bytes())?;
+    write(names[1], experiment.to_toml().as_bytes())?;
 
     let report = CompressionReport {
         seconds: started.elapsed().as_secs_f64(),
@@ -133,10 +132,12 @@ pub fn export(
     };
     let json = serde_json::to_string_pretty(&report)
         .map_err(|e| ExploreError::Invalid(format!("report.json: {e}")))?;
-    write("report.json", json.as_bytes())?;
+    write(names[2], json.as_bytes())?;
     write(
-        "report.md",
+        names[3],
         report::markdown(&report, session.model()).as_bytes(),
     )?;
+    folder.commit().map_err(io(&dir))?;
+    let files = names.iter().map(|n| dir.join(n)).collect();
     Ok(Exported { dir, files, report })
 }
