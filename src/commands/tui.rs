@@ -92,8 +92,9 @@ fn data_or_offer(explicit: Option<&Path>) -> anyhow::Result<Mnist> {
             );
             std::io::stderr().flush()?;
             let mut answer = String::new();
-            std::io::stdin().lock().read_line(&mut answer)?;
-            if answer.trim().to_lowercase().starts_with('n') {
+            let read = std::io::stdin().lock().read_line(&mut answer)?;
+            // Ctrl-D (end of input, nothing read) is no answer, so no download; Enter is yes.
+            if read == 0 || answer.trim().to_lowercase().starts_with('n') {
                 anyhow::bail!(
                     "no MNIST: run `dcx data fetch` (or pass --data DIR with the four IDX files)"
                 );
