@@ -159,16 +159,23 @@ pub fn run(
             StepKind::Finetune => "weight sharing (k-means)".to_string(),
         });
         let refs: Vec<&LayerState> = states.iter().collect();
-        let prepared = step::prepare(step.kind, &refs, &arch.layers, &step.plans, share);
-        net = Net::from_values(exp.model, prepared.values.clone())?;
+        let prepared = step::prepare(
+            step.kind,
+            exp.model,
+            &refs,
+            &arch.layers,
+            &step.plans,
+            share,
+        )?;
         let masks: Vec<&[bool]> = prepared
             .layers
             .iter()
             .map(|p| &p.mask.weights[..])
             .collect();
-        stages.push(eval_stage(&before, &net, data, Some(&masks))?);
+        stages.push(eval_stage(&before, &prepared.net, data, Some(&masks))?);
         if step.epochs == 0 {
-            states = step::conclude(&prepared, &net, &[])?;
+            states = step::conclude(&prepared, &[])?;
+            net = prepared.net;
             continue;
         }
         obs.stage(&match step.kind {
@@ -179,7 +186,7 @@ pub fn run(
             StepKind::Finetune => "centroid fine-tuning".to_string(),
         });
         let cfg = step.train_config(&exp.train);
-        let out = train::train(&net, data, &cfg, &prepared.constraints, obs)?;
+        let out = train::train(&prepared.net, data, &cfg, &prepared.constraints, obs)?;
         match step.kind {
             StepKind::Retrain => retrain_history.extend(out.history),
             StepKind::Finetune => finetune_history.extend(out.history),
@@ -188,13 +195,14 @@ pub fn run(
             cancelled = true;
             break;
         }
-        states = step::conclude(&prepared, &net, &out.codebooks)?;
-        stages.push(eval_stage(&after, &net, data, Some(&masks))?);
+        states = step::conclude(&prepared, &out.codebooks)?;
+        stages.push(eval_stage(&after, &prepared.net, data, Some(&masks))?);
+        net = prepared.net;
     }
 
     // The plan itself: each layer pruned and shared as the last step left it (a fine-tuned
     // codebook made under this plan is kept as it is).
-    obs.stage("weight sharing (k-means)");
+    obs.stage("compressing each layer under the plan (prune, share)");
     let plans = exp.layer_plans();
     let shared: Vec<Shared> = states
         .iter()

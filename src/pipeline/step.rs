@@ -1,12 +1,12 @@
 //! One training step of a recipe, for every caller: `dcx compress` runs them in a row, the
 //! explorer's worker runs one per `p` / `f` key. [`prepare`] turns the layers' states and
-//! plans into the network's start values and what training must hold; [`conclude`] turns the
+//! plans into the network to train and what training must hold; [`conclude`] turns the
 //! trained network back into states.
 
 use super::layer::{FixedTie, LayerState, Mask, ShareParams, Shared};
 use crate::experiment::{LayerPlan, StepKind};
 use crate::model::optim::{Constraint, Tie};
-use crate::model::{LayerSpec, Net};
+use crate::model::{LayerSpec, ModelKind, Net};
 
 /// A layer made ready for a step.
 #[derive(Clone, Debug)]
@@ -18,12 +18,11 @@ pub struct PreparedLayer {
     pub base_std: f32,
 }
 
-/// A step made ready: start values and constraints, `LayerSpec` order.
-#[derive(Clone, Debug)]
+/// A step made ready: the network at its start values and what training must hold,
+/// `LayerSpec` order.
 pub(crate) struct Prepared {
     pub layers: Vec<PreparedLayer>,
-    /// Weights and biases per layer, as [`Net::from_values`] takes them.
-    pub values: Vec<(Vec<f32>, Vec<f32>)>,
+    pub net: Net,
     /// Weight and bias constraint of each layer, in the network's parameter order.
     pub constraints: Vec<Constraint>,
 }
@@ -33,11 +32,12 @@ pub(crate) struct Prepared {
 /// codebook.
 pub(crate) fn prepare(
     kind: StepKind,
+    model: ModelKind,
     states: &[&LayerState],
     specs: &[LayerSpec],
     plans: &[LayerPlan],
     share: ShareParams,
-) -> Prepared {
+) -> candle_core::Result<Prepared> {
     let mut layers = Vec::with_capacity(states.len());
     let mut values = Vec::with_capacity(states.len());
     let mut constraints = Vec::with_capacity(2 * states.len());
@@ -85,21 +85,21 @@ pub(crate) fn prepare(
             base_std: state.base_std,
         });
     }
-    Prepared {
+    Ok(Prepared {
         layers,
-        values,
+        net: Net::from_values(model, values)?,
         constraints,
-    }
+    })
 }
 
-/// The layers' states after training `net` from `prepared`: the trained weights, the mask
-/// held, and after fine-tuning the trained codebooks (`codebooks[l]`, from the training
-/// outcome; `None` keeps the shared one).
+/// The layers' states after training `prepared.net`: the trained weights, the mask held, and
+/// after fine-tuning the trained codebooks (`codebooks[l]`, from the training outcome; `None`
+/// keeps the shared one).
 pub(crate) fn conclude(
     prepared: &Prepared,
-    net: &Net,
     codebooks: &[Option<Vec<f32>>],
 ) -> candle_core::Result<Vec<LayerState>> {
+    let net = &prepared.net;
     prepared
         .layers
         .iter()

@@ -10,7 +10,7 @@ use super::{Baseline, BaselineRequest, Event, JobId, JobKind, TrainRequest, Tune
 use crate::experiment::{LayerPlan, StepKind};
 use crate::explore::ExploreError;
 use crate::model::train::{self, EpochStats, Observer, Progress};
-use crate::model::{LayerSpec, Net, cache};
+use crate::model::{LayerSpec, cache};
 use crate::pipeline::layer::LayerState;
 use crate::pipeline::step;
 
@@ -29,18 +29,18 @@ impl Core {
         let states: Vec<&LayerState> = snap.sources.iter().map(|s| &s.state).collect();
         let specs: Vec<LayerSpec> = snap.sources.iter().map(|s| s.spec.clone()).collect();
         let plans: Vec<LayerPlan> = snap.settings.iter().map(|s| s.plan).collect();
-        let prepared = step::prepare(step_kind, &states, &specs, &plans, req.share);
-        let net = Net::from_values(snap.model, prepared.values.clone())?;
+        let prepared = step::prepare(step_kind, snap.model, &states, &specs, &plans, req.share)?;
+        let net = &prepared.net;
         let data = Arc::clone(&self.data);
         let out = {
             let mut obs = TrainObserver::new(self, id, kind);
-            train::train(&net, &data, &req.config, &prepared.constraints, &mut obs)?
+            train::train(net, &data, &req.config, &prepared.constraints, &mut obs)?
         };
         if out.cancelled {
             self.report_stop(kind, id);
             return Ok(());
         }
-        let layers = step::conclude(&prepared, &net, &out.codebooks)?;
+        let layers = step::conclude(&prepared, &out.codebooks)?;
         self.send(Event::Tuned {
             id,
             tuned: Arc::new(Tuned {
