@@ -45,6 +45,9 @@ pub struct LayerOverrides {
     /// The k-means codebook's initialisation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<Init>,
+    /// Fit a fixed-grid quantizer per output channel instead of per layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_channel: Option<bool>,
 }
 
 /// A layer's settings with every default resolved.
@@ -56,6 +59,8 @@ pub struct LayerPlan {
     pub index_bits: u8,
     pub quantizer: Quantizer,
     pub init: Init,
+    #[serde(default)]
+    pub per_channel: bool,
 }
 
 impl LayerPlan {
@@ -69,6 +74,7 @@ impl LayerPlan {
             index_bits: 5,
             quantizer: Quantizer::KMeans,
             init: Init::Linear,
+            per_channel: false,
         }
     }
 
@@ -90,6 +96,30 @@ impl LayerPlan {
         }
         if let Some(i) = o.init {
             self.init = i;
+        }
+        if let Some(c) = o.per_channel {
+            self.per_channel = c;
+        }
+        self.normalized()
+    }
+
+    /// Groups a fixed grid is fitted over in `spec`'s weights: 1, or one per output channel.
+    pub(crate) fn groups(&self, spec: &crate::model::LayerSpec) -> usize {
+        if self.per_channel {
+            spec.weight_shape()[0]
+        } else {
+            1
+        }
+    }
+
+    /// The plan with what its quantizer fixes applied: binary and ternary store one bit per
+    /// survivor whatever `bits` the defaults gave, and k-means is never per channel.
+    pub(crate) fn normalized(mut self) -> LayerPlan {
+        if let Some(b) = self.quantizer.fixed_bits() {
+            self.bits = b;
+        }
+        if !self.quantizer.allows_per_channel() {
+            self.per_channel = false;
         }
         self
     }
@@ -190,9 +220,17 @@ impl RecipeStep {
 
     /// The stage names a report gives the step's evaluations: before and after training.
     pub fn labels(&self) -> (String, String) {
+        let grids = self
+            .plans
+            .iter()
+            .filter(|p| p.quantizer != Quantizer::KMeans)
+            .count();
         let (before, after) = match self.kind {
             StepKind::Retrain => ("pruned", "retrained"),
-            StepKind::Finetune => ("shared", "fine-tuned"),
+            StepKind::Finetune if grids == 0 => ("shared", "fine-tuned"),
+            // Fixed grids train their shadow weights quantization-aware.
+            StepKind::Finetune if grids == self.plans.len() => ("quantized", "quantization-aware"),
+            StepKind::Finetune => ("shared + quantized", "fine-tuned + quantization-aware"),
         };
         if self.rounds > 1 {
             let r = self.round;
@@ -432,6 +470,22 @@ impl Experiment {
         for (name, o) in &self.layers {
             check_overrides(&format!("layers.{name}"), o)?;
         }
+        // Defaults and a layer's own table combine: check each layer's result too (a layer's
+        // own bits must suit its quantizer; binary and ternary fix the width defaults give).
+        for (spec, plan) in arch.layers.iter().zip(self.layer_plans()) {
+            let at = format!("layers.{}", spec.name);
+            if let Some(b) = self.layers.get(spec.name).and_then(|o| o.bits) {
+                check_overrides(
+                    &at,
+                    &LayerOverrides {
+                        bits: Some(b),
+                        quantizer: Some(plan.quantizer),
+                        ..LayerOverrides::default()
+                    },
+                )?;
+            }
+            plan.validate().map_err(|e| format!("{at}.{e}"))?;
+        }
         self.train.validate().map_err(|e| format!("train.{e}"))?;
         if let Some(r) = &self.retrain {
             positive("retrain.rounds", r.rounds as f64)?;
@@ -502,6 +556,27 @@ fn check_overrides(at: &str, o: &LayerOverrides) -> Result<(), String> {
     {
         return Err(format!("{}: {b} is out of range 1..=8", key("bits")));
     }
+    if let (Some(q), Some(b)) = (o.quantizer, o.bits) {
+        let range = q.bits_range();
+        if !range.contains(&b) {
+            return Err(format!(
+                "{}: {b} bits is not a width the {} quantizer has ({}..={})",
+                key("bits"),
+                q.name(),
+                range.start(),
+                range.end()
+            ));
+        }
+    }
+    if let (Some(q), Some(true)) = (o.quantizer, o.per_channel)
+        && !q.allows_per_channel()
+    {
+        return Err(format!(
+            "{}: the {} quantizer shares one codebook per layer",
+            key("per_channel"),
+            q.name()
+        ));
+    }
     if let Some(b) = o.index_bits
         && !(1..=16).contains(&b)
     {
@@ -546,6 +621,7 @@ impl From<LayerPlan> for LayerOverrides {
             // they were before quantizers had a name.
             quantizer: (p.quantizer != Quantizer::KMeans).then_some(p.quantizer),
             init: Some(p.init),
+            per_channel: p.per_channel.then_some(true),
         }
     }
 }

@@ -134,7 +134,7 @@ fn masked_retraining_keeps_pruned_weights_at_zero_and_trains_the_rest() {
             .iter()
             .map(|m| Constraint {
                 mask: Some(m.clone()),
-                tie: None,
+                ..Constraint::default()
             })
             .collect(),
     );

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dcx::compress::kmeans::Init;
 use dcx::data::{Mnist, Split};
-use dcx::experiment::{Experiment, LayerPlan, PruneRule};
+use dcx::experiment::{Experiment, LayerPlan, PruneRule, Quantizer};
 use dcx::explore::eval::{EvalMode, EvalOptions, Evaluator, PreparedLayer};
 use dcx::explore::layer::LayerSetting;
 use dcx::explore::worker::{Event, JobId, JobKind, Worker, WorkerOptions};
@@ -93,7 +93,15 @@ fn random_setting(rng: &mut StdRng, session: &Session, l: usize) -> LayerSetting
         _ => PruneRule::Keep(1.0),
     };
     let init = Init::ALL[rng.random_range(0..Init::ALL.len())];
-    let bits = if init == Init::Optimal {
+    // Half the plans use a fixed-grid quantizer, at one of its own widths.
+    let quantizer = if rng.random_bool(0.5) {
+        Quantizer::KMeans
+    } else {
+        Quantizer::ALL[rng.random_range(1..Quantizer::ALL.len())]
+    };
+    let bits = if quantizer != Quantizer::KMeans {
+        rng.random_range(quantizer.bits_range())
+    } else if init == Init::Optimal {
         rng.random_range(1..=3)
     } else {
         rng.random_range(1..=8)
@@ -104,8 +112,9 @@ fn random_setting(rng: &mut StdRng, session: &Session, l: usize) -> LayerSetting
             prune_bias: rng.random_bool(0.3),
             bits,
             index_bits: rng.random_range(2..=8),
-            quantizer: Default::default(),
+            quantizer,
             init,
+            per_channel: quantizer.allows_per_channel() && rng.random_bool(0.5),
         },
         finetuned: false,
     }

@@ -548,7 +548,9 @@ fn uniform_plan(
                 index_bits: index_bits.unwrap_or(p.index_bits),
                 quantizer: p.quantizer,
                 init: p.init,
-            },
+                per_channel: p.per_channel,
+            }
+            .normalized(),
             finetuned: false,
         })
         .collect()

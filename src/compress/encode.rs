@@ -49,17 +49,17 @@ pub(crate) fn encode_layer(
         )));
     }
     let k = 1usize << layer.bits;
-    if layer.codebook.len() > k {
+    if layer.levels() > k {
         return Err(invalid(format!(
             "codebook has {} entries, more than 2^{}",
-            layer.codebook.len(),
+            layer.levels(),
             layer.bits
         )));
     }
     if let Some(&a) = layer
         .assignments
         .iter()
-        .find(|&&a| a as usize >= layer.codebook.len())
+        .find(|&&a| a as usize >= layer.levels())
     {
         return Err(invalid(format!("assignment {a} outside the codebook")));
     }

@@ -2,6 +2,7 @@
 //! the `.dcz` file, plots), so they can never disagree.
 
 use super::quantize::Quantizer;
+use crate::model::quant::GridParams;
 use crate::model::{LayerKind, ModelKind, Net};
 
 /// One layer after pruning and weight sharing: which positions survive, which centroid each
@@ -18,7 +19,12 @@ pub struct CompressedLayer {
     /// What made the codebook and assignments (the file records it; see
     /// `docs/dcz-format.md`).
     pub quantizer: Quantizer,
+    /// The values a code decodes to. k-means: the codebook itself (what the file stores). A
+    /// fixed grid: every group's levels, group after group, derived from `grid` (what the file
+    /// stores instead).
     pub codebook: Vec<f32>,
+    /// A fixed grid's scales and zero points, or alphas, per group (`None` for k-means).
+    pub grid: Option<GridParams>,
     /// Flattened positions of the surviving weights, strictly increasing.
     pub positions: Vec<u32>,
     /// Codebook index of each surviving weight, parallel to `positions`.
@@ -35,13 +41,53 @@ impl CompressedLayer {
         self.positions.len()
     }
 
+    /// Groups the grid was fitted over: 1, or one per output channel.
+    pub fn groups(&self) -> usize {
+        self.grid.as_ref().map_or(1, GridParams::groups)
+    }
+
+    /// Codes each group has (the codebook's entries per group).
+    pub fn levels(&self) -> usize {
+        self.codebook.len() / self.groups().max(1)
+    }
+
+    /// The value of the survivor at flattened `position` with code `code`.
+    pub fn value(&self, position: u32, code: u8) -> f32 {
+        let group_len = (self.weight_count() / self.groups().max(1)).max(1);
+        let group = position as usize / group_len;
+        self.codebook[group * self.levels() + code as usize]
+    }
+
     /// The dense weight tensor this layer stands for.
     pub fn dense_weights(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.weight_count()];
         for (&p, &a) in self.positions.iter().zip(&self.assignments) {
-            w[p as usize] = self.codebook[a as usize];
+            w[p as usize] = self.value(p, a);
         }
         w
+    }
+
+    /// Bytes the file spends on the levels: the k-means codebook (f32 each), or a grid's
+    /// parameters (per group an f32 scale and a u8 zero point, or an f32 alpha).
+    pub fn level_bytes(&self) -> usize {
+        match &self.grid {
+            None => 4 * self.codebook.len(),
+            Some(GridParams::Affine { scales, .. }) => 5 * scales.len(),
+            Some(GridParams::Sign { alphas }) => 4 * alphas.len(),
+        }
+    }
+
+    /// The distinct values the layer's weights take, for marking on a histogram: the
+    /// codebook, or a per-channel grid's levels when there are few enough to draw (none
+    /// beyond `max`).
+    pub fn marker_values(&self, max: usize) -> Vec<f32> {
+        if self.groups() == 1 {
+            return self.codebook.clone();
+        }
+        let mut v: Vec<f32> = self.codebook.clone();
+        v.sort_by(f32::total_cmp);
+        v.dedup();
+        if v.len() > max { Vec::new() } else { v }
     }
 
     pub fn mask(&self) -> Vec<bool> {

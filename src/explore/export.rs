@@ -100,7 +100,7 @@ pub fn export(
         sharing: results
             .iter()
             .zip(&model.layers)
-            .map(|(r, l)| LayerSharing::of(&l.name, &r.sharing))
+            .map(|(r, l)| LayerSharing::of(&l.name, &r.sharing, &r.setting.plan))
             .collect(),
         sizes,
         retrain_history: ctx.retrain_history.clone(),

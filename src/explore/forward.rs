@@ -241,9 +241,7 @@ impl PreparedLayer {
         if c.positions.len() != c.assignments.len()
             || c.positions.windows(2).any(|w| w[0] >= w[1])
             || c.positions.last().is_some_and(|&p| p as usize >= count)
-            || c.assignments
-                .iter()
-                .any(|&a| a as usize >= c.codebook.len())
+            || c.assignments.iter().any(|&a| a as usize >= c.levels())
         {
             return Err(bad("positions or assignments out of range".into()));
         }
@@ -251,7 +249,7 @@ impl PreparedLayer {
             .positions
             .iter()
             .zip(&c.assignments)
-            .map(|(&p, &a)| (p as usize, c.codebook[a as usize]))
+            .map(|(&p, &a)| (p as usize, c.value(p, a)))
             .filter(|&(_, v)| v != 0.0);
         Ok(Self::build(
             geom,

@@ -20,6 +20,9 @@ use crate::pipeline::size::{self, LayerSize};
 /// Bins of every layer histogram. Fine enough that a view can merge neighbours down to its
 /// width; the edges are fixed per layer so the picture does not jump while scrubbing.
 pub(crate) const HIST_BINS: usize = 256;
+/// A per-channel grid has a set of levels per output channel: its histogram marks them only
+/// when there are few enough to tell apart.
+const MAX_MARKERS: usize = 64;
 
 /// A layer's settings in a session: the experiment's per-layer plan, plus whether the layer
 /// uses the weights of the session's last retraining / fine-tuning job instead of the trained
@@ -237,8 +240,9 @@ impl LayerResult {
         1.0 - self.kept() as f64 / self.total().max(1) as f64
     }
 
-    pub fn codebook(&self) -> &[f32] {
-        &self.compressed.codebook
+    /// The values to mark on the layer's histogram (the codebook, or a grid's levels).
+    pub fn codebook(&self) -> Vec<f32> {
+        self.compressed.marker_values(MAX_MARKERS)
     }
 
     /// Bytes held, for the session's cache budget.
@@ -355,8 +359,14 @@ pub fn finish(
     let edges = source.edges;
     let kept_hist = edges.count(compressed.positions.iter().map(|&p| &w[p as usize]));
     let mut shared = vec![0u32; edges.bins];
-    for (c, &n) in compressed.codebook.iter().zip(&sharing.cluster_sizes) {
-        shared[edges.bin(*c)] += n as u32;
+    if compressed.groups() == 1 {
+        for (c, &n) in compressed.codebook.iter().zip(&sharing.cluster_sizes) {
+            shared[edges.bin(*c)] += n as u32;
+        }
+    } else {
+        for (&p, &a) in compressed.positions.iter().zip(&compressed.assignments) {
+            shared[edges.bin(compressed.value(p, a))] += 1;
+        }
     }
     let bias_kept = compressed.bias.iter().filter(|&&b| b != 0.0).count();
     Ok(LayerResult {

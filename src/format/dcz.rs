@@ -15,7 +15,8 @@ use crate::compress::huffman::HuffmanCode;
 use crate::compress::model::{CompressedLayer, CompressedModel};
 use crate::compress::quantize::Quantizer;
 use crate::compress::sparse_index;
-use crate::model::{LayerKind, ModelKind};
+use crate::model::quant::{Grid, GridParams};
+use crate::model::{LayerKind, LayerSpec, ModelKind};
 
 pub(crate) const MAGIC: &[u8; 4] = b"DCZ\x01";
 const MAX_METADATA: usize = 1 << 20;
@@ -167,9 +168,31 @@ fn layer_section(layer: &CompressedLayer, enc: &EncodedLayer) -> Vec<u8> {
     s.push(layer.index_bits);
     s.extend_from_slice(&(layer.kept() as u32).to_le_bytes());
     s.extend_from_slice(&(enc.gap_symbols as u32).to_le_bytes());
-    s.extend_from_slice(&(layer.codebook.len() as u16).to_le_bytes());
-    for c in &layer.codebook {
-        s.extend_from_slice(&c.to_le_bytes());
+    match &layer.grid {
+        // k-means: the codebook itself.
+        None => {
+            s.extend_from_slice(&(layer.codebook.len() as u16).to_le_bytes());
+            for c in &layer.codebook {
+                s.extend_from_slice(&c.to_le_bytes());
+            }
+        }
+        // A fixed grid: its parameters per group; the levels follow from them.
+        Some(GridParams::Affine {
+            scales,
+            zero_points,
+        }) => {
+            s.extend_from_slice(&(scales.len() as u16).to_le_bytes());
+            for c in scales {
+                s.extend_from_slice(&c.to_le_bytes());
+            }
+            s.extend_from_slice(zero_points);
+        }
+        Some(GridParams::Sign { alphas }) => {
+            s.extend_from_slice(&(alphas.len() as u16).to_le_bytes());
+            for c in alphas {
+                s.extend_from_slice(&c.to_le_bytes());
+            }
+        }
     }
     s.extend_from_slice(&(layer.bias.len() as u32).to_le_bytes());
     for b in &layer.bias {
@@ -341,18 +364,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
         let start = c.at;
         let section = c.block(&format!("layer {} section", spec.name))?;
         section_bytes.push(c.at - start);
-        let layer = read_section(
-            section,
-            spec.name,
-            spec.kind,
-            spec.weight_shape(),
-            spec.bias_count(),
-        )
-        .map_err(|e| format!("layer {}: {e}", spec.name))?;
-        layers.push(CompressedLayer {
-            quantizer: lm.quantizer,
-            ..layer
-        });
+        let layer = read_section(section, spec, lm.quantizer)
+            .map_err(|e| format!("layer {}: {e}", spec.name))?;
+        layers.push(layer);
     }
     if c.at != body.len() {
         return Err(format!(
@@ -376,11 +390,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
 
 fn read_section(
     bytes: &[u8],
-    name: &str,
-    kind: LayerKind,
-    shape: Vec<usize>,
-    bias_count: usize,
+    spec: &LayerSpec,
+    quantizer: Quantizer,
 ) -> Result<CompressedLayer, String> {
+    let shape = spec.weight_shape();
     let weights: usize = shape.iter().product();
     let mut c = Cursor { bytes, at: 0 };
     let bits = c.u8("bits")?;
@@ -398,11 +411,34 @@ fn read_section(
             "{kept} kept weights / {gap_symbols} gaps impossible for {weights} weights"
         ));
     }
-    let k = c.u16("codebook size")? as usize;
-    if k > 1 << bits || (kept > 0 && k == 0) {
-        return Err(format!("codebook of {k} entries for {bits} bits"));
+    let range = quantizer.bits_range();
+    if !range.contains(&bits) {
+        return Err(format!(
+            "{bits} bits for the {} quantizer (it has {}..={})",
+            quantizer.name(),
+            range.start(),
+            range.end()
+        ));
     }
-    let codebook = c.f32s(k, "codebook")?;
+    let (codebook, grid, k) = match quantizer.grid(bits) {
+        None => {
+            let k = c.u16("codebook size")? as usize;
+            if k > 1 << bits || (kept > 0 && k == 0) {
+                return Err(format!("codebook of {k} entries for {bits} bits"));
+            }
+            (c.f32s(k, "codebook")?, None, k)
+        }
+        Some(g) => {
+            let params = read_grid(&mut c, g, shape[0], bits)?;
+            let k = g.levels();
+            let table = params.table(k);
+            if let Some(bad) = table.iter().find(|v| !v.is_finite()) {
+                return Err(format!("grid parameters give the level {bad}"));
+            }
+            (table, Some(params), k)
+        }
+    };
+    let bias_count = spec.bias_count();
     let bias_len = c.u32("bias length")? as usize;
     if bias_len != bias_count {
         return Err(format!("{bias_len} biases, expected {bias_count}"));
@@ -450,17 +486,58 @@ fn read_section(
         ));
     }
     Ok(CompressedLayer {
-        name: name.to_string(),
-        kind,
+        name: spec.name.to_string(),
+        kind: spec.kind,
         shape,
         bits,
         index_bits,
-        quantizer: Quantizer::KMeans,
+        quantizer,
         codebook,
+        grid,
         positions,
         assignments,
         bias,
     })
+}
+
+/// A fixed grid's parameters: a group count (1, or the layer's `out_channels`), then per
+/// group an f32 scale and after all scales a u8 zero point (uniform / symmetric), or an f32
+/// alpha (binary / ternary).
+fn read_grid(
+    c: &mut Cursor,
+    grid: Grid,
+    out_channels: usize,
+    bits: u8,
+) -> Result<GridParams, String> {
+    let groups = c.u16("group count")? as usize;
+    if groups != 1 && groups != out_channels {
+        return Err(format!(
+            "{groups} groups: a grid is per layer (1) or per output channel ({out_channels})"
+        ));
+    }
+    let values = c.f32s(groups, "grid scales")?;
+    match grid {
+        Grid::Affine { .. } | Grid::Symmetric { .. } => {
+            if let Some(bad) = values.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                return Err(format!("scale {bad} is not a finite number > 0"));
+            }
+            let zero_points = c.take(groups, "zero points")?.to_vec();
+            let top = (1u32 << bits) - 1;
+            if let Some(bad) = zero_points.iter().find(|&&z| z as u32 > top) {
+                return Err(format!("zero point {bad} outside the {bits}-bit codes"));
+            }
+            Ok(GridParams::Affine {
+                scales: values,
+                zero_points,
+            })
+        }
+        Grid::Binary | Grid::Ternary => {
+            if let Some(bad) = values.iter().find(|a| !(a.is_finite() && **a >= 0.0)) {
+                return Err(format!("alpha {bad} is not a finite number >= 0"));
+            }
+            Ok(GridParams::Sign { alphas: values })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -496,6 +573,7 @@ mod tests {
                     index_bits: [5u8, 4, 3][i],
                     quantizer: Quantizer::KMeans,
                     codebook: (0..k).map(|j| j as f32 * 0.01 - 0.1).collect(),
+                    grid: None,
                     positions,
                     assignments,
                     bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
@@ -507,6 +585,100 @@ mod tests {
             experiment: "name = \"t\"".into(),
             layers,
         }
+    }
+
+    /// A LeNet-5 whose every layer uses `quantizer` (per channel or not) on random sparse
+    /// weights, through the same grid fit the pipeline uses.
+    fn grid_model(seed: u64, quantizer: Quantizer, bits: u8, per_channel: bool) -> CompressedModel {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let arch = ModelKind::Lenet5.arch();
+        let layers = arch
+            .layers
+            .iter()
+            .map(|spec| {
+                let n = spec.weight_count();
+                let weights: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3f32..0.3)).collect();
+                let kept: Vec<bool> = (0..n).map(|_| rng.random_bool(0.2)).collect();
+                let grid = quantizer.grid(bits).unwrap();
+                let groups = if per_channel {
+                    spec.weight_shape()[0]
+                } else {
+                    1
+                };
+                let fitted = crate::model::quant::quantize(grid, groups, &weights, &kept);
+                let positions: Vec<u32> =
+                    (0..n as u32).filter(|&p| fitted.kept[p as usize]).collect();
+                CompressedLayer {
+                    name: spec.name.to_string(),
+                    kind: spec.kind,
+                    shape: spec.weight_shape(),
+                    bits,
+                    index_bits: 4,
+                    quantizer,
+                    codebook: fitted.params.table(grid.levels()),
+                    assignments: positions
+                        .iter()
+                        .map(|&p| fitted.codes[p as usize])
+                        .collect(),
+                    positions,
+                    grid: Some(fitted.params),
+                    bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
+                }
+            })
+            .collect();
+        CompressedModel {
+            model: ModelKind::Lenet5,
+            experiment: "name = \"t\"".into(),
+            layers,
+        }
+    }
+
+    #[test]
+    fn every_quantizer_round_trips_bit_exact_and_its_section_holds_its_parameters() {
+        let cases = [
+            (Quantizer::Uniform, 8, false),
+            (Quantizer::Uniform, 4, true),
+            (Quantizer::Symmetric, 2, false),
+            (Quantizer::Symmetric, 8, true),
+            (Quantizer::Binary, 1, false),
+            (Quantizer::Binary, 1, true),
+            (Quantizer::Ternary, 1, true),
+        ];
+        for (i, &(q, bits, per_channel)) in cases.iter().enumerate() {
+            let model = grid_model(i as u64, q, bits, per_channel);
+            let (bytes, layout) = file_bytes(&model);
+            assert_eq!(layout.total(), bytes.len());
+            let back = from_bytes(&bytes).unwrap();
+            assert_eq!(back.model, model, "{q:?} {bits} per channel {per_channel}");
+            for (a, b) in back.model.layers.iter().zip(&model.layers) {
+                let (x, y) = (a.dense_weights(), b.dense_weights());
+                assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()));
+                // The grid's parameters, not its levels, are what the section stores.
+                let groups = if per_channel { b.shape[0] } else { 1 };
+                let per_group = if q.fixed_bits().is_some() { 4 } else { 5 };
+                assert_eq!(b.level_bytes(), per_group * groups);
+            }
+        }
+    }
+
+    #[test]
+    fn a_grid_section_with_a_bad_parameter_is_refused() {
+        let mut model = grid_model(1, Quantizer::Uniform, 4, false);
+        let Some(GridParams::Affine { scales, .. }) = &mut model.layers[0].grid else {
+            panic!()
+        };
+        scales[0] = -1.0;
+        let (bytes, _) = file_bytes(&model);
+        let err = from_bytes(&bytes).unwrap_err();
+        assert!(err.contains("conv1") && err.contains("scale -1"), "{err}");
+        let mut model = grid_model(1, Quantizer::Uniform, 4, false);
+        let Some(GridParams::Affine { zero_points, .. }) = &mut model.layers[1].grid else {
+            panic!()
+        };
+        zero_points[0] = 16;
+        let (bytes, _) = file_bytes(&model);
+        let err = from_bytes(&bytes).unwrap_err();
+        assert!(err.contains("zero point 16"), "{err}");
     }
 
     fn file_bytes(model: &CompressedModel) -> (Vec<u8>, DczLayout) {
@@ -590,12 +762,12 @@ mod tests {
         let named = text.replacen("\"shape\"", "\"quantizer\":\"kmeans\",\"shape\"", 1);
         let meta: Metadata = serde_json::from_str(&named).unwrap();
         assert_eq!(meta.layers[0].quantizer, Quantizer::KMeans);
-        let unknown = text.replacen("\"shape\"", "\"quantizer\":\"uniform\",\"shape\"", 1);
+        let unknown = text.replacen("\"shape\"", "\"quantizer\":\"int3\",\"shape\"", 1);
         let err = serde_json::from_str::<Metadata>(&unknown)
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("uniform"), "{err}");
+        assert!(err.contains("int3"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod kernels;
 pub mod net;
 pub mod optim;
+pub mod quant;
 pub mod train;
 
 pub use arch::{Arch, LayerKind, LayerSpec, ModelKind};

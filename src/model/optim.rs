@@ -6,6 +6,11 @@
 //! the gradients of the weights in its cluster) and rebuilds the weights from the codebook. So
 //! masked retraining and centroid fine-tuning cost the same as plain training.
 //!
+//! Quantization-aware training keeps real-valued shadow weights here: the step updates the
+//! shadows with the straight-through gradient (the incoming gradient, zero where the shadow is
+//! outside the grid's clip range) and writes the variable as the grid quantizes them, so the
+//! forward pass always sees the weights the file will hold.
+//!
 //! The pass runs as a Candle in-place op on the variable's own storage, reading the gradient
 //! where backward left it; the moments are plain vectors owned here. A step copies nothing and
 //! allocates nothing (the optimiser used to keep its own copy of every parameter and write it
@@ -17,6 +22,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Var, backpr
 use rayon::prelude::*;
 
 use super::kernels::layout_slice;
+use super::quant::{self, Grid};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +73,17 @@ pub struct Constraint {
     pub mask: Option<Vec<bool>>,
     /// Weight sharing: each weight equals `codebook[assignments[i]]` (unless masked out).
     pub tie: Option<Tie>,
+    /// Quantization-aware training: each weight is its shadow on a fixed grid.
+    pub fake_quant: Option<FakeQuant>,
+}
+
+/// A fixed-grid quantizer trained through: the grid, its groups, and the real-valued weights
+/// it quantizes (updated by every step, read back after training).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeQuant {
+    pub grid: Grid,
+    pub groups: usize,
+    pub shadow: Vec<f32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,11 +94,24 @@ pub struct Tie {
 
 impl Constraint {
     pub(crate) fn is_free(&self) -> bool {
-        self.mask.is_none() && self.tie.is_none()
+        self.mask.is_none() && self.tie.is_none() && self.fake_quant.is_none()
     }
 
-    /// Projects `values` onto the constraint set.
+    /// Projects `values` onto the constraint set (under fake quantization: the shadow weights
+    /// quantized, whatever `values` held).
     pub fn apply(&self, values: &mut [f32]) {
+        if let Some(fq) = &self.fake_quant {
+            let all;
+            let kept = match &self.mask {
+                Some(m) => m.as_slice(),
+                None => {
+                    all = vec![true; values.len()];
+                    &all
+                }
+            };
+            quant::fake_quantize(fq.grid, fq.groups, &fq.shadow, kept, values);
+            return;
+        }
         if let Some(tie) = &self.tie {
             for (i, v) in values.iter_mut().enumerate() {
                 *v = tie.codebook[tie.assignments[i] as usize];
@@ -133,6 +163,20 @@ impl Optimizer {
             {
                 candle_core::bail!("mask has {} entries for {n} weights", mask.len());
             }
+            if let Some(fq) = &constraint.fake_quant
+                && (fq.shadow.len() != n || constraint.tie.is_some() || n % fq.groups.max(1) != 0)
+            {
+                candle_core::bail!(
+                    "fake quantization: {} shadow weights in {} groups for {n} weights{}",
+                    fq.shadow.len(),
+                    fq.groups,
+                    if constraint.tie.is_some() {
+                        ", with a codebook tie"
+                    } else {
+                        ""
+                    }
+                );
+            }
             let state_len = match &constraint.tie {
                 Some(tie) => {
                     if tie.assignments.len() != n {
@@ -178,6 +222,19 @@ impl Optimizer {
             slots,
             step: 0,
         })
+    }
+
+    /// The shadow weights of fake-quantized slots, in slot order (`None` for the others).
+    pub(crate) fn shadows(&self) -> Vec<Option<&[f32]>> {
+        self.slots
+            .iter()
+            .map(|s| {
+                s.constraint
+                    .fake_quant
+                    .as_ref()
+                    .map(|f| f.shadow.as_slice())
+            })
+            .collect()
     }
 
     /// The current codebooks of tied slots, in slot order (`None` for untied ones).
@@ -372,6 +429,27 @@ impl InplaceOp2 for StepOp<'_> {
             centroid_grad,
         } = &mut *slot;
         let rule = self.rule;
+        if let Some(fq) = &mut constraint.fake_quant {
+            // Straight-through: the quantizer counts as the identity inside its clip range.
+            let grid = fq.grid;
+            let through: Vec<f32> = g
+                .iter()
+                .zip(&fq.shadow)
+                .map(|(&g, &s)| {
+                    if quant::passes_gradient(grid, s) {
+                        g
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            rule.update_all(&mut fq.shadow, &through, m, v, constraint.mask.as_deref());
+            for s in &mut fq.shadow {
+                *s = quant::clip_shadow(grid, *s);
+            }
+            constraint.apply(w);
+            return Ok(());
+        }
         let mask = constraint.mask.as_deref();
         match &mut constraint.tie {
             Some(tie) => {
@@ -475,6 +553,7 @@ mod tests {
         let constraint = Constraint {
             mask: Some(vec![true, false, true, false]),
             tie: None,
+            fake_quant: None,
         };
         let mut opt = Optimizer::new(cfg, vec![(w.clone(), constraint)]).unwrap();
         for _ in 0..20 {
@@ -502,6 +581,7 @@ mod tests {
                 assignments: vec![0, 1, 0, 1, 1],
                 codebook: vec![-1.0, 1.0],
             }),
+            fake_quant: None,
         };
         let mut opt = Optimizer::new(cfg, vec![(w.clone(), constraint)]).unwrap();
         assert_eq!(w.to_vec1::<f32>().unwrap(), vec![-1.0, 1.0, -1.0, 1.0, 0.0]);
@@ -612,6 +692,7 @@ mod tests {
                             Constraint {
                                 mask: Some(mask.clone()),
                                 tie: None,
+                                fake_quant: None,
                             },
                         ),
                         (
@@ -619,6 +700,7 @@ mod tests {
                             Constraint {
                                 mask: None,
                                 tie: Some(tie.clone()),
+                                fake_quant: None,
                             },
                         ),
                         (
@@ -626,6 +708,7 @@ mod tests {
                             Constraint {
                                 mask: Some(mask.clone()),
                                 tie: Some(tie.clone()),
+                                fake_quant: None,
                             },
                         ),
                     ] {
@@ -700,6 +783,7 @@ mod tests {
         let bad = Constraint {
             mask: Some(vec![true]),
             tie: None,
+            fake_quant: None,
         };
         assert!(Optimizer::new(OptimConfig::default(), vec![(w.clone(), bad)]).is_err());
         let bad_tie = Constraint {
@@ -708,7 +792,46 @@ mod tests {
                 assignments: vec![0, 3],
                 codebook: vec![0.0, 1.0],
             }),
+            fake_quant: None,
         };
         assert!(Optimizer::new(OptimConfig::default(), vec![(w, bad_tie)]).is_err());
+    }
+
+    /// Quantization-aware training: the variable holds the binarised shadows, the shadows move
+    /// by the straight-through gradient (zero where a shadow is beyond the clip range), stay
+    /// clipped, and a pruned weight stays zero in both.
+    #[test]
+    fn fake_quantization_trains_shadows_through_the_quantizer() {
+        let shadow = vec![0.5f32, -0.25, 1.5, 0.75, 0.0];
+        let w = var(&[9.0; 5]);
+        let cfg = OptimConfig {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        };
+        let constraint = Constraint {
+            mask: Some(vec![true, true, true, true, false]),
+            tie: None,
+            fake_quant: Some(FakeQuant {
+                grid: Grid::Binary,
+                groups: 1,
+                shadow: shadow.clone(),
+            }),
+        };
+        let mut opt = Optimizer::new(cfg, vec![(w.clone(), constraint)]).unwrap();
+        // alpha = mean |kept shadow| = (0.5 + 0.25 + 1.5 + 0.75) / 4 = 0.75.
+        assert_eq!(
+            w.to_vec1::<f32>().unwrap(),
+            vec![0.75, -0.75, 0.75, 0.75, 0.0]
+        );
+        let g = grads_for(&w, &[1.0, -1.0, 1.0, 10.0, 5.0]);
+        opt.step(&g, 0.5).unwrap();
+        let trained = opt.shadows()[0].unwrap().to_vec();
+        // 0.5 - 0.5 = 0; -0.25 + 0.5 = 0.25; 1.5 is outside |w| <= 1: no gradient, clipped to
+        // 1; 0.75 - 5 = -4.25 clipped to -1; pruned stays 0.
+        assert_eq!(trained, vec![0.0, 0.25, 1.0, -1.0, 0.0]);
+        // alpha = (0 + 0.25 + 1 + 1) / 4; sign(0) counts as +.
+        let a = 2.25 / 4.0;
+        assert_eq!(w.to_vec1::<f32>().unwrap(), vec![a, a, a, -a, 0.0]);
     }
 }

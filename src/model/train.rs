@@ -161,6 +161,8 @@ pub struct TrainOutcome {
     pub cancelled: bool,
     /// Final codebooks of weight-shared layers, by layer (`None` where untied).
     pub codebooks: Vec<Option<Vec<f32>>>,
+    /// Final shadow weights of quantization-aware layers, by layer (`None` elsewhere).
+    pub shadows: Vec<Option<Vec<f32>>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -276,10 +278,17 @@ pub fn train(
         .step_by(2)
         .map(|c| c.map(<[f32]>::to_vec))
         .collect();
+    let shadows = opt
+        .shadows()
+        .into_iter()
+        .step_by(2)
+        .map(|c| c.map(<[f32]>::to_vec))
+        .collect();
     Ok(TrainOutcome {
         history,
         cancelled,
         codebooks,
+        shadows,
     })
 }
 

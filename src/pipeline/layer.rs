@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::compress::kmeans::{self, EmptyClusters, Init, KMeansConfig, Stop};
 use crate::compress::model::CompressedLayer;
 use crate::compress::prune;
-use crate::experiment::{Experiment, LayerPlan, PruneRule, Quantizer};
+use crate::experiment::{Experiment, LayerPlan, PruneRule};
 use crate::model::LayerSpec;
+use crate::model::quant;
 
 /// Session-wide settings that shape every layer's result (from the experiment's `[share]`
 /// section and `max_code_len`).
@@ -93,11 +94,16 @@ pub struct FixedTie {
 
 impl FixedTie {
     pub(crate) fn applies_to(&self, plan: &LayerPlan) -> bool {
-        LayerPlan {
-            index_bits: plan.index_bits,
-            ..self.plan
-        } == *plan
+        same_but_coding(&self.plan, plan)
     }
+}
+
+/// Whether two plans give the same values (they may differ in how positions are coded).
+fn same_but_coding(a: &LayerPlan, b: &LayerPlan) -> bool {
+    LayerPlan {
+        index_bits: b.index_bits,
+        ..*a
+    } == *b
 }
 
 /// A layer's weights between two steps of a recipe: the checkpoint's, or a training step's,
@@ -113,6 +119,9 @@ pub struct LayerState {
     pub mask: Option<Mask>,
     /// The codebook the last centroid fine-tuning produced.
     pub tie: Option<FixedTie>,
+    /// The plan the last quantization-aware step trained these (shadow) weights under: under
+    /// it, the grid fitted to them gives the values training ended on.
+    pub trained_grid: Option<LayerPlan>,
 }
 
 /// A layer pruned and shared, not yet entropy-coded.
@@ -136,6 +145,7 @@ impl LayerState {
             bias,
             mask: None,
             tie: None,
+            trained_grid: None,
         }
     }
 
@@ -212,26 +222,57 @@ impl LayerState {
             plan.prune_bias,
             share.seed.wrapping_add(layer as u64),
         );
-        let (threshold, positions, assignments, codebook, sharing) = match tie {
+        let mut mask = mask;
+        let (threshold, positions, assignments, codebook, grid, sharing) = match tie {
             Some(t) => (
                 t.threshold,
                 t.positions.clone(),
                 t.assignments.clone(),
                 t.codebook.clone(),
+                None,
                 t.sharing.clone(),
             ),
-            None => {
-                let positions = mask.positions();
-                let survivors: Vec<f32> = positions
-                    .iter()
-                    .map(|&p| self.weights[p as usize])
-                    .collect();
-                let seed = share.seed.wrapping_add(layer as u64);
-                let (codebook, assignments, sharing) = match plan.quantizer {
-                    Quantizer::KMeans => kmeans_codebook(&survivors, plan, share, seed),
-                };
-                (mask.threshold, positions, assignments, codebook, sharing)
-            }
+            None => match plan.quantizer.grid(plan.bits) {
+                None => {
+                    let positions = mask.positions();
+                    let survivors: Vec<f32> = positions
+                        .iter()
+                        .map(|&p| self.weights[p as usize])
+                        .collect();
+                    let seed = share.seed.wrapping_add(layer as u64);
+                    let (codebook, assignments, sharing) =
+                        kmeans_codebook(&survivors, plan, share, seed);
+                    (
+                        mask.threshold,
+                        positions,
+                        assignments,
+                        codebook,
+                        None,
+                        sharing,
+                    )
+                }
+                Some(grid) => {
+                    let groups = plan.groups(spec);
+                    let fitted = quant::quantize(grid, groups, &self.weights, &mask.weights);
+                    // A ternary grid prunes too: what it zeroes leaves the mask.
+                    mask.weights = fitted.kept.clone();
+                    let positions = mask.positions();
+                    let assignments: Vec<u8> = positions
+                        .iter()
+                        .map(|&p| fitted.codes[p as usize])
+                        .collect();
+                    let codebook = fitted.params.table(grid.levels());
+                    let sharing = grid_stats(&self.weights, &fitted, &positions, grid.levels());
+                    (
+                        mask.threshold,
+                        positions,
+                        assignments,
+                        codebook,
+                        Some(fitted.params),
+                        sharing,
+                    )
+                }
+            },
         };
         let compressed = CompressedLayer {
             name: spec.name.to_string(),
@@ -241,6 +282,7 @@ impl LayerState {
             index_bits: plan.index_bits,
             quantizer: plan.quantizer,
             codebook,
+            grid,
             positions,
             assignments,
             bias: masked(&self.bias, &mask.bias),
@@ -250,7 +292,8 @@ impl LayerState {
             mask,
             compressed,
             sharing,
-            fine_tuned: tie.is_some(),
+            fine_tuned: tie.is_some()
+                || self.trained_grid.is_some_and(|p| same_but_coding(&p, plan)),
         }
     }
 }
@@ -292,6 +335,37 @@ fn kmeans_codebook(
         cluster_sizes,
     };
     (codebook, r.assignments, sharing)
+}
+
+/// What a fixed grid did, in the terms k-means reports: the squared error of the survivors
+/// and how many use each code (summed over groups).
+fn grid_stats(
+    weights: &[f32],
+    fitted: &quant::Fitted,
+    positions: &[u32],
+    levels: usize,
+) -> SharingStats {
+    let dense = fitted.dequantized();
+    let sse: f64 = positions
+        .iter()
+        .map(|&p| {
+            let e = (weights[p as usize] - dense[p as usize]) as f64;
+            e * e
+        })
+        .sum();
+    let mut cluster_sizes = vec![0usize; levels];
+    for &p in positions {
+        cluster_sizes[fitted.codes[p as usize] as usize] += 1;
+    }
+    SharingStats {
+        k: levels,
+        init: Init::Linear,
+        iterations: 0,
+        init_sse: sse,
+        sse,
+        empty_clusters: cluster_sizes.iter().filter(|&&n| n == 0).count(),
+        cluster_sizes,
+    }
 }
 
 /// `values` with every position the mask prunes set to zero.

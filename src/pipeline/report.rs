@@ -6,6 +6,7 @@ use std::fmt::Write;
 use super::run::CompressionReport;
 use super::size::SizeReport;
 use crate::compress::paper;
+use crate::compress::quantize::Quantizer;
 use crate::model::ModelKind;
 
 fn kb(bytes: u64) -> String {
@@ -96,17 +97,24 @@ pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     }
     let _ = writeln!(s, "\n## Sizes (bytes of the written model.dcz)\n");
     s.push_str(&layer_table(&r.sizes, Some(&r.thresholds)));
-    let _ = writeln!(s, "\n## Weight sharing\n");
+    let _ = writeln!(s, "\n## Weight sharing and quantization\n");
     let _ = writeln!(
         s,
-        "| layer | k | init | iterations | SSE at init | SSE | empty clusters |"
+        "| layer | quantizer | levels | k-means init | k-means iterations | SSE at init | SSE | unused levels |"
     );
-    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---|---:|---:|---:|---:|");
     for l in &r.sharing {
+        // A fixed grid is not initialised or iterated: its SSE is the quantization error.
+        let kmeans = l.quantizer == Quantizer::KMeans.name();
+        let (init, iterations) = if kmeans {
+            (l.init.clone(), l.iterations.to_string())
+        } else {
+            ("-".into(), "-".into())
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.6} | {:.6} | {} |",
-            l.name, l.k, l.init, l.iterations, l.init_sse, l.sse, l.empty_clusters
+            "| {} | {} | {} | {} | {} | {:.6} | {:.6} | {} |",
+            l.name, l.quantizer, l.k, init, iterations, l.init_sse, l.sse, l.empty_clusters
         );
     }
     if let Some(p) = paper::figure(model) {

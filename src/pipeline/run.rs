@@ -13,7 +13,7 @@ use crate::compress::encode::{self, EncodedLayer};
 use crate::compress::model::{CompressedLayer, CompressedModel};
 use crate::compress::prune;
 use crate::data::Mnist;
-use crate::experiment::{Experiment, StepKind};
+use crate::experiment::{Experiment, LayerPlan, Quantizer, StepKind};
 use crate::format::dcz::{self, DczLayout};
 use crate::model::Net;
 use crate::model::cache;
@@ -39,6 +39,9 @@ pub struct StageEval {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSharing {
     pub name: String,
+    /// The quantizer, and "per channel" where its grid is fitted per output channel.
+    #[serde(default = "kmeans_name")]
+    pub quantizer: String,
     pub k: usize,
     pub init: String,
     pub iterations: usize,
@@ -47,10 +50,19 @@ pub struct LayerSharing {
     pub empty_clusters: usize,
 }
 
+fn kmeans_name() -> String {
+    Quantizer::KMeans.name().to_string()
+}
+
 impl LayerSharing {
-    pub fn of(name: &str, s: &SharingStats) -> LayerSharing {
+    pub fn of(name: &str, s: &SharingStats, plan: &LayerPlan) -> LayerSharing {
         LayerSharing {
             name: name.to_string(),
+            quantizer: format!(
+                "{}{}",
+                plan.quantizer.name(),
+                if plan.per_channel { " per channel" } else { "" }
+            ),
             k: s.k,
             init: s.init.name().to_string(),
             iterations: s.iterations,
@@ -156,7 +168,7 @@ pub fn run(
                 format!("pruning, round {} of {}", step.round, step.rounds)
             }
             StepKind::Retrain => "pruning".to_string(),
-            StepKind::Finetune => "weight sharing (k-means)".to_string(),
+            StepKind::Finetune => format!("{} (k-means or a fixed grid per layer)", before),
         });
         let refs: Vec<&LayerState> = states.iter().collect();
         let prepared = step::prepare(
@@ -174,7 +186,7 @@ pub fn run(
             .collect();
         stages.push(eval_stage(&before, &prepared.net, data, Some(&masks))?);
         if step.epochs == 0 {
-            states = step::conclude(&prepared, &[])?;
+            states = step::conclude(&prepared, None)?;
             net = prepared.net;
             continue;
         }
@@ -183,19 +195,21 @@ pub fn run(
                 format!("masked retraining, round {} of {}", step.round, step.rounds)
             }
             StepKind::Retrain => "masked retraining".to_string(),
-            StepKind::Finetune => "centroid fine-tuning".to_string(),
+            StepKind::Finetune => {
+                format!("{after}: centroid fine-tuning or quantization-aware training")
+            }
         });
         let cfg = step.train_config(&exp.train);
         let out = train::train(&prepared.net, data, &cfg, &prepared.constraints, obs)?;
         match step.kind {
-            StepKind::Retrain => retrain_history.extend(out.history),
-            StepKind::Finetune => finetune_history.extend(out.history),
+            StepKind::Retrain => retrain_history.extend(out.history.iter().cloned()),
+            StepKind::Finetune => finetune_history.extend(out.history.iter().cloned()),
         }
         if out.cancelled {
             cancelled = true;
             break;
         }
-        states = step::conclude(&prepared, &out.codebooks)?;
+        states = step::conclude(&prepared, Some(&out))?;
         stages.push(eval_stage(&after, &prepared.net, data, Some(&masks))?);
         net = prepared.net;
     }
@@ -245,7 +259,8 @@ pub fn run(
         sharing: shared
             .iter()
             .zip(&arch.layers)
-            .map(|(s, spec)| LayerSharing::of(spec.name, &s.sharing))
+            .zip(&plans)
+            .map(|((s, spec), plan)| LayerSharing::of(spec.name, &s.sharing, plan))
             .collect(),
         sizes,
         retrain_history,

@@ -120,11 +120,11 @@ pub(crate) fn layer_size(
         fillers: enc.fillers,
         bits: layer.bits,
         index_bits: layer.index_bits,
-        codebook_len: layer.codebook.len(),
+        codebook_len: layer.levels(),
         dense_bytes: 4 * (layer.weight_count() as u64) + bias_bytes,
         pruned_bytes: bytes(kept * 32 + index_bits) + bias_bytes,
         shared_bytes: bytes(kept * layer.bits as u64 + index_bits)
-            + 4 * layer.codebook.len() as u64
+            + layer.level_bytes() as u64
             + bias_bytes,
         file_bytes: section_bytes as u64,
         weight_bits_huffman: per(enc.weight_stream_bits as f64),

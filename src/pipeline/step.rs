@@ -5,7 +5,8 @@
 
 use super::layer::{FixedTie, LayerState, Mask, ShareParams, Shared};
 use crate::experiment::{LayerPlan, StepKind};
-use crate::model::optim::{Constraint, Tie};
+use crate::model::optim::{Constraint, FakeQuant, Tie};
+use crate::model::train::TrainOutcome;
 use crate::model::{LayerSpec, ModelKind, Net};
 
 /// A layer made ready for a step.
@@ -29,7 +30,8 @@ pub(crate) struct Prepared {
 
 /// Retraining: prune each layer by its plan, start from the survivors, keep the pruned at
 /// zero. Fine-tuning: share each layer, start from the codebook values, move only the
-/// codebook.
+/// codebook; for a fixed-grid quantizer, quantization-aware training instead: the survivors
+/// train as shadow weights and the network runs on them quantized.
 pub(crate) fn prepare(
     kind: StepKind,
     model: ModelKind,
@@ -42,6 +44,7 @@ pub(crate) fn prepare(
     let mut values = Vec::with_capacity(states.len());
     let mut constraints = Vec::with_capacity(2 * states.len());
     for (l, ((state, spec), plan)) in states.iter().zip(specs).zip(plans).enumerate() {
+        let mut fake_quant = None;
         let (mask, shared, weights, bias, tie) = match kind {
             StepKind::Retrain => {
                 let mask = state.prune(
@@ -52,6 +55,31 @@ pub(crate) fn prepare(
                 let w = super::layer::masked(&state.effective_weights(), &mask.weights);
                 let b = super::layer::masked(&state.bias, &mask.bias);
                 (mask, None, w, b, None)
+            }
+            StepKind::Finetune if plan.quantizer.grid(plan.bits).is_some() => {
+                let shared = state.share(l, spec, plan, share);
+                // The plan's pruning holds; a ternary grid's zeros are decided anew each step.
+                let mask = state.prune(
+                    plan.prune,
+                    plan.prune_bias,
+                    share.seed.wrapping_add(l as u64),
+                );
+                let shadow = super::layer::masked(&state.weights, &mask.weights);
+                let fq = FakeQuant {
+                    grid: plan.quantizer.grid(plan.bits).expect("a grid quantizer"),
+                    groups: plan.groups(spec),
+                    shadow,
+                };
+                let mut w = vec![0.0; fq.shadow.len()];
+                let c = Constraint {
+                    mask: Some(mask.weights.clone()),
+                    tie: None,
+                    fake_quant: Some(fq),
+                };
+                c.apply(&mut w);
+                fake_quant = c.fake_quant;
+                let b = super::layer::masked(&state.bias, &mask.bias);
+                (mask, Some(shared), w, b, None)
             }
             StepKind::Finetune => {
                 let shared = state.share(l, spec, plan, share);
@@ -72,10 +100,11 @@ pub(crate) fn prepare(
         constraints.push(Constraint {
             mask: Some(mask.weights.clone()),
             tie,
+            fake_quant,
         });
         constraints.push(Constraint {
             mask: Some(mask.bias.clone()),
-            tie: None,
+            ..Constraint::default()
         });
         values.push((weights, bias));
         layers.push(PreparedLayer {
@@ -92,19 +121,37 @@ pub(crate) fn prepare(
     })
 }
 
-/// The layers' states after training `prepared.net`: the trained weights, the mask held, and
-/// after fine-tuning the trained codebooks (`codebooks[l]`, from the training outcome; `None`
-/// keeps the shared one).
+/// The layers' states after training `prepared.net` (`outcome`: `None` when the step trained
+/// nothing): the trained weights, the mask held, and after fine-tuning the trained codebooks,
+/// or after quantization-aware training the trained shadow weights (the grid is fitted to
+/// them again whenever the layer is shared, giving the values training ended on).
 pub(crate) fn conclude(
     prepared: &Prepared,
-    codebooks: &[Option<Vec<f32>>],
+    outcome: Option<&TrainOutcome>,
 ) -> candle_core::Result<Vec<LayerState>> {
     let net = &prepared.net;
+    let codebooks = outcome.map_or(&[][..], |o| &o.codebooks[..]);
+    let shadows = outcome.map_or(&[][..], |o| &o.shadows[..]);
     prepared
         .layers
         .iter()
         .enumerate()
         .map(|(l, p)| {
+            let shadow = shadows.get(l).cloned().flatten();
+            if let Some(weights) = shadow.or_else(|| {
+                // A fixed-grid step that trained nothing: its shadows are its start.
+                let fq = prepared.constraints.get(2 * l)?.fake_quant.as_ref()?;
+                Some(fq.shadow.clone())
+            }) {
+                return Ok(LayerState {
+                    weights,
+                    bias: net.bias_values(l)?,
+                    base_std: p.base_std,
+                    mask: Some(p.mask.clone()),
+                    tie: None,
+                    trained_grid: Some(p.plan),
+                });
+            }
             let tie = p.shared.as_ref().map(|s| FixedTie {
                 plan: p.plan,
                 threshold: s.threshold,
@@ -123,6 +170,7 @@ pub(crate) fn conclude(
                 base_std: p.base_std,
                 mask: Some(p.mask.clone()),
                 tie,
+                trained_grid: None,
             })
         })
         .collect()

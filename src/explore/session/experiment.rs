@@ -111,6 +111,7 @@ fn differences(then: &LayerPlan, now: &LayerPlan) -> Option<LayerOverrides> {
         index_bits: (then.index_bits != now.index_bits).then_some(then.index_bits),
         quantizer: (then.quantizer != now.quantizer).then_some(then.quantizer),
         init: (then.init != now.init).then_some(then.init),
+        per_channel: (then.per_channel != now.per_channel).then_some(then.per_channel),
     };
     (o != LayerOverrides::default()).then_some(o)
 }

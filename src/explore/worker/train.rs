@@ -40,7 +40,7 @@ impl Core {
             self.report_stop(kind, id);
             return Ok(());
         }
-        let layers = step::conclude(&prepared, &out.codebooks)?;
+        let layers = step::conclude(&prepared, Some(&out))?;
         self.send(Event::Tuned {
             id,
             tuned: Arc::new(Tuned {
