@@ -24,7 +24,7 @@ fn lenet5_view() -> ViewModel {
             random: false,
             kept,
             bits,
-            init: "linear".into(),
+            init: "km lin".into(),
             index_bits: 5,
             dense_bytes: params as u64 * 4,
             pruned_bytes: (params as f64 * kept * 4.6) as u64,
@@ -36,6 +36,7 @@ fn lenet5_view() -> ViewModel {
             weight_entropy: bits as f64 - 0.75,
             index_entropy: 4.35,
             empty_clusters: 0,
+            grid: false,
             fillers: 120,
             finetuned: false,
         };
@@ -77,6 +78,7 @@ fn lenet5_view() -> ViewModel {
             threshold: 0.0612,
             random: false,
             centroids: (0..32).map(|i| -0.45 + i as f32 * 0.03).collect(),
+            markers: "32 centroids".into(),
             sse: 0.00375,
         },
         curves: CurvesView {

@@ -70,6 +70,12 @@ pub enum Effect {
     CycleInit {
         layer: usize,
     },
+    CycleQuantizer {
+        layer: usize,
+    },
+    TogglePerChannel {
+        layer: usize,
+    },
     TogglePruneMethod {
         layer: usize,
     },
@@ -226,6 +232,12 @@ impl App {
                 return each(self, &|layer| Effect::IndexBits { layer, delta: d });
             }
             Action::CycleInit => return each(self, &|layer| Effect::CycleInit { layer }),
+            Action::CycleQuantizer => {
+                return each(self, &|layer| Effect::CycleQuantizer { layer });
+            }
+            Action::TogglePerChannel => {
+                return each(self, &|layer| Effect::TogglePerChannel { layer });
+            }
             Action::TogglePruneMethod => {
                 return each(self, &|layer| Effect::TogglePruneMethod { layer });
             }

@@ -23,6 +23,8 @@ pub enum Action {
     Bits(i8),
     IndexBits(i8),
     CycleInit,
+    CycleQuantizer,
+    TogglePerChannel,
     /// Magnitude pruning <-> random pruning of the same share of weights.
     TogglePruneMethod,
     ToggleApplyAll,
@@ -198,7 +200,17 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         context: Context::Main,
         triggers: &[(key('i'), Action::CycleInit)],
-        help: "next centroid init (k-means start)",
+        help: "next k-means init (km lin, dens, forgy, ++, opt)",
+    },
+    Binding {
+        context: Context::Main,
+        triggers: &[(key('Q'), Action::CycleQuantizer)],
+        help: "next quantizer: k-means, uniform, symmetric, binary, ternary",
+    },
+    Binding {
+        context: Context::Main,
+        triggers: &[(key('C'), Action::TogglePerChannel)],
+        help: "uniform/binary/ternary grid: per layer / per output channel",
     },
     Binding {
         context: Context::Main,
@@ -218,7 +230,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         context: Context::Main,
         triggers: &[(key('f'), Action::Finetune)],
-        help: "centroid fine-tuning (background)",
+        help: "fine-tune under the quantizer (background)",
     },
     Binding {
         context: Context::Main,
@@ -378,9 +390,9 @@ pub(crate) const HINTS: &[(&[Trigger], &str)] = &[
     (&[key('?')], "help"),
     (&[code(KeyCode::Left), code(KeyCode::Right)], "threshold"),
     (&[key('+'), key('-')], "bits"),
-    (&[key('i')], "init"),
+    (&[key('Q')], "quant"),
     (&[key('p')], "retrain"),
-    (&[key('f')], "finetune"),
+    (&[key('f')], "tune"),
     (&[key('e')], "export"),
     (&[key('q')], "quit"),
 ];
@@ -591,6 +603,8 @@ mod tests {
         Action::IndexBits(1),
         Action::IndexBits(-1),
         Action::CycleInit,
+        Action::CycleQuantizer,
+        Action::TogglePerChannel,
         Action::TogglePruneMethod,
         Action::ToggleApplyAll,
         Action::Retrain,
@@ -627,6 +641,8 @@ mod tests {
                 | Action::Bits(_)
                 | Action::IndexBits(_)
                 | Action::CycleInit
+                | Action::CycleQuantizer
+                | Action::TogglePerChannel
                 | Action::TogglePruneMethod
                 | Action::ToggleApplyAll
                 | Action::Retrain

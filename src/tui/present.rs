@@ -67,7 +67,7 @@ fn layer_row(session: &Session, l: usize) -> LayerRow {
         shape,
         params: spec.weight_count(),
         bits: setting.plan.bits,
-        init: setting.plan.init.name().to_string(),
+        init: quantizer_label(&setting.plan),
         index_bits: setting.plan.index_bits,
         // The row shows the accuracy change: negative when compressing the layer costs accuracy.
         solo_drop: session.alone(l).map(|a| -a.drop()),
@@ -89,6 +89,7 @@ fn layer_row(session: &Session, l: usize) -> LayerRow {
         row.weight_entropy = r.coding.weight_bits_entropy;
         row.index_entropy = r.coding.index_bits_entropy;
         row.empty_clusters = r.sharing.empty_clusters;
+        row.grid = r.setting.plan.quantizer != crate::experiment::Quantizer::KMeans;
         row.fillers = r.coding.fillers;
         row.finetuned = r.fine_tuned_codebook || setting.finetuned;
     }
@@ -144,6 +145,7 @@ fn histogram(session: &Session, l: usize) -> HistogramView {
         threshold: r.threshold,
         random: matches!(r.setting.plan.prune, PruneRule::Random(_)),
         centroids: r.codebook().to_vec(),
+        markers: markers_label(&r.setting.plan, r.sharing.k),
         sse: r.sharing.sse,
     }
 }
@@ -196,5 +198,43 @@ fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
         history,
         pareto,
         paper,
+    }
+}
+
+/// The quantizer column's cell: k-means with its init ("km lin"), or the grid ("uniform",
+/// "sym", "binary", "ternary"), "/ch" when fitted per output channel.
+pub(crate) fn quantizer_label(plan: &crate::experiment::LayerPlan) -> String {
+    use crate::compress::kmeans::Init;
+    use crate::experiment::Quantizer;
+    let base = match plan.quantizer {
+        Quantizer::KMeans => {
+            let init = match plan.init {
+                Init::Linear => "lin",
+                Init::Density => "dens",
+                Init::Forgy => "forgy",
+                Init::KMeansPlusPlus => "++",
+                Init::Optimal => "opt",
+            };
+            return format!("km {init}");
+        }
+        Quantizer::Uniform => "uniform",
+        Quantizer::Symmetric => "sym",
+        Quantizer::Binary => "binary",
+        Quantizer::Ternary => "ternary",
+    };
+    if plan.per_channel {
+        format!("{}/ch", &base[..base.len().min(4)])
+    } else {
+        base.to_string()
+    }
+}
+
+/// The histogram title's name for its markers.
+fn markers_label(plan: &crate::experiment::LayerPlan, levels: usize) -> String {
+    use crate::experiment::Quantizer;
+    match plan.quantizer {
+        Quantizer::KMeans => format!("{levels} centroids"),
+        q if plan.per_channel => format!("{levels} {} levels per channel", q.name()),
+        q => format!("{levels} {} levels", q.name()),
     }
 }

@@ -28,6 +28,9 @@ pub struct LayerRow {
     pub weight_entropy: f64,
     pub index_entropy: f64,
     pub empty_clusters: usize,
+    /// The layer is on a fixed grid: its unused codes are levels no weight is near, not
+    /// k-means clusters that emptied.
+    pub grid: bool,
     pub fillers: usize,
     pub finetuned: bool,
 }
@@ -71,6 +74,8 @@ pub struct HistogramView {
     /// Pruned at random: no band, the kept histogram shows which survived.
     pub random: bool,
     pub centroids: Vec<f32>,
+    /// What the markers are: "32 centroids", "16 uniform levels", "2 levels per channel".
+    pub markers: String,
     pub sse: f64,
 }
 

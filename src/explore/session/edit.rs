@@ -4,7 +4,7 @@
 
 use super::Session;
 use crate::compress::kmeans::Init;
-use crate::experiment::PruneRule;
+use crate::experiment::{LayerPlan, PruneRule, Quantizer};
 use crate::explore::ExploreError;
 use crate::explore::layer::LayerSetting;
 
@@ -26,6 +26,9 @@ pub enum Edit {
     Bits(u8),
     IndexBits(u8),
     Init(Init),
+    /// The quantizer and the bit width it gets (binary and ternary take 1 whatever is given).
+    Quantizer(Quantizer, u8),
+    PerChannel(bool),
     /// Use the last training job's weights (true) or the checkpoint's (false).
     Finetuned(bool),
 }
@@ -40,6 +43,8 @@ impl Edit {
             Edit::IndexBits(_) => 3,
             Edit::Init(_) => 4,
             Edit::Finetuned(_) => 5,
+            Edit::Quantizer(..) => 6,
+            Edit::PerChannel(_) => 7,
         }
     }
 
@@ -52,6 +57,14 @@ impl Edit {
             Edit::IndexBits(b) => s.plan.index_bits = b,
             Edit::Init(i) => s.plan.init = i,
             Edit::Finetuned(f) => s.finetuned = f,
+            Edit::Quantizer(q, bits) => {
+                s.plan.quantizer = q;
+                s.plan.bits = bits;
+                s.plan = s.plan.normalized();
+            }
+            Edit::PerChannel(on) => {
+                s.plan.per_channel = on && s.plan.quantizer.allows_per_channel()
+            }
         }
     }
 }
@@ -95,10 +108,35 @@ impl Session {
         self.edit(Scope::Layer(layer), Edit::Bits(bits))
     }
 
-    /// Bits + `delta`, stopping at 1 and 8 (`Ok(false)` at the ends).
+    /// Bits + `delta`, stopping at the quantizer's narrowest and widest (`Ok(false)` at the
+    /// ends: 1 and 8 for k-means, 2 and 8 for a uniform grid, 1 for binary and ternary).
     pub fn step_bits(&mut self, layer: usize, delta: i32) -> Result<bool, ExploreError> {
-        let b = self.setting(layer)?.plan.bits as i32;
-        self.set_bits(layer, (b + delta).clamp(1, 8) as u8)
+        let plan = self.setting(layer)?.plan;
+        let range = plan.quantizer.bits_range();
+        let b = (plan.bits as i32 + delta).clamp(*range.start() as i32, *range.end() as i32);
+        self.set_bits(layer, b as u8)
+    }
+
+    /// The next quantizer ([`Quantizer::next`]): k-means, uniform, symmetric, binary, ternary.
+    pub fn cycle_quantizer(&mut self, layer: usize) -> Result<bool, ExploreError> {
+        let plan = self.setting(layer)?.plan;
+        let q = plan.quantizer.next();
+        // Out of binary or ternary, a layer gets its default width back rather than 1 bit.
+        let bits = if plan.quantizer.fixed_bits().is_some() {
+            LayerPlan::paper_default(self.spec(layer)?.kind).bits
+        } else {
+            plan.bits
+        };
+        let range = q.bits_range();
+        let bits = bits.clamp(*range.start(), *range.end());
+        self.edit(Scope::Layer(layer), Edit::Quantizer(q, bits))
+    }
+
+    /// A fixed grid per output channel or per layer (`Ok(false)` for k-means, which has one
+    /// codebook per layer).
+    pub fn toggle_per_channel(&mut self, layer: usize) -> Result<bool, ExploreError> {
+        let on = self.setting(layer)?.plan.per_channel;
+        self.edit(Scope::Layer(layer), Edit::PerChannel(!on))
     }
 
     pub fn set_index_bits(&mut self, layer: usize, bits: u8) -> Result<bool, ExploreError> {

@@ -59,6 +59,37 @@ impl Controller {
             Effect::Bits { layer, delta } => session.step_bits(layer, delta as i32)?,
             Effect::IndexBits { layer, delta } => session.step_index_bits(layer, delta as i32)?,
             Effect::CycleInit { layer } => session.cycle_init(layer)?,
+            Effect::CycleQuantizer { layer } => {
+                let changed = session.cycle_quantizer(layer)?;
+                let name = session.spec(layer)?.name;
+                let plan = session.setting(layer)?.plan;
+                self.app.message = Some(format!(
+                    "{name}: {} {}-bit{}",
+                    plan.quantizer.name(),
+                    plan.bits,
+                    if plan.per_channel { " per channel" } else { "" }
+                ));
+                changed
+            }
+            Effect::TogglePerChannel { layer } => {
+                let changed = session.toggle_per_channel(layer)?;
+                let name = session.spec(layer)?.name;
+                let plan = session.setting(layer)?.plan;
+                self.app.message = Some(if !plan.quantizer.allows_per_channel() {
+                    format!("{name}: k-means has one codebook per layer; Q picks a grid quantizer")
+                } else if plan.per_channel {
+                    format!(
+                        "{name}: {} grid fitted per output channel (C: per layer)",
+                        plan.quantizer.name()
+                    )
+                } else {
+                    format!(
+                        "{name}: {} grid fitted per layer (C: per channel)",
+                        plan.quantizer.name()
+                    )
+                });
+                changed
+            }
             Effect::TogglePruneMethod { layer } => {
                 let changed = session.toggle_random_pruning(layer)?;
                 let name = session.spec(layer)?.name;
@@ -197,6 +228,8 @@ fn effect_layer(effect: &Effect) -> Option<usize> {
         | Effect::Bits { layer, .. }
         | Effect::IndexBits { layer, .. }
         | Effect::CycleInit { layer }
+        | Effect::CycleQuantizer { layer }
+        | Effect::TogglePerChannel { layer }
         | Effect::TogglePruneMethod { layer }
         | Effect::ResetLayer { layer } => Some(layer),
         _ => None,

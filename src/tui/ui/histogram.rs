@@ -16,7 +16,7 @@ const EIGHTHS: [&str; 9] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇"
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bool) {
     let h = &app.view.histogram;
     let scale = if app.log_counts { "log" } else { "lin" };
-    let title = format!(" {} · {} centroids · {scale} ", h.layer, h.centroids.len());
+    let title = format!(" {} · {} · {scale} ", h.layer, h.markers);
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.border(focused))

@@ -89,7 +89,11 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             ),
         ]),
         Line::from(Span::styled(
-            format!("empty clusters {}", row.empty_clusters),
+            if row.grid {
+                format!("unused levels {}", row.empty_clusters)
+            } else {
+                format!("empty clusters {}", row.empty_clusters)
+            },
             if row.empty_clusters > 0 {
                 theme.bad()
             } else {
