@@ -317,6 +317,11 @@ pub struct Experiment {
     /// An explicit recipe of training steps, instead of `[retrain]` and `[finetune]`.
     #[serde(default, rename = "step", skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,
+    /// Start the recipe from the network's random initialisation (seeded by `train.seed`)
+    /// instead of the trained baseline: a quantization-aware step then trains a binary or
+    /// low-bit network from scratch (BinaryConnect). No baseline is trained.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_scratch: bool,
 }
 
 impl Experiment {

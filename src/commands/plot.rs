@@ -174,6 +174,12 @@ pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(&exp.name).join("figures"));
+    if report.baseline_checkpoint.is_empty() {
+        anyhow::bail!(
+            "{}: trained from scratch (from_scratch = true): the figures start from a trained baseline checkpoint, which this run has none of",
+            args.source.display()
+        );
+    }
     let checkpoint_path = PathBuf::from(&report.baseline_checkpoint);
     let (net, meta) = checkpoint::load(&checkpoint_path)?;
     if meta.data_fingerprint != data.fingerprint {

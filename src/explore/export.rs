@@ -83,6 +83,7 @@ pub fn export(
             accuracy: b.accuracy,
             loss: b.loss,
             kept: 1.0,
+            file_bytes: None,
         });
     }
     stages.push(StageEval {
@@ -90,6 +91,7 @@ pub fn export(
         accuracy: evaluation.accuracy,
         loss: evaluation.loss,
         kept: kept as f64 / total.max(1) as f64,
+        file_bytes: Some(layout.total() as u64),
     });
     let experiment = session.to_experiment();
     let report = CompressionReport {

@@ -81,18 +81,19 @@ pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     let _ = writeln!(s, "# {} ({})\n", r.experiment, r.model);
     let _ = writeln!(
         s,
-        "| stage | test accuracy | test error | loss | weights kept |"
+        "| stage | test accuracy | test error | loss | weights kept | .dcz bytes |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for st in &r.stages {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.4} | {} |",
+            "| {} | {} | {} | {:.4} | {} | {} |",
             st.stage,
             pct(st.accuracy),
             pct(1.0 - st.accuracy),
             st.loss,
-            pct(st.kept)
+            pct(st.kept),
+            st.file_bytes.map_or("-".to_string(), |b| b.to_string())
         );
     }
     let _ = writeln!(s, "\n## Sizes (bytes of the written model.dcz)\n");
@@ -143,10 +144,15 @@ pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
             r.sizes.ratio()
         );
     }
+    let start = if r.baseline_checkpoint.is_empty() {
+        "Trained from scratch (no baseline checkpoint)".to_string()
+    } else {
+        format!("Baseline checkpoint: `{}`", r.baseline_checkpoint)
+    };
     let _ = writeln!(
         s,
-        "\nBaseline checkpoint: `{}`. Wall time: {:.1} s. k-means stops when no weight changes cluster unless the experiment says otherwise.",
-        r.baseline_checkpoint, r.seconds
+        "\n{start}. Wall time: {:.1} s. k-means stops when no weight changes cluster unless the experiment says otherwise.",
+        r.seconds
     );
     s
 }

@@ -33,6 +33,11 @@ pub struct StageEval {
     pub loss: f32,
     /// Fraction of all weights still non-zero.
     pub kept: f64,
+    /// Bytes of the `.dcz` the stage's layers make, for the stages whose every layer is
+    /// shared or quantized (the last such stage's is the written file's when the plan is
+    /// the step's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
 }
 
 /// What k-means did to one layer.
@@ -84,6 +89,7 @@ pub struct CompressionReport {
     pub sizes: SizeReport,
     pub retrain_history: Vec<EpochStats>,
     pub finetune_history: Vec<EpochStats>,
+    /// Empty when the recipe started from scratch.
     pub baseline_checkpoint: String,
     pub seconds: f64,
 }
@@ -134,16 +140,21 @@ pub fn run(
     obs: &mut dyn PipelineObserver,
 ) -> anyhow::Result<CompressionResult> {
     let started = Instant::now();
-    obs.stage("baseline: loading or training");
-    let base = cache::obtain(exp.model, &exp.train, data, false, cache_dir, obs)?;
-    if !base.meta.complete {
-        anyhow::bail!("baseline training was stopped; nothing to compress");
-    }
-    let mut net = base.net;
+    let (mut net, baseline_checkpoint, first) = if exp.from_scratch {
+        let net = Net::new(exp.model, exp.train.seed)?;
+        (net, String::new(), "untrained (random init)")
+    } else {
+        obs.stage("baseline: loading or training");
+        let base = cache::obtain(exp.model, &exp.train, data, false, cache_dir, obs)?;
+        if !base.meta.complete {
+            anyhow::bail!("baseline training was stopped; nothing to compress");
+        }
+        (base.net, base.path.display().to_string(), "baseline")
+    };
     let arch = net.arch.clone();
     let n_layers = arch.layers.len();
     let share = ShareParams::of(exp);
-    let mut stages = vec![eval_stage("baseline", &net, data, None)?];
+    let mut stages = vec![eval_stage(first, &net, data, None)?];
     let mut states: Vec<LayerState> = (0..n_layers)
         .map(|l| {
             Ok(LayerState::dense(
@@ -184,7 +195,16 @@ pub fn run(
             .iter()
             .map(|p| &p.mask.weights[..])
             .collect();
-        stages.push(eval_stage(&before, &prepared.net, data, Some(&masks))?);
+        let mut stage = eval_stage(&before, &prepared.net, data, Some(&masks))?;
+        if step.kind == StepKind::Finetune {
+            let layers: Vec<&CompressedLayer> = prepared
+                .layers
+                .iter()
+                .filter_map(|p| p.shared.as_ref().map(|s| &s.compressed))
+                .collect();
+            stage.describe_file(exp, &layers)?;
+        }
+        stages.push(stage);
         if step.epochs == 0 {
             states = step::conclude(&prepared, None)?;
             net = prepared.net;
@@ -210,7 +230,19 @@ pub fn run(
             break;
         }
         states = step::conclude(&prepared, Some(&out))?;
-        stages.push(eval_stage(&after, &prepared.net, data, Some(&masks))?);
+        let mut stage = eval_stage(&after, &prepared.net, data, Some(&masks))?;
+        if step.kind == StepKind::Finetune {
+            let shared: Vec<Shared> = states
+                .iter()
+                .zip(&arch.layers)
+                .zip(&step.plans)
+                .enumerate()
+                .map(|(l, ((s, spec), plan))| s.share(l, spec, plan, share))
+                .collect();
+            let layers: Vec<&CompressedLayer> = shared.iter().map(|s| &s.compressed).collect();
+            stage.describe_file(exp, &layers)?;
+        }
+        stages.push(stage);
         net = prepared.net;
     }
 
@@ -265,7 +297,7 @@ pub fn run(
         sizes,
         retrain_history,
         finetune_history,
-        baseline_checkpoint: base.path.display().to_string(),
+        baseline_checkpoint,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok(CompressionResult {
@@ -296,5 +328,33 @@ fn eval_stage(
         accuracy: e.accuracy,
         loss: e.loss,
         kept,
+        file_bytes: None,
     })
+}
+
+impl StageEval {
+    /// Sets the stage's file bytes and kept fraction from its compressed layers (a ternary
+    /// grid prunes beyond the plan's mask: the layers say what is really kept).
+    fn describe_file(
+        &mut self,
+        exp: &Experiment,
+        layers: &[&CompressedLayer],
+    ) -> anyhow::Result<()> {
+        let model = CompressedModel {
+            model: exp.model,
+            experiment: exp.to_toml(),
+            layers: layers.iter().map(|&l| l.clone()).collect(),
+        };
+        let encoded = model
+            .layers
+            .iter()
+            .map(|l| encode::encode_layer(l, exp.max_code_len))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (bytes, _) = dcz::to_bytes(&model, &encoded);
+        self.file_bytes = Some(bytes.len() as u64);
+        let total: usize = model.layers.iter().map(|l| l.weight_count()).sum();
+        let kept: usize = model.layers.iter().map(|l| l.kept()).sum();
+        self.kept = kept as f64 / total.max(1) as f64;
+        Ok(())
+    }
 }

@@ -196,6 +196,7 @@ impl Session {
             finetune: None,
             max_code_len: 16,
             steps: Vec::new(),
+            from_scratch: false,
         }
     }
 
