@@ -479,16 +479,16 @@ impl Experiment {
         // own bits must suit its quantizer; binary and ternary fix the width defaults give).
         for (spec, plan) in arch.layers.iter().zip(self.layer_plans()) {
             let at = format!("layers.{}", spec.name);
-            if let Some(b) = self.layers.get(spec.name).and_then(|o| o.bits) {
-                check_overrides(
-                    &at,
-                    &LayerOverrides {
-                        bits: Some(b),
-                        quantizer: Some(plan.quantizer),
-                        ..LayerOverrides::default()
-                    },
-                )?;
-            }
+            let own = self.layers.get(spec.name);
+            check_overrides(
+                &at,
+                &LayerOverrides {
+                    bits: own.and_then(|o| o.bits),
+                    per_channel: own.and_then(|o| o.per_channel),
+                    quantizer: Some(plan.quantizer),
+                    ..LayerOverrides::default()
+                },
+            )?;
             plan.validate().map_err(|e| format!("{at}.{e}"))?;
         }
         self.train.validate().map_err(|e| format!("train.{e}"))?;
@@ -709,6 +709,40 @@ mod tests {
         assert!(e.contains("train.lr"), "{e}");
         let e = err("name = \"x\"\nmodel = \"alexnet\"\n");
         assert!(e.contains("alexnet"), "{e}");
+    }
+
+    #[test]
+    fn a_quantizer_takes_only_its_own_widths() {
+        let e = err(&format!(
+            "{HEAD}[layers.fc1]\nquantizer = \"uniform\"\nbits = 1\n"
+        ));
+        assert!(
+            e.contains("layers.fc1.bits") && e.contains("uniform"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{HEAD}[layers.fc1]\nquantizer = \"binary\"\nbits = 4\n"
+        ));
+        assert!(e.contains("layers.fc1.bits") && e.contains("binary"), "{e}");
+        // Defaults and a layer's own table combine: a default width of 1 cannot be uniform.
+        let e = err(&format!(
+            "{HEAD}[defaults]\nbits = 1\n[layers.fc2]\nquantizer = \"symmetric\"\n"
+        ));
+        assert!(e.contains("layers.fc2.bits"), "{e}");
+        let e = err(&format!("{HEAD}[layers.fc1]\nper_channel = true\n"));
+        assert!(e.contains("per_channel") && e.contains("kmeans"), "{e}");
+        let e = err(&format!("{HEAD}[defaults]\nquantizer = \"int8\"\n"));
+        assert!(e.contains("int8"), "{e}");
+        // Binary and ternary fix the width defaults give; the others keep it.
+        let exp = Experiment::parse(
+            &format!("{HEAD}[defaults]\nbits = 6\n[layers.fc1]\nquantizer = \"ternary\"\n[layers.fc2]\nquantizer = \"uniform\"\nper_channel = true\n"),
+            "t",
+        )
+        .unwrap();
+        let p = exp.layer_plans();
+        assert_eq!((p[0].bits, p[2].bits, p[3].bits), (6, 1, 6));
+        assert!(p[3].per_channel && !p[2].per_channel);
+        assert_eq!(Experiment::parse(&exp.to_toml(), "again").unwrap(), exp);
     }
 
     #[test]

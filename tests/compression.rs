@@ -158,3 +158,131 @@ fn masked_retraining_keeps_pruned_weights_at_zero_and_trains_the_rest() {
         assert!(moved > 0, "layer {l}: no kept weight trained");
     }
 }
+
+/// Fixed-grid quantizers through the whole pipeline: quantization-aware training, the file,
+/// and evaluation from the file alone.
+const GRIDS: &str = r#"
+name = "fixture-grids"
+model = "lenet-300-100"
+[train]
+epochs = 3
+batch_size = 32
+lr = 0.001
+optimizer = "adam"
+schedule = "cosine"
+seed = 7
+[defaults]
+index_bits = 4
+[layers.fc1]
+prune = { keep = 0.2 }
+quantizer = "ternary"
+per_channel = true
+[layers.fc2]
+prune = { keep = 0.5 }
+quantizer = "uniform"
+bits = 4
+per_channel = true
+[layers.fc3]
+quantizer = "binary"
+[retrain]
+epochs = 1
+lr = 0.0005
+batch_size = 32
+[finetune]
+epochs = 1
+lr = 0.0005
+batch_size = 32
+"#;
+
+#[test]
+fn grid_quantizers_train_aware_and_the_file_holds_what_training_ended_on() {
+    let data = common::fixture();
+    let exp = Experiment::parse(GRIDS, "fixture").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let result = pipeline::run(&exp, &data, cache.path(), &mut Quiet).unwrap();
+    let r = &result.report;
+    let stages: Vec<&str> = r.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(
+        stages,
+        [
+            "baseline",
+            "pruned",
+            "retrained",
+            "quantized",
+            "quantization-aware"
+        ]
+    );
+    // The last stage is the file: its bytes, and what the network it evaluated holds.
+    assert_eq!(r.last().file_bytes, Some(result.bytes.len() as u64));
+    assert!(r.stages[3].file_bytes.is_some());
+    for (l, layer) in result.model.layers.iter().enumerate() {
+        assert_eq!(result.net.weight_values(l).unwrap(), layer.dense_weights());
+        assert!(layer.grid.is_some(), "{}", layer.name);
+    }
+    // Ternary pruned beyond the plan's 20%; binary keeps every weight at +-alpha per layer.
+    let fc1 = &result.model.layers[0];
+    assert!(fc1.kept() < fc1.weight_count() / 5, "{}", fc1.kept());
+    let fc3 = &result.model.layers[2];
+    assert_eq!(fc3.kept(), fc3.weight_count());
+    let fc3_values: std::collections::BTreeSet<u32> = fc3
+        .dense_weights()
+        .iter()
+        .map(|v| v.abs().to_bits())
+        .collect();
+    assert_eq!(fc3_values.len(), 1, "one |alpha| per layer");
+    // Sizes: a per-channel uniform grid stores 5 bytes per output channel, not its levels.
+    assert_eq!(result.model.layers[1].level_bytes(), 5 * 100);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.dcz");
+    dcz::save(&path, &result.bytes).unwrap();
+    let file = dcz::load(&path).unwrap();
+    assert_eq!(file.model, result.model);
+    let from_file = train::evaluate(&file.model.to_net().unwrap(), &data.test).unwrap();
+    let in_memory = train::evaluate(&result.net, &data.test).unwrap();
+    assert_eq!(from_file.correct, in_memory.correct);
+    assert_eq!(from_file.accuracy, r.last().accuracy);
+    assert_eq!(
+        Experiment::parse(&file.model.experiment, "from file").unwrap(),
+        exp
+    );
+}
+
+#[test]
+fn binary_weights_train_from_scratch() {
+    let data = common::fixture();
+    let text = r#"
+name = "fixture-binaryconnect"
+model = "lenet-300-100"
+from_scratch = true
+[train]
+epochs = 1
+batch_size = 32
+lr = 0.001
+optimizer = "adam"
+schedule = "cosine"
+seed = 3
+[defaults]
+quantizer = "binary"
+[[step]]
+kind = "finetune"
+epochs = 4
+lr = 0.002
+batch_size = 32
+"#;
+    let exp = Experiment::parse(text, "fixture").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let result = pipeline::run(&exp, &data, cache.path(), &mut Quiet).unwrap();
+    let r = &result.report;
+    assert_eq!(r.stages[0].stage, "untrained (random init)");
+    assert!(r.baseline_checkpoint.is_empty());
+    // No baseline was trained: the cache stays empty.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    // Binarised from random weights, training moves it far from chance (10%).
+    assert!(r.stages[1].accuracy < 0.3, "{}", r.stages[1].accuracy);
+    assert!(r.last().accuracy > 0.6, "{}", r.last().accuracy);
+    for layer in &result.model.layers {
+        assert_eq!(layer.bits, 1);
+        assert_eq!(layer.kept(), layer.weight_count());
+    }
+}
