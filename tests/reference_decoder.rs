@@ -1,0 +1,230 @@
+//! `tools/dcz_decode.py`, a decoder written from `docs/dcz-format.md` alone, reads the files
+//! dcx writes and agrees with `dcx inspect` on every figure and with `dcx eval` on the correct
+//! count: if the writer and the documentation part ways, this fails.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn fixture() -> String {
+    repo("tests/fixtures/mnist-small").display().to_string()
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out: Output = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed: {stdout}{stderr}");
+    stdout
+}
+
+fn dcx(cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcx"));
+    cmd.env("DCX_CACHE", cache).args(["--data", &fixture()]);
+    cmd
+}
+
+fn decoder(args: &[&str]) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo("tools/dcz_decode.py")).args(args);
+    cmd
+}
+
+fn python3_missing() -> bool {
+    let found = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!(
+            "skipping the reference decoder test: python3 is not on PATH \
+             (tools/dcz_decode.py needs a Python 3 interpreter)"
+        );
+    }
+    !found
+}
+
+/// The first markdown table of `text` as (row label -> (column -> cell)), and the line that
+/// names the file.
+fn table(text: &str) -> (String, BTreeMap<String, BTreeMap<String, String>>) {
+    let cells = |line: &str| -> Vec<String> {
+        line.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let mut lines = text.lines();
+    let title = lines.next().expect("a title line").to_string();
+    let mut lines = lines.skip_while(|l| !l.starts_with("| layer |"));
+    let header = cells(lines.next().expect("a table"));
+    let mut rows = BTreeMap::new();
+    for line in lines.skip(1).take_while(|l| l.starts_with('|')) {
+        let row = cells(line);
+        assert_eq!(row.len(), header.len(), "{line}");
+        rows.insert(
+            row[0].clone(),
+            header.iter().cloned().zip(row.iter().cloned()).collect(),
+        );
+    }
+    (title, rows)
+}
+
+/// Compresses `experiment` on the fixture and checks the decoder against inspect and eval.
+fn decoder_agrees_with_dcx(cache: &Path, dir: &Path, name: &str, experiment: &str) {
+    let toml = dir.join(format!("{name}.toml"));
+    std::fs::write(&toml, experiment).unwrap();
+    let out = dir.join(name);
+    run(
+        dcx(cache).arg("compress").arg(&toml).arg("--out").arg(&out),
+        "dcx compress",
+    );
+    let file = out.join("model.dcz").display().to_string();
+
+    let inspect = run(dcx(cache).args(["inspect", &file]), "dcx inspect");
+    let decoded = run(&mut decoder(&[&file]), "tools/dcz_decode.py");
+    let (their_title, theirs) = table(&inspect);
+    let (our_title, ours) = table(&decoded);
+    assert_eq!(our_title, their_title);
+    let labels: Vec<&String> = theirs.keys().collect();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        labels,
+        "{decoded}\n{inspect}"
+    );
+    // Every column but the threshold, which the file does not hold.
+    let columns: Vec<&String> = theirs["**total**"]
+        .keys()
+        .filter(|c| *c != "threshold")
+        .collect();
+    assert_eq!(columns.len(), 13, "inspect's columns changed: {columns:?}");
+    for (label, row) in &theirs {
+        for column in &columns {
+            assert_eq!(
+                ours[label].get(*column),
+                row.get(*column),
+                "{name}: {label}, {column}\n{decoded}\n{inspect}"
+            );
+        }
+    }
+
+    let eval = run(dcx(cache).args(["eval", &file]), "dcx eval");
+    let count = eval
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("dcx eval prints (correct / total)")
+        .replace(' ', "");
+    let ours = run(
+        &mut decoder(&[&file, "--eval", &fixture()]),
+        "tools/dcz_decode.py --eval",
+    );
+    assert!(
+        ours.contains(&format!("accuracy: {count} correct")),
+        "{name}: dcx eval says {count}: {ours}"
+    );
+
+    // A file changed after writing is refused, naming the file.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[20] ^= 1;
+    let bad = dir.join(format!("{name}-bad.dcz"));
+    std::fs::write(&bad, bytes).unwrap();
+    let refused = decoder(&[&bad.display().to_string()]).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.dcz") && err.contains("checksum"), "{err}");
+}
+
+const TRAIN: &str = r#"
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.001
+optimizer = "adam"
+schedule = "cosine"
+seed = 7
+[retrain]
+rounds = 1
+epochs = 1
+lr = 0.0005
+batch_size = 32
+[finetune]
+epochs = 1
+lr = 0.0005
+batch_size = 32
+"#;
+
+#[test]
+fn the_reference_decoder_reads_what_dcx_writes() {
+    if python3_missing() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Plain-mode tables (1-bit sharing, 1-bit gaps: nearly every gap symbol a filler),
+    // delta-mode tables (8-bit sharing, 16-bit gaps), a one-symbol gap code (nothing pruned)
+    // and pruned biases.
+    let mixed = format!(
+        r#"name = "decoder-mixed"
+model = "lenet-300-100"
+max_code_len = 6
+[layers.fc1]
+prune = {{ keep = 0.03 }}
+bits = 1
+index_bits = 1
+[layers.fc2]
+prune = {{ keep = 0.1 }}
+bits = 8
+index_bits = 16
+[layers.fc3]
+prune = {{ keep = 1.0 }}
+prune_bias = true
+bits = 3
+index_bits = 4
+init = "kmeans++"
+{TRAIN}"#
+    );
+    decoder_agrees_with_dcx(cache.path(), dir.path(), "mixed", &mixed);
+    // A layer with no survivors (empty codes), gaps of tens of thousands with 16-bit
+    // indices (a gap code table of thousands of symbols), and biases pruned to zero.
+    let edges = format!(
+        r#"name = "decoder-edges"
+model = "lenet-300-100"
+[layers.fc1]
+prune = {{ keep = 0.00002 }}
+bits = 1
+index_bits = 16
+[layers.fc2]
+prune = {{ threshold = 1000.0 }}
+bits = 4
+index_bits = 5
+[layers.fc3]
+prune = {{ quality = 1.0 }}
+prune_bias = true
+bits = 2
+index_bits = 3
+{TRAIN}"#
+    );
+    decoder_agrees_with_dcx(cache.path(), dir.path(), "edges", &edges);
+    // The fixed grids: per-channel ternary (it prunes too), symmetric and binary per layer.
+    let grids = format!(
+        r#"name = "decoder-grids"
+model = "lenet-300-100"
+[layers.fc1]
+prune = {{ keep = 0.2 }}
+quantizer = "ternary"
+per_channel = true
+[layers.fc2]
+prune = {{ keep = 0.5 }}
+quantizer = "symmetric"
+bits = 3
+[layers.fc3]
+quantizer = "binary"
+{TRAIN}"#
+    );
+    decoder_agrees_with_dcx(cache.path(), dir.path(), "grids", &grids);
+}

@@ -1,0 +1,864 @@
+#!/usr/bin/env python3
+"""Reference decoder of dcx's `.dcz` files, written from docs/dcz-format.md alone.
+
+    python3 tools/dcz_decode.py FILE.dcz [--json] [--eval MNIST_DIR [--limit N]]
+
+Checks the magic and the checksum, inflates the metadata, decodes every layer section
+(both canonical Huffman tables, both streams, the relative sparse index with its fillers),
+rebuilds the dense weights and prints per-layer figures in the same terms as
+`dcx inspect`. With --eval it runs the network on the MNIST test set (pure Python: slow
+but independent of dcx) and prints the correct count.
+
+Standard library only. A layer section kind (the metadata's `quantizer`) is decoded by one
+function registered in SECTION_DECODERS; a new kind is one new function there.
+"""
+
+import argparse
+import gzip
+import hashlib
+import json
+import math
+import os
+import struct
+import sys
+import zlib
+from operator import add, itemgetter, mul
+
+MAGIC = b"DCZ\x01"
+MAX_METADATA = 1 << 20
+CHECKSUM_BYTES = 8
+
+# The three built-in architectures ("Running the network" in the doc): layer name, kind,
+# shape, in order, and the stages that run them.
+ARCHITECTURES = {
+    "lenet-300-100": {
+        "layers": [
+            ("fc1", "fc", [300, 784]),
+            ("fc2", "fc", [100, 300]),
+            ("fc3", "fc", [10, 100]),
+        ],
+        "stages": [
+            ("flatten",),
+            ("layer", "fc1"), ("relu",),
+            ("layer", "fc2"), ("relu",),
+            ("layer", "fc3"),
+        ],
+    },
+    "lenet-5": {
+        "layers": [
+            ("conv1", "conv", [20, 1, 5, 5]),
+            ("conv2", "conv", [50, 20, 5, 5]),
+            ("fc1", "fc", [500, 800]),
+            ("fc2", "fc", [10, 500]),
+        ],
+        "stages": [
+            ("layer", "conv1", 0), ("pool",),
+            ("layer", "conv2", 0), ("pool",),
+            ("flatten",),
+            ("layer", "fc1"), ("relu",),
+            ("layer", "fc2"),
+        ],
+    },
+    "course-cnn": {
+        "layers": [
+            ("conv1", "conv", [64, 1, 3, 3]),
+            ("conv2", "conv", [256, 64, 3, 3]),
+            ("fc1", "fc", [512, 12544]),
+            ("fc2", "fc", [10, 512]),
+        ],
+        "stages": [
+            ("layer", "conv1", 1), ("relu",), ("pool",),
+            ("layer", "conv2", 1), ("relu",), ("pool",),
+            ("flatten",),
+            ("layer", "fc1"), ("relu",),
+            ("layer", "fc2"),
+        ],
+    },
+}
+
+
+class DczError(Exception):
+    """A file that does not follow the format; the message names the place."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Byte and bit readers
+
+
+class Bytes:
+    """Little-endian reader over a byte string; errors say where the bytes ran out."""
+
+    def __init__(self, data, what):
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def take(self, n, field):
+        if n < 0 or self.pos + n > len(self.data):
+            raise DczError(
+                f"{self.what}: {field} needs {n} bytes at offset {self.pos}, "
+                f"only {len(self.data) - self.pos} left"
+            )
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self, field):
+        return self.take(1, field)[0]
+
+    def u16(self, field):
+        return struct.unpack("<H", self.take(2, field))[0]
+
+    def u32(self, field):
+        return struct.unpack("<I", self.take(4, field))[0]
+
+    def f32s(self, count, field):
+        return list(struct.unpack(f"<{count}f", self.take(4 * count, field)))
+
+
+class Bits:
+    """MSB-first bit reader over a byte string."""
+
+    def __init__(self, data, what):
+        self.data = data
+        self.pos = 0  # in bits
+        self.what = what
+
+    def bit(self):
+        if self.pos >= 8 * len(self.data):
+            raise DczError(f"{self.what}: ran out of bits after {self.pos}")
+        b = (self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1
+        self.pos += 1
+        return b
+
+    def read(self, n):
+        v = 0
+        for _ in range(n):
+            v = (v << 1) | self.bit()
+        return v
+
+    def expect_padding(self):
+        """The rest must be zero bits of the last byte, and nothing beyond it."""
+        used_bytes = (self.pos + 7) // 8
+        if used_bytes != len(self.data):
+            raise DczError(
+                f"{self.what}: {len(self.data)} bytes but the symbols end in byte {used_bytes}"
+            )
+        while self.pos < 8 * len(self.data):
+            if self.bit():
+                raise DczError(f"{self.what}: padding bit {self.pos - 1} is not zero")
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical Huffman codes
+
+
+def read_code_table(bits, what):
+    """One table: 5-bit a, a-bit n, 1-bit mode, 3-bit w-1, n code lengths. Returns lengths."""
+    a = bits.read(5)
+    if a > 17:
+        raise DczError(f"{what}: a = {a} > 17")
+    n = bits.read(a)
+    if a != n.bit_length():
+        raise DczError(f"{what}: a = {a} is not the minimal bit length of n = {n}")
+    if n > 65536:
+        raise DczError(f"{what}: n = {n} > 65536")
+    if n == 0:
+        return []
+    mode = bits.read(1)
+    w = bits.read(3) + 1
+    lengths = []
+    prev = 0
+    for s in range(n):
+        if mode == 0:
+            length = bits.read(w)
+        elif bits.read(1) == 0:
+            length = prev
+        elif bits.read(1) == 0:
+            length = prev + 1
+        elif bits.read(1) == 0:
+            length = prev - 1
+        else:
+            length = bits.read(w)
+        if length < 0:
+            raise DczError(f"{what}: symbol {s}: code length below 0")
+        lengths.append(length)
+        prev = length
+    longest = max(lengths)
+    if longest == 0 or lengths[-1] == 0:
+        raise DczError(f"{what}: the last described symbol (n - 1 = {n - 1}) has no code")
+    if longest > 24:
+        raise DczError(f"{what}: code length {longest} > 24")
+    if w != longest.bit_length():
+        raise DczError(f"{what}: w = {w} is not the bit length of the longest code {longest}")
+    # dcx writes the smaller mode (plain on a tie) but reads either, so this does too.
+    return lengths
+
+
+class CanonicalCode:
+    """Decoder of a canonical code given each symbol's length (0 = no code)."""
+
+    def __init__(self, lengths, what):
+        self.what = what
+        self.lengths = lengths
+        self.max_len = max(lengths) if lengths else 0
+        kraft = sum(2.0 ** -length for length in lengths if length)
+        if kraft > 1.0:
+            raise DczError(f"{what}: code lengths over-subscribe the code (Kraft sum {kraft})")
+        # count[l]: codes of length l; first[l]: first code of length l; symbols in
+        # (length, symbol) order.
+        self.count = [0] * (self.max_len + 1)
+        for length in lengths:
+            if length:
+                self.count[length] += 1
+        self.symbols = sorted((s for s, length in enumerate(lengths) if length),
+                              key=lambda s: (lengths[s], s))
+        self.first = [0] * (self.max_len + 2)
+        code = 0
+        for length in range(1, self.max_len + 1):
+            code = (code + self.count[length - 1]) << 1 if length > 1 else 0
+            self.first[length] = code
+        # offset[l]: index in self.symbols of the first symbol of length l
+        self.offset = [0] * (self.max_len + 2)
+        for length in range(1, self.max_len + 1):
+            self.offset[length + 1] = self.offset[length] + self.count[length]
+
+    def codes(self):
+        """symbol -> (code, length), for writing tests and for printing."""
+        out, code, prev_len = {}, 0, 0
+        for i, s in enumerate(self.symbols):
+            length = self.lengths[s]
+            if i:
+                code = (code + 1) << (length - prev_len)
+            out[s] = (code, length)
+            prev_len = length
+        return out
+
+    def decode(self, bits, count):
+        if count and not self.symbols:
+            raise DczError(f"{self.what}: {count} symbols but the code is empty")
+        out = []
+        data, total_bits = bits.data, 8 * len(bits.data)
+        pos = bits.pos
+        first, cnt, offset, symbols = self.first, self.count, self.offset, self.symbols
+        max_len = self.max_len
+        for _ in range(count):
+            code = 0
+            for length in range(1, max_len + 1):
+                if pos >= total_bits:
+                    raise DczError(f"{self.what}: stream ends inside symbol {len(out)}")
+                code = (code << 1) | ((data[pos >> 3] >> (7 - (pos & 7))) & 1)
+                pos += 1
+                rel = code - first[length]
+                if 0 <= rel < cnt[length]:
+                    out.append(symbols[offset[length] + rel])
+                    break
+            else:
+                raise DczError(f"{self.what}: bits at {pos} are no code word")
+        bits.pos = pos
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer sections: one function per kind (the metadata's "quantizer", "kmeans" when absent)
+
+
+def entropy_bits(symbols):
+    """Shannon entropy in bits per symbol of a symbol sequence."""
+    if not symbols:
+        return 0.0
+    freq = {}
+    for s in symbols:
+        freq[s] = freq.get(s, 0) + 1
+    n = len(symbols)
+    return -sum(c / n * math.log2(c / n) for c in freq.values())
+
+
+def decode_relative_index(gaps, index_bits, survivors, weights, what):
+    """Positions from gap symbols: 0 = filler (advance 2^b - 1), d >= 1 = next survivor."""
+    step = (1 << index_bits) - 1
+    positions, cursor, pending_fillers = [], -1, 0
+    for g in gaps:
+        if g == 0:
+            cursor += step
+            pending_fillers += 1
+        else:
+            cursor += g
+            positions.append(cursor)
+            pending_fillers = 0
+    if pending_fillers:
+        raise DczError(f"{what}: gap stream ends with {pending_fillers} filler(s)")
+    if len(positions) != survivors:
+        raise DczError(f"{what}: {len(positions)} positions from the gaps, N = {survivors}")
+    if positions and positions[-1] >= weights:
+        raise DczError(f"{what}: position {positions[-1]} beyond the {weights} weights")
+    return positions
+
+
+def read_coded_streams(sec, index_bits, n, g, symbols, weights, what):
+    """T, W and P: both code tables, the N Huffman-coded indices and the G gap symbols.
+
+    Returns the indices (in increasing position order), their positions and the figures of
+    the streams. Shared by every section kind that stores its survivors this way.
+    """
+    t = sec.u32("T")
+    tables = Bits(sec.take(t, "code tables"), f"{what} code tables")
+    index_lengths = read_code_table(tables, f"{what} cluster-index code table")
+    gap_lengths = read_code_table(tables, f"{what} gap code table")
+    tables.expect_padding()
+    if len(index_lengths) > symbols:
+        raise DczError(f"{what}: the cluster-index code describes {len(index_lengths)} "
+                       f"symbols, there are {symbols}")
+    if len(gap_lengths) > 1 << index_bits:
+        raise DczError(f"{what}: the gap code describes {len(gap_lengths)} symbols > 2^b")
+    if (n == 0) != (not index_lengths) or (g == 0) != (not gap_lengths):
+        raise DczError(f"{what}: a code is empty exactly when the layer has no survivors "
+                       f"(N = {n}, G = {g})")
+    index_code = CanonicalCode(index_lengths, f"{what} cluster-index code")
+    gap_code = CanonicalCode(gap_lengths, f"{what} gap code")
+    w_len = sec.u32("W")
+    index_stream = Bits(sec.take(w_len, "index stream"), f"{what} index stream")
+    indices = index_code.decode(index_stream, n)
+    index_bits_used = index_stream.pos
+    index_stream.expect_padding()
+    p_len = sec.u32("P")
+    gap_stream = Bits(sec.take(p_len, "gap stream"), f"{what} gap stream")
+    gaps = gap_code.decode(gap_stream, g)
+    gap_bits_used = gap_stream.pos
+    gap_stream.expect_padding()
+    positions = decode_relative_index(gaps, index_bits, n, weights, what)
+    figures = {
+        "index_bits": index_bits,
+        "survivors": n,
+        "gap_symbols": g,
+        "fillers": g - n,
+        "table_bytes": t,
+        "index_stream_bytes": w_len,
+        "gap_stream_bytes": p_len,
+        "index_stream_bits": index_bits_used,
+        "gap_stream_bits": gap_bits_used,
+        "index_code_lengths": index_lengths,
+        "gap_code_lengths": gap_lengths,
+        "weight_bits_huffman": index_bits_used / n if n else 0.0,
+        "weight_bits_entropy": entropy_bits(indices),
+        "index_bits_huffman": gap_bits_used / n if n else 0.0,
+        "index_bits_entropy": entropy_bits(gaps) * g / n if n else 0.0,
+    }
+    return indices, positions, figures
+
+
+def sparse_sizes(n, g, bits, index_bits, table_bytes, outputs):
+    """The `pruned (P)` and `shared (P+Q)` sizes of a layer storing n survivors and g gap
+    symbols: survivors as f32 or in `bits` bits, gap symbols in index_bits bits, plus
+    `table_bytes` (the codebook, or whatever maps an index to a value) and f32 biases."""
+    gap_bits = g * index_bits
+    return {
+        "pruned_bytes": 4 * n + ceil_bytes(gap_bits) + 4 * outputs,
+        "shared_bytes": ceil_bytes(n * bits + gap_bits) + table_bytes + 4 * outputs,
+    }
+
+
+def decode_kmeans_section(sec, layer, what):
+    """Weight sharing: codebook + Huffman-coded cluster indices + relative sparse index."""
+    weights = math.prod(layer["shape"])
+    outputs = layer["shape"][0]
+    bits = sec.u8("bits")
+    index_bits = sec.u8("index_bits")
+    if not 1 <= bits <= 8:
+        raise DczError(f"{what}: bits = {bits} not in 1..=8")
+    if not 1 <= index_bits <= 16:
+        raise DczError(f"{what}: index_bits = {index_bits} not in 1..=16")
+    n = sec.u32("N")
+    g = sec.u32("G")
+    if not n <= g <= weights:
+        raise DczError(f"{what}: N = {n}, G = {g}, weights = {weights}: need N <= G <= weights")
+    k = sec.u16("K")
+    if k > 1 << bits:
+        raise DczError(f"{what}: K = {k} > 2^bits = {1 << bits}")
+    codebook = sec.f32s(k, "codebook")
+    b = sec.u32("B")
+    if b != outputs:
+        raise DczError(f"{what}: B = {b} biases, the layer has {outputs} outputs")
+    biases = sec.f32s(b, "biases")
+    indices, positions, figures = read_coded_streams(sec, index_bits, n, g, k, weights, what)
+    dense = [0.0] * weights
+    for p, i in zip(positions, indices):
+        dense[p] = codebook[i]
+    figures.update({"bits": bits, "codebook_len": k})
+    figures.update(sparse_sizes(n, g, bits, index_bits, 4 * k, outputs))
+    return dense, biases, figures
+
+
+def to_f32(x):
+    """x rounded to the nearest binary32, as an f32 operation of dcx rounds its result."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def decode_grid_section(sec, layer, what, affine):
+    """A fixed grid (uniform / symmetric when `affine`, binary / ternary otherwise): per group
+    a scale and zero point, or an alpha, instead of a codebook; the rest as for k-means."""
+    weights = math.prod(layer["shape"])
+    outputs = layer["shape"][0]
+    bits = sec.u8("bits")
+    index_bits = sec.u8("index_bits")
+    allowed = range(2, 9) if affine else range(1, 2)
+    if bits not in allowed:
+        raise DczError(f"{what}: bits = {bits} not a width of this quantizer")
+    if not 1 <= index_bits <= 16:
+        raise DczError(f"{what}: index_bits = {index_bits} not in 1..=16")
+    n = sec.u32("N")
+    g = sec.u32("G")
+    if not n <= g <= weights:
+        raise DczError(f"{what}: N = {n}, G = {g}, weights = {weights}: need N <= G <= weights")
+    groups = sec.u16("G (groups)")
+    if groups not in (1, outputs):
+        raise DczError(f"{what}: {groups} groups, expected 1 or {outputs}")
+    params = sec.f32s(groups, "scales" if affine else "alphas")
+    if affine:
+        zero_points = list(sec.take(groups, "zero points"))
+        if any(not (math.isfinite(x) and x > 0) for x in params):
+            raise DczError(f"{what}: a scale is not a finite number > 0")
+        if any(z > (1 << bits) - 1 for z in zero_points):
+            raise DczError(f"{what}: a zero point is beyond the {bits}-bit codes")
+        levels = 1 << bits
+        value = lambda grp, c: to_f32(params[grp] * (c - zero_points[grp]))
+        level_bytes = 5 * groups
+    else:
+        if any(not (math.isfinite(x) and x >= 0) for x in params):
+            raise DczError(f"{what}: an alpha is not a finite number >= 0")
+        levels = 2
+        value = lambda grp, c: params[grp] if c == 1 else -params[grp]
+        level_bytes = 4 * groups
+    b = sec.u32("B")
+    if b != outputs:
+        raise DczError(f"{what}: B = {b} biases, the layer has {outputs} outputs")
+    biases = sec.f32s(b, "biases")
+    indices, positions, figures = read_coded_streams(sec, index_bits, n, g, levels, weights, what)
+    run = weights // groups
+    dense = [0.0] * weights
+    for p, i in zip(positions, indices):
+        dense[p] = value(p // run, i)
+    figures.update({"bits": bits, "codebook_len": levels, "groups": groups})
+    figures.update(sparse_sizes(n, g, bits, index_bits, level_bytes, outputs))
+    return dense, biases, figures
+
+
+# A section kind (the metadata's `quantizer`, "kmeans" when absent) is one function
+# (section bytes after S, the metadata's layer entry, a name for errors) -> (dense weights as
+# a flat list in the shape's order, biases, figures). The figures must hold what
+# `layer_report` prints: bits, index_bits, survivors, fillers, pruned_bytes, shared_bytes,
+# weight_bits_huffman / _entropy, index_bits_huffman / _entropy; the rest is printed when
+# present.
+SECTION_DECODERS = {
+    "kmeans": decode_kmeans_section,
+    "uniform": lambda sec, layer, what: decode_grid_section(sec, layer, what, True),
+    "symmetric": lambda sec, layer, what: decode_grid_section(sec, layer, what, True),
+    "binary": lambda sec, layer, what: decode_grid_section(sec, layer, what, False),
+    "ternary": lambda sec, layer, what: decode_grid_section(sec, layer, what, False),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole file
+
+
+def decode_file(data, name="file"):
+    if len(data) < 4 + 4 + 2 + CHECKSUM_BYTES:
+        raise DczError(f"{name}: {len(data)} bytes is too short for a .dcz file")
+    if data[:4] != MAGIC:
+        raise DczError(f"{name}: magic {data[:4].hex(' ')} is not 44 43 5a 01")
+    body, checksum = data[:-CHECKSUM_BYTES], data[-CHECKSUM_BYTES:]
+    expected = hashlib.sha256(body).digest()[:CHECKSUM_BYTES]
+    if checksum != expected:
+        raise DczError(f"{name}: checksum {checksum.hex()} is not {expected.hex()}")
+    r = Bytes(body, name)
+    r.take(4, "magic")
+    m = r.u32("metadata length")
+    if m > MAX_METADATA:
+        raise DczError(f"{name}: metadata length {m} > 1 MiB")
+    raw = r.take(m, "metadata")
+    try:
+        inflater = zlib.decompressobj(-15)
+        text = inflater.decompress(raw, MAX_METADATA + 1)
+        if len(text) > MAX_METADATA or not inflater.eof or inflater.unused_data:
+            raise DczError(f"{name}: metadata is not one raw DEFLATE stream of at most 1 MiB")
+        meta = json.loads(text.decode("utf-8"))
+    except (zlib.error, UnicodeDecodeError, ValueError) as e:
+        raise DczError(f"{name}: metadata: {e}") from None
+    if not isinstance(meta, dict) or set(meta) != {"model", "layers", "experiment", "writer"}:
+        keys = sorted(meta) if isinstance(meta, dict) else meta
+        raise DczError(f"{name}: metadata keys {keys} are not model, layers, experiment, writer")
+    if not isinstance(meta["experiment"], str) or not isinstance(meta["writer"], str):
+        raise DczError(f"{name}: metadata experiment and writer must be strings")
+    model = meta["model"]
+    if model not in ARCHITECTURES:
+        raise DczError(f"{name}: unknown model {model!r}")
+    arch = ARCHITECTURES[model]["layers"]
+    layers = meta.get("layers")
+    if not isinstance(layers, list) or len(layers) != len(arch):
+        raise DczError(f"{name}: metadata lists {layers!r}, {model} has {len(arch)} layers")
+    for got, (lname, kind, shape) in zip(layers, arch):
+        want = {"name": lname, "kind": kind, "shape": shape}
+        if not isinstance(got, dict) or not set(got) <= {*want, "quantizer"}:
+            raise DczError(f"{name}: metadata layer {got!r}: keys other than "
+                           "name, kind, shape, quantizer")
+        if {key: got.get(key) for key in want} != want:
+            raise DczError(f"{name}: metadata layer {got!r} is not {want!r}")
+    count = r.u16("layer count")
+    if count != len(arch):
+        raise DczError(f"{name}: layer count {count}, {model} has {len(arch)} layers")
+    header_bytes = r.pos
+    decoded = []
+    for layer in layers:
+        what = f"{name} layer {layer['name']}"
+        quantizer = layer.get("quantizer", "kmeans")
+        decoder = SECTION_DECODERS.get(quantizer)
+        if decoder is None:
+            raise DczError(f"{what}: unknown quantizer {quantizer!r}")
+        start = r.pos
+        s = r.u32("section length S")
+        sec = Bytes(r.take(s, "section"), what)
+        dense, biases, figures = decoder(sec, layer, what)
+        if sec.pos != s:
+            raise DczError(f"{what}: {s - sec.pos} bytes left over in the section")
+        figures["section_bytes"] = r.pos - start
+        figures["quantizer"] = quantizer
+        decoded.append({"layer": layer, "weights": dense, "biases": biases, "figures": figures})
+    if r.pos != len(body):
+        raise DczError(f"{name}: {len(body) - r.pos} bytes between the last section and checksum")
+    return {
+        "meta": meta,
+        "layers": decoded,
+        "file_bytes": len(data),
+        "header_bytes": header_bytes,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures in the terms of `dcx inspect`
+
+
+def ceil_bytes(bits):
+    return (bits + 7) // 8
+
+
+def layer_report(d):
+    """What `dcx inspect` prints for one layer (see "Sizes in reports" in the doc)."""
+    f = d["figures"]
+    shape = d["layer"]["shape"]
+    weights, outputs = math.prod(shape), shape[0]
+    return {
+        "name": d["layer"]["name"],
+        "weights": weights,
+        "biases": outputs,
+        "kept": f["survivors"],
+        "fillers": f["fillers"],
+        "bits": f["bits"],
+        "index_bits": f["index_bits"],
+        "dense_bytes": 4 * (weights + outputs),
+        "pruned_bytes": f["pruned_bytes"],
+        "shared_bytes": f["shared_bytes"],
+        "file_bytes": f["section_bytes"],
+        "weight_bits_huffman": f["weight_bits_huffman"],
+        "weight_bits_entropy": f["weight_bits_entropy"],
+        "index_bits_huffman": f["index_bits_huffman"],
+        "index_bits_entropy": f["index_bits_entropy"],
+    }
+
+
+def sizes_report(decoded):
+    layers = [layer_report(d) for d in decoded["layers"]]
+    sections = sum(d["figures"]["section_bytes"] for d in decoded["layers"])
+    totals = {k: sum(l[k] for l in layers)
+              for k in ("weights", "kept", "fillers", "dense_bytes", "pruned_bytes",
+                        "shared_bytes")}
+    totals.update({
+        "file_bytes": decoded["file_bytes"],
+        "header_bytes": decoded["header_bytes"],
+        "trailer_bytes": CHECKSUM_BYTES,
+        "overhead_bytes": decoded["file_bytes"] - sections,
+    })
+    return layers, totals
+
+
+def kb(v):
+    return f"{v / 1000:.1f} KB"
+
+
+def percent(part, whole):
+    return f"{100 * part / whole:.2f}%" if whole else "-"
+
+
+def times(whole, part):
+    return f"{whole / part:.1f}x" if part else "-"
+
+
+INSPECT_COLUMNS = ["layer", "weights", "kept", "bits", "index bits", "fillers", "dense",
+                   "pruned (P)", "shared (P+Q)", "file (P+Q+H)", "ratio",
+                   "weight bits H (entropy)", "index bits H (entropy)"]
+
+
+def print_report(decoded, name, out=sys.stdout):
+    """The `dcx inspect` table (without its threshold column: the file has no thresholds),
+    then the raw fields of each section."""
+    layers, tot = sizes_report(decoded)
+    model = decoded["meta"]["model"]
+    print(f"{name}: {model}, {tot['file_bytes']} bytes, "
+          f"{times(tot['dense_bytes'], tot['file_bytes'])} smaller than dense f32 "
+          f"({tot['dense_bytes']} bytes)", file=out)
+    print(file=out)
+    print("| " + " | ".join(INSPECT_COLUMNS) + " |", file=out)
+    print("|---|" + "---:|" * (len(INSPECT_COLUMNS) - 1), file=out)
+    for l in layers:
+        cells = [l["name"], l["weights"], percent(l["kept"], l["weights"]), l["bits"],
+                 l["index_bits"], l["fillers"], kb(l["dense_bytes"]), kb(l["pruned_bytes"]),
+                 kb(l["shared_bytes"]), kb(l["file_bytes"]),
+                 times(l["dense_bytes"], l["file_bytes"]),
+                 f"{l['weight_bits_huffman']:.2f} ({l['weight_bits_entropy']:.2f})",
+                 f"{l['index_bits_huffman']:.2f} ({l['index_bits_entropy']:.2f})"]
+        print("| " + " | ".join(str(c) for c in cells) + " |", file=out)
+    blank = [""] * (len(INSPECT_COLUMNS) - 1)
+    cells = ["header + metadata + checksum"] + blank
+    cells[INSPECT_COLUMNS.index("file (P+Q+H)")] = kb(tot["overhead_bytes"])
+    print("| " + " | ".join(cells) + " |", file=out)
+    cells = ["**total**"] + blank
+    for col, val in [
+        ("weights", tot["weights"]),
+        ("kept", percent(tot["kept"], tot["weights"])),
+        ("fillers", tot["fillers"]),
+        ("dense", kb(tot["dense_bytes"])),
+        ("pruned (P)", f"{kb(tot['pruned_bytes'])} "
+                       f"({times(tot['dense_bytes'], tot['pruned_bytes'])})"),
+        ("shared (P+Q)", f"{kb(tot['shared_bytes'])} "
+                         f"({times(tot['dense_bytes'], tot['shared_bytes'])})"),
+        ("file (P+Q+H)", f"**{kb(tot['file_bytes'])} ({tot['file_bytes']} bytes)**"),
+        ("ratio", f"**{times(tot['dense_bytes'], tot['file_bytes'])}**"),
+    ]:
+        cells[INSPECT_COLUMNS.index(col)] = str(val)
+    print("| " + " | ".join(cells) + " |", file=out)
+    print(file=out)
+    print(f"Sections ({tot['header_bytes']} header bytes: magic, metadata length, "
+          f"{tot['header_bytes'] - 10} bytes of DEFLATE metadata, layer count; "
+          f"{tot['trailer_bytes']} checksum bytes):", file=out)
+    print(file=out)
+    raw = ["layer", "quantizer", "section bytes", "N survivors", "G gap symbols",
+           "K codebook", "T table bytes", "W index stream bytes (bits used)",
+           "P gap stream bytes (bits used)", "index code lengths", "gap code lengths"]
+    print("| " + " | ".join(raw) + " |", file=out)
+    print("|---|---|" + "---:|" * (len(raw) - 2), file=out)
+    for d in decoded["layers"]:
+        f = d["figures"]
+        cells = [d["layer"]["name"], f["quantizer"], f["section_bytes"], f["survivors"],
+                 f["gap_symbols"], f.get("codebook_len", "-"), f["table_bytes"],
+                 f"{f['index_stream_bytes']} ({f['index_stream_bits']})",
+                 f"{f['gap_stream_bytes']} ({f['gap_stream_bits']})",
+                 length_range(f["index_code_lengths"]), length_range(f["gap_code_lengths"])]
+        print("| " + " | ".join(str(c) for c in cells) + " |", file=out)
+
+
+def length_range(lengths):
+    used = [x for x in lengths if x]
+    return f"{min(used)}..{max(used)} ({len(used)} codes)" if used else "empty"
+
+
+def json_report(decoded):
+    layers, totals = sizes_report(decoded)
+    for l, d in zip(layers, decoded["layers"]):
+        l.update({k: v for k, v in d["figures"].items() if not k.endswith("_code_lengths")})
+    return {"model": decoded["meta"]["model"], "sizes": totals, "layers": layers}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the network (pure Python)
+
+
+def read_idx(path):
+    """An IDX file (raw, or gzip when the name ends in .gz): (dims, bytes)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DczError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = data[4 + 4 * ndim:]
+    if len(body) != math.prod(dims):
+        raise DczError(f"{path}: {len(body)} bytes of data, dims {dims} need {math.prod(dims)}")
+    return dims, body
+
+
+def find_idx(directory, stem):
+    for name in (stem, stem + ".gz"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return path
+    raise DczError(f"{directory}: neither {stem} nor {stem}.gz")
+
+
+class Network:
+    def __init__(self, decoded):
+        self.model = decoded["meta"]["model"]
+        self.stages = ARCHITECTURES[self.model]["stages"]
+        self.layers = {}
+        for d in decoded["layers"]:
+            shape = d["layer"]["shape"]
+            if d["layer"]["kind"] == "fc":
+                self.layers[d["layer"]["name"]] = self._fc(d["weights"], d["biases"], shape)
+            else:
+                self.layers[d["layer"]["name"]] = self._conv(d["weights"], d["biases"], shape)
+
+    @staticmethod
+    def _fc(w, b, shape):
+        out_n, in_n = shape
+        rows = []
+        for o in range(out_n):
+            row = w[o * in_n:(o + 1) * in_n]
+            cols = [i for i, v in enumerate(row) if v != 0.0]
+            rows.append((tuple(row[i] for i in cols), itemgetter(*cols) if cols else None,
+                         len(cols)))
+        return ("fc", shape, rows, b)
+
+    @staticmethod
+    def _conv(w, b, shape):
+        out_c, in_c, kh, kw = shape
+        # per output channel: per input channel: [(ky, kx, weight)] of the non-zero taps
+        taps = []
+        for o in range(out_c):
+            per_in = []
+            for i in range(in_c):
+                base = (o * in_c + i) * kh * kw
+                per_in.append([(ky, kx, w[base + ky * kw + kx])
+                               for ky in range(kh) for kx in range(kw)
+                               if w[base + ky * kw + kx] != 0.0])
+            taps.append(per_in)
+        return ("conv", shape, taps, b)
+
+    def forward(self, pixels):
+        # activations: (channels, height, width, flat list [c][y][x] row-major)
+        x = [(p / 255.0 - 0.1307) / 0.3081 for p in pixels]
+        c, h, wd = 1, 28, 28
+        for stage in self.stages:
+            op = stage[0]
+            if op == "flatten":
+                c, h, wd = c * h * wd, 1, 1
+            elif op == "relu":
+                x = [v if v > 0.0 else 0.0 for v in x]
+            elif op == "pool":
+                x, h, wd = max_pool(x, c, h, wd), h // 2, wd // 2
+            else:
+                layer = self.layers[stage[1]]
+                if layer[0] == "fc":
+                    x = fc_forward(layer, x)
+                    c = len(x)
+                else:
+                    x, c, h, wd = conv_forward(layer, x, c, h, wd, stage[2])
+        return x
+
+
+def fc_forward(layer, x):
+    _, _, rows, b = layer
+    out = []
+    for (vals, getter, count), bias in zip(rows, b):
+        if count == 0:
+            out.append(bias)
+        elif count == 1:
+            out.append(bias + vals[0] * getter(x))
+        else:
+            out.append(bias + sum(map(mul, vals, getter(x))))
+    return out
+
+
+def conv_forward(layer, x, c, h, wd, pad):
+    _, (out_c, in_c, kh, kw), taps, b = layer
+    if pad:
+        ph, pw = h + 2 * pad, wd + 2 * pad
+        padded = [0.0] * (in_c * ph * pw)
+        for ch in range(in_c):
+            for y in range(h):
+                dst = (ch * ph + y + pad) * pw + pad
+                src = (ch * h + y) * wd
+                padded[dst:dst + wd] = x[src:src + wd]
+        x, h, wd = padded, ph, pw
+    oh, ow = h - kh + 1, wd - kw + 1
+    # gathered[i][ky][kx]: the input plane i shifted by (ky, kx), as an oh*ow list
+    gathered = []
+    for i in range(in_c):
+        per_tap = []
+        for ky in range(kh):
+            row = []
+            for kx in range(kw):
+                idx = [(i * h + y + ky) * wd + xx + kx for y in range(oh) for xx in range(ow)]
+                row.append(itemgetter(*idx)(x))
+            per_tap.append(row)
+        gathered.append(per_tap)
+    out = []
+    for o in range(out_c):
+        acc = [b[o]] * (oh * ow)
+        for i in range(in_c):
+            plane = gathered[i]
+            for ky, kx, wv in taps[o][i]:
+                acc = list(map(add, acc, map(wv.__mul__, plane[ky][kx])))
+        out.extend(acc)
+    return out, out_c, oh, ow
+
+
+def max_pool(x, c, h, wd):
+    oh, ow = h // 2, wd // 2
+    out = []
+    for ch in range(c):
+        base = ch * h * wd
+        for y in range(oh):
+            r0 = base + 2 * y * wd
+            r1 = r0 + wd
+            out.extend(max(x[r0 + 2 * i], x[r0 + 2 * i + 1], x[r1 + 2 * i], x[r1 + 2 * i + 1])
+                       for i in range(ow))
+    return out
+
+
+def evaluate(decoded, directory, limit=None, progress=False):
+    img_dims, images = read_idx(find_idx(directory, "t10k-images-idx3-ubyte"))
+    lab_dims, labels = read_idx(find_idx(directory, "t10k-labels-idx1-ubyte"))
+    if len(img_dims) != 3 or img_dims[1:] != (28, 28) or lab_dims[0] != img_dims[0]:
+        raise DczError(f"{directory}: test images {img_dims} and labels {lab_dims} do not match")
+    total = img_dims[0] if limit is None else min(limit, img_dims[0])
+    net = Network(decoded)
+    correct, loss = 0, 0.0
+    for n in range(total):
+        outputs = net.forward(images[n * 784:(n + 1) * 784])
+        best = max(range(len(outputs)), key=outputs.__getitem__)  # first of equal maxima
+        correct += best == labels[n]
+        top = max(outputs)
+        loss += top + math.log(sum(math.exp(v - top) for v in outputs)) - outputs[labels[n]]
+        if progress and (n + 1) % 500 == 0:
+            print(f"  {n + 1}/{total}: {correct} correct", file=sys.stderr)
+    return correct, total, loss / total if total else 0.0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("file")
+    ap.add_argument("--json", action="store_true", help="figures as JSON instead of a table")
+    ap.add_argument("--eval", metavar="DIR", help="MNIST folder with the t10k IDX files")
+    ap.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    ap.add_argument("--progress", action="store_true", help="print progress while evaluating")
+    args = ap.parse_args(argv)
+    try:
+        with open(args.file, "rb") as fh:
+            data = fh.read()
+        decoded = decode_file(data, args.file)
+        if args.json:
+            print(json.dumps(json_report(decoded), indent=1))
+        else:
+            print_report(decoded, args.file)
+        if args.eval:
+            correct, total, loss = evaluate(decoded, args.eval, args.limit, args.progress)
+            print(f"accuracy: {correct}/{total} correct ({100 * correct / total:.2f}%), "
+                  f"mean cross-entropy {loss:.4f}")
+    except (DczError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
