@@ -20,7 +20,7 @@ use crate::compress::kmeans::Init;
 use crate::compress::paper;
 use crate::compress::prune;
 use crate::data::Mnist;
-use crate::experiment::{Experiment, LayerPlan, PruneRule};
+use crate::experiment::{Experiment, LayerPlan, PruneRule, Quantizer};
 use crate::explore::eval::{EvalMode, EvalOptions, Evaluator, PreparedLayer, fingerprint};
 use crate::explore::layer::{HistEdges, LayerResult, LayerSetting};
 use crate::explore::sensitivity::LayerSensitivity;
@@ -51,6 +51,29 @@ pub struct ReportData {
     pub tradeoff: Tradeoff,
     pub histograms: HistogramData,
     pub training: Vec<TrainingCurve>,
+    /// Accuracy against bits for every quantizer (absent in figure data written before
+    /// quantizers other than k-means existed).
+    #[serde(default)]
+    pub quantizers: QuantizerSweep,
+}
+
+/// Accuracy against bit width for each quantizer, post-training (no retraining): every layer
+/// quantized (unpruned), and one layer alone with the others in f32. k-means appears once per
+/// init; binary and ternary have one width.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuantizerSweep {
+    pub baseline_accuracy: f64,
+    /// The layer of the one-layer panel.
+    pub layer: String,
+    pub whole: Vec<BitsSeries>,
+    pub alone: Vec<BitsSeries>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BitsSeries {
+    pub name: String,
+    /// (bits, test accuracy), by increasing bits.
+    pub points: Vec<(u8, f64)>,
 }
 
 impl ReportData {
@@ -324,6 +347,8 @@ pub fn build(
     let global = global_sweep(inputs, &opts.keeps, &mut evaluator, obs)?;
     obs.stage("pruning only / sharing only / both");
     let tradeoff = tradeoff(inputs, opts, &mut evaluator, obs)?;
+    obs.stage("accuracy vs bits per quantizer");
+    let quantizers = quantizer_sweep(inputs, opts, &mut evaluator, obs)?;
     obs.stage("weight histograms per k-means init");
     let histograms = histograms(inputs, opts, &worker, &mut evaluator, obs)?;
 
@@ -355,6 +380,109 @@ pub fn build(
         tradeoff,
         histograms,
         training,
+        quantizers,
+    })
+}
+
+/// The quantizers the bits figure compares: k-means under each init of `inits`, then the
+/// fixed grids per layer and per channel.
+fn compared_quantizers(inits: &[Init]) -> Vec<(String, Quantizer, Init, bool)> {
+    let mut v: Vec<_> = inits
+        .iter()
+        .filter(|&&i| i != Init::Optimal)
+        .map(|&i| {
+            (
+                format!("k-means, {} init", i.name()),
+                Quantizer::KMeans,
+                i,
+                false,
+            )
+        })
+        .collect();
+    for q in [
+        Quantizer::Uniform,
+        Quantizer::Symmetric,
+        Quantizer::Binary,
+        Quantizer::Ternary,
+    ] {
+        v.push((q.name().to_string(), q, Init::Linear, false));
+        if q != Quantizer::Symmetric {
+            v.push((format!("{} per channel", q.name()), q, Init::Linear, true));
+        }
+    }
+    v
+}
+
+/// [`QuantizerSweep`]: for each quantizer and each of its widths in 1..=8, the accuracy with
+/// every layer quantized, and with only the histogram layer quantized.
+pub(crate) fn quantizer_sweep(
+    inputs: &Inputs,
+    opts: &BuildOptions,
+    evaluator: &mut Evaluator,
+    obs: &mut dyn BuildObserver,
+) -> Result<QuantizerSweep, DataError> {
+    let exp = inputs.experiment;
+    let base = &inputs.baseline;
+    let arch = exp.model.arch();
+    let layer = match &opts.histogram_layer {
+        Some(name) => arch.layer_index(name).unwrap_or(0),
+        None => largest_layer(exp.model),
+    };
+    let mut s = session(inputs, base.clone())?;
+    let baseline_accuracy = evaluate(evaluator, &dense_layers(evaluator, base)?, obs)?;
+    let quantizers = compared_quantizers(&opts.inits);
+    let total: usize = quantizers.iter().map(|q| q.1.bits_range().count()).sum();
+    let mut done = 0;
+    let (mut whole, mut alone) = (Vec::new(), Vec::new());
+    for (name, quantizer, init, per_channel) in quantizers {
+        let (mut w_points, mut a_points) = (Vec::new(), Vec::new());
+        for bits in quantizer.bits_range() {
+            let plan: Vec<LayerSetting> = exp
+                .layer_plans()
+                .into_iter()
+                .map(|p| LayerSetting {
+                    plan: LayerPlan {
+                        prune: PruneRule::Keep(1.0),
+                        prune_bias: false,
+                        bits,
+                        index_bits: p.index_bits,
+                        quantizer,
+                        init,
+                        per_channel,
+                    }
+                    .normalized(),
+                    finetuned: false,
+                })
+                .collect();
+            s.set_plan(plan)?;
+            let results = s.results_now()?;
+            w_points.push((
+                bits,
+                evaluate(evaluator, &compressed_layers(evaluator, &results)?, obs)?,
+            ));
+            let mut one = base.clone();
+            one[layer].0 = results[layer].compressed.dense_weights();
+            a_points.push((
+                bits,
+                evaluate(evaluator, &dense_layers(evaluator, &one)?, obs)?,
+            ));
+            done += 1;
+            obs.progress(done as f64 / total.max(1) as f64);
+        }
+        whole.push(BitsSeries {
+            name: name.clone(),
+            points: w_points,
+        });
+        alone.push(BitsSeries {
+            name,
+            points: a_points,
+        });
+    }
+    Ok(QuantizerSweep {
+        baseline_accuracy,
+        layer: arch.layers[layer].name.to_string(),
+        whole,
+        alone,
     })
 }
 
@@ -528,8 +656,9 @@ fn pct_label(keep: f32) -> String {
     }
 }
 
-/// Every layer at one rate: `keep` of its weights and `bits` per shared weight (`None`: the
-/// paper's 8 for conv and 5 for fc layers); index bits and init as the experiment has them.
+/// Every layer at one rate: `keep` of its weights and `bits` per k-means shared weight
+/// (`None`: the paper's 8 for conv and 5 for fc layers); index bits and init as the
+/// experiment has them.
 fn uniform_plan(
     exp: &Experiment,
     keep: f32,
@@ -546,11 +675,12 @@ fn uniform_plan(
                 prune_bias: false,
                 bits: bits.unwrap_or(LayerPlan::paper_default(spec.kind).bits),
                 index_bits: index_bits.unwrap_or(p.index_bits),
-                quantizer: p.quantizer,
+                // The paper's Fig. 6 compares k-means sharing: so does this figure, whatever
+                // quantizer the experiment chose (the quantizers figure compares those).
+                quantizer: Quantizer::KMeans,
                 init: p.init,
-                per_channel: p.per_channel,
-            }
-            .normalized(),
+                per_channel: false,
+            },
             finetuned: false,
         })
         .collect()

@@ -4,6 +4,7 @@
 
 mod helpers;
 mod histogram;
+mod quantizers;
 mod sizes;
 mod threshold;
 mod tradeoff;
@@ -15,6 +16,7 @@ use plotters::prelude::*;
 use super::style::{self, Metrics};
 use crate::analysis::ReportData;
 use histogram::histogram;
+use quantizers::quantizers;
 use sizes::{huffman_bits, sizes, sparsity};
 use threshold::{sensitivity, threshold_global, threshold_layers};
 use tradeoff::tradeoff;
@@ -30,7 +32,7 @@ pub struct FigureInfo {
 }
 
 /// Every figure, in the order they are written.
-pub const FIGURES: [FigureInfo; 9] = [
+pub const FIGURES: [FigureInfo; 10] = [
     FigureInfo {
         name: "threshold-global",
         about: "one global threshold: accuracy and sparsity vs threshold, accuracy vs sparsity",
@@ -50,6 +52,10 @@ pub const FIGURES: [FigureInfo; 9] = [
     FigureInfo {
         name: "histogram",
         about: "weight histogram with pruned band and centroids per k-means init (paper Fig. 4/7)",
+    },
+    FigureInfo {
+        name: "quantizers",
+        about: "accuracy vs bits: k-means per init, uniform, symmetric, binary, ternary",
     },
     FigureInfo {
         name: "sparsity",
@@ -87,6 +93,7 @@ where
         "sensitivity" => sensitivity(root, data, m),
         "tradeoff" => tradeoff(root, data, m),
         "histogram" => histogram(root, &data.histograms, data, m),
+        "quantizers" => quantizers(root, data, m),
         "sparsity" => sparsity(root, data, m),
         "huffman-bits" => huffman_bits(root, data, m),
         "sizes" => sizes(root, data, m),
