@@ -538,6 +538,42 @@ fn edits_undo_redo_and_validation() {
 }
 
 #[test]
+fn the_quantizer_and_its_grid_per_channel_are_part_of_a_result() {
+    let mut s = session(ModelKind::Lenet300100);
+    let kmeans = s.layer_now(1).unwrap();
+    assert!(s.cycle_quantizer(1).unwrap());
+    let uniform = s.layer_now(1).unwrap();
+    assert_eq!(uniform.setting.plan.quantizer, Quantizer::Uniform);
+    assert!(!Arc::ptr_eq(&kmeans, &uniform));
+    assert!(s.toggle_per_channel(1).unwrap());
+    let per_channel = s.layer_now(1).unwrap();
+    assert!(
+        !Arc::ptr_eq(&uniform, &per_channel),
+        "a per-channel grid is another result"
+    );
+    assert_eq!(per_channel.compressed.groups(), 100);
+    assert_eq!(uniform.compressed.groups(), 1);
+    // Binary and ternary take one bit; leaving them gives the layer its width back.
+    s.cycle_quantizer(1).unwrap();
+    s.cycle_quantizer(1).unwrap();
+    assert_eq!(s.setting(1).unwrap().plan.quantizer, Quantizer::Binary);
+    assert_eq!(s.setting(1).unwrap().plan.bits, 1);
+    assert!(!s.step_bits(1, 1).unwrap(), "binary has one width");
+    s.cycle_quantizer(1).unwrap();
+    s.cycle_quantizer(1).unwrap();
+    assert_eq!(s.setting(1).unwrap().plan.quantizer, Quantizer::KMeans);
+    assert_eq!(s.setting(1).unwrap().plan.bits, 5);
+    assert!(!s.setting(1).unwrap().plan.per_channel);
+    // Like scrubbing, presses of Q in a row are one undo step.
+    s.undo();
+    let plan = s.setting(1).unwrap().plan;
+    assert_eq!(
+        (plan.quantizer, plan.per_channel),
+        (Quantizer::Uniform, true)
+    );
+}
+
+#[test]
 fn results_are_cached_by_setting_so_scrubbing_back_is_free() {
     let mut s = session(ModelKind::Lenet300100);
     s.set_threshold(0, 0.05).unwrap();

@@ -46,12 +46,24 @@ pub struct LayerKey {
     index_bits: u8,
     quantizer: Quantizer,
     init: Init,
+    per_channel: bool,
     share: ShareParams,
 }
 
 impl LayerKey {
     pub fn new(layer: usize, source: u64, plan: &LayerPlan, share: ShareParams) -> LayerKey {
-        let rule = match plan.prune {
+        // Every field by name: a field added to the plan does not compile here until the key
+        // holds it (a key without it would serve one plan's result for another).
+        let LayerPlan {
+            prune,
+            prune_bias,
+            bits,
+            index_bits,
+            quantizer,
+            init,
+            per_channel,
+        } = *plan;
+        let rule = match prune {
             PruneRule::Threshold(t) => (0, t.to_bits()),
             PruneRule::Quality(q) => (1, q.to_bits()),
             PruneRule::Keep(k) => (2, k.to_bits()),
@@ -61,11 +73,12 @@ impl LayerKey {
             layer,
             source,
             rule,
-            prune_bias: plan.prune_bias,
-            bits: plan.bits,
-            index_bits: plan.index_bits,
-            quantizer: plan.quantizer,
-            init: plan.init,
+            prune_bias,
+            bits,
+            index_bits,
+            quantizer,
+            init,
+            per_channel,
             share,
         }
     }
