@@ -118,7 +118,8 @@ pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
             l.name, l.quantizer, l.k, init, iterations, l.init_sse, l.sse, l.empty_clusters
         );
     }
-    if let Some(p) = paper::figure(model) {
+    // A run trained from scratch has no baseline to set beside the paper's "before".
+    if let Some(p) = paper::figure(model).filter(|_| !r.baseline_checkpoint.is_empty()) {
         let _ = writeln!(s, "\n## Compared with the paper (Table 1)\n");
         let _ = writeln!(
             s,
