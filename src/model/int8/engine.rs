@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::conv::{ConvGeom, conv_acc};
-use super::gemm::{self, Kernel, LANES, Operands, Par};
+use super::gemm::{self, Kernel, LANES, Operands, Par, Quads};
 use crate::data::Split;
 use crate::model::arch::{Arch, LayerKind, LayerSpec, Stage};
 use crate::model::{Net, kernels};
@@ -104,12 +104,14 @@ fn to_code(x: f32, inv_scale: f32, zero: f32) -> i8 {
 #[derive(Clone, Debug)]
 struct QuantLayer {
     spec: LayerSpec,
-    /// Codes per output row (`C·KH·KW` or the fc inputs) and the padded row length.
+    /// Codes per output row (`KH·KW·C` or the fc inputs) and the padded row length.
     k: usize,
     stride: usize,
-    /// `[outputs × stride]`: symmetric codes `round(w / scale[o])` in `-127..=127`, rows
-    /// padded with 0.
+    /// `[outputs × stride]`: symmetric codes `round(w / scale[o])` in `-127..=127`, taps in
+    /// the order the layer's channels-last input gives them, rows padded with 0.
     weight: Vec<i8>,
+    /// `weight` packed for the VNNI kernel.
+    quads: Quads,
     weight_scale: Vec<f32>,
     input: QuantParams,
     /// `zero_point · Σ_t weight[o][t]`: with asymmetric inputs the accumulator holds
@@ -121,9 +123,29 @@ struct QuantLayer {
 }
 
 impl QuantLayer {
-    fn new(spec: &LayerSpec, w: &[f32], bias: Vec<f32>, input: QuantParams) -> QuantLayer {
+    /// `w` in Candle's order (`[O, C, KH, KW]` or `[O, I]`); `input` is the shape `(C, H, W)`
+    /// of what reaches the layer (for an fc layer after a flatten, the shape before it).
+    fn new(
+        spec: &LayerSpec,
+        w: &[f32],
+        bias: Vec<f32>,
+        input: QuantParams,
+        (c, h, wd): (usize, usize, usize),
+    ) -> QuantLayer {
         let k = w.len() / spec.outputs;
         let stride = k.next_multiple_of(LANES);
+        // Tap t of a channels-last row reads Candle's tap `order[t]`: (ki, kj, c) for a conv,
+        // (row, column, channel) of the flattened feature map for an fc layer.
+        let (rows, cols, chans) = match spec.kind {
+            LayerKind::Conv => (spec.kernel, spec.kernel, spec.inputs),
+            LayerKind::Fc => (h, wd, c),
+        };
+        assert_eq!(rows * cols * chans, k, "{}: input shape", spec.name);
+        let order: Vec<usize> = (0..rows)
+            .flat_map(|y| {
+                (0..cols).flat_map(move |x| (0..chans).map(move |ch| (ch * rows + y) * cols + x))
+            })
+            .collect();
         let mut weight = vec![0i8; spec.outputs * stride];
         let mut weight_scale = Vec::with_capacity(spec.outputs);
         let mut correction = Vec::with_capacity(spec.outputs);
@@ -131,8 +153,8 @@ impl QuantLayer {
             let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             // A row of zeros (a pruned channel) has codes 0 whatever its scale.
             let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            for (c, &v) in codes.iter_mut().zip(row) {
-                *c = (v / scale).round().clamp(-127.0, 127.0) as i8;
+            for (code, &t) in codes.iter_mut().zip(&order) {
+                *code = (row[t] / scale).round().clamp(-127.0, 127.0) as i8;
             }
             let sum: i32 = codes.iter().map(|&c| c as i32).sum();
             weight_scale.push(scale);
@@ -143,12 +165,56 @@ impl QuantLayer {
             spec: spec.clone(),
             k,
             stride,
+            quads: Quads::new(&weight, spec.outputs, stride, stride),
             weight,
             weight_scale,
             input,
             correction,
             multiplier,
             bias,
+        }
+    }
+
+    /// The product of `m` rows of input codes (at this layer's stride) with the weight.
+    fn product(&self, a: &[i8], m: usize, kernel: Kernel, par: Par) -> Vec<i32> {
+        let mut acc = vec![0i32; m * self.spec.outputs];
+        let ops = Operands {
+            a,
+            b: &self.weight,
+            m,
+            n: self.spec.outputs,
+            k: self.stride,
+            stride: self.stride,
+            quads: Some(&self.quads),
+            col0: 0,
+        };
+        gemm::gemm(ops, &mut acc, kernel, par);
+        acc
+    }
+
+    /// Each row of accumulators (one per image or pixel, `outputs` wide) to codes of `out`
+    /// or to f32, through this layer's epilogue.
+    fn finish(&self, acc: &[i32], relu: bool, out: Out, codes: &mut Vec<i8>, real: &mut Vec<f32>) {
+        let o = self.spec.outputs;
+        let per = (&self.correction[..], &self.multiplier[..], &self.bias[..]);
+        match out {
+            Out::Codes(q) => {
+                let e = Epilogue::new(q, relu);
+                let at = codes.len();
+                codes.resize(at + acc.len(), 0);
+                for (dst, row) in codes[at..].chunks_exact_mut(o).zip(acc.chunks_exact(o)) {
+                    e.codes(row, per, dst);
+                }
+            }
+            Out::Real => {
+                let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+                for row in acc.chunks_exact(o) {
+                    for (i, &a) in row.iter().enumerate() {
+                        let y = (a - per.0[i]) as f32 * per.1[i] + per.2[i];
+                        real.push(y.max(floor));
+                    }
+                }
+            }
         }
     }
 }
@@ -193,6 +259,7 @@ impl Int8Net {
             );
         }
         let ranges = layer_input_ranges(net, images, calibration)?;
+        let shapes = input_shapes(&net.arch);
         let mut layers = Vec::with_capacity(net.arch.layers.len());
         for (l, spec) in net.arch.layers.iter().enumerate() {
             let (lo, hi) = ranges[l];
@@ -201,6 +268,7 @@ impl Int8Net {
                 &net.weight_values(l)?,
                 net.bias_values(l)?,
                 QuantParams::from_range(lo, hi),
+                shapes[l],
             ));
         }
         Ok(Int8Net {
@@ -225,15 +293,9 @@ impl Int8Net {
         self.layers.iter().map(|l| (l.spec.name, l.input)).collect()
     }
 
-    /// Layer `l`'s weight codes (`[outputs × k]`, unpadded) and per-output scales.
-    pub fn weight_codes(&self, l: usize) -> (Vec<i8>, Vec<f32>) {
-        let layer = &self.layers[l];
-        let codes = layer
-            .weight
-            .chunks_exact(layer.stride)
-            .flat_map(|row| row[..layer.k].iter().copied())
-            .collect();
-        (codes, layer.weight_scale.clone())
+    /// Layer `l`'s per-output weight scales.
+    pub fn weight_scales(&self, l: usize) -> &[f32] {
+        &self.layers[l].weight_scale
     }
 
     /// Logits `[n × classes]` for `n` flattened, normalised 28x28 images. A batch of at least
@@ -289,11 +351,11 @@ impl Int8Net {
             .iter()
             .map(|&x| to_code(x, inv, first.zero_point as f32))
             .collect();
-        // Per image: channels, rows, columns (an fc input is `features × 1 × 1`).
+        // Per image, channels last: rows, columns, channels (an fc input is `1 × 1 × features`).
         let mut shape = if self.arch.takes_images() {
-            (1, 28, 28)
+            (28, 28, 1)
         } else {
-            (784, 1, 1)
+            (1, 1, 784)
         };
         let mut zero = first.zero_point;
         let mut logits = Vec::new();
@@ -312,40 +374,42 @@ impl Int8Net {
                         Some(next) => Out::Codes(&next.input),
                         None => Out::Real,
                     };
-                    let (next_codes, real, next_shape) = match layer.spec.kind {
+                    let (next, real, next_shape) = match layer.spec.kind {
                         LayerKind::Conv => self.conv(layer, &codes, n, shape, relu, out, par),
                         LayerKind::Fc => self.fc(layer, &codes, n, relu, out, par),
                     };
-                    codes = next_codes;
+                    codes = next;
                     shape = next_shape;
-                    if let Out::Codes(q) = out {
-                        zero = q.zero_point;
-                    } else {
-                        logits = real;
+                    match out {
+                        Out::Codes(q) => zero = q.zero_point,
+                        Out::Real => logits = real,
                     }
                 }
                 // Only reached for a ReLU that does not follow a layer: the code of 0 is the
                 // zero point, and max(code, zero) is the code of max(x, 0).
                 Stage::Relu => codes.iter_mut().for_each(|c| *c = (*c).max(zero)),
                 Stage::MaxPool2 => {
-                    let (c, h, w) = shape;
-                    codes = max_pool(&codes, n * c, h, w);
-                    shape = (c, h / 2, w / 2);
+                    let (h, w, c) = shape;
+                    codes = max_pool(&codes, n, h, w, c);
+                    shape = (h / 2, w / 2, c);
                 }
-                Stage::Flatten => shape = (shape.0 * shape.1 * shape.2, 1, 1),
+                // Channels-last features are already flat; the fc weight's columns were put in
+                // their order when it was quantized.
+                Stage::Flatten => shape = (1, 1, shape.0 * shape.1 * shape.2),
             }
             i += 1;
         }
         logits
     }
 
+    /// `n` images of `(h, w, c)` codes through a conv layer: `(codes, f32, shape)` out.
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &self,
         layer: &QuantLayer,
         codes: &[i8],
         n: usize,
-        (c, h, w): (usize, usize, usize),
+        (h, w, c): (usize, usize, usize),
         relu: bool,
         out: Out,
         par: Par,
@@ -361,49 +425,33 @@ impl Int8Net {
             pad: spec.padding,
         };
         debug_assert_eq!(g.stride(), layer.stride);
-        let (p, per_in) = (g.p(), c * h * w);
+        let (p, per_in) = (g.p(), h * w * c);
         let mut col = vec![0i8; p * g.stride()];
-        let mut acc = vec![0i32; g.o * p];
-        let (mut next, mut real) = match out {
-            Out::Codes(_) => (vec![0i8; n * g.o * p], Vec::new()),
-            Out::Real => (Vec::new(), vec![0f32; n * g.o * p]),
-        };
-        for img in 0..n {
-            let x = &codes[img * per_in..][..per_in];
+        let mut acc = vec![0i32; p * g.o];
+        let (mut next, mut real) = (Vec::new(), Vec::new());
+        match out {
+            Out::Codes(_) => next.reserve(n * p * g.o),
+            Out::Real => real.reserve(n * p * g.o),
+        }
+        for x in codes.chunks_exact(per_in).take(n) {
+            let zero = layer.input.zero_point;
             conv_acc(
                 &g,
                 x,
-                layer.input.zero_point,
+                zero,
                 &layer.weight,
+                &layer.quads,
                 &mut col,
                 &mut acc,
                 self.kernel,
                 par,
             );
-            for (o, row) in acc.chunks_exact(p).enumerate() {
-                let (corr, mult, b) = (layer.correction[o], layer.multiplier[o], layer.bias[o]);
-                let real_of = |a: i32| {
-                    let y = (a - corr) as f32 * mult + b;
-                    if relu { y.max(0.0) } else { y }
-                };
-                let at = (img * g.o + o) * p;
-                match out {
-                    Out::Codes(q) => {
-                        let e = Epilogue::new(q, relu);
-                        let (corr, mult, b) = ([corr], [mult], [b]);
-                        e.codes(row, (&corr, &mult, &b), &mut next[at..at + p]);
-                    }
-                    Out::Real => {
-                        for (dst, &a) in real[at..at + p].iter_mut().zip(row) {
-                            *dst = real_of(a);
-                        }
-                    }
-                }
-            }
+            layer.finish(&acc, relu, out, &mut next, &mut real);
         }
-        (next, real, (g.o, g.oh(), g.ow()))
+        (next, real, (g.oh(), g.ow(), g.o))
     }
 
+    /// `n` rows of features through an fc layer: `(codes, f32, shape)` out.
     fn fc(
         &self,
         layer: &QuantLayer,
@@ -413,7 +461,7 @@ impl Int8Net {
         out: Out,
         par: Par,
     ) -> (Vec<i8>, Vec<f32>, (usize, usize, usize)) {
-        let (k, stride, o) = (layer.k, layer.stride, layer.spec.outputs);
+        let (k, stride) = (layer.k, layer.stride);
         assert_eq!(codes.len(), n * k, "fc input has {k} features per image");
         let padded;
         let a = if stride == k {
@@ -427,51 +475,10 @@ impl Int8Net {
             padded = p;
             &padded
         };
-        let mut acc = vec![0i32; n * o];
-        let ops = Operands {
-            a,
-            b: &layer.weight,
-            m: n,
-            n: o,
-            k: stride,
-            stride,
-        };
-        gemm::gemm(ops, &mut acc, self.kernel, par);
-        let real_of = |a: i32, corr: i32, mult: f32, b: f32| {
-            let y = (a - corr) as f32 * mult + b;
-            if relu { y.max(0.0) } else { y }
-        };
-        let consts = || {
-            layer
-                .correction
-                .iter()
-                .zip(&layer.multiplier)
-                .zip(&layer.bias)
-        };
-        match out {
-            Out::Codes(q) => {
-                let e = Epilogue::new(q, relu);
-                let per_output = (
-                    &layer.correction[..],
-                    &layer.multiplier[..],
-                    &layer.bias[..],
-                );
-                let mut next = vec![0i8; n * o];
-                for (dst, row) in next.chunks_exact_mut(o).zip(acc.chunks_exact(o)) {
-                    e.codes(row, per_output, dst);
-                }
-                (next, Vec::new(), (o, 1, 1))
-            }
-            Out::Real => {
-                let mut real = vec![0f32; n * o];
-                for (dst, row) in real.chunks_exact_mut(o).zip(acc.chunks_exact(o)) {
-                    for ((d, &a), ((&corr, &mult), &b)) in dst.iter_mut().zip(row).zip(consts()) {
-                        *d = real_of(a, corr, mult, b);
-                    }
-                }
-                (Vec::new(), real, (o, 1, 1))
-            }
-        }
+        let acc = layer.product(a, n, self.kernel, par);
+        let (mut next, mut real) = (Vec::new(), Vec::new());
+        layer.finish(&acc, relu, out, &mut next, &mut real);
+        (next, real, (1, 1, layer.spec.outputs))
     }
 }
 
@@ -485,8 +492,7 @@ struct Epilogue {
     floor: f32,
 }
 
-/// Per-output correction, multiplier and bias: one of each for a whole row (a conv output
-/// channel), or one per element (an fc layer's outputs).
+/// Per-output correction, multiplier and bias.
 type PerOutput<'a> = (&'a [i32], &'a [f32], &'a [f32]);
 
 impl Epilogue {
@@ -498,18 +504,28 @@ impl Epilogue {
         }
     }
 
-    /// The same loop compiled twice: for AVX2 (eight lanes) when the CPU has it, and for the
-    /// baseline. Rust never fuses `a · b + c`, so both give the same codes.
+    /// The same loop compiled three times: for AVX-512 (16 lanes), for AVX2 (8 lanes), and
+    /// for the baseline, the best the CPU runs. Rust never fuses `a · b + c`, so all give the
+    /// same codes.
     fn codes(self, acc: &[i32], per: PerOutput, out: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
         {
+            #[target_feature(enable = "avx512f,avx512bw")]
+            fn avx512(e: Epilogue, acc: &[i32], per: PerOutput, out: &mut [i8]) {
+                e.codes_body(acc, per, out)
+            }
             #[target_feature(enable = "avx2")]
             fn avx2(e: Epilogue, acc: &[i32], per: PerOutput, out: &mut [i8]) {
                 e.codes_body(acc, per, out)
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2, checked just above; the function is otherwise
-                // safe code.
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512bw") {
+                // SAFETY: the CPU has the features, checked just above; the function is
+                // otherwise safe code.
+                return unsafe { avx512(self, acc, per, out) };
+            }
+            if has!("avx2") {
+                // SAFETY: as above.
                 return unsafe { avx2(self, acc, per, out) };
             }
         }
@@ -518,43 +534,67 @@ impl Epilogue {
 
     #[inline(always)]
     fn codes_body(self, acc: &[i32], (corr, mult, bias): PerOutput, out: &mut [i8]) {
-        let n = out.len().min(acc.len());
-        let (acc, out) = (&acc[..n], &mut out[..n]);
-        if corr.len() == 1 {
-            let (c, m, b) = (corr[0], mult[0], bias[0]);
-            for (d, &a) in out.iter_mut().zip(acc) {
-                let y = ((a - c) as f32 * m + b).max(self.floor);
-                *d = to_code(y, self.inv_scale, self.zero);
-            }
-        } else {
-            let (corr, mult, bias) = (&corr[..n], &mult[..n], &bias[..n]);
-            for i in 0..n {
-                let y = ((acc[i] - corr[i]) as f32 * mult[i] + bias[i]).max(self.floor);
-                out[i] = to_code(y, self.inv_scale, self.zero);
-            }
+        let n = out.len();
+        let (acc, corr, mult, bias) = (&acc[..n], &corr[..n], &mult[..n], &bias[..n]);
+        for i in 0..n {
+            let y = ((acc[i] - corr[i]) as f32 * mult[i] + bias[i]).max(self.floor);
+            out[i] = to_code(y, self.inv_scale, self.zero);
         }
     }
 }
 
-/// 2x2, stride 2, over `planes` planes of `h × w` codes (an odd last row or column dropped).
-fn max_pool(x: &[i8], planes: usize, h: usize, w: usize) -> Vec<i8> {
+/// 2x2, stride 2, over `n` channels-last images of `h × w × c` codes (an odd last row or
+/// column dropped).
+fn max_pool(x: &[i8], n: usize, h: usize, w: usize, c: usize) -> Vec<i8> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut out = vec![0i8; planes * oh * ow];
-    for (src, dst) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
-        for (r, row) in dst.chunks_exact_mut(ow).enumerate() {
-            let (top, bottom) = (
-                &src[2 * r * w..][..2 * ow],
-                &src[(2 * r + 1) * w..][..2 * ow],
-            );
-            for (j, d) in row.iter_mut().enumerate() {
-                *d = top[2 * j]
-                    .max(top[2 * j + 1])
-                    .max(bottom[2 * j])
-                    .max(bottom[2 * j + 1]);
+    let mut out = vec![0i8; n * oh * ow * c];
+    for (src, dst) in x
+        .chunks_exact(h * w * c)
+        .zip(out.chunks_exact_mut(oh * ow * c))
+    {
+        for (r, row) in dst.chunks_exact_mut(ow * c).enumerate() {
+            let (top, bottom) = (&src[2 * r * w * c..], &src[(2 * r + 1) * w * c..]);
+            for (j, d) in row.chunks_exact_mut(c).enumerate() {
+                let at = 2 * j * c;
+                let (t0, t1) = (&top[at..at + c], &top[at + c..at + 2 * c]);
+                let (b0, b1) = (&bottom[at..at + c], &bottom[at + c..at + 2 * c]);
+                for i in 0..c {
+                    d[i] = t0[i].max(t1[i]).max(b0[i]).max(b1[i]);
+                }
             }
         }
     }
     out
+}
+
+/// The `(C, H, W)` of what reaches each layer; for an fc layer after a flatten, the shape
+/// before the flatten (its weight's columns are in that order).
+fn input_shapes(arch: &Arch) -> Vec<(usize, usize, usize)> {
+    let mut shape = if arch.takes_images() {
+        (1, 28, 28)
+    } else {
+        (784, 1, 1)
+    };
+    let mut shapes = vec![(0, 0, 0); arch.layers.len()];
+    for stage in &arch.stages {
+        match *stage {
+            Stage::Layer(l) => {
+                let spec = &arch.layers[l];
+                shapes[l] = shape;
+                shape = match spec.kind {
+                    LayerKind::Conv => {
+                        let side = |s: usize| s + 2 * spec.padding + 1 - spec.kernel;
+                        (spec.outputs, side(shape.1), side(shape.2))
+                    }
+                    LayerKind::Fc => (spec.outputs, 1, 1),
+                };
+            }
+            Stage::MaxPool2 => shape = (shape.0, shape.1 / 2, shape.2 / 2),
+            // The shape is kept: the fc layer after a flatten reads it.
+            Stage::Relu | Stage::Flatten => {}
+        }
+    }
+    shapes
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -691,21 +731,39 @@ mod tests {
     #[test]
     fn pooling_codes_equals_quantizing_pooled_values() {
         let q = QuantParams::from_range(-1.0, 3.0);
-        let x: Vec<f32> = (0..2 * 5 * 6)
+        // Two channels-last 5x6 images of 3 channels.
+        let (h, w, c) = (5, 6, 3);
+        let x: Vec<f32> = (0..2 * h * w * c)
             .map(|i| ((i * 37 % 23) as f32 - 6.0) / 5.0)
             .collect();
         let codes: Vec<i8> = x.iter().map(|&v| q.quantize(v)).collect();
-        let pooled = max_pool(&codes, 2, 5, 6);
-        for (plane, out) in x.chunks_exact(30).zip(pooled.chunks_exact(6)) {
+        let pooled = max_pool(&codes, 2, h, w, c);
+        assert_eq!(pooled.len(), 2 * 2 * 3 * c);
+        for img in 0..2 {
             for r in 0..2 {
                 for j in 0..3 {
-                    let m = [0, 1, 6, 7]
-                        .iter()
-                        .map(|d| plane[2 * r * 6 + 2 * j + d])
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    assert_eq!(out[r * 3 + j], q.quantize(m));
+                    for ch in 0..c {
+                        let at = |y: usize, xx: usize| x[((img * h + y) * w + xx) * c + ch];
+                        let m = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                            .iter()
+                            .map(|&(dy, dx)| at(2 * r + dy, 2 * j + dx))
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        assert_eq!(pooled[((img * 2 + r) * 3 + j) * c + ch], q.quantize(m));
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn fc_weights_follow_the_channels_last_flatten() {
+        assert_eq!(
+            input_shapes(&crate::model::ModelKind::Lenet5.arch()),
+            [(1, 28, 28), (20, 12, 12), (50, 4, 4), (500, 1, 1)]
+        );
+        assert_eq!(
+            input_shapes(&crate::model::ModelKind::Lenet300100.arch()),
+            [(784, 1, 1), (300, 1, 1), (100, 1, 1)]
+        );
     }
 }

@@ -8,8 +8,11 @@
 //! Three implementations compute exactly the same integers, the fastest the CPU has being
 //! picked at run time ([`Kernel::detect`]):
 //! - AVX-512 VNNI: `vpdpbusd` multiplies 64 `u8 × i8` pairs and adds each four into an `i32`
-//!   lane, in one instruction. It wants one operand unsigned, so `a`'s codes are shifted by
-//!   128 (`a XOR 0x80`) and `128 · Σ b` is subtracted at the end: exact, since the shift is.
+//!   lane, in one instruction. `b` (a layer's weights, packed once, see [`Quads`]) is laid out
+//!   so that one 64-byte load holds four taps of 16 outputs, and four taps of one `a` row are
+//!   broadcast against it: sixteen outputs per instruction, with no horizontal sums. The
+//!   broadcast operand must be unsigned, so `a`'s codes are shifted by 128 (`a XOR 0x80`) and
+//!   `128 · Σ_t b[j][t]` is subtracted at the end: exact, since the shift is.
 //! - AVX2: sign-extends 16 bytes of each row to `i16` and multiplies pairs with `vpmaddwd`
 //!   into `i32` lanes. With `i8` inputs each product is at most 128·128 = 2^14, so neither it
 //!   nor the pair sum can saturate.
@@ -100,7 +103,7 @@ pub(crate) enum Par {
 
 /// Row-major operands of one product: `a` holds `m` rows and `b` holds `n` rows, row `i`
 /// starting at `i * stride`, each `k` codes long (`k <= stride`; what lies between `k` and the
-/// stride is ignored).
+/// stride is ignored). `quads` is `b` packed for the VNNI kernel (which needs it).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Operands<'a> {
     pub a: &'a [i8],
@@ -109,6 +112,44 @@ pub(crate) struct Operands<'a> {
     pub n: usize,
     pub k: usize,
     pub stride: usize,
+    pub quads: Option<&'a Quads>,
+    /// Which column of `quads` row 0 of `b` is (a product split by columns starts past 0).
+    pub col0: usize,
+}
+
+/// `b` (n rows of k codes) for the VNNI kernel: taps in groups of four, each group a row of
+/// `n16` (n rounded up to 16) outputs × 4 codes, zero past `k` and past `n`; and each row's
+/// sum of codes.
+#[derive(Clone, Debug)]
+pub(crate) struct Quads {
+    data: Vec<i8>,
+    n: usize,
+    k: usize,
+    n16: usize,
+    sums: Vec<i32>,
+}
+
+impl Quads {
+    /// Packs `b`'s rows (`n` rows, `k` codes each, at `stride`).
+    pub(crate) fn new(b: &[i8], n: usize, k: usize, stride: usize) -> Quads {
+        let (kq, n16) = (k.div_ceil(4), n.next_multiple_of(16));
+        let mut data = vec![0i8; kq * n16 * 4];
+        let mut sums = vec![0i32; n16];
+        for j in 0..n {
+            let row = &b[j * stride..][..k];
+            for (t, &v) in row.iter().enumerate() {
+                data[((t / 4) * n16 + j) * 4 + t % 4] = v;
+            }
+            sums[j] = row.iter().map(|&v| v as i32).sum();
+        }
+        Quads {
+            data,
+            n,
+            k,
+            n16,
+            sums,
+        }
+    }
 }
 
 impl Operands<'_> {
@@ -131,6 +172,12 @@ impl Operands<'_> {
                 data.len()
             );
         }
+        if let Some(q) = self.quads {
+            assert!(
+                q.k == self.k && self.col0 + self.n <= q.n && self.col0.is_multiple_of(16),
+                "int8 gemm: packed b does not match b"
+            );
+        }
     }
 
     /// Rows `lo..hi` of `b` only.
@@ -143,6 +190,7 @@ impl Operands<'_> {
         Operands {
             b: &self.b[lo * self.stride..end],
             n: hi - lo,
+            col0: self.col0 + lo,
             ..*self
         }
     }
@@ -184,8 +232,9 @@ pub(crate) fn gemm(ops: Operands, c: &mut [i32], kernel: Kernel, par: Par) {
                 serial(ops.a_rows(lo, lo + part.len() / ops.n), part, kernel);
             });
     } else {
-        // Few rows (one image): each task takes a block of columns into its own buffer.
-        let cols = ops.n.div_ceil(threads).next_multiple_of(NR);
+        // Few rows (one image): each task takes a block of columns into its own buffer
+        // (whole vectors of 16 outputs for the VNNI kernel).
+        let cols = ops.n.div_ceil(threads).next_multiple_of(16);
         let blocks: Vec<(usize, Vec<i32>)> = (0..ops.n.div_ceil(cols))
             .into_par_iter()
             .map(|t| {
@@ -230,9 +279,13 @@ fn serial(ops: Operands, c: &mut [i32], kernel: Kernel) {
                     vnni_detected(),
                     "int8 gemm: the AVX-512 VNNI kernel was asked for on a CPU without it"
                 );
-                // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked just above) and
-                // `ops.check()` bounded every row the kernel reads; `c` holds m·n outputs.
-                unsafe { vnni::gemm(ops, c) }
+                let quads = ops
+                    .quads
+                    .expect("int8 gemm: the VNNI kernel needs b packed (Quads)");
+                // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked just above), and
+                // `ops.check()` bounded every row the kernel reads and matched `quads` to
+                // `b`; `c` holds m·n outputs.
+                unsafe { vnni::gemm(ops, quads, c) }
             }
             #[cfg(not(target_arch = "x86_64"))]
             panic!("int8 gemm: the AVX-512 VNNI kernel was asked for off x86-64")
@@ -419,138 +472,123 @@ mod avx2 {
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::avx2::{hsum, reduce8};
-    use super::{MR, NR, Operands};
+    use super::{Operands, Quads};
 
-    /// Bytes per `vpdpbusd`.
-    const STEP: usize = 64;
-    /// Rows of `b` per block, as in the AVX2 kernel.
-    const NB: usize = 64;
+    /// Rows of `a` per tile, and vectors of 16 outputs: 16 accumulators of the 32 registers.
+    const R: usize = 4;
+    const V: usize = 4;
 
     /// # Safety
-    /// The CPU must support AVX-512 F, BW and VNNI, `ops.check()` must have passed and `c`
-    /// must hold `m · n`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-    pub(super) unsafe fn gemm(ops: Operands, c: &mut [i32]) {
-        let (m, n) = (ops.m, ops.n);
-        // Σ_t b[j][t], for undoing the shift of `a` by 128.
-        let ones = _mm512_set1_epi8(1);
-        let b_sums: Vec<i32> = (0..n)
-            .map(|j| {
-                let mut s = _mm512_setzero_si512();
-                for t in (0..ops.k).step_by(STEP) {
-                    // SAFETY: row j's codes t..t+len lie inside `b` (see `load`).
-                    let v = unsafe { load(ops.b, j * ops.stride + t, ops.k - t) };
-                    s = _mm512_dpbusd_epi32(s, ones, v);
+    /// The CPU must support AVX-512 F, BW and VNNI, `ops.check()` must have passed with
+    /// `ops.quads == Some(quads)`, and `c` must hold `m · n`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn gemm(ops: Operands, quads: &Quads, c: &mut [i32]) {
+        let mut i = 0;
+        while i < ops.m {
+            let rows = if ops.m - i >= R { R } else { 1 };
+            let mut j = 0;
+            while j < ops.n {
+                let vectors = (ops.n - j).div_ceil(16).min(V);
+                // SAFETY: rows i..i+rows <= m, outputs j..min(j + 16·vectors, n); the
+                // function's contract covers the rest.
+                unsafe {
+                    match (rows, vectors) {
+                        (R, V) => tile::<R, V>(ops, quads, i, j, c),
+                        (R, 3) => tile::<R, 3>(ops, quads, i, j, c),
+                        (R, 2) => tile::<R, 2>(ops, quads, i, j, c),
+                        (R, _) => tile::<R, 1>(ops, quads, i, j, c),
+                        (_, V) => tile::<1, V>(ops, quads, i, j, c),
+                        (_, 3) => tile::<1, 3>(ops, quads, i, j, c),
+                        (_, 2) => tile::<1, 2>(ops, quads, i, j, c),
+                        (_, _) => tile::<1, 1>(ops, quads, i, j, c),
+                    }
                 }
-                _mm512_reduce_add_epi32(s)
-            })
-            .collect();
-        for j0 in (0..n).step_by(NB) {
-            let j1 = (j0 + NB).min(n);
-            let mut i = 0;
-            while i + MR <= m {
-                let mut j = j0;
-                while j + NR <= j1 {
-                    // SAFETY: rows i..i+MR < m and j..j+NR <= n, checked by the caller.
-                    unsafe { tile::<MR, NR>(ops, i, j, &b_sums, c) };
-                    j += NR;
-                }
-                while j < j1 {
-                    unsafe { tile::<MR, 1>(ops, i, j, &b_sums, c) };
-                    j += 1;
-                }
-                i += MR;
+                j += 16 * vectors;
             }
-            while i < m {
-                let mut j = j0;
-                while j + 4 <= j1 {
-                    unsafe { tile::<1, 4>(ops, i, j, &b_sums, c) };
-                    j += 4;
-                }
-                while j < j1 {
-                    unsafe { tile::<1, 1>(ops, i, j, &b_sums, c) };
-                    j += 1;
-                }
-                i += 1;
-            }
+            i += rows;
         }
     }
 
-    /// The 64 codes at `data[at..]`, or the `left < 64` there and zeros after them.
-    ///
-    /// # Safety
-    /// AVX-512 BW, and `data[at..at + min(left, 64)]` in bounds: the masked load reads only
-    /// the bytes its mask selects (masked-off bytes are neither read nor able to fault).
-    #[target_feature(enable = "avx512f,avx512bw")]
-    #[inline]
-    unsafe fn load(data: &[i8], at: usize, left: usize) -> __m512i {
-        let mask: u64 = if left >= STEP { !0 } else { (1u64 << left) - 1 };
-        debug_assert!(at + left.min(STEP) <= data.len());
-        unsafe { _mm512_maskz_loadu_epi8(mask, data.as_ptr().add(at)) }
+    /// Taps `4·q .. 4·q + 4` of row `row` of `a` as a little-endian `i32`, zero past `k`
+    /// (only the last group can be partial).
+    #[inline(always)]
+    fn tail_taps(ops: &Operands, row: usize, q: usize) -> i32 {
+        let mut b = [0u8; 4];
+        let at = row * ops.stride;
+        for (d, &s) in b.iter_mut().zip(&ops.a[at + 4 * q..at + ops.k]) {
+            *d = s as u8;
+        }
+        i32::from_le_bytes(b)
     }
 
-    /// The `R × S` outputs at rows `i..i+R` of `a` and `j..j+S` of `b`.
+    /// Outputs of rows `i..i+RR` and columns `j..min(j + 16·VV, n)`.
     ///
     /// # Safety
-    /// AVX-512 F/BW/VNNI, and `i + R <= m`, `j + S <= n` for operands that passed `check()`:
-    /// every load covers codes `t..min(t + 64, k)` of one row, inside the slice.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    /// AVX-512 F/BW/VNNI; `i + RR <= m`, `j < n`; `quads` matches `ops` (`check()`), so
+    /// every 64-byte load at `((q·n16 + col0 + j + 16v)·4` lies inside `quads.data`: the
+    /// columns stay below `col0 + n` rounded up to 16, at most `n16`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn tile<const R: usize, const S: usize>(
+    unsafe fn tile<const RR: usize, const VV: usize>(
         ops: Operands,
+        quads: &Quads,
         i: usize,
         j: usize,
-        b_sums: &[i32],
         c: &mut [i32],
     ) {
-        let (k, stride) = (ops.k, ops.stride);
-        let shift = _mm512_set1_epi8(-128);
-        let mut acc = [[_mm512_setzero_si512(); S]; R];
-        let mut t = 0;
-        while t < k {
-            let left = k - t;
-            let mut bv = [_mm512_setzero_si512(); S];
-            for (s, v) in bv.iter_mut().enumerate() {
-                // SAFETY: see the function's contract.
-                *v = unsafe { load(ops.b, (j + s) * stride + t, left) };
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                // a + 128 as u8; masked-off lanes become 128, but meet zeros of b.
-                let av = unsafe { load(ops.a, (i + r) * stride + t, left) };
-                let av = _mm512_xor_si512(av, shift);
-                for (s, sum) in row.iter_mut().enumerate() {
-                    *sum = _mm512_dpbusd_epi32(*sum, av, bv[s]);
+        let (n16, col) = (quads.n16, ops.col0 + j);
+        debug_assert!(col + 16 * VV <= n16);
+        let w = quads.data.as_ptr();
+        let shift = 0x8080_8080u32 as i32;
+        let mut acc = [[_mm512_setzero_si512(); VV]; RR];
+        let a = ops.a.as_ptr();
+        let full = ops.k / 4;
+        // One group of four taps: 16·VV outputs' weights loaded, each row's four taps
+        // broadcast against them.
+        macro_rules! step {
+            ($q:expr, |$row:ident| $taps:expr) => {{
+                let q = $q;
+                let mut wv = [_mm512_setzero_si512(); VV];
+                for (v, x) in wv.iter_mut().enumerate() {
+                    // SAFETY: see the function's contract.
+                    *x = unsafe {
+                        _mm512_loadu_si512(w.add((q * n16 + col + 16 * v) * 4) as *const _)
+                    };
                 }
-            }
-            t += STEP;
-        }
-        // Halve each accumulator to 8 lanes, then sum those.
-        let half = |v: __m512i| {
-            _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
-        };
-        let fix = |sum: i32, s: usize| sum.wrapping_sub(b_sums[j + s].wrapping_mul(128));
-        if R == MR && S == NR {
-            let sums = reduce8([
-                half(acc[0][0]),
-                half(acc[0][1]),
-                half(acc[1][0]),
-                half(acc[1][1]),
-                half(acc[2][0]),
-                half(acc[2][1]),
-                half(acc[3][0]),
-                half(acc[3][1]),
-            ]);
-            for r in 0..MR {
-                for s in 0..NR {
-                    c[(i + r) * ops.n + j + s] = fix(sums[NR * r + s], s);
+                for (r, sums) in acc.iter_mut().enumerate() {
+                    let $row = i + r;
+                    // The taps shifted to unsigned, in every lane.
+                    let av = _mm512_set1_epi32($taps ^ shift);
+                    for (v, sum) in sums.iter_mut().enumerate() {
+                        *sum = _mm512_dpbusd_epi32(*sum, av, wv[v]);
+                    }
                 }
-            }
-            return;
+            }};
         }
-        for (r, row) in acc.iter().enumerate() {
-            for (s, sum) in row.iter().enumerate() {
-                c[(i + r) * ops.n + j + s] = fix(hsum(half(*sum)), s);
+        for q in 0..full {
+            // SAFETY: 4q + 4 <= k, and row `row`'s first k codes lie inside `a` (check()).
+            step!(q, |row| unsafe {
+                (a.add(row * ops.stride + 4 * q) as *const i32).read_unaligned()
+            });
+        }
+        if !ops.k.is_multiple_of(4) {
+            step!(full, |row| tail_taps(&ops, row, full));
+        }
+        // Undo the shift: subtract 128 · Σ_t b[col][t] (wrapping, as the sums did).
+        for v in 0..VV {
+            // SAFETY: `sums` has n16 entries and col + 16·v + 16 <= n16.
+            let sums =
+                unsafe { _mm512_loadu_si512(quads.sums.as_ptr().add(col + 16 * v) as *const _) };
+            let fix = _mm512_slli_epi32::<7>(sums);
+            let left = ops.n - (j + 16 * v).min(ops.n);
+            let mask: u16 = if left >= 16 { !0 } else { (1u16 << left) - 1 };
+            for (r, row) in acc.iter().enumerate() {
+                let out = _mm512_sub_epi32(row[v], fix);
+                let at = (i + r) * ops.n + j + 16 * v;
+                debug_assert!(at + (left.min(16)) <= c.len());
+                // SAFETY: the mask selects outputs j + 16v .. min(+16, n) of row i + r, all
+                // inside `c` (m · n); masked-off lanes are not written.
+                unsafe { _mm512_mask_storeu_epi32(c.as_mut_ptr().add(at) as *mut _, mask, out) };
             }
         }
     }
@@ -594,7 +632,7 @@ mod tests {
     }
 
     fn case() -> impl Strategy<Value = (usize, usize, usize, usize, Vec<i8>, Vec<i8>)> {
-        (1usize..=11, 1usize..=9, 0usize..=150, 0usize..=5).prop_flat_map(|(m, n, k, pad)| {
+        (1usize..=11, 1usize..=40, 0usize..=150, 0usize..=5).prop_flat_map(|(m, n, k, pad)| {
             let stride = k + pad;
             (
                 Just(m),
@@ -614,7 +652,8 @@ mod tests {
         /// between must be ignored), extreme codes: every kernel gives the definition exactly.
         #[test]
         fn every_kernel_equals_the_definition((m, n, k, stride, a, b) in case()) {
-            let ops = Operands { a: &a, b: &b, m, n, k, stride };
+            let quads = Quads::new(&b, n, k, stride);
+            let ops = Operands { a: &a, b: &b, m, n, k, stride, quads: Some(&quads), col0: 0 };
             let want = reference(&ops);
             for kernel in kernels() {
                 for par in [Par::Serial, Par::Pool] {
@@ -632,6 +671,7 @@ mod tests {
         let k = MAX_K;
         let a = vec![-128i8; k];
         let b: Vec<i8> = [vec![-128i8; k], vec![127i8; k]].concat();
+        let quads = Quads::new(&b, 2, k, k);
         let ops = Operands {
             a: &a,
             b: &b,
@@ -639,6 +679,8 @@ mod tests {
             n: 2,
             k,
             stride: k,
+            quads: Some(&quads),
+            col0: 0,
         };
         let want = [k as i32 * 16384, k as i32 * -16256];
         for kernel in kernels() {
@@ -664,6 +706,7 @@ mod tests {
                     .collect()
             };
             let (a, b) = (fill(m * stride, 1), fill(n * stride, 2));
+            let quads = Quads::new(&b, n, k, stride);
             let ops = Operands {
                 a: &a,
                 b: &b,
@@ -671,6 +714,8 @@ mod tests {
                 n,
                 k,
                 stride,
+                quads: Some(&quads),
+                col0: 0,
             };
             let want = reference(&ops);
             for kernel in kernels() {
