@@ -12,7 +12,7 @@ use clap::Args;
 use crate::data::{Mnist, Split};
 use crate::format::dcz;
 use crate::model::Net;
-use crate::model::int8::{Calibration, Int8Net};
+use crate::model::int8::{Calibration, Int8Net, Kernel};
 
 #[derive(Debug, Args)]
 pub struct InferBenchArgs {
@@ -33,6 +33,9 @@ pub struct InferBenchArgs {
     /// `minmax`, or a percentile such as `99.99` (the range then clips the rarest values).
     #[arg(long, default_value = "minmax")]
     pub calibration: Calibration,
+    /// The int8 kernel: avx512-vnni, avx2 or scalar (default: the fastest this CPU runs).
+    #[arg(long)]
+    pub kernel: Option<Kernel>,
     /// One JSON object per batch size and line instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -142,6 +145,10 @@ fn measure(
         calib,
         args.calibration,
     )?;
+    let int8 = match args.kernel {
+        Some(k) => int8.with_kernel(k),
+        None => int8,
+    };
     let kernel = int8.kernel().name();
     let paths = [Path::Dense(net), Path::Int8(int8)];
     let test = &data.test;

@@ -92,6 +92,27 @@ impl Kernel {
     }
 }
 
+impl std::str::FromStr for Kernel {
+    type Err = String;
+
+    /// A kernel by name, if this CPU runs it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let all = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512Vnni];
+        let kernel = all.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<_> = all.iter().map(|k| k.name()).collect();
+            format!(
+                "unknown int8 kernel '{s}' (expected one of: {})",
+                names.join(", ")
+            )
+        })?;
+        if Kernel::available().contains(&kernel) {
+            Ok(kernel)
+        } else {
+            Err(format!("this CPU cannot run the {s} int8 kernel"))
+        }
+    }
+}
+
 /// Who may split a product across threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Par {
