@@ -1,9 +1,9 @@
 //! `int8 × int8 → int32` matrix product, `C = A · Bᵀ`, with both operands stored as rows of
 //! the shared dimension `k` (so every output is a dot product of two contiguous rows).
 //!
-//! That one shape serves both layer kinds: a fully connected layer is `X[batch×k] · Wᵀ`
-//! (`W` is `[out×k]`), and a convolution after im2col is `W[out×k] · colᵀ` with `col` stored as
-//! one row of taps per output pixel.
+//! That one shape serves both layer kinds, `b` being the weights (`[out×k]`): a fully
+//! connected layer is `X[batch×k] · Wᵀ`, and a convolution after im2col is `col[pixels×k] · Wᵀ`
+//! with one row of taps per output pixel.
 //!
 //! Three implementations compute exactly the same integers, the fastest the CPU has being
 //! picked at run time ([`Kernel::detect`]):
@@ -41,7 +41,7 @@ pub enum Kernel {
     Scalar,
     /// x86-64 AVX2 (`vpmovsxbw` + `vpmaddwd`).
     Avx2,
-    /// x86-64 AVX-512 VNNI (`vpdpbusd`, with AVX-512 BW's masked loads for the tail).
+    /// x86-64 AVX-512 VNNI (`vpdpbusd` against the weights packed as [`Quads`]).
     Avx512Vnni,
 }
 
