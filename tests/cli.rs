@@ -238,3 +238,155 @@ fn ctrl_c_stops_training_with_status_130_and_twice_stops_at_once() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// A small `.dcz` of the fixture: LeNet-300-100 trained one epoch, pruned and shared without
+/// retraining.
+fn fixture_dcz(dir: &Path) -> String {
+    let exp = dir.join("tiny.toml");
+    std::fs::write(
+        &exp,
+        r#"
+name = "tiny"
+model = "lenet-300-100"
+[train]
+epochs = 1
+batch_size = 32
+lr = 0.001
+optimizer = "adam"
+schedule = "cosine"
+seed = 3
+[defaults]
+prune = { keep = 0.5 }
+bits = 5
+index_bits = 5
+"#,
+    )
+    .unwrap();
+    let out_dir = dir.join("out").display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_dcx"))
+        .args(["--data", &repo("tests/fixtures/mnist-small")])
+        .args(["compress", &exp.display().to_string(), "--out", &out_dir])
+        .env("DCX_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("{out_dir}/model.dcz")
+}
+
+#[test]
+fn bench_infer_json_has_one_line_per_batch_size_and_eval_int8_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = fixture_dcz(dir.path());
+    let weights = dir.path().join("weights.safetensors");
+    let fixture = repo("tests/fixtures/mnist-small");
+    let out = dcx(&[
+        "--data",
+        &fixture,
+        "bench",
+        "infer",
+        &file,
+        "--batches",
+        "1,7",
+        "--repeats",
+        "1",
+        "--threads",
+        "2",
+        "--calibration-images",
+        "100",
+        "--json",
+        "--weights-out",
+        &weights.display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let mut int8_accuracy = None;
+    for (line, batch) in lines.iter().zip([1, 7]) {
+        assert_eq!(line["batch"], batch, "{line}");
+        assert_eq!(line["threads"], 2, "{line}");
+        assert_eq!(line["images"], 200, "{line}");
+        assert_eq!(line["plan"], "int8", "{line}");
+        let num = |k: &str| line[k].as_f64().unwrap_or_else(|| panic!("{k} in {line}"));
+        assert!(num("dense_ms") > 0.0 && num("plan_ms") > 0.0, "{line}");
+        let speedup = num("dense_ms") / num("plan_ms");
+        assert!((num("speedup") - speedup).abs() < 1e-9 * speedup, "{line}");
+        for k in ["f32_accuracy", "int8_accuracy"] {
+            assert!((0.5..=1.0).contains(&num(k)), "{k} in {line}");
+        }
+        let diff = num("int8_accuracy") - num("f32_accuracy");
+        assert!((num("accuracy_diff") - diff).abs() < 1e-12, "{line}");
+        // Accuracy does not depend on the batch size.
+        assert_eq!(
+            *int8_accuracy.get_or_insert(num("int8_accuracy")),
+            num("int8_accuracy")
+        );
+    }
+    // The decoded weights, for running the same network elsewhere.
+    let bytes = std::fs::read(&weights).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("fc1.weight").unwrap().shape(), [300, 784]);
+    assert_eq!(st.tensor("fc3.bias").unwrap().shape(), [10]);
+
+    // `dcx eval --int8` reports the same int8 count on its own.
+    let out = dcx(&[
+        "--data",
+        &fixture,
+        "eval",
+        &file,
+        "--int8",
+        "--calibration-images",
+        "100",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let correct = (int8_accuracy.unwrap() * 200.0).round() as usize;
+    let int8_line = text.lines().find(|l| l.starts_with("int8")).expect(&text);
+    assert!(
+        int8_line.contains(&format!("({correct} / 200)")),
+        "{correct}: {text}"
+    );
+}
+
+#[test]
+fn bench_infer_refuses_bad_input_by_name() {
+    refused(
+        &dcx(&["bench", "infer", "no/such/model.dcz"]),
+        &["no/such/model.dcz"],
+    );
+    refused(
+        &dcx(&["eval", "--int8", "no/such/model.dcz"]),
+        &["no/such/model.dcz"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.dcz");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let junk = junk.display().to_string();
+    refused(
+        &dcx(&["bench", "infer", &junk]),
+        &["junk.dcz", "not a valid .dcz"],
+    );
+    for (flag, value, words) in [
+        ("--batches", "0", &["--batches", "at least 1"][..]),
+        ("--threads", "0", &["--threads"][..]),
+        ("--repeats", "0", &["--repeats"][..]),
+        ("--calibration", "101", &["calibration", "101"][..]),
+    ] {
+        refused(&dcx(&["bench", "infer", &junk, flag, value]), words);
+    }
+}

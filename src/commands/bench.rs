@@ -28,6 +28,9 @@ pub enum BenchCommand {
     Explore(ExploreBenchArgs),
     /// Explorer screen: frame draw time per terminal size, and scrub key -> exact accuracy.
     Tui(super::bench_tui::TuiBenchArgs),
+    /// Test-set inference of a .dcz: latency per batch and images/s of dcx's f32 kernels and
+    /// of int8 inference, timed alternately, with the accuracy of each.
+    Infer(super::bench_infer::InferBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +77,7 @@ pub fn run(data_dir: Option<&Path>, cmd: &BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Explore(args) => bench_explore(data_dir, args),
         BenchCommand::Tui(args) => super::bench_tui::run(data_dir, args),
+        BenchCommand::Infer(args) => super::bench_infer::run(data_dir, args),
     }
 }
 

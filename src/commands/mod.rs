@@ -1,6 +1,7 @@
 //! The command line: argument types (clap derive) and one module per subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod bench_infer;
 pub(crate) mod bench_tui;
 pub mod compress;
 pub mod data;

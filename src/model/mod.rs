@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod cache;
 pub mod checkpoint;
+pub mod int8;
 pub mod kernels;
 pub mod net;
 pub mod optim;

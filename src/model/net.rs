@@ -118,6 +118,12 @@ impl Net {
         }
     }
 
+    /// Logits of `n` flattened, normalised 28x28 images, `[n × classes]` row-major.
+    pub fn logits(&self, images: &[f32], n: usize) -> candle_core::Result<Vec<f32>> {
+        let x = self.input(images.to_vec(), n)?;
+        self.forward(&x)?.flatten_all()?.to_vec1()
+    }
+
     /// Logits for a batch.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_with(x, &[])

@@ -1,0 +1,279 @@
+//! `dcx bench infer FILE.dcz`: test-set inference speed and accuracy of one file's network on
+//! each way dcx can run it, timed alternately in one process so they see the same machine load.
+//!
+//! The rows are [`Path`]s: today dcx's f32 kernels (the `dcx eval` path, "dense") and the int8
+//! engine; the JSON line per batch size compares the dense path with the plan's (`plan`).
+
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::data::{Mnist, Split};
+use crate::format::dcz;
+use crate::model::Net;
+use crate::model::int8::{Calibration, Int8Net, Kernel};
+
+#[derive(Debug, Args)]
+pub struct InferBenchArgs {
+    /// The `.dcz` file whose network is run.
+    pub file: PathBuf,
+    /// Batch sizes, each timed over the whole test set.
+    #[arg(long, value_delimiter = ',', default_value = "1,256")]
+    pub batches: Vec<usize>,
+    /// Threads (default: rayon's, which `RAYON_NUM_THREADS` sets, else one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Passes over the test set per path and batch size, alternating the paths.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Training images the int8 activation ranges are calibrated on (the first N).
+    #[arg(long, default_value_t = 500)]
+    pub calibration_images: usize,
+    /// `minmax`, or a percentile such as `99.99` (the range then clips the rarest values).
+    #[arg(long, default_value = "minmax")]
+    pub calibration: Calibration,
+    /// The int8 kernel: avx512-vnni, avx2 or scalar (default: the fastest this CPU runs).
+    #[arg(long)]
+    pub kernel: Option<Kernel>,
+    /// One JSON object per batch size and line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the decoded f32 weights as safetensors (`<layer>.weight`, `<layer>.bias`),
+    /// for running the same network elsewhere (`benches/infer_torch.py`).
+    #[arg(long, value_name = "FILE")]
+    pub weights_out: Option<PathBuf>,
+}
+
+/// One way of running the network.
+enum Path {
+    /// dcx's f32 kernels, as `dcx eval` runs them.
+    Dense(Net),
+    Int8(Int8Net),
+}
+
+impl Path {
+    fn name(&self) -> &'static str {
+        match self {
+            Path::Dense(_) => "f32",
+            Path::Int8(_) => "int8",
+        }
+    }
+
+    /// Predicted classes of `n` images.
+    fn predict(&self, images: &[f32], n: usize) -> anyhow::Result<Vec<usize>> {
+        Ok(match self {
+            Path::Dense(net) => {
+                let x = net.input(images.to_vec(), n)?;
+                let p: Vec<u32> = net.forward(&x)?.argmax(1)?.to_vec1()?;
+                p.into_iter().map(|c| c as usize).collect()
+            }
+            Path::Int8(net) => net.predict(images, n),
+        })
+    }
+}
+
+/// One path at one batch size.
+struct Measured {
+    /// Per full batch, seconds.
+    batch_secs: Vec<f64>,
+    /// Per pass over the test set, seconds.
+    pass_secs: Vec<f64>,
+    correct: usize,
+}
+
+impl Measured {
+    fn batch_ms(&self) -> f64 {
+        median(&self.batch_secs) * 1e3
+    }
+
+    fn images_per_sec(&self, images: usize) -> f64 {
+        images as f64 / median(&self.pass_secs)
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+pub fn run(data_dir: Option<&FsPath>, args: &InferBenchArgs) -> anyhow::Result<()> {
+    if let Some(&bad) = args.batches.iter().find(|&&b| b == 0) {
+        anyhow::bail!("--batches: a batch size must be at least 1, got {bad}");
+    }
+    if args.batches.is_empty() {
+        anyhow::bail!("--batches: give at least one batch size");
+    }
+    if args.repeats == 0 {
+        anyhow::bail!("--repeats must be at least 1");
+    }
+    if args.calibration_images == 0 {
+        anyhow::bail!("--calibration-images must be at least 1");
+    }
+    if args.threads == Some(0) {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    let file = dcz::load(&args.file)?;
+    let net = file.model.to_net()?;
+    if let Some(out) = &args.weights_out {
+        write_weights(&net, out)?;
+    }
+    let data = super::data::load(data_dir)?;
+    let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    pool.install(|| measure(args, &file.model.model.to_string(), net, &data, threads))
+}
+
+fn measure(
+    args: &InferBenchArgs,
+    model: &str,
+    net: Net,
+    data: &Mnist,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let calib = args.calibration_images.min(data.train.len);
+    let int8 = Int8Net::calibrate(
+        &net,
+        &data.train.images[..calib * 784],
+        calib,
+        args.calibration,
+    )?;
+    let int8 = match args.kernel {
+        Some(k) => int8.with_kernel(k),
+        None => int8,
+    };
+    let kernel = int8.kernel().name();
+    let paths = [Path::Dense(net), Path::Int8(int8)];
+    let test = &data.test;
+    if !args.json {
+        println!(
+            "{model} from {}: {} test images, {threads} threads, {} passes per row \
+             (paths alternating); int8: {kernel} kernel, activations calibrated by {} on {calib} \
+             training images",
+            args.file.display(),
+            test.len,
+            args.repeats,
+            args.calibration.name(),
+        );
+        println!(
+            "{:>6} {:<6} {:>12} {:>12} {:>10} {:>9}",
+            "batch", "path", "ms/batch", "img/s", "accuracy", "speedup"
+        );
+    }
+    for &batch in &args.batches {
+        let mut rows: Vec<Measured> = paths
+            .iter()
+            .map(|_| Measured {
+                batch_secs: Vec::new(),
+                pass_secs: Vec::new(),
+                correct: 0,
+            })
+            .collect();
+        // Warm-up: first-touch allocations and the thread pool.
+        for path in &paths {
+            let n = batch.min(test.len);
+            path.predict(&test.images[..n * 784], n)?;
+        }
+        for rep in 0..args.repeats {
+            // Alternate which path goes first, so neither always follows the other.
+            for i in 0..paths.len() {
+                let p = (i + rep) % paths.len();
+                pass(&paths[p], test, batch, &mut rows[p])?;
+            }
+        }
+        let dense = &rows[0];
+        let total = test.len.max(1) as f64;
+        let acc = |m: &Measured| m.correct as f64 / total;
+        if args.json {
+            let plan = &rows[1];
+            let line = serde_json::json!({
+                "model": model,
+                "batch": batch,
+                "threads": threads,
+                "images": test.len,
+                "repeats": args.repeats,
+                "plan": paths[1].name(),
+                "kernel": kernel,
+                "dense_ms": dense.batch_ms(),
+                "plan_ms": plan.batch_ms(),
+                "speedup": dense.batch_ms() / plan.batch_ms(),
+                "dense_img_s": dense.images_per_sec(test.len),
+                "plan_img_s": plan.images_per_sec(test.len),
+                "f32_accuracy": acc(dense),
+                "int8_accuracy": acc(plan),
+                "accuracy_diff": acc(plan) - acc(dense),
+            });
+            println!("{line}");
+            continue;
+        }
+        for (path, m) in paths.iter().zip(&rows) {
+            println!(
+                "{:>6} {:<6} {:>12.4} {:>12.0} {:>9.2}% {:>8.2}x",
+                batch,
+                path.name(),
+                m.batch_ms(),
+                m.images_per_sec(test.len),
+                acc(m) * 100.0,
+                dense.batch_ms() / m.batch_ms(),
+            );
+        }
+        println!(
+            "{:>6} int8 - f32 accuracy: {:+.2} points ({} vs {} correct)",
+            "",
+            (acc(&rows[1]) - acc(dense)) * 100.0,
+            rows[1].correct,
+            dense.correct
+        );
+    }
+    Ok(())
+}
+
+/// One pass over the test set in batches of `batch`: each full batch's latency, the pass's
+/// time, and the correct count.
+fn pass(path: &Path, test: &Split, batch: usize, m: &mut Measured) -> anyhow::Result<()> {
+    let mut correct = 0;
+    let start = Instant::now();
+    let mut full = Vec::with_capacity(test.len / batch + 1);
+    for (images, labels) in test
+        .images
+        .chunks(batch * 784)
+        .zip(test.labels.chunks(batch))
+    {
+        let t = Instant::now();
+        let predicted = path.predict(images, labels.len())?;
+        if labels.len() == batch || test.len < batch {
+            full.push(t.elapsed().as_secs_f64());
+        }
+        correct += predicted
+            .iter()
+            .zip(labels)
+            .filter(|&(&p, &y)| p == y as usize)
+            .count();
+    }
+    m.pass_secs.push(start.elapsed().as_secs_f64());
+    m.batch_secs.extend(full);
+    m.correct = correct;
+    Ok(())
+}
+
+fn write_weights(net: &Net, out: &FsPath) -> anyhow::Result<()> {
+    let mut tensors = Vec::new();
+    for (spec, p) in net.arch.layers.iter().zip(&net.params) {
+        tensors.push((
+            format!("{}.weight", spec.name),
+            p.weight.as_tensor().clone(),
+        ));
+        tensors.push((format!("{}.bias", spec.name), p.bias.as_tensor().clone()));
+    }
+    let mut info = std::collections::HashMap::new();
+    info.insert("model".to_string(), net.kind().to_string());
+    let bytes = safetensors::serialize(tensors, Some(info))?;
+    crate::fsutil::write_atomic(out, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))
+}
