@@ -679,6 +679,54 @@ fn percentile_range(v: &mut [f32], p: f64) -> (f32, f32) {
 mod tests {
     use super::*;
 
+    /// A layer stored with the `symmetric` quantizer per channel at 8 bits runs on its own
+    /// codes: the engine's per-row scale and codes are the file's (code - 128), so INT8
+    /// inference of such a plan adds no weight error of its own.
+    #[test]
+    fn a_symmetric_per_channel_8_bit_layer_keeps_its_codes() {
+        use crate::model::quant::{Grid, GridParams, quantize};
+        let spec = crate::model::ModelKind::Lenet300100.arch().layers[2].clone();
+        let n = spec.weight_count();
+        let weights: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * (1.0 + (i / 100) as f32))
+            .collect();
+        let kept: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
+        let fitted = quantize(Grid::Symmetric { bits: 8 }, spec.outputs, &weights, &kept);
+        let stored = fitted.dequantized();
+        let layer = QuantLayer::new(
+            &spec,
+            &stored,
+            vec![0.0; spec.outputs],
+            QuantParams::from_range(0.0, 1.0),
+            (spec.inputs, 1, 1),
+        );
+        let GridParams::Affine { scales, .. } = &fitted.params else {
+            panic!("an affine grid")
+        };
+        let k = layer.k;
+        for (o, &scale) in scales.iter().enumerate() {
+            let rel = (layer.weight_scale[o] - scale).abs() / scale;
+            assert!(
+                rel < 1e-6,
+                "row {o}: scale {} vs {scale}",
+                layer.weight_scale[o]
+            );
+            for t in 0..k {
+                let i = o * k + t;
+                let file_code = if fitted.kept[i] {
+                    fitted.codes[i] as i32 - 128
+                } else {
+                    0
+                };
+                assert_eq!(
+                    layer.weight[o * layer.stride + t] as i32,
+                    file_code,
+                    "row {o} tap {t}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn zero_is_exactly_representable_and_codes_round_trip() {
         for (lo, hi) in [
