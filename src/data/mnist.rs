@@ -42,10 +42,11 @@ impl MnistFile {
     /// The `.gz` name wins when both exist: it is what `dcx data fetch` writes. A name the OS
     /// will not let dcx look at is an error, not a missing file.
     pub(crate) fn find_in(&self, dir: &Path) -> Result<Option<PathBuf>, FolderProblem> {
+        let mut not_a_file = None;
         for path in [dir.join(self.gz_name()), dir.join(self.stem)] {
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => return Ok(Some(path)),
-                Ok(_) => {}
+                Ok(_) => not_a_file = Some(path),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => {
                     return Err(FolderProblem::Unreadable {
@@ -56,7 +57,14 @@ impl MnistFile {
                 }
             }
         }
-        Ok(None)
+        match not_a_file {
+            // A folder, a pipe or a device under the file's name: said as such, not "missing".
+            Some(path) => Err(FolderProblem::Missing(format!(
+                "{} is not a regular file (a folder, a device or a pipe)",
+                path.display()
+            ))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -362,7 +370,8 @@ fn locate_in(
 /// Why a folder does not give dcx the four files.
 #[derive(Debug)]
 pub(crate) enum FolderProblem {
-    /// Not there, not a folder, or files missing, described ("missing NAME[.gz], ...").
+    /// Not there, not a folder, files missing or not regular files, described ("missing
+    /// NAME[.gz], ...").
     Missing(String),
     /// The OS will not let dcx look into the folder (or at a file in it): a folder dcx may not
     /// read is not an empty one, and saying "missing" four times would send the user to
@@ -763,6 +772,23 @@ mod tests {
             .to_string();
         let listed = format!("{0} ($DCX_DATA): cannot read {0}: ", loop_dir.display());
         assert!(err.contains(&listed), "{err}");
+    }
+
+    #[test]
+    fn a_folder_or_a_pipe_under_a_files_name_is_said_to_be_one() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 2, 2, true);
+        let name = FILES[2].gz_name();
+        fs::remove_file(dir.path().join(&name)).unwrap();
+        fs::create_dir(dir.path().join(&name)).unwrap();
+        let err = locate_in(Some(dir.path()), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{name} is not a regular file")),
+            "{err}"
+        );
+        assert!(!err.contains("missing"), "{err}");
     }
 
     #[cfg(unix)]
