@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it into place, so a
-/// crash or a full disk never leaves a half-written file where a good one was.
+/// crash or a full disk never leaves a half-written file where a good one was. The temporary's
+/// name carries the process id, so the one a killed writer left is removed by the next writer
+/// of the same file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -15,7 +17,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let prefix = format!(".{name}.tmp-");
+    remove_stale(dir, |entry| entry.strip_prefix(&prefix)?.parse().ok());
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -184,11 +188,43 @@ fn clean_stale(parent: &Path, name: &str, target: &Path) {
     }
 }
 
+/// Removes what killed dcx processes left in `dir`: the files and folders whose name
+/// `pid_in` reads a process id from, when no process of that id runs. What this process or a
+/// live one is writing is never touched (a reused id keeps a leftover, never the reverse).
+pub(crate) fn remove_stale(dir: &Path, pid_in: impl Fn(&str) -> Option<u32>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(&pid_in) else {
+            continue;
+        };
+        if pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let _ = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+    }
+}
+
+/// Whether a process of this id runs (or is a zombie not yet reaped). Where that cannot be
+/// asked, it is taken to run: a leftover stays rather than another run's work going.
 fn process_alive(pid: u32) -> bool {
-    // Linux and most Unix systems list live processes under /proc; where there is none,
-    // assume alive and leave the folder (never delete another run's work).
-    let proc = Path::new("/proc");
-    !proc.is_dir() || proc.join(pid.to_string()).exists()
+    use nix::errno::Errno;
+    match i32::try_from(pid) {
+        // Signal 0 asks whether the process exists without sending anything; EPERM means it
+        // exists under another user.
+        Ok(pid) if pid > 0 => !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(Errno::ESRCH)
+        ),
+        // 0 and what does not fit would name process groups, or nothing: no process has it.
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +298,64 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let err = FolderWriter::create(&file).err().unwrap().to_string();
         assert!(err.contains("is a file"), "{err}");
+    }
+
+    /// A process that runs while the test does, for "a live writer's file".
+    fn live_pid() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep runs")
+    }
+
+    #[test]
+    fn leftovers_of_dead_processes_go_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut live = live_pid();
+        let names = [
+            ".a.tmp-999999999".to_string(),
+            format!(".a.tmp-{}", live.id()),
+            format!(".a.tmp-{}", std::process::id()),
+            ".a.tmp-x".to_string(),
+            "a".to_string(),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".d.tmp-999999998")).unwrap();
+        std::fs::write(dir.path().join(".d.tmp-999999998/f"), b"x").unwrap();
+        remove_stale(dir.path(), |n| n.rsplit_once(".tmp-")?.1.parse().ok());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = names[1..].to_vec();
+        want.sort();
+        assert_eq!(left, want);
+        let _ = live.kill();
+        let _ = live.wait();
+    }
+
+    #[test]
+    fn an_atomic_write_removes_the_temporary_a_killed_writer_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut live = live_pid();
+        let dead = dir.path().join(".a.bin.tmp-999999999");
+        let running = dir.path().join(format!(".a.bin.tmp-{}", live.id()));
+        let other = dir.path().join(".b.bin.tmp-999999999");
+        for p in [&dead, &running, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        write_atomic(&dir.path().join("a.bin"), b"whole").unwrap();
+        assert!(!dead.exists());
+        assert!(running.exists(), "a live writer's temporary was removed");
+        assert!(
+            other.exists(),
+            "only the file being written is its writers' business"
+        );
+        let _ = live.kill();
+        let _ = live.wait();
     }
 
     #[test]

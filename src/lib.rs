@@ -11,6 +11,10 @@ pub mod experiment;
 pub mod explore;
 pub mod format;
 pub mod fsutil;
+/// The fuzz targets' entry points: built for `cargo fuzz` (`fuzz/`) and the unit tests only.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod palette;
 pub mod pipeline;

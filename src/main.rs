@@ -12,8 +12,20 @@ fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes away
     // (`dcx inspect x.dcz | head`) instead of panicking in println!.
     dcx::commands::default_sigpipe();
+    // A full disk or `> /dev/full` is an error, not a panic in println!.
+    dcx::commands::quiet_stdout_failures();
     let cli = dcx::commands::Cli::parse();
-    match dcx::commands::run(cli) {
+    let ran = match std::panic::catch_unwind(|| dcx::commands::run(cli)) {
+        Ok(ran) => ran,
+        Err(panic) => match dcx::commands::stdout_failure(panic.as_ref()) {
+            Some(why) => {
+                let _ = writeln!(std::io::stderr(), "error: {why}");
+                return ExitCode::FAILURE;
+            }
+            None => std::panic::resume_unwind(panic),
+        },
+    };
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if let Some(t) = err.downcast_ref::<dcx::tui::Terminated>() {

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["analysis"],
     &["plot"],
     &["tui"],
-    &["commands"],
+    &["commands", "fuzzing"],
 ];
 
 fn rank(module: &str) -> Option<usize> {

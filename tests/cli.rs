@@ -149,6 +149,32 @@ fn a_reader_that_goes_away_is_no_panic() {
 }
 
 #[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    // `> /dev/full` (a full disk) once panicked with exit 101 in println!.
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipping: no /dev/full on this system");
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_dcx"))
+        .args([
+            "--data",
+            &repo("tests/fixtures/mnist-small"),
+            "data",
+            "where",
+        ])
+        .stdout(full)
+        .output()
+        .unwrap();
+    refused(
+        &out,
+        &["cannot write the output", "No space left on device"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
+}
+
+#[test]
 fn devices_folders_and_giant_files_are_refused_without_reading_them() {
     // /dev/zero once grew dcx until memory ran out; a 3 GB file took 3.1 GB.
     let dir = tempfile::tempdir().unwrap();

@@ -46,6 +46,21 @@ struct Explorer {
 
 impl Explorer {
     fn start(cols: u16, rows: u16) -> Explorer {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-small");
+        Explorer::start_with(cols, rows, &fixture, false)
+    }
+
+    /// As a job-control shell starts a command: dcx in a process group of its own, in the
+    /// terminal's foreground, its parent (standing in for the shell, in the same session)
+    /// waiting for it and ending as it ends. Only then does SIGTSTP stop dcx: the kernel drops
+    /// it for a process group that no shell could continue. `child` is the stand-in;
+    /// [`Explorer::job`] is dcx.
+    fn start_job(cols: u16, rows: u16) -> Explorer {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-small");
+        Explorer::start_with(cols, rows, &fixture, true)
+    }
+
+    fn start_with(cols: u16, rows: u16, data: &Path, job_control: bool) -> Explorer {
         let size = Winsize {
             ws_row: rows,
             ws_col: cols,
@@ -60,26 +75,64 @@ impl Explorer {
         }
         let cache = tempfile::tempdir().unwrap();
         let exports = tempfile::tempdir().unwrap();
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-small");
         let tty = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcx"));
         cmd.arg("--data")
-            .arg(&fixture)
+            .arg(data)
             .args(["--model", "lenet-300-100", "--exports"])
             .arg(exports.path())
             .env("DCX_CACHE", cache.path())
             .env("TERM", "xterm-256color")
+            // Should a test make dcx download, it fails at once instead of reaching the
+            // internet: every request goes to a proxy nothing listens on.
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("ALL_PROXY", "http://127.0.0.1:9")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
             .stdin(tty(&pty.slave))
             .stdout(tty(&pty.slave))
             .stderr(tty(&pty.slave));
-        // SAFETY: between fork and exec only async-signal-safe calls (setsid, ioctl).
+        // SAFETY: between fork and exec only async-signal-safe calls (setsid, ioctl, fork,
+        // setpgid, signal, tcsetpgrp, close, waitpid, _exit).
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                use nix::libc;
                 nix::unistd::setsid()?;
-                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) != 0 {
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                if !job_control {
+                    return Ok(());
+                }
+                match libc::fork() {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    0 => {
+                        // dcx: a process group of its own, put in the foreground.
+                        libc::setpgid(0, 0);
+                        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                        libc::tcsetpgrp(0, libc::getpid());
+                        libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+                        Ok(())
+                    }
+                    job => {
+                        // The shell. Every descriptor but the terminal is closed, std's
+                        // exec-status pipe among them (spawn waits for it to close).
+                        for fd in 3..1024 {
+                            libc::close(fd);
+                        }
+                        let mut status = 0;
+                        while libc::waitpid(job, &mut status, 0) == -1
+                            && nix::errno::Errno::last() == nix::errno::Errno::EINTR
+                        {
+                        }
+                        libc::_exit(if libc::WIFEXITED(status) {
+                            libc::WEXITSTATUS(status)
+                        } else {
+                            128 + libc::WTERMSIG(status)
+                        });
+                    }
+                }
             });
         }
         let initial = tcgetattr(&pty.slave).unwrap();
@@ -146,6 +199,22 @@ impl Explorer {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("the explorer is running");
     }
 
+    /// dcx's process under [`Explorer::start_job`]: the terminal's foreground process group,
+    /// once it has one of its own.
+    fn job(&mut self) -> Pid {
+        let shell = Pid::from_raw(self.child.id() as i32);
+        let start = Instant::now();
+        loop {
+            let master = self.master.as_ref().unwrap();
+            let group = nix::unistd::tcgetpgrp(master).expect("the terminal's foreground");
+            if group != shell {
+                return group;
+            }
+            assert!(start.elapsed() < READY, "dcx never took the foreground");
+            self.read_for(Duration::from_millis(20));
+        }
+    }
+
     fn type_keys(&self, keys: &str) {
         let master = self.master.as_ref().unwrap();
         nix::unistd::write(master, keys.as_bytes()).unwrap();
@@ -177,6 +246,13 @@ impl Explorer {
     fn modes(&self) -> Termios {
         tcgetattr(self.slave.as_ref().unwrap()).unwrap()
     }
+}
+
+/// Whether a process is stopped (Linux: the state letter in /proc/PID/stat).
+fn stopped(pid: Pid) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    state.is_some_and(|s| s.starts_with('T'))
 }
 
 impl Drop for Explorer {
@@ -343,4 +419,112 @@ fn closing_the_terminal_during_an_export_leaves_no_half_written_folder() {
         })
         .collect();
     assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+}
+
+/// Ctrl-Z (a key in raw mode) and a `kill -TSTP` give the terminal back and stop dcx as a shell
+/// job; `fg` (SIGCONT) takes the terminal again and draws the whole screen. A stop dcx cannot
+/// see (SIGSTOP) is put right on SIGCONT too: the whole screen is drawn again.
+#[test]
+fn ctrl_z_and_sigtstp_give_the_terminal_back_and_fg_takes_it_again() {
+    if !Path::new("/proc/self/stat").exists() {
+        eprintln!("skipping: no /proc to see a process stopped");
+        return;
+    }
+    let mut dcx = Explorer::start_job(100, 30);
+    dcx.wait_ready("dcx lenet-300-100");
+    let job = dcx.job();
+    let raw = |dcx: &Explorer| {
+        !dcx.modes()
+            .local_flags
+            .intersects(LocalFlags::ICANON | LocalFlags::ECHO)
+    };
+    assert!(raw(&dcx), "raw mode before the stop");
+    for how in ["Ctrl-Z", "SIGTSTP"] {
+        let mark = dcx.output.len();
+        if how == "Ctrl-Z" {
+            dcx.type_keys("\x1a");
+        } else {
+            kill(job, Signal::SIGTSTP).unwrap();
+        }
+        assert!(
+            dcx.read_until(EXIT, |_| stopped(job)),
+            "{how}: dcx did not stop"
+        );
+        while dcx.read_for(Duration::from_millis(100)) {}
+        let after = String::from_utf8_lossy(&dcx.output[mark..]).into_owned();
+        for (what, seq) in [
+            ("left the alternate screen", LEAVE_ALT_SCREEN),
+            ("showed the cursor", SHOW_CURSOR),
+            ("turned mouse reporting off", MOUSE_OFF),
+        ] {
+            assert!(
+                after.contains(seq),
+                "{how}: {what} before stopping: {after:?}"
+            );
+        }
+        let (now, before) = (dcx.modes(), &dcx.initial);
+        assert_eq!(
+            now.local_flags, before.local_flags,
+            "{how}: echo, canonical"
+        );
+        assert_eq!(now.input_flags, before.input_flags, "{how}");
+        assert_eq!(now.output_flags, before.output_flags, "{how}");
+
+        let mark = dcx.output.len();
+        kill(job, Signal::SIGCONT).unwrap();
+        let back = dcx.read_until(EXIT, |dcx| {
+            let s = String::from_utf8_lossy(&dcx.output[mark..]);
+            s.contains(ENTER_ALT_SCREEN)
+                && s.contains(MOUSE_ON)
+                && visible(&s).contains("dcx lenet-300-100")
+        });
+        assert!(
+            back,
+            "{how}, then SIGCONT: no alternate screen, mouse and whole screen: {:?}",
+            String::from_utf8_lossy(&dcx.output[mark..])
+        );
+        assert!(raw(&dcx), "{how}, then SIGCONT: raw mode again");
+    }
+
+    let mark = dcx.output.len();
+    kill(job, Signal::SIGSTOP).unwrap();
+    assert!(dcx.read_until(EXIT, |_| stopped(job)), "SIGSTOP stops");
+    kill(job, Signal::SIGCONT).unwrap();
+    let redrawn = dcx.read_until(EXIT, |dcx| {
+        visible(&String::from_utf8_lossy(&dcx.output[mark..])).contains("dcx lenet-300-100")
+    });
+    assert!(
+        redrawn,
+        "SIGSTOP, then SIGCONT: the whole screen is not drawn again"
+    );
+
+    kill(job, Signal::SIGTERM).unwrap();
+    let status = dcx.wait_exit();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+}
+
+/// With no MNIST anywhere, the explorer offers to download it; end of input (Ctrl-D at the
+/// start of the line) is no answer, so nothing is downloaded (it once meant yes).
+#[test]
+fn ctrl_d_at_the_download_prompt_downloads_nothing() {
+    let empty = tempfile::tempdir().unwrap();
+    let mut dcx = Explorer::start_with(100, 30, empty.path(), false);
+    let asked = dcx.read_until(EXIT, |dcx| {
+        String::from_utf8_lossy(&dcx.output).contains("[Y/n]")
+    });
+    assert!(
+        asked,
+        "no download prompt: {}",
+        String::from_utf8_lossy(&dcx.output)
+    );
+    // The terminal is in its ordinary (canonical) mode at the prompt: ^D ends the input.
+    dcx.type_keys("\x04");
+    let status = dcx.wait_exit();
+    let out = String::from_utf8_lossy(&dcx.output).into_owned();
+    assert_eq!(status.code(), Some(1), "{status:?}: {out}");
+    assert!(out.contains("no MNIST: run `dcx data fetch`"), "{out}");
+    for tried in ["could not download", "mirror", "downloaded"] {
+        assert!(!out.contains(tried), "a download was tried: {out}");
+    }
+    assert_eq!(tree(empty.path()), Vec::<PathBuf>::new(), "{out}");
 }

@@ -87,6 +87,23 @@ fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
     .unwrap();
     assert!(!partial.meta.complete && !partial.reused);
     assert_eq!(stop.1, 3, "training went on after the stop request");
+    assert!(partial.path.exists());
+    // What a checkpoint save killed mid-write leaves (its process is gone), and what one
+    // still running has written so far.
+    let mut running = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let killed = dir
+        .path()
+        .join(".lenet-5-e1-000000000000.safetensors.tmp-999999999");
+    let writing = dir.path().join(format!(
+        ".lenet-5-e1-000000000000.safetensors.tmp-{}",
+        running.id()
+    ));
+    for p in [&killed, &writing] {
+        std::fs::write(p, b"half a checkpoint").unwrap();
+    }
 
     let first = cache::obtain(
         ModelKind::Lenet300100,
@@ -101,6 +118,17 @@ fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
         first.meta.complete && !first.reused,
         "a partial run was reused"
     );
+    assert!(
+        !partial.path.exists(),
+        "the cancelled run's weights stay beside a complete checkpoint of the same recipe"
+    );
+    assert!(!killed.exists(), "a killed save's temporary file stays");
+    assert!(
+        writing.exists(),
+        "a running save's temporary file was removed"
+    );
+    let _ = running.kill();
+    let _ = running.wait();
     let second = cache::obtain(
         ModelKind::Lenet300100,
         &cfg,

@@ -91,6 +91,36 @@ pub fn default_sigpipe() {
     }
 }
 
+/// The start of the panic message of `println!` when standard output cannot be written.
+const STDOUT_FAILED: &str = "failed printing to stdout: ";
+
+/// Makes a failed write to standard output (a full disk, `> /dev/full`) an error instead of a
+/// panic: `println!` panics then, so the panic hook stays quiet about that one panic, and
+/// [`stdout_failure`] turns it, caught in `main`, into the error message. The unwinding on the
+/// way runs every destructor, so temporary output is removed as on any other error.
+pub fn quiet_stdout_failures() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if panic_text(info.payload()).is_none_or(|m| !m.starts_with(STDOUT_FAILED)) {
+            previous(info);
+        }
+    }));
+}
+
+/// The error a caught panic stands for when it was a failed write to standard output.
+pub fn stdout_failure(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    let text = panic_text(payload)?;
+    let reason = text.strip_prefix(STDOUT_FAILED)?;
+    Some(format!("cannot write the output: {reason}"))
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+}
+
 /// An error and its causes on one line, leaving out a cause whose text the message before it
 /// already carries (an I/O error wrapped with its path would otherwise print twice).
 pub fn error_text(err: &anyhow::Error) -> String {

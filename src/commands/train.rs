@@ -82,7 +82,7 @@ pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
         );
     } else if !got.meta.complete {
         return Err(super::Interrupted(format!(
-            "{}: stopped after {} of {} epochs; the partial weights are in {} (never reused as a finished checkpoint)",
+            "{}: stopped after {} of {} epochs; the partial weights are in {} (never reused as a finished checkpoint, and removed once this recipe trains to the end)",
             args.model,
             got.meta.history.len(),
             cfg.epochs,

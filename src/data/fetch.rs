@@ -146,6 +146,7 @@ pub fn fetch_files(opts: &FetchOptions, files: &[FileSpec]) -> Result<FetchRepor
         files: Vec::with_capacity(files.len()),
     };
     for spec in files {
+        remove_stale_parts(&opts.dest, spec.name);
         let path = opts.dest.join(spec.name);
         let existing = match fs::read(&path) {
             Ok(bytes) => Some(matches_checksum(&bytes, spec.sha256)),
@@ -368,6 +369,42 @@ fn progress_bar(name: &str, len: Option<u64>, show: bool) -> ProgressBar {
     bar
 }
 
+/// Removes the temporary downloads of `name` that fetches killed mid-way left in `dir`
+/// (`.NAME.PID-RANDOM.part` of a process that is gone). Names from before the process id was
+/// in them (`.NAME.RANDOM.part`) go once a day old: a running download writes at least every
+/// 30 seconds (`timeout_per_read`) or fails.
+fn remove_stale_parts(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let middle = |entry: &str| -> Option<String> {
+        Some(
+            entry
+                .strip_prefix(&prefix)?
+                .strip_suffix(".part")?
+                .to_string(),
+        )
+    };
+    crate::fsutil::remove_stale(dir, |entry| middle(entry)?.split_once('-')?.0.parse().ok());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old_style = entry
+            .file_name()
+            .to_str()
+            .and_then(middle)
+            .is_some_and(|m| m.len() == 8 && m.bytes().all(|b| b.is_ascii_hexdigit()));
+        let day_old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(24 * 3600));
+        if old_style && day_old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A file in the destination directory (so the final rename stays on one file system and is
 /// atomic) that deletes itself unless persisted.
 struct TempFile {
@@ -378,9 +415,14 @@ struct TempFile {
 impl TempFile {
     fn create(dir: &Path, name: &str) -> Result<TempFile, String> {
         let mut last_err = None;
-        // Random names keep concurrent fetches into one directory from colliding.
+        // The process id tells a killed fetch's leftover from a running one's
+        // (`remove_stale_parts`); the random part keeps two fetches of one process apart.
         for _ in 0..8 {
-            let path = dir.join(format!(".{name}.{:08x}.part", rand::random::<u32>()));
+            let path = dir.join(format!(
+                ".{name}.{}-{:08x}.part",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {
                     return Ok(TempFile {
@@ -850,6 +892,58 @@ mod tests {
                 .all(|f| f.outcome == FetchOutcome::AlreadyPresent)
         );
         assert!(names.iter().all(|n| server.hits(n) == 1));
+    }
+
+    #[test]
+    fn a_killed_fetchs_partial_download_is_removed_and_a_running_ones_is_not() {
+        let (gz, sha) = fake_file(3);
+        let server = Server::start("m", vec![("a.gz", Reply::ok(gz))]);
+        let dest = tempfile::tempdir().unwrap();
+        let mut running = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let killed = dest.path().join(".a.gz.999999999-0badf00d.part");
+        let live = dest
+            .path()
+            .join(format!(".a.gz.{}-0000beef.part", running.id()));
+        let old_style = dest.path().join(".a.gz.1234abcd.part");
+        let new_old_style = dest.path().join(".a.gz.5678abcd.part");
+        let other_file = dest.path().join(".b.gz.999999999-0badf00d.part");
+        for p in [&killed, &live, &old_style, &new_old_style, &other_file] {
+            fs::write(p, b"half a download").unwrap();
+        }
+        let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(48 * 3600);
+        File::options()
+            .write(true)
+            .open(&old_style)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        fetch_files(
+            &options(dest.path(), &[&server.base]),
+            &[FileSpec {
+                name: "a.gz",
+                sha256: &sha,
+            }],
+        )
+        .unwrap();
+        assert!(!killed.exists(), "a killed fetch's download stays");
+        assert!(
+            !old_style.exists(),
+            "a day-old download without a process id stays"
+        );
+        assert!(live.exists(), "a running fetch's download was removed");
+        assert!(
+            new_old_style.exists(),
+            "a fresh download without a process id was removed"
+        );
+        assert!(
+            other_file.exists(),
+            "another file's downloads are its fetch's business"
+        );
+        let _ = running.kill();
+        let _ = running.wait();
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub enum IdxProblem {
 
 /// Parses IDX bytes, gzip-compressed or not (told apart by the gzip magic `1f 8b`, since
 /// files get renamed). `name` only labels errors.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub fn parse_idx(bytes: &[u8], name: &str) -> Result<IdxArray, DataError> {
     parse(bytes, name, false).map(|(array, _)| array)
 }

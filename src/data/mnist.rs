@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
 
@@ -38,11 +39,32 @@ impl MnistFile {
         format!("{}.gz", self.stem)
     }
 
-    /// The `.gz` name wins when both exist: it is what `dcx data fetch` writes.
-    pub(crate) fn find_in(&self, dir: &Path) -> Option<PathBuf> {
-        [dir.join(self.gz_name()), dir.join(self.stem)]
-            .into_iter()
-            .find(|p| p.is_file())
+    /// The `.gz` name wins when both exist: it is what `dcx data fetch` writes. A name the OS
+    /// will not let dcx look at is an error, not a missing file.
+    pub(crate) fn find_in(&self, dir: &Path) -> Result<Option<PathBuf>, FolderProblem> {
+        let mut not_a_file = None;
+        for path in [dir.join(self.gz_name()), dir.join(self.stem)] {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => return Ok(Some(path)),
+                Ok(_) => not_a_file = Some(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(FolderProblem::Unreadable {
+                        path,
+                        error,
+                        folder: false,
+                    });
+                }
+            }
+        }
+        match not_a_file {
+            // A folder, a pipe or a device under the file's name: said as such, not "missing".
+            Some(path) => Err(FolderProblem::Missing(format!(
+                "{} is not a regular file (a folder, a device or a pipe)",
+                path.display()
+            ))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -146,22 +168,16 @@ fn short_hex(digest: &[u8]) -> String {
 }
 
 fn load(dir: &Path, verify: bool) -> Result<Mnist, DataError> {
-    let mut paths = Vec::with_capacity(FILES.len());
-    let mut missing = Vec::new();
-    for file in &FILES {
-        match file.find_in(dir) {
-            Some(p) => paths.push(p),
-            None => missing.push(file.stem),
+    let paths = match find_files(dir) {
+        Ok(paths) => paths,
+        Err(FolderProblem::Missing(what)) => {
+            return Err(DataError::NotFound(format!(
+                "{}: {what}; to fix, {FIX_HINT}",
+                dir.display()
+            )));
         }
-    }
-    if !missing.is_empty() {
-        return Err(DataError::NotFound(format!(
-            "{}: missing {} (looked for NAME.gz and NAME); to fix, {}",
-            dir.display(),
-            missing.join(", "),
-            FIX_HINT
-        )));
-    }
+        Err(unreadable) => return Err(unreadable.into_error("")),
+    };
 
     // Decompressing the training images dominates; reading the files side by side hides
     // the other three behind it.
@@ -319,12 +335,13 @@ fn locate_in(
     default: Option<PathBuf>,
 ) -> Result<PathBuf, DataError> {
     if let Some(dir) = explicit {
-        return match missing_report(dir) {
-            None => Ok(dir.to_path_buf()),
-            Some(what) => Err(DataError::NotFound(format!(
+        return match find_files(dir) {
+            Ok(_) => Ok(dir.to_path_buf()),
+            Err(FolderProblem::Missing(what)) => Err(DataError::NotFound(format!(
                 "MNIST not found in {} (given with --data): {what}; to fix, {FIX_HINT}",
                 dir.display()
             ))),
+            Err(unreadable) => Err(unreadable.into_error(" (given with --data)")),
         };
     }
 
@@ -334,9 +351,9 @@ fn locate_in(
         default.map(|d| (d, "default data directory".to_string())),
     ];
     for (dir, source) in candidates.into_iter().flatten() {
-        match missing_report(&dir) {
-            None => return Ok(dir),
-            Some(what) => looked.push(format!("  {} ({source}): {what}", dir.display())),
+        match find_files(&dir) {
+            Ok(_) => return Ok(dir),
+            Err(problem) => looked.push(format!("  {} ({source}): {problem}", dir.display())),
         }
     }
     if looked.is_empty() {
@@ -350,24 +367,85 @@ fn locate_in(
     )))
 }
 
-/// `None` when `dir` holds all four files, else a description of what is missing.
-fn missing_report(dir: &Path) -> Option<String> {
-    if !dir.is_dir() {
-        return Some(if dir.exists() {
-            "not a directory".to_string()
-        } else {
-            "directory does not exist".to_string()
-        });
+/// Why a folder does not give dcx the four files.
+#[derive(Debug)]
+pub(crate) enum FolderProblem {
+    /// Not there, not a folder, files missing or not regular files, described ("missing
+    /// NAME[.gz], ...").
+    Missing(String),
+    /// The OS will not let dcx look into the folder (or at a file in it): a folder dcx may not
+    /// read is not an empty one, and saying "missing" four times would send the user to
+    /// download files that are there.
+    Unreadable {
+        path: PathBuf,
+        error: io::Error,
+        /// The folder itself, not a file in it.
+        folder: bool,
+    },
+}
+
+impl fmt::Display for FolderProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FolderProblem::Missing(what) => f.write_str(what),
+            FolderProblem::Unreadable { path, error, .. } => {
+                write!(f, "cannot read {}: {error}", path.display())
+            }
+        }
     }
-    let missing: Vec<&str> = FILES
-        .iter()
-        .filter(|f| f.find_in(dir).is_none())
-        .map(|f| f.stem)
-        .collect();
+}
+
+impl FolderProblem {
+    /// One error naming what cannot be read and the OS's reason; `context` follows the path.
+    fn into_error(self, context: &str) -> DataError {
+        match self {
+            FolderProblem::Missing(what) => DataError::NotFound(what),
+            FolderProblem::Unreadable {
+                path,
+                error,
+                folder,
+            } => {
+                let what = if folder { "folder" } else { "file" };
+                let message = format!("cannot read this MNIST {what}{context}: {error}");
+                DataError::io(path, io::Error::new(error.kind(), message))
+            }
+        }
+    }
+}
+
+/// The four files in `dir`, in [`FILES`] order, or what keeps dcx from them.
+fn find_files(dir: &Path) -> Result<Vec<PathBuf>, FolderProblem> {
+    let unreadable = |error| FolderProblem::Unreadable {
+        path: dir.to_path_buf(),
+        error,
+        folder: true,
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(FolderProblem::Missing("directory does not exist".into()));
+        }
+        Err(e) => return Err(unreadable(e)),
+        Ok(m) if !m.is_dir() => return Err(FolderProblem::Missing("not a directory".into())),
+        Ok(_) => {}
+    }
+    // Looking a file up needs search permission; listing the folder needs read permission.
+    // Without either, every file would look missing.
+    std::fs::read_dir(dir).map_err(unreadable)?;
+    let mut paths = Vec::with_capacity(FILES.len());
+    let mut missing = Vec::new();
+    for file in &FILES {
+        match file.find_in(dir)? {
+            Some(p) => paths.push(p),
+            None => missing.push(file.stem),
+        }
+    }
     if missing.is_empty() {
-        None
+        Ok(paths)
     } else {
-        Some(format!("missing {}[.gz]", missing.join("[.gz], ")))
+        Err(FolderProblem::Missing(format!(
+            "missing {}[.gz]",
+            missing.join("[.gz], ")
+        )))
     }
 }
 
@@ -437,6 +515,8 @@ mod tests {
         for (from, to) in [(0, 2), (1, 3), (2, 0), (3, 1)] {
             let src = FILES[from]
                 .find_in(&real)
+                .ok()
+                .flatten()
                 .expect("real MNIST has every file");
             let name = src
                 .file_name()
@@ -666,6 +746,80 @@ mod tests {
 
         let err = locate_in(None, None, None).unwrap_err().to_string();
         assert!(err.contains("$DCX_DATA is unset"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_that_cannot_be_read_is_one_error_with_the_os_reason() {
+        // A symbolic link to itself cannot be opened by anyone, root included.
+        let root = tempfile::tempdir().unwrap();
+        let loop_dir = root.path().join("mnist");
+        std::os::unix::fs::symlink(&loop_dir, &loop_dir).unwrap();
+        let err = locate_in(Some(&loop_dir), None, None)
+            .unwrap_err()
+            .to_string();
+        let start = format!(
+            "{}: cannot read this MNIST folder (given with --data): ",
+            loop_dir.display()
+        );
+        assert!(err.starts_with(&start), "{err}");
+        assert!(err.contains("symbolic links"), "the OS's reason: {err}");
+        assert!(!err.contains("missing"), "{err}");
+        let err = Mnist::load(&loop_dir).unwrap_err().to_string();
+        assert!(err.contains("cannot read this MNIST folder: "), "{err}");
+        let err = locate_in(None, Some(loop_dir.clone().into()), None)
+            .unwrap_err()
+            .to_string();
+        let listed = format!("{0} ($DCX_DATA): cannot read {0}: ", loop_dir.display());
+        assert!(err.contains(&listed), "{err}");
+    }
+
+    #[test]
+    fn a_folder_or_a_pipe_under_a_files_name_is_said_to_be_one() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 2, 2, true);
+        let name = FILES[2].gz_name();
+        fs::remove_file(dir.path().join(&name)).unwrap();
+        fs::create_dir(dir.path().join(&name)).unwrap();
+        let err = locate_in(Some(dir.path()), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{name} is not a regular file")),
+            "{err}"
+        );
+        assert!(!err.contains("missing"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_without_permission_is_not_four_missing_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("mnist");
+        fs::create_dir(&dir).unwrap();
+        write_fixture(&dir, 2, 2, true);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o000)).unwrap();
+        let denied = fs::read_dir(&dir).is_err();
+        let err = locate_in(Some(&dir), None, None)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        if !denied {
+            eprintln!(
+                "skipping a_folder_without_permission_is_not_four_missing_files: this user \
+                 reads a folder of mode 000 (root does), so there is no refusal to report; \
+                 a_folder_that_cannot_be_read_is_one_error_with_the_os_reason covers the \
+                 message with a link loop"
+            );
+            return;
+        }
+        let err = err.unwrap_err();
+        assert!(
+            err.contains("cannot read this MNIST folder (given with --data): Permission denied"),
+            "{err}"
+        );
+        assert!(!err.contains("missing"), "{err}");
     }
 
     #[test]

@@ -58,9 +58,15 @@ pub struct Obtained {
     pub reused: bool,
 }
 
+/// Where a cancelled run of the recipe whose checkpoint is `complete` keeps its weights.
+fn partial_path(complete: &Path) -> PathBuf {
+    complete.with_extension("partial.safetensors")
+}
+
 /// Loads the cached checkpoint for this recipe, or trains one (reporting to `observer`) and
 /// saves it. A run the observer cancels is saved beside the cache entry as `.partial` and is
-/// never picked up as a cache hit.
+/// never picked up as a cache hit; once the recipe has a complete checkpoint, its `.partial`
+/// says nothing more and is removed. So are the temporary files of saves that were killed.
 pub fn obtain(
     model: ModelKind,
     cfg: &TrainConfig,
@@ -69,12 +75,22 @@ pub fn obtain(
     cache_dir: &Path,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Obtained> {
+    // The cache folder is dcx's own: every `.NAME.tmp-PID` in it is a checkpoint save's.
+    crate::fsutil::remove_stale(cache_dir, |entry| {
+        entry
+            .strip_prefix('.')?
+            .rsplit_once(".tmp-")?
+            .1
+            .parse()
+            .ok()
+    });
     let path = cached_path(cache_dir, model, cfg, &data.fingerprint);
     if !retrain && path.exists() {
         match checkpoint::load(&path) {
             // A checkpoint of another network under this key (a hand-copied file) is not
             // this recipe's, whatever its name says.
             Ok((net, meta)) if meta.complete && meta.model == model => {
+                let _ = std::fs::remove_file(partial_path(&path));
                 return Ok(Obtained {
                     net,
                     meta,
@@ -96,11 +112,14 @@ pub fn obtain(
         complete: !outcome.cancelled,
     };
     let path = if outcome.cancelled {
-        path.with_extension("partial.safetensors")
+        partial_path(&path)
     } else {
         path
     };
     checkpoint::save(&path, &net, &meta)?;
+    if meta.complete {
+        let _ = std::fs::remove_file(partial_path(&path));
+    }
     Ok(Obtained {
         net,
         meta,

@@ -89,6 +89,8 @@ pub enum Effect {
     Sweep,
     Export,
     Screenshot,
+    /// Ctrl-Z: stop as a shell job, the terminal given back until `fg`.
+    Suspend,
     Quit,
 }
 
@@ -161,6 +163,7 @@ impl App {
                 match action {
                     Action::Back | Action::Help | Action::Submit => self.mode = Mode::Normal,
                     Action::Interrupt => return self.request_quit(),
+                    Action::Suspend => return vec![Effect::Suspend],
                     Action::Up => self.help_scroll = scroll.saturating_sub(1),
                     Action::Down => self.help_scroll = scroll.saturating_add(1).min(max),
                     Action::PageUp => self.help_scroll = scroll.saturating_sub(page),
@@ -272,6 +275,7 @@ impl App {
                 self.help_scroll = 0;
             }
             Action::Back | Action::Interrupt => return self.request_quit(),
+            Action::Suspend => return vec![Effect::Suspend],
             Action::SelectRow(row) => {
                 let top = self.table_top.get();
                 if row >= top && ((row - top) as usize) < self.view.layers.len() {

@@ -159,7 +159,11 @@ fn figures(
     let dir = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", dir.display()))?;
-    // The process id keeps two dcx processes that export into one folder apart.
+    // The process id keeps two dcx processes that export into one folder apart, and tells
+    // the leftover of one that was killed while drawing, removed here.
+    crate::fsutil::remove_stale(dir, |entry| {
+        entry.strip_prefix(".figures.partial-")?.parse().ok()
+    });
     let partial = dir.join(format!(".figures.partial-{}", std::process::id()));
     let drawn = draw_into(&partial, &built, obs).and_then(|files| {
         std::fs::rename(&partial, out)

@@ -45,6 +45,8 @@ pub enum Action {
     Back,
     /// Ctrl-C: quit now (still asks if work is running).
     Interrupt,
+    /// Ctrl-Z: stop as a shell job until `fg`.
+    Suspend,
     Char(char),
     Backspace,
     Submit,
@@ -303,6 +305,11 @@ pub const BINDINGS: &[Binding] = &[
             (ctrl('c'), Action::Interrupt),
         ],
         help: "quit (asks if work is running)",
+    },
+    Binding {
+        context: Context::Main,
+        triggers: &[(ctrl('z'), Action::Suspend)],
+        help: "suspend to the shell (fg comes back)",
     },
     Binding {
         context: Context::Help,
@@ -622,6 +629,7 @@ mod tests {
         Action::Help,
         Action::Back,
         Action::Interrupt,
+        Action::Suspend,
         Action::Char('y'),
         Action::Backspace,
         Action::Submit,
@@ -660,6 +668,7 @@ mod tests {
                 | Action::Help
                 | Action::Back
                 | Action::Interrupt
+                | Action::Suspend
                 | Action::Char(_)
                 | Action::Backspace
                 | Action::Submit
@@ -886,6 +895,15 @@ mod tests {
         assert_eq!(
             input_key(key(KeyCode::Char('c'), KeyModifiers::CONTROL)),
             Some(Action::Interrupt)
+        );
+        // Ctrl-z suspends; z alone is lecture mode.
+        assert_eq!(
+            normal_key(key(KeyCode::Char('z'), KeyModifiers::CONTROL)),
+            Some(Action::Suspend)
+        );
+        assert_eq!(
+            normal_key(key(KeyCode::Char('z'), KeyModifiers::NONE)),
+            Some(Action::ToggleLecture)
         );
         // Modifiers no binding names do not stop a key (as before the table).
         assert_eq!(

@@ -82,6 +82,14 @@ fn frames(
         if let Some(t) = signals.take() {
             return Ok(Some(t));
         }
+        if signals.take_suspend() {
+            terminal::suspend(guard)?;
+            last_draw = None;
+        }
+        if signals.take_continued() {
+            terminal::resume(guard)?;
+            last_draw = None;
+        }
         ctl.pump();
         if ctl.app.should_quit {
             return Ok(None);

@@ -11,16 +11,21 @@
 //!   Ignoring them would turn a `kill -USR1` that would end any other program into nothing
 //!   happening; ending as the default would, but cleanly, keeps what the sender asked for.
 //!
+//! Job control is not an end: SIGTSTP (Ctrl-Z, which in raw mode is a key that sends it, or
+//! `kill -TSTP`) gives the terminal back and stops dcx, and SIGCONT (`fg`) takes the terminal
+//! again and redraws all of it, whatever stopped dcx (SIGSTOP cannot be caught, so after it
+//! the screen and modes are simply put back on SIGCONT).
+//!
 //! SIGKILL and SIGSTOP cannot be caught; what they leave is bounded by every write going
 //! through a temporary name and a rename.
 
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGUSR1, SIGUSR2};
 
 /// The signals the explorer ends on, cleanly.
 pub(crate) const ENDING: [i32; 6] = [SIGTERM, SIGHUP, SIGQUIT, SIGINT, SIGUSR1, SIGUSR2];
@@ -52,8 +57,18 @@ impl std::error::Error for Terminated {}
 /// would not bring back the default action (the signal would then be ignored), and the
 /// explorer is the last thing dcx does.
 pub(crate) struct Signals {
-    /// The signal the draw loop has not taken yet, 0 for none.
-    received: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+/// What the signal thread hands the draw loop.
+#[derive(Default)]
+struct Shared {
+    /// The ending signal the draw loop has not taken yet, 0 for none.
+    received: AtomicUsize,
+    /// A SIGTSTP came: give the terminal back and stop.
+    suspend: AtomicBool,
+    /// A SIGCONT came: take the terminal again and redraw it all.
+    continued: AtomicBool,
 }
 
 /// How long the draw loop may take to notice a signal: it looks every frame (33 ms), but an
@@ -62,24 +77,46 @@ const NOTICE: Duration = Duration::from_secs(2);
 
 impl Signals {
     pub(crate) fn install() -> io::Result<Signals> {
-        let received = Arc::new(AtomicUsize::new(0));
-        let mut incoming = signal_hook::iterator::Signals::new(ENDING)?;
-        let seen = Arc::clone(&received);
+        let shared = Arc::new(Shared::default());
+        let mut incoming =
+            signal_hook::iterator::Signals::new(ENDING.iter().chain(&[SIGTSTP, SIGCONT]))?;
+        let seen = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("dcx-signals".into())
             .spawn(move || watch(&mut incoming, &seen))?;
-        Ok(Signals { received })
+        Ok(Signals { shared })
     }
 
-    /// The signal that came since the last call, if any.
+    /// The ending signal that came since the last call, if any.
     pub(crate) fn take(&self) -> Option<Terminated> {
-        match self.received.swap(0, Ordering::SeqCst) {
+        match self.shared.received.swap(0, Ordering::SeqCst) {
             0 => None,
             signal => Some(Terminated {
                 signal: signal as i32,
             }),
         }
     }
+
+    /// Whether a SIGTSTP came since the last call.
+    pub(crate) fn take_suspend(&self) -> bool {
+        self.shared.suspend.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether a SIGCONT came since the last call.
+    pub(crate) fn take_continued(&self) -> bool {
+        self.shared.continued.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Ctrl-Z in raw mode is a key, not the terminal's SIGTSTP: send it as the terminal would, to
+/// the whole process group, so a wrapper that started dcx (`cargo run`, a script) stops with it
+/// and the shell sees the job stopped. dcx's own handler then gives the terminal back first.
+pub(crate) fn suspend_process_group() -> io::Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(0),
+        nix::sys::signal::Signal::SIGTSTP,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Hands the first signal to the draw loop, then makes sure dcx ends even if that loop never
@@ -87,9 +124,15 @@ impl Signals {
 /// and a terminal whose output is stopped blocks every draw. A second signal means "now".
 /// Ending from here skips waiting for the background work; its writes are temporary files
 /// and renames, so at worst a hidden temporary is left.
-fn watch(incoming: &mut signal_hook::iterator::Signals, received: &AtomicUsize) {
-    let Some(first) = incoming.forever().next() else {
-        return;
+fn watch(incoming: &mut signal_hook::iterator::Signals, shared: &Shared) {
+    let received = &shared.received;
+    let first = loop {
+        match incoming.forever().next() {
+            None => return,
+            Some(SIGTSTP) => shared.suspend.store(true, Ordering::SeqCst),
+            Some(SIGCONT) => shared.continued.store(true, Ordering::SeqCst),
+            Some(ending) => break ending,
+        }
     };
     received.store(first as usize, Ordering::SeqCst);
     let start = Instant::now();
@@ -102,7 +145,8 @@ fn watch(incoming: &mut signal_hook::iterator::Signals, received: &AtomicUsize) 
         } else {
             NOTICE
         };
-        if incoming.pending().next().is_some() || start.elapsed() > limit {
+        let again = incoming.pending().any(|s| ENDING.contains(&s));
+        if again || start.elapsed() > limit {
             let t = Terminated { signal: first };
             super::terminal::restore();
             let _ = writeln!(

@@ -18,7 +18,7 @@ use ratatui::crossterm::cursor::Show;
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+    Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 
 pub(crate) type Term = Terminal<CrosstermBackend<Stdout>>;
@@ -55,6 +55,44 @@ pub(crate) fn restore() {
     let _ = execute!(io::stdout(), DisableMouseCapture);
     let _ = execute!(io::stdout(), LeaveAlternateScreen);
     let _ = execute!(io::stdout(), Show);
+}
+
+/// Ctrl-Z: gives the terminal back as the shell expects it, stops dcx as SIGTSTP's default
+/// action does, and once continued (`fg`) takes the terminal again; the next draw is a whole
+/// screen. In a process group without job control (no shell could continue it) the kernel
+/// drops the stop, and dcx simply goes on.
+pub(crate) fn suspend(guard: &mut TerminalGuard) -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, raise, sigaction};
+    restore();
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the default action is no handler at all, and the handler saved is put back as it
+    // was, before anything else can rely on it.
+    let saved = unsafe { sigaction(Signal::SIGTSTP, &default) }.map_err(io::Error::from)?;
+    // Stops here until SIGCONT.
+    let stopped = raise(Signal::SIGTSTP).map_err(io::Error::from);
+    // SAFETY: as above.
+    unsafe { sigaction(Signal::SIGTSTP, &saved) }.map_err(io::Error::from)?;
+    stopped?;
+    resume(guard)
+}
+
+/// Takes the terminal again after a stop (raw mode, alternate screen, mouse reporting) and
+/// forgets what the screen showed, so the next draw writes all of it: the shell has written
+/// over it meanwhile, or a stop dcx could not see (SIGSTOP) left the modes to whoever changed
+/// them.
+pub(crate) fn resume(guard: &mut TerminalGuard) -> io::Result<()> {
+    CHANGED.store(true, Ordering::SeqCst);
+    enable_raw_mode()?;
+    execute!(
+        io::stdout(),
+        EnterAlternateScreen,
+        EnableMouseCapture,
+        Clear(ClearType::All)
+    )?;
+    // The last frame is forgotten, so the next draw writes every cell. (ratatui's `clear`
+    // would first ask the terminal where its cursor is, and fail if no answer comes.)
+    guard.terminal.swap_buffers();
+    Ok(())
 }
 
 /// What waiting for input found.

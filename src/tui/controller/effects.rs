@@ -25,6 +25,12 @@ impl Controller {
             }
             return Ok(());
         }
+        if effect == Effect::Suspend {
+            // The draw loop gives the terminal back when the signal comes (the controller does
+            // not own the terminal), for a Ctrl-Z and a `kill -TSTP` alike.
+            crate::tui::signals::suspend_process_group()?;
+            return Ok(());
+        }
         let Some(session) = self.session.as_mut() else {
             self.app.message = Some("the baseline is not ready yet".into());
             return Ok(());
@@ -141,7 +147,7 @@ impl Controller {
                 self.screenshot()?;
                 false
             }
-            Effect::Quit => false,
+            Effect::Suspend | Effect::Quit => false,
         };
         if changed {
             self.plan_changed(effect_layer(&effect));
