@@ -72,8 +72,14 @@ pub(crate) fn run_experiment(
         return Err(super::Interrupted(format!("nothing written to {}", out.display())).into());
     }
     let dir = folder.path().to_path_buf();
-    dcz::save_checked(&dir.join("model.dcz"), &result.bytes, &result.model)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", out.join("model.dcz").display()))?;
+    // The error names the file where the user will find it, not its temporary folder.
+    dcz::save_checked(&dir.join("model.dcz"), &result.bytes, &result.model).map_err(|e| {
+        let why = match e {
+            dcz::DczError::Io { source, .. } => source.to_string(),
+            dcz::DczError::Invalid { reason, .. } => reason,
+        };
+        anyhow::anyhow!("{}: {why}", out.join("model.dcz").display())
+    })?;
     let md = report::markdown(&result.report, exp.model);
     let write = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
         let p = dir.join(name);
