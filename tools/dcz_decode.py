@@ -271,7 +271,8 @@ def entropy_bits(symbols):
     for s in symbols:
         freq[s] = freq.get(s, 0) + 1
     n = len(symbols)
-    return -sum(c / n * math.log2(c / n) for c in freq.values())
+    # + 0.0: one certain symbol gives -0.0, which would print as "-0.00".
+    return -sum(c / n * math.log2(c / n) for c in freq.values()) + 0.0
 
 
 def decode_relative_index(gaps, index_bits, survivors, weights, what):

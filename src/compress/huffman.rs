@@ -534,7 +534,9 @@ pub(crate) fn entropy_bits(freqs: &[u64]) -> f64 {
             let f = f as f64;
             -f * (f / n).log2()
         })
-        .sum()
+        .sum::<f64>()
+        // One certain symbol sums to -0.0, which would print as "-0.00".
+        + 0.0
 }
 
 /// Optimal code lengths with none above `limit` (package-merge).
