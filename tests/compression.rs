@@ -102,7 +102,16 @@ fn pipeline_file_round_trip_and_invariants() {
         assert_eq!(w, layer.dense_weights());
     }
 
-    // The file alone gives back the same model and the same accuracy.
+    the_file_alone_reproduces(&result, &data, &exp);
+}
+
+/// The written file gives back the same model and the same accuracy, and the experiment
+/// travels in it and parses back to the same plan.
+fn the_file_alone_reproduces(
+    result: &pipeline::CompressionResult,
+    data: &dcx::data::Mnist,
+    exp: &Experiment,
+) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.dcz");
     dcz::save(&path, &result.bytes).unwrap();
@@ -111,11 +120,9 @@ fn pipeline_file_round_trip_and_invariants() {
     let from_file = train::evaluate(&file.model.to_net().unwrap(), &data.test).unwrap();
     let in_memory = train::evaluate(&result.net, &data.test).unwrap();
     assert_eq!(from_file.correct, in_memory.correct);
-    assert_eq!(from_file.accuracy, r.last().accuracy);
-
-    // The experiment travels in the file and parses back to the same plan.
+    assert_eq!(from_file.accuracy, result.report.last().accuracy);
     let again = Experiment::parse(&file.model.experiment, "from file").unwrap();
-    assert_eq!(again, exp);
+    assert_eq!(&again, exp);
 }
 
 #[test]
@@ -233,19 +240,7 @@ fn grid_quantizers_train_aware_and_the_file_holds_what_training_ended_on() {
     // Sizes: a per-channel uniform grid stores 5 bytes per output channel, not its levels.
     assert_eq!(result.model.layers[1].level_bytes(), 5 * 100);
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("model.dcz");
-    dcz::save(&path, &result.bytes).unwrap();
-    let file = dcz::load(&path).unwrap();
-    assert_eq!(file.model, result.model);
-    let from_file = train::evaluate(&file.model.to_net().unwrap(), &data.test).unwrap();
-    let in_memory = train::evaluate(&result.net, &data.test).unwrap();
-    assert_eq!(from_file.correct, in_memory.correct);
-    assert_eq!(from_file.accuracy, r.last().accuracy);
-    assert_eq!(
-        Experiment::parse(&file.model.experiment, "from file").unwrap(),
-        exp
-    );
+    the_file_alone_reproduces(&result, &data, &exp);
 }
 
 #[test]
