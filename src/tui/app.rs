@@ -55,6 +55,11 @@ pub enum Effect {
         layer: usize,
         steps: i32,
     },
+    /// Keep this fraction of the layer's weights (the largest by magnitude).
+    SetKeep {
+        layer: usize,
+        keep: f32,
+    },
     SetThreshold {
         layer: usize,
         value: f32,
@@ -181,7 +186,7 @@ impl App {
                 }
             },
             Mode::EditThreshold(mut text) => match action {
-                Action::Char(c) if c.is_ascii_digit() || c == '.' || c == 'e' || c == '-' => {
+                Action::Char(c) if !c.is_control() && text.chars().count() < MAX_PROMPT => {
                     text.push(c);
                     self.mode = Mode::EditThreshold(text);
                     Vec::new()
@@ -193,15 +198,21 @@ impl App {
                 }
                 Action::Submit => {
                     self.mode = Mode::Normal;
-                    match text.parse::<f32>() {
-                        Ok(v) if v.is_finite() && v >= 0.0 => self
+                    match parse_prune_input(&text) {
+                        Some(PruneInput::Threshold(value)) => self
                             .layers()
                             .into_iter()
-                            .map(|layer| Effect::SetThreshold { layer, value: v })
+                            .map(|layer| Effect::SetThreshold { layer, value })
                             .collect(),
-                        _ => {
-                            self.message =
-                                Some(format!("'{text}' is not a threshold (a number >= 0)"));
+                        Some(PruneInput::Keep(keep)) => self
+                            .layers()
+                            .into_iter()
+                            .map(|layer| Effect::SetKeep { layer, keep })
+                            .collect(),
+                        None => {
+                            self.message = Some(format!(
+                                "'{text}' is not a threshold (0.05), a kept % (8%) or a pruned % (92% pruned)"
+                            ));
                             Vec::new()
                         }
                     }
@@ -308,6 +319,44 @@ impl App {
     }
 }
 
+/// Longest text the threshold prompt takes.
+const MAX_PROMPT: usize = 24;
+
+/// What the threshold prompt's text asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum PruneInput {
+    /// Prune `|w|` below this.
+    Threshold(f32),
+    /// Keep this fraction, 0 < keep <= 1.
+    Keep(f32),
+}
+
+/// Reads the threshold prompt: `0.05` is a threshold; `8%`, `8% kept` or `keep 8%` keeps 8%
+/// of the weights; `92% pruned` or `prune 92%` keeps 8%. `None` for anything else (a
+/// percentage outside 0..100 included), so a typo is refused rather than read as a number.
+pub(crate) fn parse_prune_input(text: &str) -> Option<PruneInput> {
+    let t = text.trim().to_ascii_lowercase();
+    let number = |s: &str| s.trim().parse::<f32>().ok().filter(|v| v.is_finite());
+    let percent = |s: &str| s.trim().strip_suffix('%').and_then(number);
+    let words = |s: &str, word: &str| -> Option<f32> {
+        s.strip_prefix(word)
+            .and_then(percent)
+            .or_else(|| s.strip_suffix(word).and_then(percent))
+    };
+    let kept = percent(&t)
+        .or_else(|| words(&t, "keep"))
+        .or_else(|| words(&t, "kept"));
+    if let Some(p) = kept {
+        return (p > 0.0 && p <= 100.0).then_some(PruneInput::Keep(p / 100.0));
+    }
+    if let Some(p) = words(&t, "prune").or_else(|| words(&t, "pruned")) {
+        return (0.0..100.0)
+            .contains(&p)
+            .then_some(PruneInput::Keep(1.0 - p / 100.0));
+    }
+    number(&t).filter(|&v| v >= 0.0).map(PruneInput::Threshold)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,7 +405,7 @@ mod tests {
     fn typing_a_threshold() {
         let mut a = app(2);
         a.update(Action::EditThreshold);
-        for c in "0.0x5".chars() {
+        for c in "0.05".chars() {
             a.update(Action::Char(c));
         }
         a.update(Action::Backspace);
@@ -374,6 +423,45 @@ mod tests {
         a.update(Action::Char('.'));
         assert!(a.update(Action::Submit).is_empty());
         assert!(a.message.as_deref().unwrap().contains("not a threshold"));
+        // A percentage keeps that share, never becomes the threshold 8.0.
+        a.update(Action::EditThreshold);
+        for c in "8%".chars() {
+            a.update(Action::Char(c));
+        }
+        assert_eq!(
+            a.update(Action::Submit),
+            vec![Effect::SetKeep {
+                layer: 0,
+                keep: 0.08
+            }]
+        );
+    }
+
+    #[test]
+    fn the_prompt_reads_thresholds_and_kept_or_pruned_percentages() {
+        use PruneInput::*;
+        for (text, want) in [
+            ("0.05", Some(Threshold(0.05))),
+            (" 1e-2 ", Some(Threshold(0.01))),
+            ("8%", Some(Keep(0.08))),
+            ("8% kept", Some(Keep(0.08))),
+            ("keep 8%", Some(Keep(0.08))),
+            ("100%", Some(Keep(1.0))),
+            ("92% pruned", Some(Keep(1.0 - 0.92))),
+            ("Prune 92 %", Some(Keep(1.0 - 0.92))),
+            ("0% pruned", Some(Keep(1.0))),
+            ("0%", None),
+            ("150%", None),
+            ("100% pruned", None),
+            ("-0.1", None),
+            ("8 %%", None),
+            ("eight", None),
+            ("", None),
+            ("nan", None),
+            ("inf", None),
+        ] {
+            assert_eq!(parse_prune_input(text), want, "{text:?}");
+        }
     }
 
     #[test]

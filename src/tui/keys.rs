@@ -179,7 +179,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         context: Context::Main,
         triggers: &[(key('t'), Action::EditThreshold)],
-        help: "type an exact threshold",
+        help: "type a threshold, a kept % (8%) or a pruned % (92% pruned)",
     },
     Binding {
         context: Context::Main,

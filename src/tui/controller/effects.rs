@@ -58,6 +58,10 @@ impl Controller {
                 }
                 changed
             }
+            Effect::SetKeep { layer, keep } => {
+                self.scrub_target[layer] = None;
+                session.set_prune(layer, PruneRule::Keep(keep))?
+            }
             Effect::SetThreshold { layer, value } => {
                 self.scrub_target[layer] = None;
                 session.set_threshold(layer, value)?
@@ -231,6 +235,7 @@ fn effect_layer(effect: &Effect) -> Option<usize> {
     match *effect {
         Effect::ScrubThreshold { layer, .. }
         | Effect::SetThreshold { layer, .. }
+        | Effect::SetKeep { layer, .. }
         | Effect::Bits { layer, .. }
         | Effect::IndexBits { layer, .. }
         | Effect::CycleInit { layer }

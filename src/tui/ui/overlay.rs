@@ -126,15 +126,32 @@ pub fn edit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, text: &str)
             .get(app.selected)
             .map_or(String::new(), |l| l.name.clone())
     };
+    let now = app
+        .view
+        .layers
+        .get(app.selected)
+        .map_or(String::new(), |l| {
+            format!(
+                " now: |w| < {:.4}, {:.1}% kept",
+                l.threshold,
+                100.0 * l.kept
+            )
+        });
     let lines = vec![
         Line::from(Span::styled(
-            format!(" prune |w| below, for {target}:"),
+            format!(" pruning for {target}: type"),
             theme.text(),
         )),
+        Line::from(Span::styled(
+            " a threshold (0.05), a kept % (8%)",
+            theme.text(),
+        )),
+        Line::from(Span::styled(" or a pruned % (92% pruned)", theme.text())),
+        Line::from(Span::styled(now, theme.dim())),
         Line::from(Span::styled(format!(" {text}▏"), theme.centroid())),
         Line::from(Span::styled(" Enter applies, Esc cancels", theme.dim())),
     ];
-    boxed(frame, centered(area, 44, 5), "threshold", lines, theme);
+    boxed(frame, centered(area, 44, 8), "threshold", lines, theme);
 }
 
 pub(crate) fn confirm_quit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
