@@ -15,7 +15,13 @@ const EIGHTHS: [&str; 9] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇"
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bool) {
     let h = &app.view.histogram;
-    let scale = if app.log_counts { "log" } else { "lin" };
+    // "count: log", not "log": the title also names k-means inits ("km lin"), and a bare
+    // "lin" read as the linear init.
+    let scale = if app.log_counts {
+        "count: log"
+    } else {
+        "count: linear"
+    };
     let title = format!(" {} · {} · {scale} ", h.layer, h.markers);
     let block = Block::default()
         .borders(Borders::ALL)

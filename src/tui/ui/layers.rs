@@ -108,9 +108,15 @@ fn cell(row: &LayerRow, c: Col) -> String {
         Col::Shared => human_bytes(row.shared_bytes),
         Col::File => human_bytes(row.file_bytes),
         Col::Ratio => format!("{:.1}x", row.ratio()),
-        Col::Drop => row
-            .solo_drop
-            .map_or("…".into(), |d| format!("{:+.2}", d * 100.0)),
+        Col::Drop => row.solo_drop.map_or("…".into(), |d| {
+            // A change that rounds to zero is 0.00, not "-0.00".
+            let points = (d * 100.0 * 100.0).round() / 100.0;
+            if points == 0.0 {
+                "0.00".into()
+            } else {
+                format!("{points:+.2}")
+            }
+        }),
     }
 }
 
@@ -201,5 +207,23 @@ mod tests {
         assert_eq!(wide.len(), 14);
         let pos = |c: Col| wide.iter().position(|&x| x == c).unwrap();
         assert!(pos(Col::Shape) < pos(Col::Threshold) && pos(Col::Dense) < pos(Col::File));
+    }
+
+    #[test]
+    fn an_accuracy_change_that_rounds_to_nothing_is_zero_without_a_sign() {
+        let drop = |d: Option<f64>| {
+            cell(
+                &LayerRow {
+                    solo_drop: d,
+                    ..LayerRow::default()
+                },
+                Col::Drop,
+            )
+        };
+        assert_eq!(drop(Some(-0.00001)), "0.00");
+        assert_eq!(drop(Some(0.00004)), "0.00");
+        assert_eq!(drop(Some(-0.0004)), "-0.04");
+        assert_eq!(drop(Some(0.0125)), "+1.25");
+        assert_eq!(drop(None), "…");
     }
 }
