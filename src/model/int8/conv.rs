@@ -6,6 +6,7 @@
 //! (`[pixels × O]`) is already the next layer's channels-last input.
 
 use super::gemm::{self, Kernel, LANES, Operands, Par, Quads};
+use crate::model::kernels::copy_short;
 
 /// Sizes of one convolution of one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +100,7 @@ fn copy_run(row: &mut [i8], at: usize, len: usize, x: &[i8], from: usize) {
         v.copy_from_slice(&x[from..from + 8]);
         row[at..at + 8].copy_from_slice(&v);
     } else {
-        copy_codes(&mut row[at..at + len], &x[from..]);
+        copy_short(&mut row[at..at + len], &x[from..]);
     }
 }
 
@@ -107,29 +108,6 @@ fn copy_run(row: &mut [i8], at: usize, len: usize, x: &[i8], from: usize) {
 #[inline(always)]
 fn fill(dst: &mut [i8], v: i8) {
     dst.iter_mut().for_each(|d| *d = v);
-}
-
-/// `dst.copy_from_slice(&src[..dst.len()])` for runs of a few to a few hundred codes, where a
-/// `memcpy` call per run costs more than the copy: 8-byte moves (the last may overlap).
-#[inline(always)]
-fn copy_codes(dst: &mut [i8], src: &[i8]) {
-    let n = dst.len();
-    let src = &src[..n];
-    if n >= 8 {
-        let mut i = 0;
-        while i + 8 <= n {
-            dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
-            i += 8;
-        }
-        if i < n {
-            dst[n - 8..].copy_from_slice(&src[n - 8..]);
-        }
-    } else if n >= 4 {
-        dst[..4].copy_from_slice(&src[..4]);
-        dst[n - 4..].copy_from_slice(&src[n - 4..]);
-    } else {
-        dst.copy_from_slice(src);
-    }
 }
 
 /// The raw accumulators `acc[p·O + o] = Σ_t col[p][t] · weight[o][t]` of one image (codes,

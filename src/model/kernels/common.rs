@@ -247,10 +247,11 @@ unsafe fn gemm_into(
 }
 
 /// `dst.copy_from_slice(&src[..dst.len()])` for the short rows of im2col (a few to a few dozen
-/// floats), where a `memcpy` call per row costs more than the copy. Fixed-size 8-float moves
-/// compile inline; the last one may overlap the previous.
+/// values: f32 here, int8 codes in the INT8 engine), where a `memcpy` call per row costs more
+/// than the copy. Fixed-size 8-element moves compile inline; the last one may overlap the
+/// previous.
 #[inline(always)]
-pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     let n = dst.len();
     let src = &src[..n];
     if n >= 8 {

@@ -49,7 +49,7 @@ mod loss;
 mod pool;
 mod relu;
 
-pub(crate) use common::layout_slice;
+pub(crate) use common::{copy_short, layout_slice};
 pub use conv::{conv2d, conv2d_relu};
 pub use linear::linear;
 pub use loss::cross_entropy;
