@@ -51,18 +51,27 @@ impl CompressedLayer {
         self.codebook.len() / self.groups().max(1)
     }
 
-    /// The value of the survivor at flattened `position` with code `code`.
-    pub fn value(&self, position: u32, code: u8) -> f32 {
+    /// Each survivor's position and value, in position order (the group's codebook entry of
+    /// its code; the group arithmetic is done once, not per survivor).
+    pub fn survivors(&self) -> impl Iterator<Item = (u32, f32)> + Clone + '_ {
         let group_len = (self.weight_count() / self.groups().max(1)).max(1);
-        let group = position as usize / group_len;
-        self.codebook[group * self.levels() + code as usize]
+        let levels = self.levels();
+        self.positions
+            .iter()
+            .zip(&self.assignments)
+            .map(move |(&p, &a)| {
+                (
+                    p,
+                    self.codebook[p as usize / group_len * levels + a as usize],
+                )
+            })
     }
 
     /// The dense weight tensor this layer stands for.
     pub fn dense_weights(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.weight_count()];
-        for (&p, &a) in self.positions.iter().zip(&self.assignments) {
-            w[p as usize] = self.value(p, a);
+        for (p, v) in self.survivors() {
+            w[p as usize] = v;
         }
         w
     }

@@ -246,10 +246,8 @@ impl PreparedLayer {
             return Err(bad("positions or assignments out of range".into()));
         }
         let entries = c
-            .positions
-            .iter()
-            .zip(&c.assignments)
-            .map(|(&p, &a)| (p as usize, c.value(p, a)))
+            .survivors()
+            .map(|(p, v)| (p as usize, v))
             .filter(|&(_, v)| v != 0.0);
         Ok(Self::build(
             geom,

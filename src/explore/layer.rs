@@ -377,8 +377,8 @@ pub fn finish(
             shared[edges.bin(*c)] += n as u32;
         }
     } else {
-        for (&p, &a) in compressed.positions.iter().zip(&compressed.assignments) {
-            shared[edges.bin(compressed.value(p, a))] += 1;
+        for (_, v) in compressed.survivors() {
+            shared[edges.bin(v)] += 1;
         }
     }
     let bias_kept = compressed.bias.iter().filter(|&&b| b != 0.0).count();
