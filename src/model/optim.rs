@@ -135,8 +135,9 @@ struct Slot {
     /// codebook for a tied layer, like the values otherwise.
     m: Vec<f32>,
     v: Vec<f32>,
-    /// Scratch for centroid gradients.
-    centroid_grad: Vec<f32>,
+    /// Scratch: the centroid gradients of a tied slot, the straight-through gradient of a
+    /// fake-quantized one (empty otherwise).
+    scratch: Vec<f32>,
 }
 
 /// Updates the parameters in their own storage: each step reads the gradient and writes the
@@ -206,9 +207,9 @@ impl Optimizer {
                 var,
                 m: vec![0.0; state_len],
                 v: vec![0.0; state_len],
-                centroid_grad: vec![
+                scratch: vec![
                     0.0;
-                    if constraint.tie.is_some() {
+                    if constraint.tie.is_some() || constraint.fake_quant.is_some() {
                         state_len
                     } else {
                         0
@@ -268,7 +269,7 @@ impl Optimizer {
                     constraint: &mut slot.constraint,
                     m: &mut slot.m,
                     v: &mut slot.v,
-                    centroid_grad: &mut slot.centroid_grad,
+                    scratch: &mut slot.scratch,
                 }),
             };
             slot.var.as_tensor().inplace_op2(&grad, &op)?;
@@ -377,7 +378,7 @@ struct SlotState<'a> {
     constraint: &'a mut Constraint,
     m: &'a mut [f32],
     v: &'a mut [f32],
-    centroid_grad: &'a mut [f32],
+    scratch: &'a mut [f32],
 }
 
 /// One slot's step, run by Candle on the variable's own storage with the gradient beside it.
@@ -426,24 +427,20 @@ impl InplaceOp2 for StepOp<'_> {
             constraint,
             m,
             v,
-            centroid_grad,
+            scratch,
         } = &mut *slot;
         let rule = self.rule;
         if let Some(fq) = &mut constraint.fake_quant {
             // Straight-through: the quantizer counts as the identity inside its clip range.
             let grid = fq.grid;
-            let through: Vec<f32> = g
-                .iter()
-                .zip(&fq.shadow)
-                .map(|(&g, &s)| {
-                    if quant::passes_gradient(grid, s) {
-                        g
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            rule.update_all(&mut fq.shadow, &through, m, v, constraint.mask.as_deref());
+            for ((t, &g), &s) in scratch.iter_mut().zip(g).zip(&fq.shadow) {
+                *t = if quant::passes_gradient(grid, s) {
+                    g
+                } else {
+                    0.0
+                };
+            }
+            rule.update_all(&mut fq.shadow, scratch, m, v, constraint.mask.as_deref());
             for s in &mut fq.shadow {
                 *s = quant::clip_shadow(grid, *s);
             }
@@ -454,6 +451,7 @@ impl InplaceOp2 for StepOp<'_> {
         match &mut constraint.tie {
             Some(tie) => {
                 // Paper eq. 3: a centroid's gradient sums its (kept) members' gradients.
+                let centroid_grad = scratch;
                 centroid_grad.fill(0.0);
                 for (i, (&g, &a)) in g.iter().zip(&tie.assignments).enumerate() {
                     if mask.is_none_or(|m| m[i]) {

@@ -125,54 +125,78 @@ impl Fitted {
 /// Fits `grid` to the kept weights of each of `groups` equal runs of `weights` and codes every
 /// weight. `groups` must divide the length (1 = per tensor, output channels = per channel).
 pub fn quantize(grid: Grid, groups: usize, weights: &[f32], kept: &[bool]) -> Fitted {
+    let (params, narrowed) = fit(grid, groups, weights, kept);
+    let group_len = weights.len() / groups.max(1);
+    let codes = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| code(grid, &params, i / group_len.max(1), w))
+        .collect();
+    Fitted {
+        params,
+        codes,
+        kept: narrowed.unwrap_or_else(|| kept.to_vec()),
+    }
+}
+
+/// Each group's parameters, and for a ternary grid the mask narrowed by its zeros (`None`:
+/// the mask as given).
+fn fit(
+    grid: Grid,
+    groups: usize,
+    weights: &[f32],
+    kept: &[bool],
+) -> (GridParams, Option<Vec<bool>>) {
     assert_eq!(weights.len(), kept.len(), "one mask entry per weight");
     let groups = groups.max(1);
     assert_eq!(weights.len() % groups, 0, "groups divide the tensor");
     let group_len = weights.len() / groups;
-    let mut codes = vec![0u8; weights.len()];
-    let mut kept = kept.to_vec();
-    let params = match grid {
+    let run = |g: usize| g * group_len..(g + 1) * group_len;
+    match grid {
         Grid::Affine { bits } | Grid::Symmetric { bits } => {
-            let mut scales = Vec::with_capacity(groups);
-            let mut zero_points = Vec::with_capacity(groups);
-            for g in 0..groups {
-                let run = g * group_len..(g + 1) * group_len;
-                let (scale, zero) = affine_fit(grid, bits, &weights[run.clone()], &kept[run]);
-                scales.push(scale);
-                zero_points.push(zero);
-            }
-            for (i, (&w, c)) in weights.iter().zip(codes.iter_mut()).enumerate() {
-                let g = i / group_len.max(1);
-                *c = affine_code(grid, w, scales[g], zero_points[g]);
-            }
-            GridParams::Affine {
-                scales,
-                zero_points,
-            }
+            let (scales, zero_points) = (0..groups)
+                .map(|g| affine_fit(grid, bits, &weights[run(g)], &kept[run(g)]))
+                .unzip();
+            (
+                GridParams::Affine {
+                    scales,
+                    zero_points,
+                },
+                None,
+            )
         }
-        Grid::Binary | Grid::Ternary => {
-            let mut alphas = Vec::with_capacity(groups);
-            for g in 0..groups {
-                let run = g * group_len..(g + 1) * group_len;
-                let (w, k) = (&weights[run.clone()], &mut kept[run]);
-                if grid == Grid::Ternary {
+        Grid::Binary => {
+            let alphas = (0..groups)
+                .map(|g| mean_abs(&weights[run(g)], &kept[run(g)]))
+                .collect();
+            (GridParams::Sign { alphas }, None)
+        }
+        Grid::Ternary => {
+            let mut kept = kept.to_vec();
+            let alphas = (0..groups)
+                .map(|g| {
+                    let (w, k) = (&weights[run(g)], &mut kept[run(g)]);
                     let delta = TERNARY_DELTA * mean_abs(w, k);
                     for (keep, &x) in k.iter_mut().zip(w) {
                         *keep &= x.abs() > delta;
                     }
-                }
-                alphas.push(mean_abs(w, k));
-            }
-            for (&w, c) in weights.iter().zip(codes.iter_mut()) {
-                *c = u8::from(w >= 0.0);
-            }
-            GridParams::Sign { alphas }
+                    mean_abs(w, k)
+                })
+                .collect();
+            (GridParams::Sign { alphas }, Some(kept))
         }
-    };
-    Fitted {
-        params,
-        codes,
-        kept,
+    }
+}
+
+/// The code of weight `w` of `group` under fitted `params`.
+#[inline]
+fn code(grid: Grid, params: &GridParams, group: usize, w: f32) -> u8 {
+    match params {
+        GridParams::Affine {
+            scales,
+            zero_points,
+        } => affine_code(grid, w, scales[group], zero_points[group]),
+        GridParams::Sign { .. } => u8::from(w >= 0.0),
     }
 }
 
@@ -241,9 +265,20 @@ fn affine_code(grid: Grid, w: f32, scale: f32, zero: u8) -> u8 {
 /// Fake quantization for quantization-aware training: `out` = the values `shadow` would be
 /// stored as under `grid` (zero where not kept), exactly as [`quantize`] then
 /// [`Fitted::dequantized`] give them.
+///
+/// Runs every training step, so it writes `out` directly rather than building the codes.
 pub fn fake_quantize(grid: Grid, groups: usize, shadow: &[f32], kept: &[bool], out: &mut [f32]) {
-    let fitted = quantize(grid, groups, shadow, kept);
-    out.copy_from_slice(&fitted.dequantized());
+    let (params, narrowed) = fit(grid, groups, shadow, kept);
+    let kept = narrowed.as_deref().unwrap_or(kept);
+    let group_len = (shadow.len() / groups.max(1)).max(1);
+    for (i, ((o, &w), &k)) in out.iter_mut().zip(shadow).zip(kept).enumerate() {
+        let g = i / group_len;
+        *o = if k {
+            params.value(g, code(grid, &params, g, w))
+        } else {
+            0.0
+        };
+    }
 }
 
 /// Whether the straight-through estimator passes a gradient to a shadow weight of this value:
@@ -387,6 +422,23 @@ mod tests {
                 prop_assert!((x - y).abs() <= 0.5 * step * (1.0 + 1e-5) + 1e-7,
                     "w {x} -> {y}, step {step}");
             }
+        }
+
+        /// Training's fake quantization gives bit for bit the values the codec stores.
+        #[test]
+        fn fake_quantize_is_the_stored_values(
+            w in proptest::collection::vec(-2.0f32..2.0, 2..64),
+            kind in 0usize..4,
+            bits in 2u8..=8,
+            per_group in any::<bool>(),
+        ) {
+            let grid = [Grid::Affine { bits }, Grid::Symmetric { bits }, Grid::Binary, Grid::Ternary][kind];
+            let groups = if per_group && w.len() % 2 == 0 { 2 } else { 1 };
+            let kept: Vec<bool> = (0..w.len()).map(|i| i % 5 != 0).collect();
+            let mut out = vec![f32::NAN; w.len()];
+            fake_quantize(grid, groups, &w, &kept, &mut out);
+            let stored = quantize(grid, groups, &w, &kept).dequantized();
+            prop_assert!(out.iter().zip(&stored).all(|(a, b)| a.to_bits() == b.to_bits()));
         }
 
         /// Binary and ternary: the error is at most `|w| + alpha` and the decoded sign follows
