@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::compress::kmeans::{EmptyClusters, Init, Stop};
-pub use crate::compress::prune::{PruneRule, PruneSchedule};
+pub use crate::compress::prune::{PruneRule, PruneSchedule, UnitRank, UnitRule};
 pub use crate::compress::quantize::Quantizer;
 use crate::model::train::{Schedule, TrainConfig};
 use crate::model::{Arch, ModelKind};
@@ -48,6 +48,9 @@ pub struct LayerOverrides {
     /// Fit a fixed-grid quantizer per output channel instead of per layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_channel: Option<bool>,
+    /// Structured pruning: keep this fraction of the layer's output units (filters, neurons).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub structured: Option<UnitRule>,
 }
 
 /// A layer's settings with every default resolved.
@@ -61,6 +64,9 @@ pub struct LayerPlan {
     pub init: Init,
     #[serde(default)]
     pub per_channel: bool,
+    /// Structured pruning of the layer's output units, on top of `prune` (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured: Option<UnitRule>,
 }
 
 impl LayerPlan {
@@ -75,6 +81,7 @@ impl LayerPlan {
             quantizer: Quantizer::KMeans,
             init: Init::Linear,
             per_channel: false,
+            structured: None,
         }
     }
 
@@ -100,6 +107,9 @@ impl LayerPlan {
         if let Some(c) = o.per_channel {
             self.per_channel = c;
         }
+        if let Some(u) = o.structured {
+            self.structured = Some(u);
+        }
         self.normalized()
     }
 
@@ -120,6 +130,10 @@ impl LayerPlan {
         }
         if !self.quantizer.allows_per_channel() {
             self.per_channel = false;
+        }
+        // Keeping every unit is no structured pruning: one plan, one cache entry.
+        if self.structured.is_some_and(|u| u.keep >= 1.0) {
+            self.structured = None;
         }
         self
     }
@@ -401,7 +415,9 @@ impl Experiment {
             }
             return steps;
         }
-        let prunes = plans.iter().any(|p| p.prune != PruneRule::Keep(1.0));
+        let prunes = plans
+            .iter()
+            .any(|p| p.prune != PruneRule::Keep(1.0) || p.structured.is_some());
         if prunes {
             // Without a [retrain] section the plan is pruned once, with no retraining.
             let r = self.retrain.clone().unwrap_or(RetrainPlan {
@@ -425,6 +441,9 @@ impl Experiment {
                             prune: crate::compress::prune::round_rule(
                                 p.prune, round, r.rounds, r.schedule,
                             ),
+                            structured: p.structured.map(|u| {
+                                crate::compress::prune::round_units(u, round, r.rounds, r.schedule)
+                            }),
                             ..*p
                         })
                         .collect(),
@@ -490,6 +509,8 @@ impl Experiment {
                 },
             )?;
             plan.validate().map_err(|e| format!("{at}.{e}"))?;
+            check_structure(&arch, spec.name, plan.structured)
+                .map_err(|e| format!("{at}.structured: {e}"))?;
         }
         self.train.validate().map_err(|e| format!("train.{e}"))?;
         if let Some(r) = &self.retrain {
@@ -525,6 +546,8 @@ impl Experiment {
                     ));
                 }
                 check_overrides(&format!("{at}.layers.{name}"), o)?;
+                check_structure(&arch, name, o.structured)
+                    .map_err(|e| format!("{at}.layers.{name}.structured: {e}"))?;
             }
         }
         if !(2..=24).contains(&self.max_code_len) {
@@ -535,6 +558,33 @@ impl Experiment {
         }
         Ok(())
     }
+}
+
+/// Whether `layer` of `arch` can be pruned by `rule`: not the last layer (its outputs are the
+/// classes), and an activation rank only where a ReLU follows the layer.
+pub(crate) fn check_structure(
+    arch: &Arch,
+    layer: &str,
+    rule: Option<UnitRule>,
+) -> Result<(), String> {
+    let Some(rule) = rule else { return Ok(()) };
+    let Some(l) = arch.layer_index(layer) else {
+        return Ok(());
+    };
+    if l + 1 == arch.layers.len() {
+        return Err(format!(
+            "{layer} is the last layer: its outputs are the {} classes",
+            arch.layers[l].outputs
+        ));
+    }
+    if rule.rank.needs_activations() && !arch.relu_follows(l) {
+        return Err(format!(
+            "rank '{}' counts activations after a ReLU, and no ReLU follows {layer} in {} (use l1, l2, random or largest)",
+            rule.rank.name(),
+            arch.kind
+        ));
+    }
+    Ok(())
 }
 
 fn positive(key: &str, v: f64) -> Result<(), String> {
@@ -604,6 +654,14 @@ fn check_overrides(at: &str, o: &LayerOverrides) -> Result<(), String> {
             key("prune.random")
         )),
         _ => Ok(()),
+    }?;
+    match o.structured {
+        Some(u) if !(u.keep > 0.0 && u.keep <= 1.0) => Err(format!(
+            "{}: {} is out of range (0, 1]",
+            key("structured.keep"),
+            u.keep
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -627,6 +685,7 @@ impl From<LayerPlan> for LayerOverrides {
             quantizer: (p.quantizer != Quantizer::KMeans).then_some(p.quantizer),
             init: Some(p.init),
             per_channel: p.per_channel.then_some(true),
+            structured: p.structured,
         }
     }
 }
@@ -709,6 +768,47 @@ mod tests {
         assert!(e.contains("train.lr"), "{e}");
         let e = err("name = \"x\"\nmodel = \"alexnet\"\n");
         assert!(e.contains("alexnet"), "{e}");
+    }
+
+    #[test]
+    fn structured_pruning_is_checked_against_the_network() {
+        let e = err(&format!(
+            "{HEAD}[layers.fc2]\nstructured = {{ keep = 0.5 }}\n"
+        ));
+        assert!(
+            e.contains("layers.fc2.structured") && e.contains("classes"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{HEAD}[layers.conv1]\nstructured = {{ keep = 0.5, rank = \"apoz\" }}\n"
+        ));
+        assert!(
+            e.contains("layers.conv1.structured") && e.contains("ReLU"),
+            "{e}"
+        );
+        let e = err(&format!("{HEAD}[defaults]\nstructured = {{ keep = 0 }}\n"));
+        assert!(e.contains("defaults.structured.keep"), "{e}");
+        let e = err(&format!(
+            "{HEAD}[layers.fc1]\nstructured = {{ keep = 0.5, rank = \"norm\" }}\n"
+        ));
+        assert!(e.contains("norm") && e.contains("l1"), "{e}");
+        let ok = Experiment::parse(
+            &format!("{HEAD}[layers.fc1]\nstructured = {{ keep = 0.5, rank = \"apoz\" }}\n"),
+            "ok.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.layer_plans()[2].structured.map(|u| u.rank),
+            Some(UnitRank::Apoz)
+        );
+        // Keeping every unit is no structured pruning.
+        let all = Experiment::parse(
+            &format!("{HEAD}[layers.fc1]\nstructured = {{ keep = 1.0 }}\n"),
+            "ok.toml",
+        )
+        .unwrap();
+        assert_eq!(all.layer_plans()[2].structured, None);
+        assert!(all.recipe().is_empty());
     }
 
     #[test]

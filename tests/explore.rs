@@ -115,6 +115,7 @@ fn random_setting(rng: &mut StdRng, session: &Session, l: usize) -> LayerSetting
             quantizer,
             init,
             per_channel: quantizer.allows_per_channel() && rng.random_bool(0.5),
+            structured: None,
         },
         finetuned: false,
     }
@@ -1097,6 +1098,7 @@ fn random_pruning_is_a_method_of_the_pipeline() {
         spec,
         &exp.layer_plans()[0],
         dcx::pipeline::layer::ShareParams::of(&exp),
+        None,
     );
     assert_eq!(batch.compressed, random.compressed);
     assert!(s.toggle_random_pruning(0).unwrap());

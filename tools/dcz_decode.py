@@ -500,9 +500,9 @@ def decode_file(data, name="file"):
         raise DczError(f"{name}: metadata lists {layers!r}, {model} has {len(arch)} layers")
     for got, (lname, kind, shape) in zip(layers, arch):
         want = {"name": lname, "kind": kind, "shape": shape}
-        if not isinstance(got, dict) or not set(got) <= {*want, "quantizer"}:
+        if not isinstance(got, dict) or not set(got) <= {*want, "quantizer", "outputs"}:
             raise DczError(f"{name}: metadata layer {got!r}: keys other than "
-                           "name, kind, shape, quantizer")
+                           "name, kind, shape, quantizer, outputs")
         if {key: got.get(key) for key in want} != want:
             raise DczError(f"{name}: metadata layer {got!r} is not {want!r}")
     count = r.u16("layer count")
@@ -510,16 +510,51 @@ def decode_file(data, name="file"):
         raise DczError(f"{name}: layer count {count}, {model} has {len(arch)} layers")
     header_bytes = r.pos
     decoded = []
-    for layer in layers:
+    kept_inputs = None  # the previous layer's kept outputs, when it lists them
+    for index, layer in enumerate(layers):
         what = f"{name} layer {layer['name']}"
         quantizer = layer.get("quantizer", "kmeans")
         decoder = SECTION_DECODERS.get(quantizer)
         if decoder is None:
             raise DczError(f"{what}: unknown quantizer {quantizer!r}")
+        shape = layer["shape"]
+        kept_outputs = layer.get("outputs")
+        if kept_outputs is not None:
+            if index == len(layers) - 1:
+                raise DczError(f"{what}: outputs listed for the last layer (the classes)")
+            if (not isinstance(kept_outputs, list) or not kept_outputs
+                    or any(not isinstance(o, int) or isinstance(o, bool) for o in kept_outputs)
+                    or any(b <= a for a, b in zip(kept_outputs, kept_outputs[1:]))
+                    or kept_outputs[0] < 0 or kept_outputs[-1] >= shape[0]):
+                raise DczError(f"{what}: outputs must be increasing unit indices below {shape[0]}")
+        # Structured pruning: the section holds the thinned layer, whose rows are the kept
+        # outputs and whose input axis holds only the kept input units (the previous layer's
+        # kept outputs, each `span` entries of a row wide).
+        rows = kept_outputs if kept_outputs is not None else list(range(shape[0]))
+        per_row = math.prod(shape[1:])
+        units_in = layers[index - 1]["shape"][0] if index > 0 else shape[1]
+        span = per_row // units_in
+        ins = kept_inputs if kept_inputs is not None else list(range(units_in))
+        thin_shape = [len(rows), shape[1] // units_in * len(ins)] + shape[2:]
         start = r.pos
         s = r.u32("section length S")
         sec = Bytes(r.take(s, "section"), what)
-        dense, biases, figures = decoder(sec, layer, what)
+        dense, biases, figures = decoder(sec, {**layer, "shape": thin_shape}, what)
+        if thin_shape != shape:
+            thin_row = len(ins) * span
+            full = [0.0] * math.prod(shape)
+            for i, o in enumerate(rows):
+                for j, u in enumerate(ins):
+                    src = i * thin_row + j * span
+                    dst = o * per_row + u * span
+                    full[dst:dst + span] = dense[src:src + span]
+            dense = full
+            full_biases = [0.0] * shape[0]
+            for i, o in enumerate(rows):
+                full_biases[o] = biases[i]
+            biases = full_biases
+            figures["units_kept"] = len(rows)
+        kept_inputs = kept_outputs
         if sec.pos != s:
             raise DczError(f"{what}: {s - sec.pos} bytes left over in the section")
         figures["section_bytes"] = r.pos - start

@@ -449,6 +449,7 @@ pub(crate) fn quantizer_sweep(
                         quantizer,
                         init,
                         per_channel,
+                        structured: None,
                     }
                     .normalized(),
                     finetuned: false,
@@ -680,6 +681,7 @@ fn uniform_plan(
                 quantizer: Quantizer::KMeans,
                 init: p.init,
                 per_channel: false,
+                structured: None,
             },
             finetuned: false,
         })

@@ -37,6 +37,8 @@ pub(crate) fn encode_layer(
     layer: &CompressedLayer,
     max_code_len: u8,
 ) -> Result<EncodedLayer, EncodeError> {
+    // Positions are coded in the thinned layer the file stores.
+    let layer = &*layer.thinned();
     let invalid = |message: String| EncodeError::Invalid {
         layer: layer.name.clone(),
         message,

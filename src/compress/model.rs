@@ -30,6 +30,78 @@ pub struct CompressedLayer {
     /// Codebook index of each surviving weight, parallel to `positions`.
     pub assignments: Vec<u8>,
     pub bias: Vec<f32>,
+    /// The output and input units structured pruning left (`None`: all of them). Positions,
+    /// groups and biases stay in the full layer's frame; the file stores the thinned layer.
+    pub units: Option<Units>,
+}
+
+/// Which units of a layer survive structured pruning: its output units (conv filters, fc
+/// neurons) and its input units (the previous layer's output units; for the first layer its
+/// own inputs, never cut). A cut output's weights and bias are zero, and so are the next
+/// layer's weights on it: the layer thins to `[kept outputs, kept inputs · span]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Units {
+    pub outputs: Vec<bool>,
+    pub inputs: Vec<bool>,
+}
+
+impl Units {
+    pub fn kept_outputs(&self) -> usize {
+        self.outputs.iter().filter(|&&k| k).count()
+    }
+
+    pub fn kept_inputs(&self) -> usize {
+        self.inputs.iter().filter(|&&k| k).count()
+    }
+
+    /// Whether every unit is kept (then a layer has no `Units` at all).
+    pub fn is_whole(&self) -> bool {
+        self.outputs.iter().chain(&self.inputs).all(|&k| k)
+    }
+
+    /// Per weight of a `shape` layer (`[out, ...]`, row-major), whether both its units are
+    /// kept.
+    pub fn alive(&self, shape: &[usize]) -> Vec<bool> {
+        let per_row: usize = shape[1..].iter().product();
+        let span = per_row / self.inputs.len().max(1);
+        let row: Vec<bool> = (0..per_row).map(|c| self.inputs[c / span.max(1)]).collect();
+        self.outputs
+            .iter()
+            .flat_map(|&out| row.iter().map(move |&i| out && i))
+            .collect()
+    }
+
+    /// The thinned layer's weight shape: kept outputs, and of the input axis only the kept
+    /// units' share.
+    pub fn thinned_shape(&self, shape: &[usize]) -> Vec<usize> {
+        let mut t = shape.to_vec();
+        t[0] = self.kept_outputs();
+        t[1] = shape[1] / self.inputs.len().max(1) * self.kept_inputs();
+        t
+    }
+
+    /// Maps a position of the full layer whose units are both kept to its position in the
+    /// thinned layer (monotone: increasing positions stay increasing).
+    fn thinner(&self, shape: &[usize]) -> impl Fn(u32) -> u32 + '_ {
+        let per_row: usize = shape[1..].iter().product();
+        let span = per_row / self.inputs.len().max(1);
+        let thin_row = span * self.kept_inputs();
+        let rank = |keep: &[bool]| -> Vec<usize> {
+            keep.iter()
+                .scan(0usize, |n, &k| {
+                    let r = *n;
+                    *n += k as usize;
+                    Some(r)
+                })
+                .collect()
+        };
+        let (out_rank, in_rank) = (rank(&self.outputs), rank(&self.inputs));
+        move |p| {
+            let p = p as usize;
+            let (row, col) = (p / per_row, p % per_row);
+            (out_rank[row] * thin_row + in_rank[col / span] * span + col % span) as u32
+        }
+    }
 }
 
 impl CompressedLayer {
@@ -99,6 +171,104 @@ impl CompressedLayer {
         if v.len() > max { Vec::new() } else { v }
     }
 
+    /// The layer as the file stores it: cut units removed, positions renumbered in the
+    /// thinned shape, a per-channel grid's parameters and the biases of the kept outputs only.
+    /// A layer without cut units is itself.
+    pub fn thinned(&self) -> std::borrow::Cow<'_, CompressedLayer> {
+        use std::borrow::Cow;
+        let Some(units) = &self.units else {
+            return Cow::Borrowed(self);
+        };
+        let to_thin = units.thinner(&self.shape);
+        let per_group = self.groups() > 1;
+        let keep_groups = |v: &[f32], per: usize| -> Vec<f32> {
+            units
+                .outputs
+                .iter()
+                .enumerate()
+                .filter(|&(_, &k)| k)
+                .flat_map(|(g, _)| v[g * per..(g + 1) * per].iter().copied())
+                .collect()
+        };
+        let grid = self.grid.as_ref().map(|g| {
+            if !per_group {
+                return g.clone();
+            }
+            let kept = |g: usize| units.outputs[g];
+            match g {
+                GridParams::Affine {
+                    scales,
+                    zero_points,
+                } => GridParams::Affine {
+                    scales: (0..scales.len())
+                        .filter(|&g| kept(g))
+                        .map(|g| scales[g])
+                        .collect(),
+                    zero_points: (0..zero_points.len())
+                        .filter(|&g| kept(g))
+                        .map(|g| zero_points[g])
+                        .collect(),
+                },
+                GridParams::Sign { alphas } => GridParams::Sign {
+                    alphas: (0..alphas.len())
+                        .filter(|&g| kept(g))
+                        .map(|g| alphas[g])
+                        .collect(),
+                },
+            }
+        });
+        let codebook = if per_group {
+            keep_groups(&self.codebook, self.levels())
+        } else {
+            self.codebook.clone()
+        };
+        Cow::Owned(CompressedLayer {
+            shape: units.thinned_shape(&self.shape),
+            codebook,
+            grid,
+            positions: self.positions.iter().map(|&p| to_thin(p)).collect(),
+            bias: keep_groups(&self.bias, 1),
+            units: None,
+            ..self.clone()
+        })
+    }
+
+    /// The inverse of [`CompressedLayer::thinned`]: `thin` is a thinned layer as read from a
+    /// file, `shape` the full layer's. A cut unit's bias is 0, and a per-channel grid's
+    /// parameters for it are those the grid fits to no weights, so a layer thinned and
+    /// expanded again is the layer it was.
+    pub fn expanded(thin: CompressedLayer, shape: Vec<usize>, units: Units) -> CompressedLayer {
+        let alive = units.alive(&shape);
+        // The thinned positions number the full layer's live positions in order.
+        let full: Vec<u32> = (0..alive.len() as u32)
+            .filter(|&p| alive[p as usize])
+            .collect();
+        let positions = thin.positions.iter().map(|&t| full[t as usize]).collect();
+        let kept: Vec<usize> = (0..shape[0]).filter(|&o| units.outputs[o]).collect();
+        let mut bias = vec![0.0; shape[0]];
+        for (&o, &b) in kept.iter().zip(&thin.bias) {
+            bias[o] = b;
+        }
+        let grid_kind = thin.quantizer.grid(thin.bits);
+        let (grid, codebook) = match (&thin.grid, grid_kind) {
+            (Some(g), Some(kind)) if g.groups() > 1 => {
+                let full = g.spread(&units.outputs, kind);
+                let table = full.table(thin.levels());
+                (Some(full), table)
+            }
+            _ => (thin.grid.clone(), thin.codebook.clone()),
+        };
+        CompressedLayer {
+            shape,
+            codebook,
+            grid,
+            positions,
+            bias,
+            units: Some(units),
+            ..thin
+        }
+    }
+
     pub fn mask(&self) -> Vec<bool> {
         let mut m = vec![false; self.weight_count()];
         for &p in &self.positions {
@@ -125,5 +295,21 @@ impl CompressedModel {
             .map(|l| (l.dense_weights(), l.bias.clone()))
             .collect();
         Net::from_values(self.model, values)
+    }
+
+    /// The network with every cut unit physically removed: smaller dense layers computing
+    /// exactly what [`CompressedModel::to_net`] computes (a cut unit's output is 0 and every
+    /// weight reading it is 0). Without structured pruning, the same network.
+    pub fn to_thinned_net(&self) -> candle_core::Result<Net> {
+        let mut arch = self.model.arch();
+        let mut values = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let thin = layer.thinned();
+            let spec = &mut arch.layers[l];
+            spec.outputs = thin.shape[0];
+            spec.inputs = thin.shape[1];
+            values.push((thin.dense_weights(), thin.bias.clone()));
+        }
+        Net::from_arch(arch, values)
     }
 }

@@ -23,6 +23,112 @@ impl Default for PruneRule {
     }
 }
 
+/// Structured pruning of a layer's output units (conv filters, fc neurons): keep a fraction of
+/// them, ranked by `rank`. A cut unit's weights and bias go, and so does the next layer's input
+/// it fed, so the network thins to smaller dense layers (Li et al. 2017 for filters; Hu et al.
+/// 2016, APoZ, for neurons).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitRule {
+    /// Fraction of the layer's output units kept, 0 < keep <= 1.
+    pub keep: f32,
+    #[serde(default)]
+    pub rank: UnitRank,
+}
+
+/// What decides which units go first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitRank {
+    /// Smallest L1 norm of the unit's weights first (Li et al.).
+    #[default]
+    L1,
+    /// Smallest L2 norm first.
+    L2,
+    /// Chosen at random (seeded per layer): the control of the filter-pruning papers.
+    Random,
+    /// Largest L1 norm first: the other control, which should do worst.
+    Largest,
+    /// Highest average percentage of zeros after the ReLU on training images first (APoZ).
+    Apoz,
+    /// Smallest mean activation after the ReLU on training images first.
+    MeanActivation,
+}
+
+impl UnitRank {
+    pub const ALL: [UnitRank; 6] = [
+        UnitRank::L1,
+        UnitRank::L2,
+        UnitRank::Random,
+        UnitRank::Largest,
+        UnitRank::Apoz,
+        UnitRank::MeanActivation,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitRank::L1 => "l1",
+            UnitRank::L2 => "l2",
+            UnitRank::Random => "random",
+            UnitRank::Largest => "largest",
+            UnitRank::Apoz => "apoz",
+            UnitRank::MeanActivation => "mean-activation",
+        }
+    }
+
+    /// Whether the rank reads the layer's activations on training images (after a ReLU).
+    pub fn needs_activations(self) -> bool {
+        matches!(self, UnitRank::Apoz | UnitRank::MeanActivation)
+    }
+}
+
+/// Per output unit, how much it is worth keeping under a weight rank (higher = kept first):
+/// `weights` is `[units × per_unit]`. Activation ranks score from [`activation_scores`]; random
+/// scores nothing (see [`keep_units`]).
+pub(crate) fn weight_scores(weights: &[f32], units: usize, rank: UnitRank) -> Vec<f64> {
+    let per = weights.len() / units.max(1);
+    (0..units)
+        .map(|u| {
+            let row = &weights[u * per..(u + 1) * per];
+            match rank {
+                UnitRank::L2 => row.iter().map(|&w| (w as f64).powi(2)).sum::<f64>().sqrt(),
+                UnitRank::Largest => -row.iter().map(|&w| w.abs() as f64).sum::<f64>(),
+                _ => row.iter().map(|&w| w.abs() as f64).sum(),
+            }
+        })
+        .collect()
+}
+
+/// Keeps `round(keep * units)` of the units (at least one), the best-scored among those
+/// `alive` still (a unit cut earlier stays cut); for `UnitRank::Random` chosen at random with
+/// `seed`. Ties go to the lower index, so the cut is the same on every machine.
+pub(crate) fn keep_units(
+    scores: &[f64],
+    alive: &[bool],
+    keep: f32,
+    rank: UnitRank,
+    seed: u64,
+) -> Vec<bool> {
+    let n = alive.len();
+    let want = ((keep.clamp(0.0, 1.0) as f64 * n as f64).round() as usize).clamp(1, n.max(1));
+    let mut candidates: Vec<usize> = (0..n).filter(|&u| alive[u]).collect();
+    if want >= candidates.len() {
+        return alive.to_vec();
+    }
+    if rank == UnitRank::Random {
+        use rand::seq::SliceRandom;
+        use rand::{SeedableRng, rngs::StdRng};
+        candidates.partial_shuffle(&mut StdRng::seed_from_u64(seed), want);
+    } else {
+        candidates.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    }
+    let mut out = vec![false; n];
+    for &u in &candidates[..want] {
+        out[u] = true;
+    }
+    out
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PruneSchedule {
@@ -138,6 +244,21 @@ pub(crate) fn round_rule(
     }
 }
 
+/// The unit rule to apply in round `round` of `rounds`: the kept fraction of units falls
+/// along the same schedule as the weights'.
+pub(crate) fn round_units(
+    rule: UnitRule,
+    round: usize,
+    rounds: usize,
+    schedule: PruneSchedule,
+) -> UnitRule {
+    let t = (round.min(rounds.max(1)) as f32) / rounds.max(1) as f32;
+    UnitRule {
+        keep: keep_at(rule.keep, t, schedule),
+        ..rule
+    }
+}
+
 /// The kept fraction a schedule reaches a share `t` of the way to `k`.
 fn keep_at(k: f32, t: f32, schedule: PruneSchedule) -> f32 {
     match schedule {
@@ -220,5 +341,36 @@ mod tests {
         assert_eq!(threshold_for(PruneRule::Keep(0.5), &[]), 0.0);
         assert_eq!(kept_fraction(&[]), 1.0);
         assert_eq!(std_dev(&[]), 0.0);
+    }
+
+    #[test]
+    fn unit_ranks_keep_the_units_they_should() {
+        // Unit u has weights of magnitude u + 1: L1 and L2 keep the last ones, largest the first.
+        let w: Vec<f32> = (0..6)
+            .flat_map(|u| [(u + 1) as f32, -((u + 1) as f32)])
+            .collect();
+        let alive = vec![true; 6];
+        let keep = |rank| keep_units(&weight_scores(&w, 6, rank), &alive, 0.5, rank, 1);
+        assert_eq!(keep(UnitRank::L1), [false, false, false, true, true, true]);
+        assert_eq!(keep(UnitRank::L2), [false, false, false, true, true, true]);
+        assert_eq!(
+            keep(UnitRank::Largest),
+            [true, true, true, false, false, false]
+        );
+        let random = keep(UnitRank::Random);
+        assert_eq!(random.iter().filter(|&&k| k).count(), 3);
+        assert_eq!(random, keep(UnitRank::Random), "seeded");
+        // A cut unit stays cut, and at least one unit is always kept.
+        let held = [true, false, true, false, true, false];
+        let k = keep_units(
+            &weight_scores(&w, 6, UnitRank::L1),
+            &held,
+            0.5,
+            UnitRank::L1,
+            1,
+        );
+        assert_eq!(k, held);
+        let one = keep_units(&[1.0, 2.0], &[true, true], 0.01, UnitRank::L1, 1);
+        assert_eq!(one, [false, true]);
     }
 }

@@ -10,7 +10,7 @@ use super::ExploreError;
 use super::fingerprint;
 use crate::compress::encode::{self, EncodedLayer};
 use crate::compress::kmeans::Init;
-use crate::compress::model::CompressedLayer;
+use crate::compress::model::{CompressedLayer, Units};
 use crate::experiment::{LayerPlan, PruneRule, Quantizer};
 use crate::format::dcz;
 use crate::model::LayerSpec;
@@ -47,11 +47,22 @@ pub struct LayerKey {
     quantizer: Quantizer,
     init: Init,
     per_channel: bool,
+    /// The structured rule: the bits of its kept fraction and its rank.
+    structured: Option<(u32, crate::experiment::UnitRank)>,
+    /// Fingerprint of the units the layer keeps (its own outputs and the layer before's):
+    /// another layer's structured rule changes this one's result through it.
+    units: u64,
     share: ShareParams,
 }
 
 impl LayerKey {
-    pub fn new(layer: usize, source: u64, plan: &LayerPlan, share: ShareParams) -> LayerKey {
+    pub fn new(
+        layer: usize,
+        source: u64,
+        plan: &LayerPlan,
+        share: ShareParams,
+        units: Option<&Units>,
+    ) -> LayerKey {
         // Every field by name: a field added to the plan does not compile here until the key
         // holds it (a key without it would serve one plan's result for another).
         let LayerPlan {
@@ -62,6 +73,7 @@ impl LayerKey {
             quantizer,
             init,
             per_channel,
+            structured,
         } = *plan;
         let rule = match prune {
             PruneRule::Threshold(t) => (0, t.to_bits()),
@@ -79,6 +91,13 @@ impl LayerKey {
             quantizer,
             init,
             per_channel,
+            structured: structured.map(|u| (u.keep.to_bits(), u.rank)),
+            units: units.map_or(0, |u| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                u.hash(&mut h);
+                h.finish() | 1
+            }),
             share,
         }
     }
@@ -278,11 +297,18 @@ impl LayerResult {
 
 /// Checks a plan against the ranges the experiment format accepts.
 pub(crate) fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError> {
-    plan.validate()
-        .map_err(|message| ExploreError::InvalidSetting {
-            layer: name.to_string(),
-            message,
-        })
+    let invalid = |message: String| ExploreError::InvalidSetting {
+        layer: name.to_string(),
+        message,
+    };
+    plan.validate().map_err(invalid)?;
+    match plan.structured {
+        Some(u) if u.rank.needs_activations() => Err(invalid(format!(
+            "structured.rank: '{}' ranks units by activations on training images, which the explorer does not measure: use `dcx compress`, or rank by l1, l2, random or largest here",
+            u.rank.name()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Computes a layer's result from `source` under `setting` (see [`LayerKey`] for what must
@@ -291,8 +317,9 @@ pub(crate) fn compute(
     source: &LayerSource,
     setting: LayerSetting,
     share: ShareParams,
+    units: Option<&Units>,
 ) -> Result<LayerResult, ExploreError> {
-    finish(share_layer(source, setting, share)?, source, share)
+    finish(share_layer(source, setting, share, units)?, source, share)
 }
 
 /// A layer pruned and shared but not yet entropy-coded: all the forward pass needs.
@@ -313,13 +340,14 @@ pub(crate) fn share_layer(
     source: &LayerSource,
     setting: LayerSetting,
     share: ShareParams,
+    units: Option<&Units>,
 ) -> Result<SharedLayer, ExploreError> {
     let plan = setting.plan;
     validate(source.spec.name, &plan)?;
     let l = source.layer;
-    let shared = source.state.share(l, &source.spec, &plan, share);
+    let shared = source.state.share(l, &source.spec, &plan, share, units);
     Ok(SharedLayer {
-        key: LayerKey::new(l, source.version, &plan, share),
+        key: LayerKey::new(l, source.version, &plan, share, units),
         setting,
         threshold: shared.threshold,
         fingerprint: fingerprint::compressed(l, &shared.compressed),

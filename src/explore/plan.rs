@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::ExploreError;
 use super::layer::{self, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
-use crate::compress::model::{CompressedLayer, CompressedModel};
+use crate::compress::model::{CompressedLayer, CompressedModel, Units};
 use crate::format::dcz;
 use crate::model::ModelKind;
 use crate::pipeline::size::SizeReport;
@@ -57,6 +57,8 @@ pub struct LayerTask {
     pub source: Arc<LayerSource>,
     pub setting: LayerSetting,
     pub share: ShareParams,
+    /// The units structured pruning leaves the layer (see [`crate::pipeline::structure`]).
+    pub units: Option<Units>,
 }
 
 impl LayerTask {
@@ -66,11 +68,12 @@ impl LayerTask {
             self.source.version,
             &self.setting.plan,
             self.share,
+            self.units.as_ref(),
         )
     }
 
     pub(crate) fn compute(&self) -> Result<LayerResult, ExploreError> {
-        layer::compute(&self.source, self.setting, self.share)
+        layer::compute(&self.source, self.setting, self.share, self.units.as_ref())
     }
 }
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::compress::bits::BitReader;
 use crate::compress::encode::EncodedLayer;
 use crate::compress::huffman::HuffmanCode;
-use crate::compress::model::{CompressedLayer, CompressedModel};
+use crate::compress::model::{CompressedLayer, CompressedModel, Units};
 use crate::compress::quantize::Quantizer;
 use crate::compress::sparse_index;
 use crate::model::quant::{Grid, GridParams};
@@ -52,6 +52,10 @@ struct LayerMeta {
     /// Absent means k-means, so files of k-means layers are the bytes they always were.
     #[serde(default, skip_serializing_if = "is_kmeans")]
     quantizer: Quantizer,
+    /// The output units structured pruning kept, increasing; absent when it kept them all.
+    /// The section then holds the thinned layer (see `docs/dcz-format.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outputs: Option<Vec<u32>>,
 }
 
 fn is_kmeans(q: &Quantizer) -> bool {
@@ -79,7 +83,7 @@ impl DczLayout {
 /// Bytes of a layer's section in the file, its length field included: measured on the very
 /// bytes [`to_bytes`] writes, so a size figure and the file cannot disagree.
 pub fn section_bytes(layer: &CompressedLayer, enc: &EncodedLayer) -> usize {
-    4 + layer_section(layer, enc).len()
+    4 + layer_section(&layer.thinned(), enc).len()
 }
 
 /// Bytes of the header: magic, metadata, layer count.
@@ -115,6 +119,15 @@ fn metadata(model: &CompressedModel) -> Vec<u8> {
                 kind: l.kind,
                 shape: l.shape.clone(),
                 quantizer: l.quantizer,
+                outputs: l
+                    .units
+                    .as_ref()
+                    .filter(|u| u.outputs.iter().any(|&k| !k))
+                    .map(|u| {
+                        (0..u.outputs.len() as u32)
+                            .filter(|&o| u.outputs[o as usize])
+                            .collect()
+                    }),
             })
             .collect(),
         experiment: model.experiment.clone(),
@@ -147,7 +160,7 @@ pub(crate) fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Ve
     let header_bytes = out.len();
     let mut section_bytes = Vec::with_capacity(model.layers.len());
     for (layer, enc) in model.layers.iter().zip(encoded) {
-        let section = layer_section(layer, enc);
+        let section = layer_section(&layer.thinned(), enc);
         out.extend_from_slice(&(section.len() as u32).to_le_bytes());
         out.extend_from_slice(&section);
         section_bytes.push(4 + section.len());
@@ -348,7 +361,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
     let header_bytes = c.at;
     let mut layers = Vec::with_capacity(count);
     let mut section_bytes = Vec::with_capacity(count);
-    for (spec, lm) in arch.layers.iter().zip(&meta.layers) {
+    let mut inputs: Option<Vec<bool>> = None;
+    for (l, (spec, lm)) in arch.layers.iter().zip(&meta.layers).enumerate() {
         if lm.name != spec.name || lm.kind != spec.kind || lm.shape != spec.weight_shape() {
             return Err(format!(
                 "layer {} ({:?} {:?}) does not match {}'s {} ({:?} {:?})",
@@ -361,11 +375,31 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
                 spec.weight_shape()
             ));
         }
+        let outputs = kept_outputs(lm.outputs.as_deref(), spec, l + 1 == count)
+            .map_err(|e| format!("layer {}: outputs: {e}", spec.name))?;
+        let units = Units {
+            inputs: inputs
+                .take()
+                .unwrap_or_else(|| vec![true; arch.layers[l].inputs]),
+            outputs,
+        };
         let start = c.at;
         let section = c.block(&format!("layer {} section", spec.name))?;
         section_bytes.push(c.at - start);
-        let layer = read_section(section, spec, lm.quantizer)
-            .map_err(|e| format!("layer {}: {e}", spec.name))?;
+        let layer = if units.is_whole() {
+            read_section(section, spec, lm.quantizer)
+        } else {
+            let shape = units.thinned_shape(&spec.weight_shape());
+            let thin = LayerSpec {
+                outputs: shape[0],
+                inputs: shape[1],
+                ..spec.clone()
+            };
+            read_section(section, &thin, lm.quantizer)
+                .map(|t| CompressedLayer::expanded(t, spec.weight_shape(), units.clone()))
+        }
+        .map_err(|e| format!("layer {}: {e}", spec.name))?;
+        inputs = Some(units.outputs);
         layers.push(layer);
     }
     if c.at != body.len() {
@@ -386,6 +420,34 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
             trailer_bytes: TRAILER,
         },
     })
+}
+
+/// The kept-output list of a layer's metadata as a mask: strictly increasing unit indices
+/// below the layer's output count, at least one, and none for the last layer (its outputs
+/// are the classes).
+fn kept_outputs(list: Option<&[u32]>, spec: &LayerSpec, last: bool) -> Result<Vec<bool>, String> {
+    let Some(list) = list else {
+        return Ok(vec![true; spec.outputs]);
+    };
+    if last {
+        return Err("the last layer's outputs are the classes: none can be cut".into());
+    }
+    if list.is_empty() {
+        return Err("no output kept".into());
+    }
+    let mut keep = vec![false; spec.outputs];
+    let mut prev: Option<u32> = None;
+    for &o in list {
+        if o as usize >= spec.outputs || prev.is_some_and(|p| o <= p) {
+            return Err(format!(
+                "{o} is not an increasing unit index below {}",
+                spec.outputs
+            ));
+        }
+        keep[o as usize] = true;
+        prev = Some(o);
+    }
+    Ok(keep)
 }
 
 fn read_section(
@@ -497,6 +559,7 @@ fn read_section(
         positions,
         assignments,
         bias,
+        units: None,
     })
 }
 
@@ -577,6 +640,7 @@ mod tests {
                     positions,
                     assignments,
                     bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
+                    units: None,
                 }
             })
             .collect();
@@ -623,6 +687,7 @@ mod tests {
                     positions,
                     grid: Some(fitted.params),
                     bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
+                    units: None,
                 }
             })
             .collect();

@@ -223,6 +223,27 @@ impl Arch {
         self.layers.iter().map(LayerSpec::weight_count).sum()
     }
 
+    /// Whether a ReLU is applied right after layer `l` (before any pooling).
+    pub fn relu_follows(&self, l: usize) -> bool {
+        self.stages
+            .iter()
+            .position(|&s| s == Stage::Layer(l))
+            .and_then(|i| self.stages.get(i + 1))
+            == Some(&Stage::Relu)
+    }
+
+    /// Weights of each input unit of layer `l` in one row of its weight matrix: one input
+    /// unit is one output unit of layer `l - 1` (a conv channel is `kh·kw` taps of a filter,
+    /// or after a flatten a block of `h·w` fc inputs; an fc neuron is one input).
+    pub fn input_span(&self, l: usize) -> usize {
+        let spec = &self.layers[l];
+        let per_row = spec.weight_count() / spec.outputs;
+        match l.checked_sub(1) {
+            Some(prev) => per_row / self.layers[prev].outputs,
+            None => per_row / spec.inputs,
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn param_count(&self) -> usize {
         self.layers

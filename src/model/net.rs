@@ -61,7 +61,15 @@ impl Net {
         kind: ModelKind,
         values: Vec<(Vec<f32>, Vec<f32>)>,
     ) -> candle_core::Result<Net> {
-        let arch = kind.arch();
+        Net::from_arch(kind.arch(), values)
+    }
+
+    /// Build a network of any layer sizes (a thinned one) from its weights and biases.
+    pub(crate) fn from_arch(
+        arch: Arch,
+        values: Vec<(Vec<f32>, Vec<f32>)>,
+    ) -> candle_core::Result<Net> {
+        let kind = arch.kind;
         let device = Device::Cpu;
         if values.len() != arch.layers.len() {
             candle_core::bail!(
@@ -136,8 +144,29 @@ impl Net {
         x: &Tensor,
         weights: &[Option<&Tensor>],
     ) -> candle_core::Result<Tensor> {
-        let mut h = x.clone();
+        self.run_stages(x, weights, self.arch.stages.len())
+    }
+
+    /// The output of layer `l` for a batch, after the ReLU that follows it if one does.
+    pub(crate) fn forward_to(&self, x: &Tensor, l: usize) -> candle_core::Result<Tensor> {
         let stages = &self.arch.stages;
+        let at = stages
+            .iter()
+            .position(|&s| s == Stage::Layer(l))
+            .expect("a layer of this network");
+        let end = at + 1 + (stages.get(at + 1) == Some(&Stage::Relu)) as usize;
+        self.run_stages(x, &[], end)
+    }
+
+    /// Runs the first `end` stages.
+    fn run_stages(
+        &self,
+        x: &Tensor,
+        weights: &[Option<&Tensor>],
+        end: usize,
+    ) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        let stages = &self.arch.stages[..end];
         let mut i = 0;
         while i < stages.len() {
             match stages[i] {

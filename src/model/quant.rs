@@ -84,6 +84,51 @@ impl GridParams {
         }
     }
 
+    /// These parameters (one group per kept output) spread over every output of a layer
+    /// whose `kept` outputs are marked: a cut output's group gets what `grid` fits to no
+    /// weights, as it did before the layer was thinned.
+    pub fn spread(&self, kept: &[bool], grid: Grid) -> GridParams {
+        let (blank, _) = fit(grid, 1, &[0.0], &[false]);
+        let mut next = 0;
+        let source: Vec<(&GridParams, usize)> = kept
+            .iter()
+            .map(|&k| {
+                if k {
+                    next += 1;
+                    (self, next - 1)
+                } else {
+                    (&blank, 0)
+                }
+            })
+            .collect();
+        match self {
+            GridParams::Affine { .. } => GridParams::Affine {
+                scales: source.iter().map(|&(p, g)| p.affine(g).0).collect(),
+                zero_points: source.iter().map(|&(p, g)| p.affine(g).1).collect(),
+            },
+            GridParams::Sign { .. } => GridParams::Sign {
+                alphas: source.iter().map(|&(p, g)| p.alpha(g)).collect(),
+            },
+        }
+    }
+
+    fn affine(&self, g: usize) -> (f32, u8) {
+        match self {
+            GridParams::Affine {
+                scales,
+                zero_points,
+            } => (scales[g], zero_points[g]),
+            GridParams::Sign { .. } => (1.0, 0),
+        }
+    }
+
+    fn alpha(&self, g: usize) -> f32 {
+        match self {
+            GridParams::Sign { alphas } => alphas[g],
+            GridParams::Affine { .. } => 0.0,
+        }
+    }
+
     /// Every group's value of every code: `levels` entries per group, group 0 first.
     pub fn table(&self, levels: usize) -> Vec<f32> {
         (0..self.groups())

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compress::kmeans::{self, EmptyClusters, Init, KMeansConfig, Stop};
-use crate::compress::model::CompressedLayer;
+use crate::compress::model::{CompressedLayer, Units};
 use crate::compress::prune;
 use crate::experiment::{Experiment, LayerPlan, PruneRule};
 use crate::model::LayerSpec;
@@ -49,6 +49,8 @@ pub struct Mask {
     /// `true` = kept.
     pub weights: Vec<bool>,
     pub bias: Vec<bool>,
+    /// The units structured pruning left, when it cut any (here or in the layer before).
+    pub units: Option<Units>,
 }
 
 impl Mask {
@@ -122,6 +124,9 @@ pub struct LayerState {
     /// The plan the last quantization-aware step trained these (shadow) weights under: under
     /// it, the grid fitted to them gives the values training ended on.
     pub trained_grid: Option<LayerPlan>,
+    /// The structured rule the held mask's unit cut was made with: under the same rule, the
+    /// cut stays as it is rather than ranking the trained units anew.
+    pub unit_rule: Option<crate::compress::prune::UnitRule>,
 }
 
 /// A layer pruned and shared, not yet entropy-coded.
@@ -146,23 +151,41 @@ impl LayerState {
             mask: None,
             tie: None,
             trained_grid: None,
+            unit_rule: None,
         }
     }
 
-    /// The mask `rule` gives on these weights (`seed` draws a random rule's choice). What an
-    /// earlier step pruned stays pruned (its weights are zero and were trained as zero); the
-    /// same rule as the last cut gives that cut again rather than cutting the trained
-    /// survivors anew.
-    pub fn prune(&self, rule: PruneRule, prune_bias: bool, seed: u64) -> Mask {
+    /// The mask `rule` gives on these weights (`seed` draws a random rule's choice), inside
+    /// the `units` structured pruning keeps (see [`super::structure`]). What an earlier step
+    /// pruned stays pruned (its weights are zero and were trained as zero); the same rule as
+    /// the last cut gives that cut again rather than cutting the trained survivors anew.
+    pub fn prune(
+        &self,
+        rule: PruneRule,
+        prune_bias: bool,
+        seed: u64,
+        units: Option<&Units>,
+    ) -> Mask {
         if let Some(m) = &self.mask
             && m.rule == rule
             && m.prune_bias == prune_bias
+            && m.units.as_ref() == units
         {
             return m.clone();
         }
+        let alive = units.map(|u| u.alive(&self.shape()));
+        // A `keep` rule counts the layer's weights, the cut units' among them (as zeros).
+        let live_weights;
+        let ranked = match &alive {
+            Some(a) => {
+                live_weights = masked(&self.weights, a);
+                &live_weights
+            }
+            None => &self.weights,
+        };
         let threshold = match rule {
             PruneRule::Quality(q) => q * self.base_std,
-            other => prune::threshold_for(other, &self.weights),
+            other => prune::threshold_for(other, ranked),
         };
         let mut weights = prune::mask_for(&self.weights, threshold);
         let mut bias = if prune_bias {
@@ -170,6 +193,16 @@ impl LayerState {
         } else {
             vec![true; self.bias.len()]
         };
+        if let Some(a) = &alive {
+            for (k, &live) in weights.iter_mut().zip(a) {
+                *k &= live;
+            }
+        }
+        if let Some(u) = units {
+            for (k, &live) in bias.iter_mut().zip(&u.outputs) {
+                *k &= live;
+            }
+        }
         if let Some(m) = &self.mask {
             for (k, &held) in weights.iter_mut().zip(&m.weights) {
                 *k &= held;
@@ -187,7 +220,14 @@ impl LayerState {
             threshold,
             weights,
             bias,
+            units: units.cloned(),
         }
+    }
+
+    /// The layer's weight shape as `[outputs, per output]` (all a mask needs of it).
+    fn shape(&self) -> [usize; 2] {
+        let out = self.bias.len().max(1);
+        [out, self.weights.len() / out]
     }
 
     /// The weights a step starts from: the fine-tuned codebook's values where a tie is held,
@@ -215,13 +255,18 @@ impl LayerState {
         spec: &LayerSpec,
         plan: &LayerPlan,
         share: ShareParams,
+        units: Option<&Units>,
     ) -> Shared {
-        let tie = self.tie.as_ref().filter(|t| t.applies_to(plan));
         let mask = self.prune(
             plan.prune,
             plan.prune_bias,
             share.seed.wrapping_add(layer as u64),
+            units,
         );
+        // A fine-tuned codebook holds while its plan does and no survivor of it was cut since.
+        let tie = self.tie.as_ref().filter(|t| {
+            t.applies_to(plan) && t.positions.iter().all(|&p| mask.weights[p as usize])
+        });
         let mut mask = mask;
         let (threshold, positions, assignments, codebook, grid, sharing) = match tie {
             Some(t) => (
@@ -286,6 +331,7 @@ impl LayerState {
             positions,
             assignments,
             bias: masked(&self.bias, &mask.bias),
+            units: mask.units.clone(),
         };
         Shared {
             threshold,
@@ -409,7 +455,7 @@ mod tests {
     fn a_held_mask_stays_pruned_and_the_same_rule_repeats_the_cut() {
         let s = spec();
         let mut state = LayerState::dense(weights(s.weight_count()), vec![0.5; s.bias_count()]);
-        let first = state.prune(PruneRule::Keep(0.5), false, 0);
+        let first = state.prune(PruneRule::Keep(0.5), false, 0, None);
         assert_eq!(first.kept(), s.weight_count() / 2);
         // Training moved the survivors: the same rule keeps the cut, a new one cuts inside it.
         state.weights = masked(&state.weights, &first.weights)
@@ -417,13 +463,13 @@ mod tests {
             .map(|w| w * 0.5)
             .collect();
         state.mask = Some(first.clone());
-        assert_eq!(state.prune(PruneRule::Keep(0.5), false, 0), first);
-        let looser = state.prune(PruneRule::Threshold(0.0), false, 0);
+        assert_eq!(state.prune(PruneRule::Keep(0.5), false, 0, None), first);
+        let looser = state.prune(PruneRule::Threshold(0.0), false, 0, None);
         assert_eq!(
             looser.weights, first.weights,
             "pruned weights never come back"
         );
-        let tighter = state.prune(PruneRule::Keep(0.25), false, 0);
+        let tighter = state.prune(PruneRule::Keep(0.25), false, 0, None);
         assert!(tighter.kept() < first.kept());
         assert!(
             tighter
@@ -442,7 +488,7 @@ mod tests {
             prune: PruneRule::Keep(0.3),
             ..LayerPlan::paper_default(s.kind)
         };
-        let fresh = state.share(2, &s, &plan, share_params());
+        let fresh = state.share(2, &s, &plan, share_params(), None);
         assert!(!fresh.fine_tuned);
         assert_eq!(fresh.compressed.kept(), fresh.compressed.assignments.len());
         let mut tuned = state.clone();
@@ -458,13 +504,17 @@ mod tests {
             index_bits: 8,
             ..plan
         };
-        let kept = tuned.share(2, &s, &wider_index, share_params());
+        let kept = tuned.share(2, &s, &wider_index, share_params(), None);
         assert!(kept.fine_tuned);
         assert_eq!(
             kept.compressed.codebook[0],
             fresh.compressed.codebook[0] + 1.0
         );
         let fewer_bits = LayerPlan { bits: 3, ..plan };
-        assert!(!tuned.share(2, &s, &fewer_bits, share_params()).fine_tuned);
+        assert!(
+            !tuned
+                .share(2, &s, &fewer_bits, share_params(), None)
+                .fine_tuned
+        );
     }
 }

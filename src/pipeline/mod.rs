@@ -7,6 +7,7 @@ pub mod report;
 pub mod run;
 pub mod size;
 pub mod step;
+pub mod structure;
 
 pub use run::{
     CompressionReport, CompressionResult, LayerSharing, PipelineObserver, StageEval, run,

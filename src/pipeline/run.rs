@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layer::{LayerState, ShareParams, Shared, SharingStats};
 use super::step;
+use super::structure;
 use crate::compress::encode::{self, EncodedLayer};
 use crate::compress::model::{CompressedLayer, CompressedModel};
 use crate::compress::prune;
@@ -182,6 +183,7 @@ pub fn run(
             StepKind::Finetune => format!("{} (k-means or a fixed grid per layer)", before),
         });
         let refs: Vec<&LayerState> = states.iter().collect();
+        let units = unit_cuts(&arch, &refs, &step.plans, share, &net, data)?;
         let prepared = step::prepare(
             step.kind,
             exp.model,
@@ -189,6 +191,7 @@ pub fn run(
             &arch.layers,
             &step.plans,
             share,
+            &units,
         )?;
         let masks: Vec<&[bool]> = prepared
             .layers
@@ -232,12 +235,15 @@ pub fn run(
         states = step::conclude(&prepared, Some(&out))?;
         let mut stage = eval_stage(&after, &prepared.net, data, Some(&masks))?;
         if step.kind == StepKind::Finetune {
+            let refs: Vec<&LayerState> = states.iter().collect();
+            let units = unit_cuts(&arch, &refs, &step.plans, share, &prepared.net, data)?;
             let shared: Vec<Shared> = states
                 .iter()
                 .zip(&arch.layers)
                 .zip(&step.plans)
+                .zip(&units)
                 .enumerate()
-                .map(|(l, ((s, spec), plan))| s.share(l, spec, plan, share))
+                .map(|(l, (((s, spec), plan), u))| s.share(l, spec, plan, share, u.as_ref()))
                 .collect();
             let layers: Vec<&CompressedLayer> = shared.iter().map(|s| &s.compressed).collect();
             stage.describe_file(exp, &layers)?;
@@ -250,12 +256,15 @@ pub fn run(
     // codebook made under this plan is kept as it is).
     obs.stage("compressing each layer under the plan (prune, share)");
     let plans = exp.layer_plans();
+    let refs: Vec<&LayerState> = states.iter().collect();
+    let units = unit_cuts(&arch, &refs, &plans, share, &net, data)?;
     let shared: Vec<Shared> = states
         .iter()
         .zip(&arch.layers)
         .zip(&plans)
+        .zip(&units)
         .enumerate()
-        .map(|(l, ((s, spec), plan))| s.share(l, spec, plan, share))
+        .map(|(l, (((s, spec), plan), u))| s.share(l, spec, plan, share, u.as_ref()))
         .collect();
     let layers: Vec<CompressedLayer> = shared.iter().map(|s| s.compressed.clone()).collect();
     if !shared.iter().all(|s| s.fine_tuned) {
@@ -309,6 +318,25 @@ pub fn run(
         net,
         cancelled,
     })
+}
+
+/// Each layer's structured cut under `plans` (see [`structure::unit_cuts`]), measuring the
+/// activations of `net` on training images first when a plan ranks units by them.
+fn unit_cuts(
+    arch: &crate::model::Arch,
+    states: &[&LayerState],
+    plans: &[LayerPlan],
+    share: ShareParams,
+    net: &Net,
+    data: &Mnist,
+) -> anyhow::Result<Vec<Option<crate::compress::model::Units>>> {
+    let activity = if structure::needs_activity(plans) {
+        Some(structure::Activity::measure(net, &data.train)?)
+    } else {
+        None
+    };
+    structure::unit_cuts(arch, states, plans, share.seed, activity.as_ref())
+        .map_err(anyhow::Error::msg)
 }
 
 fn eval_stage(

@@ -109,6 +109,9 @@ pub(crate) fn layer_size(
     let kept = layer.kept() as u64;
     let gaps = enc.gap_symbols as u64;
     let bias_bytes = 4 * layer.bias.len() as u64;
+    // The stages after pruning store the thinned layer: a cut unit has no bias or grid.
+    let thin = layer.thinned();
+    let stored_bias_bytes = 4 * thin.bias.len() as u64;
     let index_bits = gaps * layer.index_bits as u64;
     let per = |bits: f64| if kept == 0 { 0.0 } else { bits / kept as f64 };
     LayerSize {
@@ -122,10 +125,10 @@ pub(crate) fn layer_size(
         index_bits: layer.index_bits,
         codebook_len: layer.levels(),
         dense_bytes: 4 * (layer.weight_count() as u64) + bias_bytes,
-        pruned_bytes: bytes(kept * 32 + index_bits) + bias_bytes,
+        pruned_bytes: bytes(kept * 32 + index_bits) + stored_bias_bytes,
         shared_bytes: bytes(kept * layer.bits as u64 + index_bits)
-            + layer.level_bytes() as u64
-            + bias_bytes,
+            + thin.level_bytes() as u64
+            + stored_bias_bytes,
         file_bytes: section_bytes as u64,
         weight_bits_huffman: per(enc.weight_stream_bits as f64),
         index_bits_huffman: per(enc.gap_stream_bits as f64),

@@ -4,6 +4,7 @@
 //! trained network back into states.
 
 use super::layer::{FixedTie, LayerState, Mask, ShareParams, Shared};
+use crate::compress::model::Units;
 use crate::experiment::{LayerPlan, StepKind};
 use crate::model::optim::{Constraint, FakeQuant, Tie};
 use crate::model::train::TrainOutcome;
@@ -39,30 +40,34 @@ pub(crate) fn prepare(
     specs: &[LayerSpec],
     plans: &[LayerPlan],
     share: ShareParams,
+    units: &[Option<Units>],
 ) -> candle_core::Result<Prepared> {
     let mut layers = Vec::with_capacity(states.len());
     let mut values = Vec::with_capacity(states.len());
     let mut constraints = Vec::with_capacity(2 * states.len());
     for (l, ((state, spec), plan)) in states.iter().zip(specs).zip(plans).enumerate() {
         let mut fake_quant = None;
+        let units = units.get(l).and_then(Option::as_ref);
         let (mask, shared, weights, bias, tie) = match kind {
             StepKind::Retrain => {
                 let mask = state.prune(
                     plan.prune,
                     plan.prune_bias,
                     share.seed.wrapping_add(l as u64),
+                    units,
                 );
                 let w = super::layer::masked(&state.effective_weights(), &mask.weights);
                 let b = super::layer::masked(&state.bias, &mask.bias);
                 (mask, None, w, b, None)
             }
             StepKind::Finetune if plan.quantizer.grid(plan.bits).is_some() => {
-                let shared = state.share(l, spec, plan, share);
+                let shared = state.share(l, spec, plan, share, units);
                 // The plan's pruning holds; a ternary grid's zeros are decided anew each step.
                 let mask = state.prune(
                     plan.prune,
                     plan.prune_bias,
                     share.seed.wrapping_add(l as u64),
+                    units,
                 );
                 let shadow = super::layer::masked(&state.weights, &mask.weights);
                 let fq = FakeQuant {
@@ -82,7 +87,7 @@ pub(crate) fn prepare(
                 (mask, Some(shared), w, b, None)
             }
             StepKind::Finetune => {
-                let shared = state.share(l, spec, plan, share);
+                let shared = state.share(l, spec, plan, share, units);
                 let mask = shared.mask.clone();
                 let c = &shared.compressed;
                 let mut assignments = vec![0u8; c.weight_count()];
@@ -150,6 +155,7 @@ pub(crate) fn conclude(
                     mask: Some(p.mask.clone()),
                     tie: None,
                     trained_grid: Some(p.plan),
+                    unit_rule: p.plan.structured,
                 });
             }
             let tie = p.shared.as_ref().map(|s| FixedTie {
@@ -171,6 +177,7 @@ pub(crate) fn conclude(
                 mask: Some(p.mask.clone()),
                 tie,
                 trained_grid: None,
+                unit_rule: p.plan.structured,
             })
         })
         .collect()

@@ -24,6 +24,7 @@ impl Session {
             self.source(layer)?.version,
             &s.plan,
             self.share,
+            self.units(layer).as_ref(),
         ))
     }
 
@@ -71,6 +72,7 @@ impl Session {
             source: Arc::clone(self.source(layer)?),
             setting: self.plan[layer],
             share: self.share,
+            units: self.units(layer),
         };
         let r = Arc::new(task.compute()?);
         self.insert(Arc::clone(&r));

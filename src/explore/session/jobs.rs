@@ -21,6 +21,7 @@ impl Session {
                     source: Arc::clone(self.source(l).expect("layer in range")),
                     setting: self.plan[l],
                     share: self.share,
+                    units: self.units(l),
                 }),
             })
             .collect();

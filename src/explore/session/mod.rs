@@ -32,6 +32,7 @@ use super::layer::{LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams
 use super::plan::{PlanKey, PlanSizes};
 use super::sensitivity::{self, Sensitivity};
 use super::worker::JobId;
+use crate::compress::model::Units;
 use crate::experiment::{Experiment, LayerOverrides, LayerPlan, PruneRule, RecipeStep};
 use crate::model::train::{Evaluation, TrainConfig};
 use crate::model::{Arch, LayerSpec, ModelKind, Net};
@@ -79,7 +80,15 @@ pub struct Session {
     history: History,
     sensitivity: Option<Arc<Sensitivity>>,
     weights_fingerprint: String,
+    /// Every layer's structured cut, for the plan and sources it was computed under.
+    units: std::sync::Mutex<Option<(UnitsKey, UnitCuts)>>,
 }
+
+/// Every layer's structured cut (`None`: the layer keeps all its units).
+type UnitCuts = Arc<Vec<Option<Units>>>;
+
+/// What the layers' structured cuts depend on: each layer's source and structured rule.
+type UnitsKey = Vec<(u64, Option<(u32, crate::experiment::UnitRank)>)>;
 
 impl Session {
     /// A session over a trained network; `template` supplies the initial plan and everything
@@ -166,6 +175,7 @@ impl Session {
             baseline: None,
             history: History::default(),
             sensitivity: None,
+            units: Default::default(),
         })
     }
 
@@ -240,6 +250,41 @@ impl Session {
     /// Whether a training job's weights are available for `layer`.
     pub(crate) fn has_tuned(&self, layer: usize) -> bool {
         self.tuned.get(layer).is_some_and(Option::is_some)
+    }
+
+    /// The units structured pruning leaves `layer` under the current plan (`None`: all):
+    /// [`crate::pipeline::structure::unit_cuts`] over every layer, computed once per plan.
+    pub(crate) fn units(&self, layer: usize) -> Option<Units> {
+        let key: UnitsKey = (0..self.layer_count())
+            .map(|l| {
+                let source = self.source(l).expect("layer in range");
+                let rule = self.plan[l].plan.structured;
+                (source.version, rule.map(|u| (u.keep.to_bits(), u.rank)))
+            })
+            .collect();
+        let mut memo = self.units.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, cuts)) = memo.as_ref()
+            && *k == key
+        {
+            return cuts.get(layer).cloned().flatten();
+        }
+        let states: Vec<&LayerState> = (0..self.layer_count())
+            .map(|l| &self.source(l).expect("layer in range").state)
+            .collect();
+        let plans: Vec<LayerPlan> = self.plan.iter().map(|s| s.plan).collect();
+        // The explorer's plans rank by weights only (`layer::validate` refuses the others), so
+        // no activations are needed and the cut cannot fail.
+        let cuts = crate::pipeline::structure::unit_cuts(
+            &self.arch,
+            &states,
+            &plans,
+            self.share.seed,
+            None,
+        )
+        .unwrap_or_else(|_| vec![None; self.layer_count()]);
+        let cuts = Arc::new(cuts);
+        *memo = Some((key, Arc::clone(&cuts)));
+        cuts.get(layer).cloned().flatten()
     }
 
     /// The weights `layer` currently starts from.

@@ -28,7 +28,7 @@ impl Core {
             .map(|r| match r {
                 LayerRef::Ready(r) => Ok(Part::Ready(Arc::clone(r))),
                 LayerRef::Todo(t) => Ok(Part::Shared(Box::new((
-                    layer::share_layer(&t.source, t.setting, t.share)?,
+                    layer::share_layer(&t.source, t.setting, t.share, t.units.as_ref())?,
                     t.clone(),
                 )))),
             })

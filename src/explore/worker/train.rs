@@ -29,7 +29,18 @@ impl Core {
         let states: Vec<&LayerState> = snap.sources.iter().map(|s| &s.state).collect();
         let specs: Vec<LayerSpec> = snap.sources.iter().map(|s| s.spec.clone()).collect();
         let plans: Vec<LayerPlan> = snap.settings.iter().map(|s| s.plan).collect();
-        let prepared = step::prepare(step_kind, snap.model, &states, &specs, &plans, req.share)?;
+        // The session's cut, computed the same way (its plans rank units by weights only).
+        let units = crate::pipeline::structure::unit_cuts(
+            &snap.model.arch(),
+            &states,
+            &plans,
+            req.share.seed,
+            None,
+        )
+        .map_err(ExploreError::Invalid)?;
+        let prepared = step::prepare(
+            step_kind, snap.model, &states, &specs, &plans, req.share, &units,
+        )?;
         let net = &prepared.net;
         let data = Arc::clone(&self.data);
         let out = {
