@@ -327,12 +327,16 @@ def read_coded_streams(sec, index_bits, n, g, symbols, weights, what):
     gaps = gap_code.decode(gap_stream, g)
     gap_bits_used = gap_stream.pos
     gap_stream.expect_padding()
-    positions = decode_relative_index(gaps, index_bits, n, weights, what)
+    # G = 0 with N = weights: a dense layer, every position kept and no gaps stored.
+    if g == 0 < n == weights:
+        positions = list(range(weights))
+    else:
+        positions = decode_relative_index(gaps, index_bits, n, weights, what)
     figures = {
         "index_bits": index_bits,
         "survivors": n,
         "gap_symbols": g,
-        "fillers": g - n,
+        "fillers": g - n if g else 0,  # a dense layer (G = 0) has no gaps
         "table_bytes": t,
         "index_stream_bytes": w_len,
         "gap_stream_bytes": p_len,
@@ -371,8 +375,9 @@ def decode_kmeans_section(sec, layer, what):
         raise DczError(f"{what}: index_bits = {index_bits} not in 1..=16")
     n = sec.u32("N")
     g = sec.u32("G")
-    if not n <= g <= weights:
-        raise DczError(f"{what}: N = {n}, G = {g}, weights = {weights}: need N <= G <= weights")
+    if not (n <= g <= weights or 0 == g < n == weights):
+        raise DczError(f"{what}: N = {n}, G = {g}, weights = {weights}: need N <= G <= weights, "
+                       "or G = 0 with every weight kept")
     k = sec.u16("K")
     if k > 1 << bits:
         raise DczError(f"{what}: K = {k} > 2^bits = {1 << bits}")
@@ -409,8 +414,9 @@ def decode_grid_section(sec, layer, what, affine):
         raise DczError(f"{what}: index_bits = {index_bits} not in 1..=16")
     n = sec.u32("N")
     g = sec.u32("G")
-    if not n <= g <= weights:
-        raise DczError(f"{what}: N = {n}, G = {g}, weights = {weights}: need N <= G <= weights")
+    if not (n <= g <= weights or 0 == g < n == weights):
+        raise DczError(f"{what}: N = {n}, G = {g}, weights = {weights}: need N <= G <= weights, "
+                       "or G = 0 with every weight kept")
     groups = sec.u16("G (groups)")
     if groups not in (1, outputs):
         raise DczError(f"{what}: {groups} groups, expected 1 or {outputs}")

@@ -7,6 +7,7 @@ use clap::Args;
 use crate::compress::encode;
 use crate::experiment::Experiment;
 use crate::format::dcz;
+use crate::pipeline::cost::CostReport;
 use crate::pipeline::{report, size};
 
 #[derive(Debug, Args)]
@@ -37,5 +38,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         sizes.dense_bytes
     );
     print!("{}", report::layer_table(&sizes, None));
+    println!(
+        "\nInference cost per image (MACs are multiply-adds; `dcx bench infer` times them):\n"
+    );
+    print!("{}", report::cost_table(&CostReport::of(&file.model)));
     Ok(())
 }

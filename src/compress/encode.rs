@@ -65,8 +65,17 @@ pub(crate) fn encode_layer(
     {
         return Err(invalid(format!("assignment {a} outside the codebook")));
     }
-    let gaps = sparse_index::encode_positions(&layer.positions, layer.index_bits)
-        .map_err(|e| invalid(e.to_string()))?;
+    // A layer that keeps every weight (a thinned or unpruned one) stores no gaps: its
+    // positions are all of them, and a gap of 1 each would cost a bit per weight.
+    let gaps = if layer.kept() == layer.weight_count() && layer.kept() > 0 {
+        sparse_index::GapStream {
+            symbols: Vec::new(),
+            fillers: 0,
+        }
+    } else {
+        sparse_index::encode_positions(&layer.positions, layer.index_bits)
+            .map_err(|e| invalid(e.to_string()))?
+    };
     if let Some(&last) = layer.positions.last()
         && last as usize >= layer.weight_count()
     {

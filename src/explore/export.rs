@@ -105,6 +105,7 @@ pub fn export(
             .map(|(r, l)| LayerSharing::of(&l.name, &r.sharing, &r.setting.plan))
             .collect(),
         sizes,
+        cost: crate::pipeline::cost::CostReport::of(&model),
         retrain_history: ctx.retrain_history.clone(),
         finetune_history: ctx.finetune_history.clone(),
         baseline_checkpoint: session

@@ -468,7 +468,9 @@ fn read_section(
     let kept = c.u32("kept count")? as usize;
     let gap_symbols = c.u32("gap count")? as usize;
     // Every gap symbol advances at least one position, so neither can exceed the layer size.
-    if kept > weights || gap_symbols > weights || kept > gap_symbols {
+    // G = 0 with every weight kept is a dense layer: no gaps are stored.
+    let dense = kept == weights && gap_symbols == 0 && kept > 0;
+    if kept > weights || gap_symbols > weights || (kept > gap_symbols && !dense) {
         return Err(format!(
             "{kept} kept weights / {gap_symbols} gaps impossible for {weights} weights"
         ));
@@ -539,8 +541,12 @@ fn read_section(
         .map_err(|e| format!("gap stream: {e}"))?;
     g.expect_padding_only()
         .map_err(|e| format!("gap stream: {e}"))?;
-    let positions = sparse_index::decode_positions(&gaps, index_bits, weights)
-        .map_err(|e| format!("sparse index: {e}"))?;
+    let positions = if dense {
+        (0..weights as u32).collect()
+    } else {
+        sparse_index::decode_positions(&gaps, index_bits, weights)
+            .map_err(|e| format!("sparse index: {e}"))?
+    };
     if positions.len() != kept {
         return Err(format!(
             "gaps give {} positions, header says {kept}",
@@ -793,6 +799,26 @@ mod tests {
                 assert!(da.iter().zip(&db).all(|(x, y)| x.to_bits() == y.to_bits()));
             }
         }
+    }
+
+    #[test]
+    fn a_dense_layer_stores_no_gaps_and_a_sparse_one_cannot_claim_none() {
+        let model = random_model(4, 1.0);
+        let enc = encode_layer(&model.layers[2], 16).unwrap();
+        assert_eq!((enc.gap_symbols, enc.gap_stream.len()), (0, 0));
+        let (bytes, layout) = file_bytes(&model);
+        assert_eq!(from_bytes(&bytes).unwrap().model, model);
+        // fc3's G field, set from 0 to 1, or its N lowered below the weights with G = 0:
+        // both refused.
+        let fc3 = layout.header_bytes + layout.section_bytes[0] + layout.section_bytes[1];
+        let (n_at, g_at) = (fc3 + 4 + 2, fc3 + 4 + 6);
+        let mut more = bytes.clone();
+        more[g_at] = 1;
+        assert!(from_bytes(&reseal(more)).is_err());
+        let mut fewer = bytes.clone();
+        fewer[n_at] = fewer[n_at].wrapping_sub(1);
+        let err = from_bytes(&reseal(fewer)).unwrap_err();
+        assert!(err.contains("fc3"), "{err}");
     }
 
     #[test]

@@ -252,6 +252,32 @@ impl Arch {
             .sum()
     }
 
+    /// Positions each output unit of layer `l` is computed at for one image: the output's
+    /// `h·w` for a conv layer, 1 for an fc layer.
+    pub fn output_pixels(&self, l: usize) -> usize {
+        let mut side = 28usize;
+        for stage in &self.stages {
+            match *stage {
+                Stage::Layer(i) => {
+                    let spec = &self.layers[i];
+                    if spec.kind == LayerKind::Conv {
+                        side = side + 2 * spec.padding + 1 - spec.kernel;
+                    }
+                    if i == l {
+                        return if spec.kind == LayerKind::Conv {
+                            side * side
+                        } else {
+                            1
+                        };
+                    }
+                }
+                Stage::MaxPool2 => side /= 2,
+                Stage::Relu | Stage::Flatten => {}
+            }
+        }
+        1
+    }
+
     /// Multiply-accumulates of one forward pass of one image (used for GFLOP/s figures).
     pub(crate) fn macs_per_image(&self) -> u64 {
         let mut side = 28usize;

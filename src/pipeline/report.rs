@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use super::cost::CostReport;
 use super::run::CompressionReport;
 use super::size::SizeReport;
 use crate::compress::paper;
@@ -76,6 +77,51 @@ pub(crate) fn layer_table(sizes: &SizeReport, thresholds: Option<&[f32]>) -> Str
     s
 }
 
+fn millions(n: u64) -> String {
+    format!("{:.3} M", n as f64 / 1e6)
+}
+
+/// Markdown table of what running the network costs, per layer and total: the dense
+/// original, the thinned network (cut units removed) and the nonzero weights alone, with the
+/// multiply-add ratio of each against dense.
+pub(crate) fn cost_table(cost: &CostReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| layer | units kept | params dense | params thinned | params nonzero | MACs dense | MACs thinned | MACs nonzero |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for l in &cost.layers {
+        let _ = writeln!(
+            s,
+            "| {} | {} / {} | {} | {} | {} | {} | {} | {} |",
+            l.name,
+            l.units_kept,
+            l.units,
+            l.params_dense,
+            l.params_thinned,
+            l.params_nonzero,
+            millions(l.macs_dense),
+            millions(l.macs_thinned),
+            millions(l.macs_nonzero),
+        );
+    }
+    let x = |part: u64| cost.macs_dense() as f64 / part.max(1) as f64;
+    let _ = writeln!(
+        s,
+        "| **total** | | {} | {} | {} | {} | {} ({:.2}x fewer) | {} ({:.2}x fewer) |",
+        cost.params_dense(),
+        cost.params_thinned(),
+        cost.params_nonzero(),
+        millions(cost.macs_dense()),
+        millions(cost.macs_thinned()),
+        x(cost.macs_thinned()),
+        millions(cost.macs_nonzero()),
+        x(cost.macs_nonzero()),
+    );
+    s
+}
+
 pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {} ({})\n", r.experiment, r.model);
@@ -98,6 +144,13 @@ pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     }
     let _ = writeln!(s, "\n## Sizes (bytes of the written model.dcz)\n");
     s.push_str(&layer_table(&r.sizes, Some(&r.thresholds)));
+    if !r.cost.layers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Inference cost (per image; MACs are multiply-adds)\n\nThinned: the network with the units structured pruning cut removed, smaller dense layers. Nonzero: what a sparse kernel multiplies (zeros skipped). Counted, not timed: `dcx bench infer model.dcz` measures the speed of each.\n"
+        );
+        s.push_str(&cost_table(&r.cost));
+    }
     let _ = writeln!(s, "\n## Weight sharing and quantization\n");
     let _ = writeln!(
         s,

@@ -19,6 +19,7 @@ use crate::format::dcz::{self, DczLayout};
 use crate::model::Net;
 use crate::model::cache;
 use crate::model::train::{self, EpochStats, Observer};
+use crate::pipeline::cost::CostReport;
 use crate::pipeline::size::{self, SizeReport};
 
 /// Progress of a pipeline run: training callbacks plus named stages.
@@ -88,6 +89,9 @@ pub struct CompressionReport {
     pub thresholds: Vec<f32>,
     pub sharing: Vec<LayerSharing>,
     pub sizes: SizeReport,
+    /// Parameters and multiply-adds of the dense, thinned and sparse network.
+    #[serde(default)]
+    pub cost: CostReport,
     pub retrain_history: Vec<EpochStats>,
     pub finetune_history: Vec<EpochStats>,
     /// Empty when the recipe started from scratch.
@@ -292,6 +296,7 @@ pub fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let (bytes, layout) = dcz::to_bytes(&model, &encoded);
     let sizes = size::size_report(&model, &encoded, &layout);
+    let cost = CostReport::of(&model);
     let report = CompressionReport {
         experiment: exp.name.clone(),
         model: exp.model.name().to_string(),
@@ -304,6 +309,7 @@ pub fn run(
             .map(|((s, spec), plan)| LayerSharing::of(spec.name, &s.sharing, plan))
             .collect(),
         sizes,
+        cost,
         retrain_history,
         finetune_history,
         baseline_checkpoint,
