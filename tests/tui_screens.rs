@@ -23,6 +23,10 @@ fn lenet5_view() -> ViewModel {
             threshold: t,
             random: false,
             kept,
+            units: {
+                let outputs = shape.split('x').next().unwrap().parse().unwrap();
+                (outputs, outputs)
+            },
             bits,
             init: "km lin".into(),
             index_bits: 5,
@@ -121,6 +125,17 @@ fn app_without_color(view: ViewModel) -> App {
 #[test]
 fn main_screen_80x24() {
     let app = app_without_color(lenet5_view());
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+}
+
+#[test]
+fn structured_pruning_shows_the_units_kept_80x24() {
+    let mut view = lenet5_view();
+    view.layers[0].units = (10, 20);
+    view.layers[1].units = (20, 50);
+    let app = app_without_color(view);
+    let screen = format!("{:?}", render(&app, 80, 24).backend());
+    assert!(screen.contains("units") && screen.contains("20/50") && screen.contains("all"));
     insta::assert_snapshot!(render(&app, 80, 24).backend());
 }
 

@@ -81,6 +81,13 @@ pub enum Effect {
     TogglePerChannel {
         layer: usize,
     },
+    Units {
+        layer: usize,
+        delta: i8,
+    },
+    CycleUnitRank {
+        layer: usize,
+    },
     TogglePruneMethod {
         layer: usize,
     },
@@ -251,6 +258,10 @@ impl App {
             }
             Action::TogglePerChannel => {
                 return each(self, &|layer| Effect::TogglePerChannel { layer });
+            }
+            Action::Units(d) => return each(self, &|layer| Effect::Units { layer, delta: d }),
+            Action::CycleUnitRank => {
+                return each(self, &|layer| Effect::CycleUnitRank { layer });
             }
             Action::TogglePruneMethod => {
                 return each(self, &|layer| Effect::TogglePruneMethod { layer });

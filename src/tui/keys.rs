@@ -25,6 +25,9 @@ pub enum Action {
     CycleInit,
     CycleQuantizer,
     TogglePerChannel,
+    /// Structured pruning: keep ±10% of the layer's output units.
+    Units(i8),
+    CycleUnitRank,
     /// Magnitude pruning <-> random pruning of the same share of weights.
     TogglePruneMethod,
     ToggleApplyAll,
@@ -213,6 +216,16 @@ pub const BINDINGS: &[Binding] = &[
         context: Context::Main,
         triggers: &[(key('C'), Action::TogglePerChannel)],
         help: "uniform/binary/ternary grid: per layer / per output channel",
+    },
+    Binding {
+        context: Context::Main,
+        triggers: &[(key('>'), Action::Units(1)), (key('<'), Action::Units(-1))],
+        help: "structured pruning: keep 10% more / fewer filters or neurons",
+    },
+    Binding {
+        context: Context::Main,
+        triggers: &[(key('U'), Action::CycleUnitRank)],
+        help: "which units go first: smallest L1, L2, at random, largest L1",
     },
     Binding {
         context: Context::Main,
@@ -612,6 +625,9 @@ mod tests {
         Action::CycleInit,
         Action::CycleQuantizer,
         Action::TogglePerChannel,
+        Action::Units(1),
+        Action::Units(-1),
+        Action::CycleUnitRank,
         Action::TogglePruneMethod,
         Action::ToggleApplyAll,
         Action::Retrain,
@@ -651,6 +667,8 @@ mod tests {
                 | Action::CycleInit
                 | Action::CycleQuantizer
                 | Action::TogglePerChannel
+                | Action::Units(_)
+                | Action::CycleUnitRank
                 | Action::TogglePruneMethod
                 | Action::ToggleApplyAll
                 | Action::Retrain

@@ -74,12 +74,16 @@ fn layer_row(session: &Session, l: usize) -> LayerRow {
         finetuned: setting.finetuned,
         random: matches!(setting.plan.prune, PruneRule::Random(_)),
         kept: 1.0,
+        units: (spec.outputs, spec.outputs),
         ..LayerRow::default()
     };
     // While a new setting is being computed the previous result keeps the row filled in.
     if let Some((r, _fresh)) = session.layer_or_latest(l) {
         row.threshold = r.threshold;
         row.kept = 1.0 - r.sparsity();
+        if let Some(u) = &r.compressed.units {
+            row.units = (u.kept_outputs(), u.outputs.len());
+        }
         row.dense_bytes = r.size.dense_bytes;
         row.pruned_bytes = r.size.pruned_bytes;
         row.shared_bytes = r.size.shared_bytes;

@@ -13,6 +13,8 @@ pub struct LayerRow {
     pub random: bool,
     /// Fraction of weights kept, 0..=1.
     pub kept: f64,
+    /// Output units (filters, neurons) kept by structured pruning, of how many.
+    pub units: (usize, usize),
     pub bits: u8,
     pub init: String,
     pub index_bits: u8,

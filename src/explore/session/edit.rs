@@ -4,7 +4,7 @@
 
 use super::Session;
 use crate::compress::kmeans::Init;
-use crate::experiment::{LayerPlan, PruneRule, Quantizer};
+use crate::experiment::{LayerPlan, PruneRule, Quantizer, UnitRank, UnitRule};
 use crate::explore::ExploreError;
 use crate::explore::layer::LayerSetting;
 
@@ -29,6 +29,8 @@ pub enum Edit {
     /// The quantizer and the bit width it gets (binary and ternary take 1 whatever is given).
     Quantizer(Quantizer, u8),
     PerChannel(bool),
+    /// Structured pruning of the layer's output units (`None`: keep them all).
+    Units(Option<UnitRule>),
     /// Use the last training job's weights (true) or the checkpoint's (false).
     Finetuned(bool),
 }
@@ -45,6 +47,7 @@ impl Edit {
             Edit::Finetuned(_) => 5,
             Edit::Quantizer(..) => 6,
             Edit::PerChannel(_) => 7,
+            Edit::Units(_) => 8,
         }
     }
 
@@ -64,6 +67,10 @@ impl Edit {
             }
             Edit::PerChannel(on) => {
                 s.plan.per_channel = on && s.plan.quantizer.allows_per_channel()
+            }
+            Edit::Units(u) => {
+                s.plan.structured = u;
+                s.plan = s.plan.normalized();
             }
         }
     }
@@ -137,6 +144,43 @@ impl Session {
     pub fn toggle_per_channel(&mut self, layer: usize) -> Result<bool, ExploreError> {
         let on = self.setting(layer)?.plan.per_channel;
         self.edit(Scope::Layer(layer), Edit::PerChannel(!on))
+    }
+
+    /// The share of the layer's output units (filters, neurons) kept, + `delta` tenths,
+    /// between 10% and all of them; a new cut ranks by L1 norm. `Ok(false)` at the ends and
+    /// for the last layer, whose outputs are the classes.
+    pub fn step_units(&mut self, layer: usize, delta: i32) -> Result<bool, ExploreError> {
+        if layer + 1 == self.layer_count() {
+            return Ok(false);
+        }
+        let now = self.setting(layer)?.plan.structured;
+        let keep = now.map_or(1.0, |u| u.keep);
+        let tenths = ((keep * 10.0).round() as i32 + delta).clamp(1, 10);
+        let rule = (tenths < 10).then(|| UnitRule {
+            keep: tenths as f32 / 10.0,
+            rank: now.map_or(UnitRank::L1, |u| u.rank),
+        });
+        self.edit(Scope::Layer(layer), Edit::Units(rule))
+    }
+
+    /// The next rank of a structured cut among those the explorer computes from the weights
+    /// (L1, L2, random, largest L1 first); `Ok(false)` when the layer cuts no units.
+    pub fn cycle_unit_rank(&mut self, layer: usize) -> Result<bool, ExploreError> {
+        let Some(rule) = self.setting(layer)?.plan.structured else {
+            return Ok(false);
+        };
+        let ranks = [
+            UnitRank::L1,
+            UnitRank::L2,
+            UnitRank::Random,
+            UnitRank::Largest,
+        ];
+        let at = ranks.iter().position(|&r| r == rule.rank).unwrap_or(0);
+        let rank = ranks[(at + 1) % ranks.len()];
+        self.edit(
+            Scope::Layer(layer),
+            Edit::Units(Some(UnitRule { rank, ..rule })),
+        )
     }
 
     pub fn set_index_bits(&mut self, layer: usize, bits: u8) -> Result<bool, ExploreError> {
@@ -239,6 +283,12 @@ impl Session {
     pub(super) fn check(&self, layer: usize, s: &LayerSetting) -> Result<(), ExploreError> {
         let name = self.arch.layers[layer].name;
         crate::explore::layer::validate(name, &s.plan)?;
+        crate::experiment::check_structure(&self.arch, name, s.plan.structured).map_err(
+            |message| ExploreError::InvalidSetting {
+                layer: name.to_string(),
+                message,
+            },
+        )?;
         if s.finetuned && !self.has_tuned(layer) {
             return Err(ExploreError::InvalidSetting {
                 layer: name.to_string(),

@@ -5,8 +5,9 @@
 use std::time::Instant;
 
 use super::{Controller, Running, label};
-use crate::experiment::PruneRule;
+use crate::experiment::{PruneRule, UnitRank};
 use crate::explore::worker::{JobId, JobKind};
+use crate::explore::{ExploreError, Session};
 use crate::tui::app::Effect;
 use crate::tui::view::Curve;
 
@@ -98,6 +99,16 @@ impl Controller {
                         plan.quantizer.name()
                     )
                 });
+                changed
+            }
+            Effect::Units { layer, delta } => {
+                let changed = session.step_units(layer, delta as i32)?;
+                self.app.message = Some(units_message(session, layer)?);
+                changed
+            }
+            Effect::CycleUnitRank { layer } => {
+                let changed = session.cycle_unit_rank(layer)?;
+                self.app.message = Some(units_message(session, layer)?);
                 changed
             }
             Effect::TogglePruneMethod { layer } => {
@@ -230,6 +241,40 @@ impl Controller {
     }
 }
 
+/// What a structured-pruning key did to `layer`, in words a student can check in the table.
+fn units_message(session: &Session, layer: usize) -> Result<String, ExploreError> {
+    let spec = session.spec(layer)?;
+    let what = if spec.kind == crate::model::LayerKind::Conv {
+        "filters"
+    } else {
+        "neurons"
+    };
+    if layer + 1 == session.layer_count() {
+        return Ok(format!(
+            "{}: its {} outputs are the classes: no units can be cut",
+            spec.name, spec.outputs
+        ));
+    }
+    Ok(match session.setting(layer)?.plan.structured {
+        None => format!("{}: all {} {what} kept", spec.name, spec.outputs),
+        Some(u) => {
+            let kept = ((u.keep as f64 * spec.outputs as f64).round() as usize).max(1);
+            let rank = match u.rank {
+                UnitRank::L1 => "smallest L1 cut first",
+                UnitRank::L2 => "smallest L2 cut first",
+                UnitRank::Random => "cut at random",
+                UnitRank::Largest => "largest L1 cut first",
+                UnitRank::Apoz => "most zeros cut first",
+                UnitRank::MeanActivation => "least active cut first",
+            };
+            format!(
+                "{}: {kept}/{} {what} kept, {rank} (U)",
+                spec.name, spec.outputs
+            )
+        }
+    })
+}
+
 /// The layer an edit touched, if one.
 fn effect_layer(effect: &Effect) -> Option<usize> {
     match *effect {
@@ -241,6 +286,8 @@ fn effect_layer(effect: &Effect) -> Option<usize> {
         | Effect::CycleInit { layer }
         | Effect::CycleQuantizer { layer }
         | Effect::TogglePerChannel { layer }
+        | Effect::Units { layer, .. }
+        | Effect::CycleUnitRank { layer }
         | Effect::TogglePruneMethod { layer }
         | Effect::ResetLayer { layer } => Some(layer),
         _ => None,

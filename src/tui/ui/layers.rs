@@ -17,6 +17,7 @@ enum Col {
     Shape,
     Params,
     Threshold,
+    Units,
     Kept,
     Bits,
     Init,
@@ -36,6 +37,7 @@ impl Col {
             Col::Shape => "shape",
             Col::Params => "params",
             Col::Threshold => "thresh",
+            Col::Units => "units",
             Col::Kept => "kept",
             Col::Bits => "bits",
             Col::Init => "quant",
@@ -54,6 +56,7 @@ impl Col {
             Col::Shape => 11,
             Col::Params => 9,
             Col::Threshold => 7,
+            Col::Units => 7,
             Col::Kept => 7,
             Col::Bits => 4,
             Col::Init => 9,
@@ -65,20 +68,24 @@ impl Col {
     }
 }
 
-/// The widest column set that fits, most important columns first.
-fn columns(width: u16, lecture: bool) -> Vec<Col> {
+/// The widest column set that fits, most important columns first; the units column only
+/// when structured pruning cut some layer's units.
+fn columns(width: u16, lecture: bool, units: bool) -> Vec<Col> {
     use Col::*;
     let order: &[Col] = if lecture {
         &[Name, Kept, Bits, File, Ratio, Drop, Threshold, Init]
     } else {
         &[
-            Name, Threshold, Kept, Bits, Init, File, Ratio, Drop, Index, Params, Shape, Shared,
-            Pruned, Dense,
+            Name, Threshold, Kept, Bits, Init, File, Ratio, Drop, Units, Index, Params, Shape,
+            Shared, Pruned, Dense,
         ]
     };
     let mut chosen = Vec::new();
     let mut used = 2u16;
     for &c in order {
+        if c == Units && !units {
+            continue;
+        }
         if used + c.width() < width {
             used += c.width() + 1;
             chosen.push(c);
@@ -86,8 +93,8 @@ fn columns(width: u16, lecture: bool) -> Vec<Col> {
     }
     // Keep the natural reading order regardless of priority.
     let natural = [
-        Name, Shape, Params, Threshold, Kept, Bits, Init, Index, Dense, Pruned, Shared, File,
-        Ratio, Drop,
+        Name, Shape, Params, Threshold, Units, Kept, Bits, Init, Index, Dense, Pruned, Shared,
+        File, Ratio, Drop,
     ];
     natural.into_iter().filter(|c| chosen.contains(c)).collect()
 }
@@ -99,6 +106,8 @@ fn cell(row: &LayerRow, c: Col) -> String {
         Col::Params => row.params.to_string(),
         Col::Threshold if row.random => "random".to_string(),
         Col::Threshold => format!("{:.4}", row.threshold),
+        Col::Units if row.units.0 == row.units.1 => "all".to_string(),
+        Col::Units => format!("{}/{}", row.units.0, row.units.1),
         Col::Kept => format!("{:.1}%", row.kept * 100.0),
         Col::Bits => row.bits.to_string(),
         Col::Init => row.init.clone(),
@@ -121,7 +130,8 @@ fn cell(row: &LayerRow, c: Col) -> String {
 }
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
-    let cols = columns(area.width, app.lecture);
+    let units = app.view.layers.iter().any(|r| r.units.0 < r.units.1);
+    let cols = columns(area.width, app.lecture, units);
     let v = &app.view;
     let header = Row::new(cols.iter().map(|c| Cell::from(c.header()))).style(theme.title());
     let mut rows: Vec<Row> = v
@@ -199,14 +209,21 @@ mod tests {
 
     #[test]
     fn narrow_tables_keep_the_essentials_in_reading_order() {
-        let c = columns(60, false);
+        let c = columns(60, false, false);
         assert_eq!(c[0], Col::Name);
         assert!(c.contains(&Col::Threshold) && c.contains(&Col::Kept) && c.contains(&Col::File));
         assert!(!c.contains(&Col::Dense));
-        let wide = columns(200, false);
+        let wide = columns(200, false, false);
         assert_eq!(wide.len(), 14);
         let pos = |c: Col| wide.iter().position(|&x| x == c).unwrap();
         assert!(pos(Col::Shape) < pos(Col::Threshold) && pos(Col::Dense) < pos(Col::File));
+        // Structured pruning adds the units column, beside what it changes.
+        let cut = columns(200, false, true);
+        assert_eq!(cut.len(), 15);
+        let pos = |c: Col| cut.iter().position(|&x| x == c).unwrap();
+        assert_eq!(pos(Col::Units) + 1, pos(Col::Kept));
+        assert!(columns(80, false, true).contains(&Col::Units));
+        assert!(!columns(80, false, false).contains(&Col::Units));
     }
 
     #[test]
