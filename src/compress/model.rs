@@ -2,6 +2,7 @@
 //! the `.dcz` file, plots), so they can never disagree.
 
 use super::quantize::Quantizer;
+use crate::model::activations::ActivationQuant;
 use crate::model::quant::GridParams;
 use crate::model::{LayerKind, ModelKind, Net};
 
@@ -114,6 +115,8 @@ pub struct CompressedModel {
     /// The experiment (TOML) that produced it, kept so a file explains itself.
     pub experiment: String,
     pub layers: Vec<CompressedLayer>,
+    /// The grid each layer's input is quantized to (`None`: activations stay f32).
+    pub activations: Option<ActivationQuant>,
 }
 
 impl CompressedModel {
@@ -124,6 +127,8 @@ impl CompressedModel {
             .iter()
             .map(|l| (l.dense_weights(), l.bias.clone()))
             .collect();
-        Net::from_values(self.model, values)
+        let mut net = Net::from_values(self.model, values)?;
+        net.set_activations(self.activations.clone());
+        Ok(net)
     }
 }

@@ -84,6 +84,7 @@ pub fn export(
             loss: b.loss,
             kept: 1.0,
             file_bytes: None,
+            activation_bits: None,
         });
     }
     stages.push(StageEval {
@@ -92,6 +93,7 @@ pub fn export(
         loss: evaluation.loss,
         kept: kept as f64 / total.max(1) as f64,
         file_bytes: Some(layout.total() as u64),
+        activation_bits: None,
     });
     let experiment = session.to_experiment();
     let report = CompressionReport {
@@ -112,6 +114,7 @@ pub fn export(
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         seconds: 0.0,
+        activations: None,
     };
 
     let dir = next_folder(root, &experiment.name);

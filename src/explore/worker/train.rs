@@ -29,9 +29,13 @@ impl Core {
         let states: Vec<&LayerState> = snap.sources.iter().map(|s| &s.state).collect();
         let specs: Vec<LayerSpec> = snap.sources.iter().map(|s| s.spec.clone()).collect();
         let plans: Vec<LayerPlan> = snap.settings.iter().map(|s| s.plan).collect();
-        let prepared = step::prepare(step_kind, snap.model, &states, &specs, &plans, req.share)?;
-        let net = &prepared.net;
+        let mut prepared =
+            step::prepare(step_kind, snap.model, &states, &specs, &plans, req.share)?;
         let data = Arc::clone(&self.data);
+        if step_kind == StepKind::Finetune {
+            step::quantize_activations(&mut prepared.net, req.activations.as_ref(), &data)?;
+        }
+        let net = &prepared.net;
         let out = {
             let mut obs = TrainObserver::new(self, id, kind);
             train::train(net, &data, &req.config, &prepared.constraints, &mut obs)?
