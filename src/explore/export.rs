@@ -87,8 +87,17 @@ pub fn export(
             activation_bits: None,
         });
     }
+    // The explorer evaluates with f32 activations; the experiment written beside keeps the
+    // template's [activations], which `dcx compress` of it applies (and stores in its file).
+    let stage = match session.template().activations {
+        Some(a) => format!(
+            "explored plan (f32 activations; dcx compress of experiment.toml quantizes them to {} bits)",
+            a.bits
+        ),
+        None => "explored plan".into(),
+    };
     stages.push(StageEval {
-        stage: "explored plan".into(),
+        stage,
         accuracy: evaluation.accuracy,
         loss: evaluation.loss,
         kept: kept as f64 / total.max(1) as f64,
