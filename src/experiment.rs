@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::kmeans::{EmptyClusters, Init, Stop};
 pub use crate::compress::prune::{PruneRule, PruneSchedule, UnitRank, UnitRule};
 pub use crate::compress::quantize::Quantizer;
+pub use crate::model::activations::Calibration;
 use crate::model::train::{Schedule, TrainConfig};
 use crate::model::{Arch, ModelKind};
 
@@ -136,6 +137,43 @@ impl LayerPlan {
             self.structured = None;
         }
         self
+    }
+}
+
+/// `[activations]`: quantize every layer's input to an affine n-bit grid, calibrated on the
+/// first `images` training images (absent: activations stay f32).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationPlan {
+    /// Code width, 2..=8.
+    pub bits: u8,
+    /// `minmax`, or a percentile such as `99.99` (its mirror, 100 − p, is the low end).
+    #[serde(default = "default_calibration")]
+    pub calibration: Calibration,
+    /// Training images the ranges are taken from (the first N; fewer if the set is smaller).
+    #[serde(default = "default_calibration_images")]
+    pub images: usize,
+}
+
+fn default_calibration() -> Calibration {
+    Calibration::MinMax
+}
+fn default_calibration_images() -> usize {
+    500
+}
+
+impl ActivationPlan {
+    fn validate(&self) -> Result<(), String> {
+        if !(2..=8).contains(&self.bits) {
+            return Err(format!(
+                "activations.bits: {} is out of range 2..=8",
+                self.bits
+            ));
+        }
+        if self.images == 0 {
+            return Err("activations.images: must be at least 1 image".into());
+        }
+        Ok(())
     }
 }
 
@@ -336,6 +374,9 @@ pub struct Experiment {
     /// low-bit network from scratch (BinaryConnect). No baseline is trained.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_scratch: bool,
+    /// Quantize each layer's input too (evaluation and fine-tuning); `None`: f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<ActivationPlan>,
 }
 
 impl Experiment {
@@ -549,6 +590,9 @@ impl Experiment {
                 check_structure(&arch, name, o.structured)
                     .map_err(|e| format!("{at}.layers.{name}.structured: {e}"))?;
             }
+        }
+        if let Some(a) = &self.activations {
+            a.validate()?;
         }
         if !(2..=24).contains(&self.max_code_len) {
             return Err(format!(
@@ -809,6 +853,53 @@ mod tests {
         .unwrap();
         assert_eq!(all.layer_plans()[2].structured, None);
         assert!(all.recipe().is_empty());
+    }
+
+    #[test]
+    fn the_activations_section_is_checked_and_defaults_to_min_max_on_500_images() {
+        let e = err(&format!("{HEAD}[activations]\nbits = 9\n"));
+        assert!(
+            e.contains("bad.toml") && e.contains("activations.bits: 9"),
+            "{e}"
+        );
+        let e = err(&format!("{HEAD}[activations]\nbits = 1\n"));
+        assert!(
+            e.contains("activations.bits: 1 is out of range 2..=8"),
+            "{e}"
+        );
+        let e = err(&format!("{HEAD}[activations]\nbits = 8\nimages = 0\n"));
+        assert!(e.contains("activations.images"), "{e}");
+        for bad in ["\"max\"", "\"50\"", "\"100.5\"", "99.9"] {
+            let e = err(&format!(
+                "{HEAD}[activations]\nbits = 8\ncalibration = {bad}\n"
+            ));
+            assert!(e.contains("calibration"), "{bad}: {e}");
+        }
+        let e = err(&format!("{HEAD}[activations]\nbits = 8\nrange = 3\n"));
+        assert!(e.contains("range"), "{e}");
+        let e = err(&format!("{HEAD}[activations]\nimages = 10\n"));
+        assert!(e.contains("bits"), "{e}");
+        let exp = Experiment::parse(&format!("{HEAD}[activations]\nbits = 4\n"), "ok").unwrap();
+        assert_eq!(
+            exp.activations,
+            Some(ActivationPlan {
+                bits: 4,
+                calibration: Calibration::MinMax,
+                images: 500
+            })
+        );
+        let text = format!("{HEAD}[activations]\nbits = 6\ncalibration = \"99.99\"\nimages = 64\n");
+        let exp = Experiment::parse(&text, "ok").unwrap();
+        let a = exp.activations.unwrap();
+        assert_eq!(
+            (a.calibration, a.images),
+            (Calibration::Percentile(99.99), 64)
+        );
+        assert_eq!(Experiment::parse(&exp.to_toml(), "again").unwrap(), exp);
+        // Absent: f32 activations, and nothing written back.
+        let plain = Experiment::parse(HEAD, "ok").unwrap();
+        assert_eq!(plain.activations, None);
+        assert!(!plain.to_toml().contains("activations"));
     }
 
     #[test]

@@ -243,6 +243,142 @@ fn grid_quantizers_train_aware_and_the_file_holds_what_training_ended_on() {
     the_file_alone_reproduces(&result, &data, &exp);
 }
 
+const ACTIVATIONS: &str = r#"
+name = "fixture-activations"
+model = "lenet-5"
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.001
+optimizer = "adam"
+schedule = "cosine"
+seed = 7
+[defaults]
+prune = { keep = 0.3 }
+quantizer = "uniform"
+bits = 4
+[retrain]
+epochs = 1
+lr = 0.0005
+batch_size = 32
+[finetune]
+epochs = 1
+lr = 0.0001
+batch_size = 32
+[activations]
+bits = 3
+images = 150
+"#;
+
+#[test]
+fn quantized_activations_are_trained_against_and_travel_in_the_file() {
+    let data = common::fixture();
+    let exp = Experiment::parse(ACTIVATIONS, "fixture").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let result = pipeline::run(&exp, &data, cache.path(), &mut Quiet).unwrap();
+    let r = &result.report;
+    // Pruning runs in f32; the quantized network, before and after training, on the grids.
+    let widths: Vec<(&str, Option<u8>)> = r
+        .stages
+        .iter()
+        .map(|s| (s.stage.as_str(), s.activation_bits))
+        .collect();
+    assert_eq!(
+        widths,
+        [
+            ("baseline", None),
+            ("pruned", None),
+            ("retrained", None),
+            ("quantized", Some(3)),
+            ("quantization-aware", Some(3)),
+        ]
+    );
+    assert_eq!(
+        r.activations.as_deref(),
+        Some("3-bit activations (min/max on 150 training images)")
+    );
+    let a = result
+        .model
+        .activations
+        .as_ref()
+        .expect("the file holds grids");
+    assert_eq!(a.grids.len(), 4);
+    assert!(a.grids.iter().all(|g| g.bits == 3 && g.scale > 0.0));
+    assert_eq!(result.net.activations(), Some(a));
+    // The grids are not decoration: the same weights with f32 activations evaluate otherwise.
+    let quantized = train::evaluate(&result.net, &data.test).unwrap();
+    let mut f32_net = result.model.to_net().unwrap();
+    f32_net.set_activations(None);
+    let plain = train::evaluate(&f32_net, &data.test).unwrap();
+    assert_ne!(quantized.loss, plain.loss);
+
+    // The command line gives the same file: `dcx eval` prints the in-memory count and says
+    // the activations are quantized; report.md and report.json say so next to the accuracy.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("act.toml");
+    std::fs::write(&toml, ACTIVATIONS).unwrap();
+    let out = dir.path().join("out");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mnist-small");
+    let dcx = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_dcx"))
+            .env("DCX_CACHE", cache.path())
+            .arg("--data")
+            .arg(fixture)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    dcx(&[
+        "compress".as_ref(),
+        toml.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    let file = out.join("model.dcz");
+    assert_eq!(std::fs::read(&file).unwrap(), result.bytes);
+    let eval = dcx(&["eval".as_ref(), file.as_os_str()]);
+    let quantized_count = format!("({} / {})", quantized.correct, quantized.total);
+    assert!(eval.contains(&quantized_count), "{eval}");
+    assert!(eval.contains("3-bit activations (min/max on 150"), "{eval}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| activations |") && md.contains("| 3-bit |"),
+        "{md}"
+    );
+    assert!(md.contains("3-bit activations (min/max on 150 training images)"));
+    let json = std::fs::read_to_string(out.join("report.json")).unwrap();
+    assert!(json.contains("\"activation_bits\": 3"), "{json}");
+    // A 3-bit grid cannot be the INT8 engine's: it calibrates its own 8-bit ranges.
+    let int8 = dcx(&["eval".as_ref(), file.as_os_str(), "--int8".as_ref()]);
+    assert!(int8.contains("activations by min/max on 500"), "{int8}");
+    // With 8-bit grids it computes with the file's own.
+    let eight = dir.path().join("act8.toml");
+    std::fs::write(
+        &eight,
+        ACTIVATIONS.replace("bits = 3\nimages", "bits = 8\nimages"),
+    )
+    .unwrap();
+    let out8 = dir.path().join("out8");
+    dcx(&[
+        "compress".as_ref(),
+        eight.as_os_str(),
+        "--out".as_ref(),
+        out8.as_os_str(),
+    ]);
+    let file8 = out8.join("model.dcz");
+    let int8 = dcx(&["eval".as_ref(), file8.as_os_str(), "--int8".as_ref()]);
+    assert!(int8.contains("the file's 8-bit activation grids"), "{int8}");
+
+    the_file_alone_reproduces(&result, &data, &exp);
+}
+
 #[test]
 fn binary_weights_train_from_scratch() {
     let data = common::fixture();

@@ -1060,6 +1060,52 @@ fn an_export_re_runs_with_the_pipeline_to_the_same_file() {
 }
 
 #[test]
+fn the_explorers_fine_tuning_quantizes_activations_as_the_pipeline_does() {
+    // A template with [activations]: `f` trains against the same grids as `dcx compress`
+    // (else the re-run's weights would differ), the export carries the section, and the
+    // explorer's own f32-activation figure is labelled as such.
+    let data = fixture();
+    let mut exp = Experiment::parse(PIPELINE_EXPERIMENT, "test").unwrap();
+    exp.defaults = Default::default();
+    exp.layers.clear();
+    exp.activations = Some(dcx::experiment::ActivationPlan {
+        bits: 3,
+        calibration: dcx::experiment::Calibration::MinMax,
+        images: 100,
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let base =
+        dcx::model::cache::obtain(exp.model, &exp.train, data, false, cache.path(), &mut Quiet)
+            .unwrap();
+    let mut s = Session::new(&base.net, exp.clone())
+        .unwrap()
+        .with_checkpoint(&base.path);
+    let w = worker(data.clone(), 1000);
+    let quick = |c: TrainConfig| TrainConfig { epochs: 1, ..c };
+    for l in 0..3 {
+        let t = s.threshold_for_sparsity(l, 0.5).unwrap();
+        s.set_threshold(l, t).unwrap();
+    }
+    run_job(&w, &mut s, |s| s.retrain_job(quick(s.retrain_config())));
+    run_job(&w, &mut s, |s| s.finetune_job(quick(s.finetune_config())));
+    run_job(&w, &mut s, |s| s.eval_job());
+
+    let root = tempfile::tempdir().unwrap();
+    let exported = dcx::explore::export::export(&mut s, root.path(), &Default::default()).unwrap();
+    let explored = dcz::from_bytes(&std::fs::read(exported.dir.join("model.dcz")).unwrap())
+        .unwrap()
+        .model;
+    let again = Experiment::load(&exported.dir.join("experiment.toml")).unwrap();
+    assert_eq!(again.activations, exp.activations);
+    let rerun = pipeline::run(&again, data, cache.path(), &mut Quiet).unwrap();
+    assert_eq!(rerun.model.layers, explored.layers);
+    assert_eq!(rerun.model.activations.as_ref().map(|a| a.bits), Some(3));
+    assert!(explored.activations.is_none());
+    let stage = &exported.report.last().stage;
+    assert!(stage.contains("f32 activations"), "{stage}");
+}
+
+#[test]
 fn random_pruning_is_a_method_of_the_pipeline() {
     // The recipe of docs/architecture.md followed once: the rule in an experiment, an explorer
     // edit, the file and the pipeline agree.

@@ -227,4 +227,20 @@ quantizer = "binary"
 {TRAIN}"#
     );
     decoder_agrees_with_dcx(cache.path(), dir.path(), "grids", &grids);
+    // Quantized activations: the decoder reads the grids after the layer count and runs the
+    // network on them (its count must still be dcx eval's).
+    let activations = format!(
+        r#"name = "decoder-activations"
+model = "lenet-300-100"
+[defaults]
+prune = {{ keep = 0.2 }}
+quantizer = "uniform"
+bits = 4
+[activations]
+bits = 3
+calibration = "99.9"
+images = 200
+{TRAIN}"#
+    );
+    decoder_agrees_with_dcx(cache.path(), dir.path(), "activations", &activations);
 }

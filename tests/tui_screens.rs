@@ -104,6 +104,7 @@ fn lenet5_view() -> ViewModel {
         baseline: 0.9929,
         accuracy: Accuracy::Exact(0.9925),
         job: None,
+        activation_bits: None,
     }
 }
 
@@ -182,6 +183,27 @@ fn too_small_says_how_large_it_needs_to_be() {
         .map(|c| c.symbol())
         .collect();
     assert!(text.contains("60x18"), "{text}");
+}
+
+#[test]
+fn the_table_says_its_accuracy_uses_f32_activations_when_the_plan_quantizes_them() {
+    let text = |view: ViewModel| -> String {
+        let t = render(&app_without_color(view), 160, 48);
+        t.backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect()
+    };
+    assert!(!text(lenet5_view()).contains("activations"));
+    let mut view = lenet5_view();
+    view.activation_bits = Some(4);
+    let shown = text(view);
+    assert!(
+        shown.contains("accuracy with f32 activations (the plan's 4-bit ones: dcx compress)"),
+        "{shown}"
+    );
 }
 
 #[test]

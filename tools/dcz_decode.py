@@ -492,9 +492,19 @@ def decode_file(data, name="file"):
         meta = json.loads(text.decode("utf-8"))
     except (zlib.error, UnicodeDecodeError, ValueError) as e:
         raise DczError(f"{name}: metadata: {e}") from None
-    if not isinstance(meta, dict) or set(meta) != {"model", "layers", "experiment", "writer"}:
+    required = {"model", "layers", "experiment", "writer"}
+    if not isinstance(meta, dict) or not required <= set(meta) <= {*required, "activations"}:
         keys = sorted(meta) if isinstance(meta, dict) else meta
-        raise DczError(f"{name}: metadata keys {keys} are not model, layers, experiment, writer")
+        raise DczError(f"{name}: metadata keys {keys} are not model, layers, experiment, "
+                       "writer (and optionally activations)")
+    acts = meta.get("activations")
+    if acts is not None:
+        if (not isinstance(acts, dict) or set(acts) != {"bits", "calibration", "images"}
+                or type(acts["bits"]) is not int or not 2 <= acts["bits"] <= 8
+                or type(acts["images"]) is not int or acts["images"] < 1
+                or not isinstance(acts["calibration"], str)):
+            raise DczError(f"{name}: metadata activations {acts!r} is not "
+                           "{bits: 2..=8, calibration: text, images: >= 1}")
     if not isinstance(meta["experiment"], str) or not isinstance(meta["writer"], str):
         raise DczError(f"{name}: metadata experiment and writer must be strings")
     model = meta["model"]
@@ -514,6 +524,21 @@ def decode_file(data, name="file"):
     count = r.u16("layer count")
     if count != len(arch):
         raise DczError(f"{name}: layer count {count}, {model} has {len(arch)} layers")
+    grids = None
+    if acts is not None:
+        grids = []
+        for lname, _, _ in arch:
+            what = f"{name}: activation grid of {lname}'s input"
+            bits = r.u8(what)
+            scale = r.f32s(1, what)[0]
+            zero = r.u8(what)
+            if bits != acts["bits"]:
+                raise DczError(f"{what}: {bits} bits, the metadata says {acts['bits']}")
+            if not (math.isfinite(scale) and scale > 0):
+                raise DczError(f"{what}: scale {scale} is not a finite number > 0")
+            if zero > (1 << bits) - 1:
+                raise DczError(f"{what}: zero point {zero} beyond the {bits}-bit codes")
+            grids.append((bits, scale, zero))
     header_bytes = r.pos
     decoded = []
     kept_inputs = None  # the previous layer's kept outputs, when it lists them
@@ -573,6 +598,7 @@ def decode_file(data, name="file"):
         "layers": decoded,
         "file_bytes": len(data),
         "header_bytes": header_bytes,
+        "activation_grids": grids,
     }
 
 
@@ -679,9 +705,12 @@ def print_report(decoded, name, out=sys.stdout):
         cells[INSPECT_COLUMNS.index(col)] = str(val)
     print("| " + " | ".join(cells) + " |", file=out)
     print(file=out)
+    grids = decoded["activation_grids"]
+    grid_bytes = 6 * len(grids) if grids else 0
+    grid_note = f", {grid_bytes} bytes of activation grids" if grids else ""
     print(f"Sections ({tot['header_bytes']} header bytes: magic, metadata length, "
-          f"{tot['header_bytes'] - 10} bytes of DEFLATE metadata, layer count; "
-          f"{tot['trailer_bytes']} checksum bytes):", file=out)
+          f"{tot['header_bytes'] - 10 - grid_bytes} bytes of DEFLATE metadata, layer count"
+          f"{grid_note}; {tot['trailer_bytes']} checksum bytes):", file=out)
     print(file=out)
     raw = ["layer", "quantizer", "section bytes", "N survivors", "G gap symbols",
            "K codebook", "T table bytes", "W index stream bytes (bits used)",
@@ -698,6 +727,21 @@ def print_report(decoded, name, out=sys.stdout):
         print("| " + " | ".join(str(c) for c in cells) + " |", file=out)
 
 
+    if grids:
+        acts = decoded["meta"]["activations"]
+        print(file=out)
+        print(f"Activations: every layer's input on a {acts['bits']}-bit grid "
+              f"(calibration {acts['calibration']} on {acts['images']} training images):",
+              file=out)
+        print(file=out)
+        print("| layer | bits | scale | zero point | lowest | highest |", file=out)
+        print("|---|---:|---:|---:|---:|---:|", file=out)
+        for d, (bits, scale, zero) in zip(decoded["layers"], grids):
+            lo, hi = grid_value(scale, zero, 0), grid_value(scale, zero, (1 << bits) - 1)
+            print(f"| {d['layer']['name']} | {bits} | {scale:.6g} | {zero} | {lo:.4f} | "
+                  f"{hi:.4f} |", file=out)
+
+
 def length_range(lengths):
     used = [x for x in lengths if x]
     return f"{min(used)}..{max(used)} ({len(used)} codes)" if used else "empty"
@@ -707,7 +751,11 @@ def json_report(decoded):
     layers, totals = sizes_report(decoded)
     for l, d in zip(layers, decoded["layers"]):
         l.update({k: v for k, v in d["figures"].items() if not k.endswith("_code_lengths")})
-    return {"model": decoded["meta"]["model"], "sizes": totals, "layers": layers}
+    report = {"model": decoded["meta"]["model"], "sizes": totals, "layers": layers}
+    if decoded["activation_grids"]:
+        report["activations"] = dict(decoded["meta"]["activations"], grids=[
+            {"bits": b, "scale": s, "zero_point": z} for b, s, z in decoded["activation_grids"]])
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -737,10 +785,34 @@ def find_idx(directory, stem):
     raise DczError(f"{directory}: neither {stem} nor {stem}.gz")
 
 
+def grid_value(scale, zero, code):
+    """An activation code's value, computed in f32 as dcx does."""
+    return to_f32(scale * (code - zero))
+
+
+def fake_quantize(x, grid):
+    """Each value as its layer input's grid represents it: code = round(x / scale) (halves
+    away from zero, the division in f32) + zero point, clamped to the codes; value =
+    scale * (code - zero point)."""
+    bits, scale, zero = grid
+    top = (1 << bits) - 1
+    levels = [grid_value(scale, zero, c) for c in range(top + 1)]
+    out = []
+    for v in x:
+        t = to_f32(to_f32(v) / scale)
+        r = math.floor(abs(t) + 0.5)
+        code = min(max((r if t >= 0 else -r) + zero, 0), top)
+        out.append(levels[code])
+    return out
+
+
 class Network:
     def __init__(self, decoded):
         self.model = decoded["meta"]["model"]
         self.stages = ARCHITECTURES[self.model]["stages"]
+        grids = decoded["activation_grids"]
+        self.grids = ({d["layer"]["name"]: g for d, g in zip(decoded["layers"], grids)}
+                      if grids else {})
         self.layers = {}
         for d in decoded["layers"]:
             shape = d["layer"]["shape"]
@@ -789,6 +861,8 @@ class Network:
                 x, h, wd = max_pool(x, c, h, wd), h // 2, wd // 2
             else:
                 layer = self.layers[stage[1]]
+                if stage[1] in self.grids:
+                    x = fake_quantize(x, self.grids[stage[1]])
                 if layer[0] == "fc":
                     x = fc_forward(layer, x)
                     c = len(x)

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::format::dcz;
-use crate::model::int8::{Calibration, Int8Net};
+use crate::model::int8::{Calibration, Int8Net, QuantParams};
 use crate::model::train;
 
 #[derive(Debug, Args)]
@@ -42,21 +42,50 @@ pub fn run(data_dir: Option<&Path>, args: &EvalArgs) -> anyhow::Result<()> {
         (1.0 - e.accuracy) * 100.0,
         e.loss
     );
+    if let Some(a) = &file.model.activations {
+        println!(
+            "  with every layer's input quantized to the file's grids: {}",
+            a.describe()
+        );
+    }
     if args.int8 {
-        let calib = args.calibration_images.min(data.train.len);
-        let int8 = Int8Net::calibrate(
-            &net,
-            &data.train.images[..calib * 784],
-            calib,
-            args.calibration,
-        )?;
+        // A file's own 8-bit grids are the activation quantization it was measured with.
+        let stored: Option<Vec<QuantParams>> = file
+            .model
+            .activations
+            .as_ref()
+            .and_then(|a| a.grids.iter().map(QuantParams::of_grid).collect());
+        let (int8, how) = match stored {
+            Some(inputs) => (
+                Int8Net::with_inputs(&net, &inputs)?,
+                "the file's 8-bit activation grids".to_string(),
+            ),
+            None => {
+                let calib = args.calibration_images.min(data.train.len);
+                let int8 = Int8Net::calibrate(
+                    &net,
+                    &data.train.images[..calib * 784],
+                    calib,
+                    args.calibration,
+                )?;
+                let how = format!(
+                    "activations by {} on {calib} training images",
+                    args.calibration.name()
+                );
+                (int8, how)
+            }
+        };
         let correct = int8.correct(&data.test, 1000);
         let accuracy = correct as f64 / e.total.max(1) as f64;
+        let from = if file.model.activations.is_some() {
+            "the file's network"
+        } else {
+            "f32"
+        };
         println!(
-            "int8 ({} kernel, activations by {} on {calib} training images): test accuracy \
-             {:.2}% ({correct} / {}), {:+.2} points from f32",
+            "int8 ({} kernel, {how}): test accuracy {:.2}% ({correct} / {}), {:+.2} points \
+             from {from}",
             int8.kernel().name(),
-            args.calibration.name(),
             accuracy * 100.0,
             e.total,
             (accuracy - e.accuracy) * 100.0

@@ -2,6 +2,7 @@
 //! the `.dcz` file, plots), so they can never disagree.
 
 use super::quantize::Quantizer;
+use crate::model::activations::ActivationQuant;
 use crate::model::quant::GridParams;
 use crate::model::{LayerKind, ModelKind, Net};
 
@@ -284,6 +285,8 @@ pub struct CompressedModel {
     /// The experiment (TOML) that produced it, kept so a file explains itself.
     pub experiment: String,
     pub layers: Vec<CompressedLayer>,
+    /// The grid each layer's input is quantized to (`None`: activations stay f32).
+    pub activations: Option<ActivationQuant>,
 }
 
 impl CompressedModel {
@@ -294,7 +297,9 @@ impl CompressedModel {
             .iter()
             .map(|l| (l.dense_weights(), l.bias.clone()))
             .collect();
-        Net::from_values(self.model, values)
+        let mut net = Net::from_values(self.model, values)?;
+        net.set_activations(self.activations.clone());
+        Ok(net)
     }
 
     /// The network with every cut unit physically removed: smaller dense layers computing
@@ -310,6 +315,9 @@ impl CompressedModel {
             spec.inputs = thin.shape[1];
             values.push((thin.dense_weights(), thin.bias.clone()));
         }
-        Net::from_arch(arch, values)
+        // Activation grids are per layer input, and a cut channel's zeros stay zero on them.
+        let mut net = Net::from_arch(arch, values)?;
+        net.set_activations(self.activations.clone());
+        Ok(net)
     }
 }

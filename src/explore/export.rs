@@ -84,14 +84,25 @@ pub fn export(
             loss: b.loss,
             kept: 1.0,
             file_bytes: None,
+            activation_bits: None,
         });
     }
+    // The explorer evaluates with f32 activations; the experiment written beside keeps the
+    // template's [activations], which `dcx compress` of it applies (and stores in its file).
+    let stage = match session.template().activations {
+        Some(a) => format!(
+            "explored plan (f32 activations; dcx compress of experiment.toml quantizes them to {} bits)",
+            a.bits
+        ),
+        None => "explored plan".into(),
+    };
     stages.push(StageEval {
-        stage: "explored plan".into(),
+        stage,
         accuracy: evaluation.accuracy,
         loss: evaluation.loss,
         kept: kept as f64 / total.max(1) as f64,
         file_bytes: Some(layout.total() as u64),
+        activation_bits: None,
     });
     let experiment = session.to_experiment();
     let report = CompressionReport {
@@ -113,6 +124,7 @@ pub fn export(
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         seconds: 0.0,
+        activations: None,
     };
 
     let dir = next_folder(root, &experiment.name);

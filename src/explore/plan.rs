@@ -48,6 +48,7 @@ pub(crate) fn compressed_model(
             .iter()
             .map(|r| r.compressed.clone())
             .collect::<Vec<CompressedLayer>>(),
+        activations: None,
     }
 }
 

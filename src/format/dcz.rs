@@ -15,6 +15,7 @@ use crate::compress::huffman::HuffmanCode;
 use crate::compress::model::{CompressedLayer, CompressedModel, Units};
 use crate::compress::quantize::Quantizer;
 use crate::compress::sparse_index;
+use crate::model::activations::{ActGrid, ActivationQuant, Calibration};
 use crate::model::quant::{Grid, GridParams};
 use crate::model::{LayerKind, LayerSpec, ModelKind};
 
@@ -41,6 +42,20 @@ struct Metadata {
     layers: Vec<LayerMeta>,
     experiment: String,
     writer: String,
+    /// Present when each layer's input is quantized: the grids follow the layer count.
+    /// Absent, the file is the bytes it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    activations: Option<ActivationsMeta>,
+}
+
+/// How a file's activation grids were made (the grids themselves are binary, after the
+/// layer count, so their scales are the exact f32 values).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivationsMeta {
+    bits: u8,
+    calibration: Calibration,
+    images: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -97,7 +112,8 @@ pub(crate) fn overhead_bytes(model: &CompressedModel) -> usize {
     header_bytes(model) + TRAILER
 }
 
-/// Magic, metadata length and metadata, layer count: everything before the first section.
+/// Magic, metadata length and metadata, layer count, and the activation grids if there are
+/// any: everything before the first section.
 fn header(model: &CompressedModel) -> Vec<u8> {
     let meta = metadata(model);
     let mut out = Vec::with_capacity(MAGIC.len() + 4 + meta.len() + 2);
@@ -105,6 +121,13 @@ fn header(model: &CompressedModel) -> Vec<u8> {
     out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
     out.extend_from_slice(&meta);
     out.extend_from_slice(&(model.layers.len() as u16).to_le_bytes());
+    if let Some(a) = &model.activations {
+        for g in &a.grids {
+            out.push(g.bits);
+            out.extend_from_slice(&g.scale.to_le_bytes());
+            out.push(g.zero_point);
+        }
+    }
     out
 }
 
@@ -132,6 +155,11 @@ fn metadata(model: &CompressedModel) -> Vec<u8> {
             .collect(),
         experiment: model.experiment.clone(),
         writer: format!("dcx {}", env!("CARGO_PKG_VERSION")),
+        activations: model.activations.as_ref().map(|a| ActivationsMeta {
+            bits: a.bits,
+            calibration: a.calibration,
+            images: a.images,
+        }),
     };
     let json = serde_json::to_vec(&meta).expect("metadata serialises");
     // The experiment text is a large share of a small model's file: deflate it.
@@ -250,15 +278,28 @@ pub(crate) fn save_checked(
 
 /// The first NaN or infinity in a model's codebooks and biases, described.
 fn non_finite(model: &CompressedModel) -> Option<String> {
-    model.layers.iter().find_map(|l| {
-        let bad = |what: &str, values: &[f32]| {
-            values
+    model
+        .layers
+        .iter()
+        .find_map(|l| {
+            let bad = |what: &str, values: &[f32]| {
+                values
+                    .iter()
+                    .position(|v| !v.is_finite())
+                    .map(|i| format!("{} {what} entry {i} is {}", l.name, values[i]))
+            };
+            bad("codebook", &l.codebook).or_else(|| bad("bias", &l.bias))
+        })
+        .or_else(|| {
+            let a = model.activations.as_ref()?;
+            let (l, g) = a
+                .grids
                 .iter()
-                .position(|v| !v.is_finite())
-                .map(|i| format!("{} {what} entry {i} is {}", l.name, values[i]))
-        };
-        bad("codebook", &l.codebook).or_else(|| bad("bias", &l.bias))
-    })
+                .enumerate()
+                .find(|(_, g)| !(g.scale.is_finite() && g.scale > 0.0))?;
+            let name = model.layers.get(l).map_or("?", |x| x.name.as_str());
+            Some(format!("{name}'s input activation scale is {}", g.scale))
+        })
 }
 
 /// A file read back: the model and where its bytes are.
@@ -358,6 +399,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
             meta.layers.len()
         ));
     }
+    let activations = match &meta.activations {
+        Some(a) => Some(read_activations(&mut c, a, &arch)?),
+        None => None,
+    };
     let header_bytes = c.at;
     let mut layers = Vec::with_capacity(count);
     let mut section_bytes = Vec::with_capacity(count);
@@ -413,6 +458,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
             model: meta.model,
             experiment: meta.experiment,
             layers,
+            activations,
         },
         layout: DczLayout {
             header_bytes,
@@ -569,6 +615,56 @@ fn read_section(
     })
 }
 
+/// The grid of each layer's input, in layer order: `u8` bits (the metadata's), `f32` scale
+/// (finite, > 0), `u8` zero point (a code of that width).
+fn read_activations(
+    c: &mut Cursor,
+    meta: &ActivationsMeta,
+    arch: &crate::model::Arch,
+) -> Result<ActivationQuant, String> {
+    if !(2..=8).contains(&meta.bits) {
+        return Err(format!(
+            "metadata: activations.bits {} is out of range 2..=8",
+            meta.bits
+        ));
+    }
+    if meta.images == 0 {
+        return Err("metadata: activations.images must be at least 1".into());
+    }
+    let mut grids = Vec::with_capacity(arch.layers.len());
+    for spec in &arch.layers {
+        let at = format!("activation grid of {}'s input", spec.name);
+        let bits = c.u8(&at)?;
+        let scale = c.f32s(1, &at)?[0];
+        let zero_point = c.u8(&at)?;
+        if bits != meta.bits {
+            return Err(format!(
+                "{at}: {bits} bits, the metadata says {}",
+                meta.bits
+            ));
+        }
+        if scale <= 0.0 {
+            return Err(format!("{at}: scale {scale} is not a finite number > 0"));
+        }
+        if zero_point as u32 >= 1u32 << bits {
+            return Err(format!(
+                "{at}: zero point {zero_point} outside the {bits}-bit codes"
+            ));
+        }
+        grids.push(ActGrid {
+            bits,
+            scale,
+            zero_point,
+        });
+    }
+    Ok(ActivationQuant {
+        bits: meta.bits,
+        calibration: meta.calibration,
+        images: meta.images,
+        grids,
+    })
+}
+
 /// A fixed grid's parameters: a group count (1, or the layer's `out_channels`), then per
 /// group an f32 scale and after all scales a u8 zero point (uniform / symmetric), or an f32
 /// alpha (binary / ternary).
@@ -654,6 +750,7 @@ mod tests {
             model: ModelKind::Lenet300100,
             experiment: "name = \"t\"".into(),
             layers,
+            activations: None,
         }
     }
 
@@ -701,6 +798,7 @@ mod tests {
             model: ModelKind::Lenet5,
             experiment: "name = \"t\"".into(),
             layers,
+            activations: None,
         }
     }
 
@@ -759,6 +857,131 @@ mod tests {
             .map(|l| encode_layer(l, 16).unwrap())
             .collect();
         to_bytes(model, &enc)
+    }
+
+    /// `model` with every layer input on a `bits`-bit grid of awkward f32 scales.
+    fn with_activations(mut model: CompressedModel, bits: u8) -> CompressedModel {
+        let grids = (0..model.layers.len())
+            .map(|l| ActGrid {
+                bits,
+                scale: [0.123_456_79f32, 3.3e-5, 17.25, 1.0 / 3.0][l % 4],
+                zero_point: (l as u8 * 5) % (1 << bits),
+            })
+            .collect();
+        model.activations = Some(ActivationQuant {
+            bits,
+            calibration: Calibration::Percentile(99.99),
+            images: 300,
+            grids,
+        });
+        model
+    }
+
+    /// The metadata JSON of a written file.
+    fn metadata_json(bytes: &[u8]) -> serde_json::Value {
+        let len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        serde_json::from_slice(&inflate_metadata(&bytes[8..8 + len]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn activation_grids_round_trip_bit_exact_after_the_layer_count() {
+        let plain = grid_model(3, Quantizer::Uniform, 4, true);
+        let (plain_bytes, plain_layout) = file_bytes(&plain);
+        // Without activations the metadata has no such key: the files are as they were.
+        assert!(metadata_json(&plain_bytes).get("activations").is_none());
+        for bits in [2u8, 4, 8] {
+            let model = with_activations(plain.clone(), bits);
+            let (bytes, layout) = file_bytes(&model);
+            let back = from_bytes(&bytes).unwrap();
+            assert_eq!(back.model, model);
+            let (a, b) = (back.model.activations.unwrap(), model.activations.unwrap());
+            for (x, y) in a.grids.iter().zip(&b.grids) {
+                assert_eq!(x.scale.to_bits(), y.scale.to_bits());
+                assert_eq!((x.bits, x.zero_point), (y.bits, y.zero_point));
+            }
+            assert_eq!(
+                metadata_json(&bytes)["activations"],
+                serde_json::json!({"bits": bits, "calibration": "99.99", "images": 300})
+            );
+            // The grids are 6 bytes per layer in the header; the sections are untouched.
+            assert_eq!(layout.section_bytes, plain_layout.section_bytes);
+            let meta_len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+            assert_eq!(layout.header_bytes, 4 + 4 + meta_len + 2 + 6 * 4);
+            let grids = &bytes[4 + 4 + meta_len + 2..layout.header_bytes];
+            assert_eq!(grids[0], bits);
+            assert_eq!(grids[1..5], 0.123_456_79f32.to_le_bytes());
+            let tail = plain_bytes.len() - TRAILER;
+            assert_eq!(
+                bytes[layout.header_bytes..bytes.len() - TRAILER],
+                plain_bytes[plain_layout.header_bytes..tail]
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_activation_grids_are_refused_naming_the_layer() {
+        let base = with_activations(grid_model(4, Quantizer::Uniform, 4, false), 4);
+        type Change = fn(&mut ActivationQuant);
+        let cases: [(&str, Change, &str); 7] = [
+            (
+                "zero scale",
+                |a| a.grids[1].scale = 0.0,
+                "conv2's input: scale 0",
+            ),
+            (
+                "negative scale",
+                |a| a.grids[0].scale = -2.0,
+                "conv1's input: scale -2",
+            ),
+            (
+                "NaN scale",
+                |a| a.grids[2].scale = f32::NAN,
+                "fc1's input entry 0 is NaN",
+            ),
+            (
+                "infinite",
+                |a| a.grids[3].scale = f32::INFINITY,
+                "fc2's input entry 0 is inf",
+            ),
+            (
+                "zero point",
+                |a| a.grids[1].zero_point = 16,
+                "zero point 16 outside the 4-bit",
+            ),
+            (
+                "bits",
+                |a| a.grids[2].bits = 3,
+                "fc1's input: 3 bits, the metadata says 4",
+            ),
+            (
+                "width",
+                |a| {
+                    a.bits = 9;
+                    a.grids.iter_mut().for_each(|g| g.bits = 9);
+                },
+                "activations.bits 9 is out of range 2..=8",
+            ),
+        ];
+        for (what, change, want) in cases {
+            let mut model = base.clone();
+            change(model.activations.as_mut().unwrap());
+            let (bytes, _) = file_bytes(&model);
+            let err = from_bytes(&bytes).unwrap_err();
+            assert!(err.contains(want), "{what}: {err}");
+        }
+        let mut none = base.clone();
+        none.activations.as_mut().unwrap().images = 0;
+        let err = from_bytes(&file_bytes(&none).0).unwrap_err();
+        assert!(err.contains("activations.images"), "{err}");
+        // Grids cut short: the reader says so instead of reading sections as grids.
+        let (bytes, layout) = file_bytes(&base);
+        let mut cut = bytes[..layout.header_bytes - 3].to_vec();
+        cut.extend_from_slice(&[0; TRAILER]);
+        let err = from_bytes(&reseal(cut)).unwrap_err();
+        assert!(
+            err.contains("fc2's input") || err.contains("truncated"),
+            "{err}"
+        );
     }
 
     /// Re-seals a mutated body so the reader gets past the checksum into the parser.

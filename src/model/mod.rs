@@ -1,5 +1,6 @@
 //! The networks: architecture specs, Candle forward pass, training, checkpoints.
 
+pub mod activations;
 pub mod arch;
 pub mod cache;
 pub mod checkpoint;

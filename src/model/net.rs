@@ -8,6 +8,7 @@
 use candle_core::{Device, Module, Tensor, Var};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use super::activations::ActivationQuant;
 use super::arch::{Arch, LayerKind, LayerSpec, ModelKind, Stage};
 use super::kernels;
 
@@ -30,6 +31,8 @@ pub struct Net {
     pub arch: Arch,
     pub params: Vec<LayerParams>,
     pub backend: Backend,
+    /// Grids every layer's input is fake-quantized to in the forward pass (`None`: f32).
+    activations: Option<ActivationQuant>,
     device: Device,
 }
 
@@ -89,8 +92,22 @@ impl Net {
             arch,
             params,
             backend: Backend::default(),
+            activations: None,
             device,
         })
+    }
+
+    /// From now on, the forward pass quantizes each layer's input to its grid (training
+    /// then sees the straight-through gradient); `None` runs in f32.
+    pub fn set_activations(&mut self, activations: Option<ActivationQuant>) {
+        if let Some(a) = &activations {
+            assert_eq!(a.grids.len(), self.arch.layers.len(), "one grid per layer");
+        }
+        self.activations = activations;
+    }
+
+    pub fn activations(&self) -> Option<&ActivationQuant> {
+        self.activations.as_ref()
     }
 
     pub(crate) fn device(&self) -> &Device {
@@ -178,6 +195,9 @@ impl Net {
                         .flatten()
                         .unwrap_or(self.params[l].weight.as_tensor());
                     let b = self.params[l].bias.as_tensor();
+                    if let Some(a) = &self.activations {
+                        h = kernels::fake_quantize(&h, a.grids[l])?;
+                    }
                     // A ReLU right after an fc layer is fused into it on the fast path.
                     let relu_next = stages.get(i + 1) == Some(&Stage::Relu);
                     let (out, fused) = self.layer(spec, &h, w, b, relu_next)?;

@@ -115,6 +115,7 @@ mod tests {
             model: ModelKind::Lenet5,
             experiment: String::new(),
             layers,
+            activations: None,
         });
         // conv1: 24x24 outputs x 500 weights; conv2: 8x8 x 25,000; fc: one per weight.
         assert_eq!(

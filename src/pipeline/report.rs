@@ -125,21 +125,41 @@ pub(crate) fn cost_table(cost: &CostReport) -> String {
 pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {} ({})\n", r.experiment, r.model);
+    // Only a plan that quantizes activations gets their column: other reports are as before.
+    let quantized = r.stages.iter().any(|st| st.activation_bits.is_some());
+    let (head, rule) = if quantized {
+        (" activations |", "---|")
+    } else {
+        ("", "")
+    };
     let _ = writeln!(
         s,
-        "| stage | test accuracy | test error | loss | weights kept | .dcz bytes |"
+        "| stage | test accuracy | test error | loss | weights kept | .dcz bytes |{head}"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|{rule}");
     for st in &r.stages {
+        let acts = match (quantized, st.activation_bits) {
+            (false, _) => String::new(),
+            (true, Some(b)) => format!(" {b}-bit |"),
+            (true, None) => " f32 |".into(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.4} | {} | {} |",
+            "| {} | {} | {} | {:.4} | {} | {} |{acts}",
             st.stage,
             pct(st.accuracy),
             pct(1.0 - st.accuracy),
             st.loss,
             pct(st.kept),
             st.file_bytes.map_or("-".to_string(), |b| b.to_string())
+        );
+    }
+    if let Some(a) = &r.activations {
+        let _ = writeln!(
+            s,
+            "\nActivations: every layer's input is quantized: {a}, an affine grid per layer \
+             input calibrated on the network the file holds (the file stores the grids; \
+             `dcx eval` applies them)."
         );
     }
     let _ = writeln!(s, "\n## Sizes (bytes of the written model.dcz)\n");

@@ -17,6 +17,7 @@ use crate::data::Mnist;
 use crate::experiment::{Experiment, LayerPlan, Quantizer, StepKind};
 use crate::format::dcz::{self, DczLayout};
 use crate::model::Net;
+use crate::model::activations::ActivationQuant;
 use crate::model::cache;
 use crate::model::train::{self, EpochStats, Observer};
 use crate::pipeline::cost::CostReport;
@@ -40,6 +41,9 @@ pub struct StageEval {
     /// the step's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_bytes: Option<u64>,
+    /// The width every layer's input was quantized to in this evaluation (`None`: f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_bits: Option<u8>,
 }
 
 /// What k-means did to one layer.
@@ -97,6 +101,9 @@ pub struct CompressionReport {
     /// Empty when the recipe started from scratch.
     pub baseline_checkpoint: String,
     pub seconds: f64,
+    /// The file's activation quantization, described (`None`: f32 activations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<String>,
 }
 
 impl CompressionReport {
@@ -188,7 +195,7 @@ pub fn run(
         });
         let refs: Vec<&LayerState> = states.iter().collect();
         let units = unit_cuts(&arch, &refs, &step.plans, share, &net, data)?;
-        let prepared = step::prepare(
+        let mut prepared = step::prepare(
             step.kind,
             exp.model,
             &refs,
@@ -197,6 +204,9 @@ pub fn run(
             share,
             &units,
         )?;
+        if step.kind == StepKind::Finetune {
+            step::quantize_activations(&mut prepared.net, exp.activations.as_ref(), data)?;
+        }
         let masks: Vec<&[bool]> = prepared
             .layers
             .iter()
@@ -209,7 +219,7 @@ pub fn run(
                 .iter()
                 .filter_map(|p| p.shared.as_ref().map(|s| &s.compressed))
                 .collect();
-            stage.describe_file(exp, &layers)?;
+            stage.describe_file(exp, &layers, prepared.net.activations())?;
         }
         stages.push(stage);
         if step.epochs == 0 {
@@ -250,7 +260,7 @@ pub fn run(
                 .map(|(l, (((s, spec), plan), u))| s.share(l, spec, plan, share, u.as_ref()))
                 .collect();
             let layers: Vec<&CompressedLayer> = shared.iter().map(|s| &s.compressed).collect();
-            stage.describe_file(exp, &layers)?;
+            stage.describe_file(exp, &layers, prepared.net.activations())?;
         }
         stages.push(stage);
         net = prepared.net;
@@ -279,8 +289,21 @@ pub fn run(
                 .map(|c| (c.dense_weights(), c.bias.clone()))
                 .collect(),
         )?;
+        step::quantize_activations(&mut net, exp.activations.as_ref(), data)?;
         let masks: Vec<&[bool]> = shared.iter().map(|s| &s.mask.weights[..]).collect();
         stages.push(eval_stage("shared", &net, data, Some(&masks))?);
+    } else if net.activations().is_none() && exp.activations.is_some() {
+        // A fine-tune step calibrates its grids, so every layer being as one left it means
+        // the net has grids; should it not, calibrate here: the file must hold the grids its
+        // reported accuracy was measured with.
+        step::quantize_activations(&mut net, exp.activations.as_ref(), data)?;
+        let masks: Vec<&[bool]> = shared.iter().map(|s| &s.mask.weights[..]).collect();
+        stages.push(eval_stage(
+            "activations quantized",
+            &net,
+            data,
+            Some(&masks),
+        )?);
     }
 
     obs.stage("encoding");
@@ -288,6 +311,7 @@ pub fn run(
         model: exp.model,
         experiment: exp.to_toml(),
         layers,
+        activations: net.activations().cloned(),
     };
     let encoded = model
         .layers
@@ -314,6 +338,7 @@ pub fn run(
         finetune_history,
         baseline_checkpoint,
         seconds: started.elapsed().as_secs_f64(),
+        activations: net.activations().map(|a| a.describe()),
     };
     Ok(CompressionResult {
         model,
@@ -363,6 +388,7 @@ fn eval_stage(
         loss: e.loss,
         kept,
         file_bytes: None,
+        activation_bits: net.activations().map(|a| a.bits),
     })
 }
 
@@ -373,11 +399,13 @@ impl StageEval {
         &mut self,
         exp: &Experiment,
         layers: &[&CompressedLayer],
+        activations: Option<&ActivationQuant>,
     ) -> anyhow::Result<()> {
         let model = CompressedModel {
             model: exp.model,
             experiment: exp.to_toml(),
             layers: layers.iter().map(|&l| l.clone()).collect(),
+            activations: activations.cloned(),
         };
         let encoded = model
             .layers

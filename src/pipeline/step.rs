@@ -5,7 +5,9 @@
 
 use super::layer::{FixedTie, LayerState, Mask, ShareParams, Shared};
 use crate::compress::model::Units;
-use crate::experiment::{LayerPlan, StepKind};
+use crate::data::Mnist;
+use crate::experiment::{ActivationPlan, LayerPlan, StepKind};
+use crate::model::activations;
 use crate::model::optim::{Constraint, FakeQuant, Tie};
 use crate::model::train::TrainOutcome;
 use crate::model::{LayerSpec, ModelKind, Net};
@@ -181,4 +183,30 @@ pub(crate) fn conclude(
             })
         })
         .collect()
+}
+
+/// Makes `net` quantize each layer's input to a grid calibrated now, on its own f32 forward
+/// pass over the first `plan.images` training images (all of them if there are fewer).
+/// Called where a network's weights have just been compressed: a fine-tune step's start
+/// network (training then holds these grids, learning against them) and the network the
+/// final share makes. `None` leaves the activations f32.
+pub(crate) fn quantize_activations(
+    net: &mut Net,
+    plan: Option<&ActivationPlan>,
+    data: &Mnist,
+) -> candle_core::Result<()> {
+    let Some(plan) = plan else {
+        return Ok(());
+    };
+    let n = plan.images.min(data.train.len);
+    net.set_activations(None);
+    let grids = activations::calibrate(
+        net,
+        &data.train.images[..n * 784],
+        n,
+        plan.calibration,
+        plan.bits,
+    )?;
+    net.set_activations(Some(grids));
+    Ok(())
 }

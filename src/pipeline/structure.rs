@@ -211,6 +211,7 @@ mod tests {
             model: kind,
             experiment: String::new(),
             layers,
+            activations: None,
         }
     }
 

@@ -39,6 +39,7 @@ pub(crate) fn view_model(session: &Session, selected: usize, extras: &Extras) ->
             explore::Accuracy::Exact(e) => Accuracy::Exact(e.accuracy),
         },
         job: extras.job.clone(),
+        activation_bits: session.template().activations.map(|a| a.bits),
     }
 }
 

@@ -147,6 +147,9 @@ pub struct ViewModel {
     pub baseline: f64,
     pub accuracy: Accuracy,
     pub job: Option<JobView>,
+    /// The width the plan's `[activations]` quantizes layer inputs to. The explorer's own
+    /// evaluation runs them in f32, and the table says so.
+    pub activation_bits: Option<u8>,
 }
 
 impl Default for ViewModel {
@@ -160,6 +163,7 @@ impl Default for ViewModel {
             baseline: 0.0,
             accuracy: Accuracy::Unknown,
             job: None,
+            activation_bits: None,
         }
     }
 }

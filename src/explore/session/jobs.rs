@@ -107,6 +107,7 @@ impl Session {
             session: self.id,
             snapshot: self.snapshot(),
             share: self.share,
+            activations: self.template.activations,
             config,
             recipe,
         }

@@ -207,6 +207,7 @@ impl Session {
             max_code_len: 16,
             steps: Vec::new(),
             from_scratch: false,
+            activations: None,
         }
     }
 

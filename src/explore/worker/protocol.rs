@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::experiment::RecipeStep;
+use crate::experiment::{ActivationPlan, RecipeStep};
 use crate::explore::eval::Estimate;
 use crate::explore::layer::{LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
 use crate::explore::plan::{PlanKey, PlanSizes, PlanSnapshot};
@@ -78,6 +78,9 @@ pub struct TrainRequest {
     pub session: u64,
     pub snapshot: PlanSnapshot,
     pub share: ShareParams,
+    /// The template's `[activations]`: a fine-tune step trains with each layer's input
+    /// fake-quantized, as `dcx compress` does.
+    pub activations: Option<ActivationPlan>,
     pub config: TrainConfig,
     /// Every step from the checkpoint to this one (the last).
     pub recipe: Vec<RecipeStep>,

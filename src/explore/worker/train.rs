@@ -38,11 +38,14 @@ impl Core {
             None,
         )
         .map_err(ExploreError::Invalid)?;
-        let prepared = step::prepare(
+        let mut prepared = step::prepare(
             step_kind, snap.model, &states, &specs, &plans, req.share, &units,
         )?;
-        let net = &prepared.net;
         let data = Arc::clone(&self.data);
+        if step_kind == StepKind::Finetune {
+            step::quantize_activations(&mut prepared.net, req.activations.as_ref(), &data)?;
+        }
+        let net = &prepared.net;
         let out = {
             let mut obs = TrainObserver::new(self, id, kind);
             train::train(net, &data, &req.config, &prepared.constraints, &mut obs)?

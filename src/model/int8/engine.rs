@@ -6,45 +6,10 @@ use rayon::prelude::*;
 use super::conv::{ConvGeom, conv_acc};
 use super::gemm::{self, Kernel, LANES, Operands, Par, Quads};
 use crate::data::Split;
+use crate::model::Net;
+pub use crate::model::activations::Calibration;
+use crate::model::activations::{ActGrid, input_ranges};
 use crate::model::arch::{Arch, LayerKind, LayerSpec, Stage};
-use crate::model::{Net, kernels};
-
-/// How an activation's range is taken from the calibration values.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Calibration {
-    /// The smallest and largest value seen.
-    MinMax,
-    /// The `p`-th and `(100 − p)`-th percentiles (`50 < p <= 100`): a few outliers then clip
-    /// instead of stretching every other value's step.
-    Percentile(f64),
-}
-
-impl Calibration {
-    pub fn name(&self) -> String {
-        match self {
-            Calibration::MinMax => "min/max".into(),
-            Calibration::Percentile(p) => format!("{p}th percentile"),
-        }
-    }
-}
-
-impl std::str::FromStr for Calibration {
-    type Err = String;
-
-    /// `minmax`, or a percentile such as `99.99`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "minmax" {
-            return Ok(Calibration::MinMax);
-        }
-        match s.parse::<f64>() {
-            Ok(p) if p > 50.0 && p <= 100.0 => Ok(Calibration::Percentile(p)),
-            _ => Err(format!(
-                "calibration '{s}': expected `minmax` or a percentile above 50 and at most 100 \
-                 (such as 99.99)"
-            )),
-        }
-    }
-}
 
 /// Affine int8 quantization of one tensor: `real = scale · (code − zero_point)`, codes
 /// `-128..=127`. 0.0 is always representable (its code is the zero point).
@@ -80,6 +45,15 @@ impl QuantParams {
 
     pub fn dequantize(&self, q: i8) -> f32 {
         self.scale * (q as i32 - self.zero_point as i32) as f32
+    }
+
+    /// An 8-bit activation grid in the engine's signed codes (code − 128): the same levels.
+    /// `None` for another width.
+    pub fn of_grid(g: &ActGrid) -> Option<QuantParams> {
+        (g.bits == 8).then(|| QuantParams {
+            scale: g.scale,
+            zero_point: (g.zero_point as i32 - 128) as i8,
+        })
     }
 }
 
@@ -258,16 +232,31 @@ impl Int8Net {
                 images.len()
             );
         }
-        let ranges = layer_input_ranges(net, images, calibration)?;
+        let inputs: Vec<QuantParams> = input_ranges(net, images, calibration)?
+            .into_iter()
+            .map(|(lo, hi)| QuantParams::from_range(lo, hi))
+            .collect();
+        Int8Net::with_inputs(net, &inputs)
+    }
+
+    /// Quantizes `net`'s weights, with each layer's input quantized as `inputs` says (a
+    /// file's stored 8-bit activation grids, say).
+    pub fn with_inputs(net: &Net, inputs: &[QuantParams]) -> candle_core::Result<Int8Net> {
+        if inputs.len() != net.arch.layers.len() {
+            candle_core::bail!(
+                "{} layer inputs to quantize, {} given",
+                net.arch.layers.len(),
+                inputs.len()
+            );
+        }
         let shapes = input_shapes(&net.arch);
         let mut layers = Vec::with_capacity(net.arch.layers.len());
         for (l, spec) in net.arch.layers.iter().enumerate() {
-            let (lo, hi) = ranges[l];
             layers.push(QuantLayer::new(
                 spec,
                 &net.weight_values(l)?,
                 net.bias_values(l)?,
-                QuantParams::from_range(lo, hi),
+                inputs[l],
                 shapes[l],
             ));
         }
@@ -607,74 +596,6 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Each layer's input range over the calibration images, from `net`'s f32 forward pass
-/// (dcx's fast kernels), in batches so the largest activation stays small.
-fn layer_input_ranges(
-    net: &Net,
-    images: &[f32],
-    calibration: Calibration,
-) -> candle_core::Result<Vec<(f32, f32)>> {
-    const BATCH: usize = 100;
-    let layers = net.arch.layers.len();
-    let mut seen: Vec<Vec<f32>> = vec![Vec::new(); layers];
-    let mut minmax = vec![(f32::INFINITY, f32::NEG_INFINITY); layers];
-    for part in images.chunks(BATCH * 784) {
-        let count = part.len() / 784;
-        let mut h = net.input(part.to_vec(), count)?;
-        for stage in &net.arch.stages {
-            match *stage {
-                Stage::Layer(l) => {
-                    let values: Vec<f32> = h.flatten_all()?.to_vec1()?;
-                    match calibration {
-                        Calibration::MinMax => {
-                            let (lo, hi) = &mut minmax[l];
-                            for &v in &values {
-                                *lo = lo.min(v);
-                                *hi = hi.max(v);
-                            }
-                        }
-                        Calibration::Percentile(_) => seen[l].extend(values),
-                    }
-                    let spec = &net.arch.layers[l];
-                    let (w, bias) = (
-                        net.params[l].weight.as_tensor(),
-                        net.params[l].bias.as_tensor(),
-                    );
-                    h = match spec.kind {
-                        LayerKind::Conv => kernels::conv2d(&h, w, bias, spec.padding)?,
-                        LayerKind::Fc => kernels::linear(&h, w, bias, false)?,
-                    };
-                }
-                Stage::Relu => h = kernels::relu(&h)?,
-                Stage::MaxPool2 => h = kernels::max_pool2x2(&h)?,
-                Stage::Flatten => h = h.flatten_from(1)?,
-            }
-        }
-    }
-    Ok(match calibration {
-        Calibration::MinMax => minmax,
-        Calibration::Percentile(p) => seen
-            .into_iter()
-            .map(|mut v| percentile_range(&mut v, p))
-            .collect(),
-    })
-}
-
-/// The `(100 − p)`-th and `p`-th percentiles of `v` (nearest rank, reordering `v`).
-fn percentile_range(v: &mut [f32], p: f64) -> (f32, f32) {
-    if v.is_empty() {
-        return (0.0, 0.0);
-    }
-    let last = v.len() - 1;
-    let hi_rank = ((p / 100.0) * last as f64).ceil() as usize;
-    let lo_rank = last - hi_rank.min(last);
-    let hi = *v
-        .select_nth_unstable_by(hi_rank.min(last), f32::total_cmp)
-        .1;
-    let lo = *v.select_nth_unstable_by(lo_rank, f32::total_cmp).1;
-    (lo, hi)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,15 +686,6 @@ mod tests {
         assert_eq!(q.quantize(3.5), 4);
         assert_eq!(q.quantize(-2.5), -2);
         assert_eq!(q.quantize(0.49), 0);
-    }
-
-    #[test]
-    fn percentiles_clip_outliers() {
-        let mut v: Vec<f32> = (0..=10_000).map(|i| i as f32).collect();
-        v.reverse();
-        assert_eq!(percentile_range(&mut v, 100.0), (0.0, 10_000.0));
-        assert_eq!(percentile_range(&mut v, 99.0), (100.0, 9_900.0));
-        assert_eq!(percentile_range(&mut [3.0], 99.99), (3.0, 3.0));
     }
 
     #[test]

@@ -42,6 +42,7 @@
 //! `candle_nn::loss::cross_entropy` by `cross_entropy`. Weights stay plain `Var`s; a substitute
 //! weight tensor (not a `Var`) works too and simply gets no gradient.
 
+mod act_quant;
 mod common;
 mod conv;
 mod linear;
@@ -49,6 +50,7 @@ mod loss;
 mod pool;
 mod relu;
 
+pub use act_quant::fake_quantize;
 pub(crate) use common::{copy_short, layout_slice};
 pub use conv::{conv2d, conv2d_relu};
 pub use linear::linear;

@@ -187,16 +187,23 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     );
     let widths: Vec<Constraint> = cols.iter().map(|c| Constraint::Length(c.width())).collect();
     let focused = app.focus == Focus::Layers;
-    let title = if app.apply_all {
-        " Layers — changes apply to ALL "
+    let mut title = if app.apply_all {
+        " Layers — changes apply to ALL ".to_string()
     } else {
-        " Layers "
+        " Layers ".to_string()
     };
+    // The explorer's fast evaluation does not quantize activations: say so rather than pass
+    // f32 figures off as the plan's (training with f and exports do quantize them).
+    if let Some(bits) = v.activation_bits {
+        title.push_str(&format!(
+            "— accuracy with f32 activations (the plan's {bits}-bit ones: dcx compress) "
+        ));
+    }
     let table = Table::new(rows, widths).header(header).block(
         Block::default()
             .borders(Borders::ALL)
             .border_style(theme.border(focused))
-            .title(Span::styled(title, theme.title())),
+            .title(Span::styled(title.as_str(), theme.title())),
     );
     // Mouse clicks map screen rows to layers: border + header come first.
     app.table_top.set(area.y + 2);
