@@ -353,6 +353,31 @@ fn bench_infer_json_has_one_line_per_batch_size_and_eval_int8_agrees() {
         }
         let diff = num("int8_accuracy") - num("f32_accuracy");
         assert!((num("accuracy_diff") - diff).abs() < 1e-12, "{line}");
+        // The sparse path runs the same weights: its speedup is against the same dense run,
+        // and its accuracy is the f32 one (a near-tie may round the other way).
+        assert!(num("sparse_ms") > 0.0, "{line}");
+        let sparse_speedup = num("dense_ms") / num("sparse_ms");
+        assert!(
+            (num("sparse_speedup") - sparse_speedup).abs() < 1e-9 * sparse_speedup,
+            "{line}"
+        );
+        assert!(
+            (num("sparse_accuracy") - num("f32_accuracy")).abs() <= 1.0 / 200.0,
+            "{line}"
+        );
+        // LeNet-300-100 with half of every layer pruned: counted from the network, and an fc
+        // network does one multiply-add per weight.
+        assert_eq!(line["params"], 266_610, "{line}");
+        assert_eq!(line["weights"], 266_200, "{line}");
+        assert_eq!(line["macs_per_image"], 266_200, "{line}");
+        let nonzero = num("weights_nonzero");
+        assert_eq!(num("macs_per_image_nonzero"), nonzero, "{line}");
+        assert!((0.45..=0.55).contains(&(nonzero / 266_200.0)), "{line}");
+        assert!(num("params_nonzero") >= nonzero, "{line}");
+        assert!(
+            num("int8_weights_nonzero_share") <= nonzero / 266_200.0,
+            "{line}"
+        );
         // Accuracy does not depend on the batch size.
         assert_eq!(
             *int8_accuracy.get_or_insert(num("int8_accuracy")),

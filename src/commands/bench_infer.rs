@@ -1,8 +1,10 @@
 //! `dcx bench infer FILE.dcz`: test-set inference speed and accuracy of one file's network on
 //! each way dcx can run it, timed alternately in one process so they see the same machine load.
 //!
-//! The rows are [`Path`]s: today dcx's f32 kernels (the `dcx eval` path, "dense") and the int8
-//! engine; the JSON line per batch size compares the dense path with the plan's (`plan`).
+//! The rows are [`Path`]s: dcx's f32 kernels (the `dcx eval` path, "dense"), the same weights
+//! as CSR matrices run by the sparse kernels (only the nonzero weights are multiplied), and
+//! the int8 engine. The JSON line per batch size compares the dense path with the plan's
+//! (`plan`: int8) and with the sparse path (`sparse_*`).
 
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Instant;
@@ -13,6 +15,7 @@ use crate::data::{Mnist, Split};
 use crate::format::dcz;
 use crate::model::Net;
 use crate::model::int8::{Calibration, Int8Net, Kernel};
+use crate::model::sparse::SparseNet;
 
 #[derive(Debug, Args)]
 pub struct InferBenchArgs {
@@ -49,6 +52,8 @@ pub struct InferBenchArgs {
 enum Path {
     /// dcx's f32 kernels, as `dcx eval` runs them.
     Dense(Net),
+    /// The nonzero weights only, as compressed sparse rows.
+    Sparse(SparseNet),
     Int8(Int8Net),
 }
 
@@ -56,6 +61,7 @@ impl Path {
     fn name(&self) -> &'static str {
         match self {
             Path::Dense(_) => "f32",
+            Path::Sparse(_) => "f32 sparse (CSR)",
             Path::Int8(_) => "int8",
         }
     }
@@ -68,6 +74,7 @@ impl Path {
                 let p: Vec<u32> = net.forward(&x)?.argmax(1)?.to_vec1()?;
                 p.into_iter().map(|c| c as usize).collect()
             }
+            Path::Sparse(net) => net.predict(images, n),
             Path::Int8(net) => net.predict(images, n),
         })
     }
@@ -150,7 +157,22 @@ fn measure(
         None => int8,
     };
     let kernel = int8.kernel().name();
-    let paths = [Path::Dense(net), Path::Int8(int8)];
+    let sparse = SparseNet::new(&net)?;
+    let (weights_nz, weights) = sparse.weights();
+    let (params_nz, params) = sparse.params();
+    let (macs_dense, macs_nz) = sparse.macs_per_image();
+    // The share of weights each path holds as nonzero: the f32 paths hold the file's; int8
+    // rounds the smallest weights of a channel to code 0.
+    let share = |(nz, all): (usize, usize)| nz as f64 / all.max(1) as f64;
+    let nonzero = [
+        share((weights_nz, weights)),
+        share((weights_nz, weights)),
+        share(int8.nonzero_weights()),
+    ];
+    const DENSE: usize = 0;
+    const SPARSE: usize = 1;
+    const INT8: usize = 2;
+    let paths = [Path::Dense(net), Path::Sparse(sparse), Path::Int8(int8)];
     let test = &data.test;
     if !args.json {
         println!(
@@ -163,8 +185,14 @@ fn measure(
             args.calibration.name(),
         );
         println!(
-            "{:>6} {:<6} {:>12} {:>12} {:>10} {:>9}",
-            "batch", "path", "ms/batch", "img/s", "accuracy", "speedup"
+            "parameters: {params_nz} nonzero of {params} ({:.1}%); multiply-adds per image: \
+             {macs_dense} dense, {macs_nz} on nonzero weights ({:.1}%)",
+            100.0 * share((params_nz, params)),
+            100.0 * macs_nz as f64 / macs_dense.max(1) as f64,
+        );
+        println!(
+            "{:>6} {:<16} {:>12} {:>12} {:>10} {:>9} {:>9}",
+            "batch", "path", "ms/batch", "img/s", "accuracy", "speedup", "nonzero"
         );
     }
     for &batch in &args.batches {
@@ -182,53 +210,65 @@ fn measure(
             path.predict(&test.images[..n * 784], n)?;
         }
         for rep in 0..args.repeats {
-            // Alternate which path goes first, so neither always follows the other.
+            // Rotate which path goes first, so none always follows the same one.
             for i in 0..paths.len() {
                 let p = (i + rep) % paths.len();
                 pass(&paths[p], test, batch, &mut rows[p])?;
             }
         }
-        let dense = &rows[0];
+        let dense = &rows[DENSE];
         let total = test.len.max(1) as f64;
         let acc = |m: &Measured| m.correct as f64 / total;
         if args.json {
-            let plan = &rows[1];
+            let (plan, sparse) = (&rows[INT8], &rows[SPARSE]);
             let line = serde_json::json!({
                 "model": model,
                 "batch": batch,
                 "threads": threads,
                 "images": test.len,
                 "repeats": args.repeats,
-                "plan": paths[1].name(),
+                "plan": paths[INT8].name(),
                 "kernel": kernel,
                 "dense_ms": dense.batch_ms(),
                 "plan_ms": plan.batch_ms(),
                 "speedup": dense.batch_ms() / plan.batch_ms(),
+                "sparse_ms": sparse.batch_ms(),
+                "sparse_speedup": dense.batch_ms() / sparse.batch_ms(),
                 "dense_img_s": dense.images_per_sec(test.len),
                 "plan_img_s": plan.images_per_sec(test.len),
+                "sparse_img_s": sparse.images_per_sec(test.len),
                 "f32_accuracy": acc(dense),
                 "int8_accuracy": acc(plan),
+                "sparse_accuracy": acc(sparse),
                 "accuracy_diff": acc(plan) - acc(dense),
+                "params": params,
+                "params_nonzero": params_nz,
+                "weights": weights,
+                "weights_nonzero": weights_nz,
+                "int8_weights_nonzero_share": nonzero[INT8],
+                "macs_per_image": macs_dense,
+                "macs_per_image_nonzero": macs_nz,
             });
             println!("{line}");
             continue;
         }
-        for (path, m) in paths.iter().zip(&rows) {
+        for ((path, m), nz) in paths.iter().zip(&rows).zip(nonzero) {
             println!(
-                "{:>6} {:<6} {:>12.4} {:>12.0} {:>9.2}% {:>8.2}x",
+                "{:>6} {:<16} {:>12.4} {:>12.0} {:>9.2}% {:>8.2}x {:>8.1}%",
                 batch,
                 path.name(),
                 m.batch_ms(),
                 m.images_per_sec(test.len),
                 acc(m) * 100.0,
                 dense.batch_ms() / m.batch_ms(),
+                nz * 100.0,
             );
         }
         println!(
             "{:>6} int8 - f32 accuracy: {:+.2} points ({} vs {} correct)",
             "",
-            (acc(&rows[1]) - acc(dense)) * 100.0,
-            rows[1].correct,
+            (acc(&rows[INT8]) - acc(dense)) * 100.0,
+            rows[INT8].correct,
             dense.correct
         );
     }
