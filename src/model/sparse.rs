@@ -9,7 +9,10 @@
 //!   the batch; a tile of each output row is kept in registers over all of the row's
 //!   nonzeros (`spmm`). Consecutive fc layers stay transposed.
 //! - conv: the dense kernels' im2col turns each image into `col [C·KH·KW × pixels]`, and
-//!   `Y [O × pixels] = W_csr · col` is the same product with the pixels as the batch.
+//!   `Y [O × pixels] = W_csr · col` is the same product with the pixels as the batch. (A
+//!   direct convolution without im2col, each nonzero reading a shifted run of the image with
+//!   the outputs numbered on the input's row width, measured no faster on LeNet-5: the
+//!   wrapped-around outputs it computes and drops cost what the im2col copy saves.)
 //! - Work splits over rayon's pool by images (conv, when there are at least as many as
 //!   threads) or by output rows, once a product is large enough to pay for the split.
 //!
