@@ -147,7 +147,7 @@ def main():
         correct = torch_runs[b][-1][2]
         for name, ms, ips, acc in [
             ("dcx f32", med("dense_ms"), med("dense_img_s"), rows[-1]["f32_accuracy"]),
-            ("dcx int8", med("plan_ms"), med("plan_img_s"), rows[-1]["int8_accuracy"]),
+            ("dcx int8", med("int8_ms"), med("int8_img_s"), rows[-1]["int8_accuracy"]),
             ("pytorch f32", statistics.median(lat) * 1e3, n / statistics.median(passes),
              correct / n),
         ]:

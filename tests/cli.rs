@@ -268,10 +268,16 @@ fn ctrl_c_stops_training_with_status_130_and_twice_stops_at_once() {
 /// A small `.dcz` of the fixture: LeNet-300-100 trained one epoch, pruned and shared without
 /// retraining.
 fn fixture_dcz(dir: &Path) -> String {
+    fixture_dcz_with(dir, "")
+}
+
+/// [`fixture_dcz`] with `extra` TOML appended to the experiment.
+fn fixture_dcz_with(dir: &Path, extra: &str) -> String {
     let exp = dir.join("tiny.toml");
     std::fs::write(
         &exp,
-        r#"
+        format!(
+            r#"
 name = "tiny"
 model = "lenet-300-100"
 [train]
@@ -282,10 +288,11 @@ optimizer = "adam"
 schedule = "cosine"
 seed = 3
 [defaults]
-prune = { keep = 0.5 }
+prune = {{ keep = 0.5 }}
 bits = 5
 index_bits = 5
-"#,
+{extra}"#
+        ),
     )
     .unwrap();
     let out_dir = dir.join("out").display().to_string();
@@ -343,8 +350,16 @@ fn bench_infer_json_has_one_line_per_batch_size_and_eval_int8_agrees() {
         assert_eq!(line["batch"], batch, "{line}");
         assert_eq!(line["threads"], 2, "{line}");
         assert_eq!(line["images"], 200, "{line}");
-        assert_eq!(line["plan"], "int8", "{line}");
         let num = |k: &str| line[k].as_f64().unwrap_or_else(|| panic!("{k} in {line}"));
+        // The plan's figure is its fastest path, named.
+        let plan = line["plan"].as_str().unwrap();
+        assert!(["sparse", "int8"].contains(&plan), "{line}");
+        assert_eq!(num("plan_ms"), num(&format!("{plan}_ms")), "{line}");
+        assert!(
+            num("plan_ms") <= num("sparse_ms").min(num("int8_ms")),
+            "{line}"
+        );
+        assert!(line.get("thinned_ms").is_none(), "nothing thinned: {line}");
         assert!(num("dense_ms") > 0.0 && num("plan_ms") > 0.0, "{line}");
         let speedup = num("dense_ms") / num("plan_ms");
         assert!((num("speedup") - speedup).abs() < 1e-9 * speedup, "{line}");
@@ -353,6 +368,31 @@ fn bench_infer_json_has_one_line_per_batch_size_and_eval_int8_agrees() {
         }
         let diff = num("int8_accuracy") - num("f32_accuracy");
         assert!((num("accuracy_diff") - diff).abs() < 1e-12, "{line}");
+        // The sparse path runs the same weights: its speedup is against the same dense run,
+        // and its accuracy is the f32 one (a near-tie may round the other way).
+        assert!(num("sparse_ms") > 0.0, "{line}");
+        let sparse_speedup = num("dense_ms") / num("sparse_ms");
+        assert!(
+            (num("sparse_speedup") - sparse_speedup).abs() < 1e-9 * sparse_speedup,
+            "{line}"
+        );
+        assert!(
+            (num("sparse_accuracy") - num("f32_accuracy")).abs() <= 1.0 / 200.0,
+            "{line}"
+        );
+        // LeNet-300-100 with half of every layer pruned: counted from the network, and an fc
+        // network does one multiply-add per weight.
+        assert_eq!(line["params"], 266_610, "{line}");
+        assert_eq!(line["weights"], 266_200, "{line}");
+        assert_eq!(line["macs_per_image"], 266_200, "{line}");
+        let nonzero = num("weights_nonzero");
+        assert_eq!(num("macs_per_image_nonzero"), nonzero, "{line}");
+        assert!((0.45..=0.55).contains(&(nonzero / 266_200.0)), "{line}");
+        assert!(num("params_nonzero") >= nonzero, "{line}");
+        assert!(
+            num("int8_weights_nonzero_share") <= nonzero / 266_200.0,
+            "{line}"
+        );
         // Accuracy does not depend on the batch size.
         assert_eq!(
             *int8_accuracy.get_or_insert(num("int8_accuracy")),
@@ -386,6 +426,59 @@ fn bench_infer_json_has_one_line_per_batch_size_and_eval_int8_agrees() {
     assert!(
         int8_line.contains(&format!("({correct} / 200)")),
         "{correct}: {text}"
+    );
+}
+
+#[test]
+fn a_thinned_file_runs_thinned_and_reports_its_cost_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = fixture_dcz_with(
+        dir.path(),
+        "[layers.fc1]\nstructured = { keep = 0.5 }\n[layers.fc2]\nstructured = { keep = 0.4, rank = \"apoz\" }\n",
+    );
+    let fixture = repo("tests/fixtures/mnist-small");
+    let out = dcx(&[
+        "--data",
+        &fixture,
+        "bench",
+        "infer",
+        &file,
+        "--batches",
+        "3",
+        "--repeats",
+        "1",
+        "--calibration-images",
+        "50",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let num = |k: &str| line[k].as_f64().unwrap_or_else(|| panic!("{k} in {line}"));
+    // fc1 150 of 300 neurons, fc2 40 of 100 reading them, fc3 reading 40.
+    let thinned = (784 * 150 + 150 * 40 + 40 * 10) as f64;
+    assert_eq!(num("macs_per_image_thinned"), thinned, "{line}");
+    assert_eq!(
+        num("params_thinned"),
+        thinned + (150 + 40 + 10) as f64,
+        "{line}"
+    );
+    for path in ["thinned", "thinned_sparse"] {
+        assert!(num(&format!("{path}_ms")) > 0.0, "{line}");
+        // The same function of the input as the masked network (a near-tie may round).
+        let diff = num(&format!("{path}_accuracy")) - num("f32_accuracy");
+        assert!(diff.abs() <= 1.0 / 200.0, "{path}: {line}");
+    }
+    let out = dcx(&["inspect", &file]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("| fc1 | 150 / 300 |") && text.contains("| fc2 | 40 / 100 |"),
+        "{text}"
     );
 }
 

@@ -1,8 +1,10 @@
 //! `dcx bench infer FILE.dcz`: test-set inference speed and accuracy of one file's network on
 //! each way dcx can run it, timed alternately in one process so they see the same machine load.
 //!
-//! The rows are [`Path`]s: today dcx's f32 kernels (the `dcx eval` path, "dense") and the int8
-//! engine; the JSON line per batch size compares the dense path with the plan's (`plan`).
+//! The rows are [`Path`]s: dcx's f32 kernels (the `dcx eval` path, "dense"), the same weights
+//! as CSR matrices run by the sparse kernels (only the nonzero weights are multiplied), and
+//! the int8 engine. The JSON line per batch size compares the dense path with the plan's
+//! (`plan`: int8) and with the sparse path (`sparse_*`).
 
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Instant;
@@ -13,6 +15,8 @@ use crate::data::{Mnist, Split};
 use crate::format::dcz;
 use crate::model::Net;
 use crate::model::int8::{Calibration, Int8Net, Kernel};
+use crate::model::sparse::SparseNet;
+use crate::pipeline::cost::CostReport;
 
 #[derive(Debug, Args)]
 pub struct InferBenchArgs {
@@ -49,25 +53,46 @@ pub struct InferBenchArgs {
 enum Path {
     /// dcx's f32 kernels, as `dcx eval` runs them.
     Dense(Net),
+    /// The nonzero weights only, as compressed sparse rows.
+    Sparse(SparseNet),
     Int8(Int8Net),
+    /// The network with structured pruning's cut units removed: smaller dense layers.
+    Thinned(Net),
+    /// The thinned network's nonzero weights as compressed sparse rows.
+    ThinnedSparse(SparseNet),
 }
 
 impl Path {
     fn name(&self) -> &'static str {
         match self {
             Path::Dense(_) => "f32",
+            Path::Sparse(_) => "f32 sparse (CSR)",
             Path::Int8(_) => "int8",
+            Path::Thinned(_) => "f32 thinned",
+            Path::ThinnedSparse(_) => "thinned sparse",
+        }
+    }
+
+    /// The prefix of the path's fields in the JSON lines.
+    fn key(&self) -> &'static str {
+        match self {
+            Path::Dense(_) => "dense",
+            Path::Sparse(_) => "sparse",
+            Path::Int8(_) => "int8",
+            Path::Thinned(_) => "thinned",
+            Path::ThinnedSparse(_) => "thinned_sparse",
         }
     }
 
     /// Predicted classes of `n` images.
     fn predict(&self, images: &[f32], n: usize) -> anyhow::Result<Vec<usize>> {
         Ok(match self {
-            Path::Dense(net) => {
+            Path::Dense(net) | Path::Thinned(net) => {
                 let x = net.input(images.to_vec(), n)?;
                 let p: Vec<u32> = net.forward(&x)?.argmax(1)?.to_vec1()?;
                 p.into_iter().map(|c| c as usize).collect()
             }
+            Path::Sparse(net) | Path::ThinnedSparse(net) => net.predict(images, n),
             Path::Int8(net) => net.predict(images, n),
         })
     }
@@ -120,6 +145,12 @@ pub fn run(data_dir: Option<&FsPath>, args: &InferBenchArgs) -> anyhow::Result<(
     }
     let file = dcz::load(&args.file)?;
     let net = file.model.to_net()?;
+    let cost = CostReport::of(&file.model);
+    let thinned = if cost.thinned() {
+        Some(file.model.to_thinned_net()?)
+    } else {
+        None
+    };
     if let Some(out) = &args.weights_out {
         write_weights(&net, out)?;
     }
@@ -128,13 +159,25 @@ pub fn run(data_dir: Option<&FsPath>, args: &InferBenchArgs) -> anyhow::Result<(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    pool.install(|| measure(args, &file.model.model.to_string(), net, &data, threads))
+    pool.install(|| {
+        measure(
+            args,
+            &file.model.model.to_string(),
+            net,
+            thinned,
+            &cost,
+            &data,
+            threads,
+        )
+    })
 }
 
 fn measure(
     args: &InferBenchArgs,
     model: &str,
     net: Net,
+    thinned: Option<Net>,
+    cost: &CostReport,
     data: &Mnist,
     threads: usize,
 ) -> anyhow::Result<()> {
@@ -150,21 +193,56 @@ fn measure(
         None => int8,
     };
     let kernel = int8.kernel().name();
-    let paths = [Path::Dense(net), Path::Int8(int8)];
+    let sparse = SparseNet::new(&net)?;
+    let (weights_nz, weights) = sparse.weights();
+    let (params_nz, params) = sparse.params();
+    let (macs_dense, macs_nz) = sparse.macs_per_image();
+    // The share of weights each path holds as nonzero: the f32 paths hold the file's; int8
+    // rounds the smallest weights of a channel to code 0.
+    let share = |(nz, all): (usize, usize)| nz as f64 / all.max(1) as f64;
+    let mut nonzero = vec![
+        share((weights_nz, weights)),
+        share((weights_nz, weights)),
+        share(int8.nonzero_weights()),
+    ];
+    const DENSE: usize = 0;
+    const INT8: usize = 2;
+    let mut paths = vec![Path::Dense(net), Path::Sparse(sparse), Path::Int8(int8)];
+    if let Some(thin) = thinned {
+        let thin_sparse = SparseNet::new(&thin)?;
+        let s = share(thin_sparse.weights());
+        nonzero.extend([s, s]);
+        paths.extend([Path::Thinned(thin), Path::ThinnedSparse(thin_sparse)]);
+    }
     let test = &data.test;
     if !args.json {
         println!(
             "{model} from {}: {} test images, {threads} threads, {} passes per row \
-             (paths alternating); int8: {kernel} kernel, activations calibrated by {} on {calib} \
-             training images",
+             (paths alternating, the median batch reported); int8: {kernel} kernel, activations \
+             calibrated by {} on {calib} training images",
             args.file.display(),
             test.len,
             args.repeats,
             args.calibration.name(),
         );
         println!(
-            "{:>6} {:<6} {:>12} {:>12} {:>10} {:>9}",
-            "batch", "path", "ms/batch", "img/s", "accuracy", "speedup"
+            "parameters: {params_nz} nonzero of {params} ({:.1}%); multiply-adds per image: \
+             {macs_dense} dense, {macs_nz} on nonzero weights ({:.1}%)",
+            100.0 * share((params_nz, params)),
+            100.0 * macs_nz as f64 / macs_dense.max(1) as f64,
+        );
+        if cost.thinned() {
+            println!(
+                "thinned by structured pruning: {} parameters, {} multiply-adds per image \
+                 ({:.1}% of dense)",
+                cost.params_thinned(),
+                cost.macs_thinned(),
+                100.0 * cost.macs_thinned() as f64 / cost.macs_dense().max(1) as f64,
+            );
+        }
+        println!(
+            "{:>6} {:<16} {:>12} {:>12} {:>10} {:>9} {:>9}",
+            "batch", "path", "ms/batch", "img/s", "accuracy", "speedup", "nonzero"
         );
     }
     for &batch in &args.batches {
@@ -182,53 +260,74 @@ fn measure(
             path.predict(&test.images[..n * 784], n)?;
         }
         for rep in 0..args.repeats {
-            // Alternate which path goes first, so neither always follows the other.
+            // Rotate which path goes first, so none always follows the same one.
             for i in 0..paths.len() {
                 let p = (i + rep) % paths.len();
                 pass(&paths[p], test, batch, &mut rows[p])?;
             }
         }
-        let dense = &rows[0];
+        let dense = &rows[DENSE];
         let total = test.len.max(1) as f64;
         let acc = |m: &Measured| m.correct as f64 / total;
         if args.json {
-            let plan = &rows[1];
-            let line = serde_json::json!({
+            // The plan's figure is its fastest way to run, named in "plan".
+            let best = (1..paths.len())
+                .min_by(|&a, &b| rows[a].batch_ms().total_cmp(&rows[b].batch_ms()))
+                .unwrap_or(DENSE);
+            let plan = &rows[best];
+            let mut line = serde_json::json!({
                 "model": model,
                 "batch": batch,
                 "threads": threads,
                 "images": test.len,
                 "repeats": args.repeats,
-                "plan": paths[1].name(),
+                "plan": paths[best].key(),
                 "kernel": kernel,
                 "dense_ms": dense.batch_ms(),
                 "plan_ms": plan.batch_ms(),
                 "speedup": dense.batch_ms() / plan.batch_ms(),
                 "dense_img_s": dense.images_per_sec(test.len),
                 "plan_img_s": plan.images_per_sec(test.len),
+                "plan_accuracy": acc(plan),
                 "f32_accuracy": acc(dense),
-                "int8_accuracy": acc(plan),
-                "accuracy_diff": acc(plan) - acc(dense),
+                "accuracy_diff": acc(&rows[INT8]) - acc(dense),
+                "params": params,
+                "params_nonzero": params_nz,
+                "params_thinned": cost.params_thinned(),
+                "weights": weights,
+                "weights_nonzero": weights_nz,
+                "int8_weights_nonzero_share": nonzero[INT8],
+                "macs_per_image": macs_dense,
+                "macs_per_image_nonzero": macs_nz,
+                "macs_per_image_thinned": cost.macs_thinned(),
             });
+            for (path, m) in paths.iter().zip(&rows).skip(1) {
+                let k = path.key();
+                line[format!("{k}_ms")] = m.batch_ms().into();
+                line[format!("{k}_speedup")] = (dense.batch_ms() / m.batch_ms()).into();
+                line[format!("{k}_img_s")] = m.images_per_sec(test.len).into();
+                line[format!("{k}_accuracy")] = acc(m).into();
+            }
             println!("{line}");
             continue;
         }
-        for (path, m) in paths.iter().zip(&rows) {
+        for ((path, m), nz) in paths.iter().zip(&rows).zip(&nonzero) {
             println!(
-                "{:>6} {:<6} {:>12.4} {:>12.0} {:>9.2}% {:>8.2}x",
+                "{:>6} {:<16} {:>12.4} {:>12.0} {:>9.2}% {:>8.2}x {:>8.1}%",
                 batch,
                 path.name(),
                 m.batch_ms(),
                 m.images_per_sec(test.len),
                 acc(m) * 100.0,
                 dense.batch_ms() / m.batch_ms(),
+                *nz * 100.0,
             );
         }
         println!(
             "{:>6} int8 - f32 accuracy: {:+.2} points ({} vs {} correct)",
             "",
-            (acc(&rows[1]) - acc(dense)) * 100.0,
-            rows[1].correct,
+            (acc(&rows[INT8]) - acc(dense)) * 100.0,
+            rows[INT8].correct,
             dense.correct
         );
     }

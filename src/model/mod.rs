@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod net;
 pub mod optim;
 pub mod quant;
+pub(crate) mod sparse;
 pub mod train;
 
 pub use arch::{Arch, LayerKind, LayerSpec, ModelKind};

@@ -282,6 +282,17 @@ impl Int8Net {
         self.layers.iter().map(|l| (l.spec.name, l.input)).collect()
     }
 
+    /// Nonzero weight codes and all weights: a weight below half its channel's scale
+    /// rounds to code 0, so int8 can have more zeros than the f32 weights it came from.
+    pub fn nonzero_weights(&self) -> (usize, usize) {
+        let nonzero = self
+            .layers
+            .iter()
+            .map(|l| l.weight.iter().filter(|&&c| c != 0).count())
+            .sum();
+        (nonzero, self.arch.weight_count())
+    }
+
     /// Layer `l`'s per-output weight scales.
     pub fn weight_scales(&self, l: usize) -> &[f32] {
         &self.layers[l].weight_scale

@@ -41,21 +41,21 @@ fn apply(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, relu: bool) -> Resu
 /// Sizes of one convolution. Per image, im2col turns the input into a `K×P` matrix
 /// (`K = C·KH·KW` taps, `P = OH·OW` output pixels) so the output is `W[O×K] · col[K×P]`.
 #[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
+pub(crate) struct Geom {
+    pub(crate) n: usize,
     c: usize,
     h: usize,
     w: usize,
-    o: usize,
+    pub(crate) o: usize,
     kh: usize,
     kw: usize,
     pad: usize,
-    oh: usize,
-    ow: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
 }
 
 impl Geom {
-    fn new(x: &[usize], w: &[usize], pad: usize) -> Result<Geom> {
+    pub(crate) fn new(x: &[usize], w: &[usize], pad: usize) -> Result<Geom> {
         let &[n, c, h, wd] = x else {
             bail!("{OP}: input must be [N,C,H,W], got {x:?}");
         };
@@ -85,24 +85,24 @@ impl Geom {
         })
     }
 
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.c * self.kh * self.kw
     }
 
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.oh * self.ow
     }
 
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
 
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.o * self.p()
     }
 
     /// A 1x1 unpadded kernel's im2col matrix is the image itself.
-    fn direct(&self) -> bool {
+    pub(crate) fn direct(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.pad == 0
     }
 
@@ -130,7 +130,7 @@ impl Geom {
 }
 
 /// `col[(c·KH + ki)·KW + kj][r·OW + q] = x[c][r + ki − pad][q + kj − pad]` (0 outside).
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
     let mut rows = col.chunks_exact_mut(g.p());
     for plane in x.chunks_exact(g.h * g.w) {
         for ki in 0..g.kh {

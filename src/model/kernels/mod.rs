@@ -51,10 +51,12 @@ mod pool;
 mod relu;
 
 pub use act_quant::fake_quantize;
-pub(crate) use common::{copy_short, layout_slice};
+pub(crate) use common::{copy_short, layout_slice, par_zeroed, with_scratch};
+pub(crate) use conv::{Geom, im2col};
 pub use conv::{conv2d, conv2d_relu};
 pub use linear::linear;
 pub use loss::cross_entropy;
+pub(crate) use pool::max_pool_planes;
 pub use pool::max_pool2x2;
 pub use relu::relu;
 
@@ -114,7 +116,7 @@ pub unsafe fn candle_elementwise_on_caller() -> bool {
 }
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 #[cfg(test)]
 mod tests {

@@ -209,6 +209,16 @@ fn backward_plane(x: &[f32], y: &[f32], dy: &[f32], h: usize, w: usize, dx: &mut
     }
 }
 
+/// The forward pass on raw data: `planes` planes of `h × w` (`h, w >= 2`) to `h/2 × w/2`
+/// each, split over rayon's pool a few planes per task.
+pub(crate) fn max_pool_planes(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    assert_eq!(x.len(), planes * h * w, "{OP}: {planes} planes of {h}x{w}");
+    let (oh, ow) = (h / 2, w / 2);
+    par_zeroed(planes * oh * ow, (oh * ow).max(1), MIN_PLANES, |p, yp| {
+        forward_plane(&x[p * h * w..][..h * w], h, w, yp);
+    })
+}
+
 struct MaxPool2x2;
 
 impl CustomOp1 for MaxPool2x2 {
@@ -220,9 +230,7 @@ impl CustomOp1 for MaxPool2x2 {
         let (planes, h, w) = dims(l.dims())?;
         let x = layout_slice(s, l, OP)?;
         let (oh, ow) = (h / 2, w / 2);
-        let y = par_zeroed(planes * oh * ow, oh * ow, MIN_PLANES, |p, yp| {
-            forward_plane(&x[p * h * w..][..h * w], h, w, yp);
-        });
+        let y = max_pool_planes(x, planes, h, w);
         let d = l.dims();
         Ok((CpuStorage::F32(y), Shape::from((d[0], d[1], oh, ow))))
     }
