@@ -480,6 +480,28 @@ fn a_thinned_file_runs_thinned_and_reports_its_cost_everywhere() {
         text.contains("| fc1 | 150 / 300 |") && text.contains("| fc2 | 40 / 100 |"),
         "{text}"
     );
+    assert!(text.contains("thinned f32 (cut units removed)"), "{text}");
+    // The report measured the same paths, each against the dense run beside it.
+    let report = std::fs::read_to_string(file.replace("model.dcz", "report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let rows = report["latency"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    for row in rows {
+        let dense = row["dense_ms"].as_f64().unwrap();
+        let paths: Vec<&str> = row["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let ms = p["ms"].as_f64().unwrap();
+                assert!((p["speedup"].as_f64().unwrap() - dense / ms).abs() < 1e-9 * dense / ms);
+                p["path"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(paths, ["sparse", "thinned", "thinned_sparse"], "{row}");
+    }
+    let md = std::fs::read_to_string(file.replace("model.dcz", "report.md")).unwrap();
+    assert!(md.contains("## Inference speed (measured)") && md.contains("| 150 / 300 |"));
 }
 
 #[test]

@@ -7,14 +7,14 @@
 //! (`plan`: int8) and with the sparse path (`sparse_*`).
 
 use std::path::{Path as FsPath, PathBuf};
-use std::time::Instant;
 
 use clap::Args;
 
-use crate::data::{Mnist, Split};
+use crate::data::Mnist;
 use crate::format::dcz;
 use crate::model::Net;
 use crate::model::int8::{Calibration, Int8Net, Kernel};
+use crate::model::latency::{self, Measured, Path};
 use crate::model::sparse::SparseNet;
 use crate::pipeline::cost::CostReport;
 
@@ -47,84 +47,6 @@ pub struct InferBenchArgs {
     /// for running the same network elsewhere (`benches/infer_torch.py`).
     #[arg(long, value_name = "FILE")]
     pub weights_out: Option<PathBuf>,
-}
-
-/// One way of running the network.
-enum Path {
-    /// dcx's f32 kernels, as `dcx eval` runs them.
-    Dense(Net),
-    /// The nonzero weights only, as compressed sparse rows.
-    Sparse(SparseNet),
-    Int8(Int8Net),
-    /// The network with structured pruning's cut units removed: smaller dense layers.
-    Thinned(Net),
-    /// The thinned network's nonzero weights as compressed sparse rows.
-    ThinnedSparse(SparseNet),
-}
-
-impl Path {
-    fn name(&self) -> &'static str {
-        match self {
-            Path::Dense(_) => "f32",
-            Path::Sparse(_) => "f32 sparse (CSR)",
-            Path::Int8(_) => "int8",
-            Path::Thinned(_) => "f32 thinned",
-            Path::ThinnedSparse(_) => "thinned sparse",
-        }
-    }
-
-    /// The prefix of the path's fields in the JSON lines.
-    fn key(&self) -> &'static str {
-        match self {
-            Path::Dense(_) => "dense",
-            Path::Sparse(_) => "sparse",
-            Path::Int8(_) => "int8",
-            Path::Thinned(_) => "thinned",
-            Path::ThinnedSparse(_) => "thinned_sparse",
-        }
-    }
-
-    /// Predicted classes of `n` images.
-    fn predict(&self, images: &[f32], n: usize) -> anyhow::Result<Vec<usize>> {
-        Ok(match self {
-            Path::Dense(net) | Path::Thinned(net) => {
-                let x = net.input(images.to_vec(), n)?;
-                let p: Vec<u32> = net.forward(&x)?.argmax(1)?.to_vec1()?;
-                p.into_iter().map(|c| c as usize).collect()
-            }
-            Path::Sparse(net) | Path::ThinnedSparse(net) => net.predict(images, n),
-            Path::Int8(net) => net.predict(images, n),
-        })
-    }
-}
-
-/// One path at one batch size.
-struct Measured {
-    /// Per full batch, seconds.
-    batch_secs: Vec<f64>,
-    /// Per pass over the test set, seconds.
-    pass_secs: Vec<f64>,
-    correct: usize,
-}
-
-impl Measured {
-    fn batch_ms(&self) -> f64 {
-        median(&self.batch_secs) * 1e3
-    }
-
-    fn images_per_sec(&self, images: usize) -> f64 {
-        images as f64 / median(&self.pass_secs)
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 pub fn run(data_dir: Option<&FsPath>, args: &InferBenchArgs) -> anyhow::Result<()> {
@@ -246,26 +168,7 @@ fn measure(
         );
     }
     for &batch in &args.batches {
-        let mut rows: Vec<Measured> = paths
-            .iter()
-            .map(|_| Measured {
-                batch_secs: Vec::new(),
-                pass_secs: Vec::new(),
-                correct: 0,
-            })
-            .collect();
-        // Warm-up: first-touch allocations and the thread pool.
-        for path in &paths {
-            let n = batch.min(test.len);
-            path.predict(&test.images[..n * 784], n)?;
-        }
-        for rep in 0..args.repeats {
-            // Rotate which path goes first, so none always follows the same one.
-            for i in 0..paths.len() {
-                let p = (i + rep) % paths.len();
-                pass(&paths[p], test, batch, &mut rows[p])?;
-            }
-        }
+        let rows = latency::measure(&paths, &test.images, &test.labels, batch, args.repeats)?;
         let dense = &rows[DENSE];
         let total = test.len.max(1) as f64;
         let acc = |m: &Measured| m.correct as f64 / total;
@@ -331,34 +234,6 @@ fn measure(
             dense.correct
         );
     }
-    Ok(())
-}
-
-/// One pass over the test set in batches of `batch`: each full batch's latency, the pass's
-/// time, and the correct count.
-fn pass(path: &Path, test: &Split, batch: usize, m: &mut Measured) -> anyhow::Result<()> {
-    let mut correct = 0;
-    let start = Instant::now();
-    let mut full = Vec::with_capacity(test.len / batch + 1);
-    for (images, labels) in test
-        .images
-        .chunks(batch * 784)
-        .zip(test.labels.chunks(batch))
-    {
-        let t = Instant::now();
-        let predicted = path.predict(images, labels.len())?;
-        if labels.len() == batch || test.len < batch {
-            full.push(t.elapsed().as_secs_f64());
-        }
-        correct += predicted
-            .iter()
-            .zip(labels)
-            .filter(|&(&p, &y)| p == y as usize)
-            .count();
-    }
-    m.pass_secs.push(start.elapsed().as_secs_f64());
-    m.batch_secs.extend(full);
-    m.correct = correct;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use clap::Args;
 use crate::compress::encode;
 use crate::experiment::Experiment;
 use crate::format::dcz;
+use crate::model::latency::LatencyReport;
 use crate::pipeline::cost::CostReport;
 use crate::pipeline::{report, size};
 
@@ -41,6 +42,31 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     println!(
         "\nInference cost per image (MACs are multiply-adds; `dcx bench infer` times them):\n"
     );
-    print!("{}", report::cost_table(&CostReport::of(&file.model)));
+    let cost = CostReport::of(&file.model);
+    print!("{}", report::cost_table(&cost));
+    // Timing needs no dataset: latency does not depend on what the images show.
+    let images = synthetic_images(SPEED_IMAGES);
+    let thinned = if cost.thinned() {
+        Some(file.model.to_thinned_net()?)
+    } else {
+        None
+    };
+    let latency = LatencyReport::measure(file.model.to_net()?, thinned, &images, &[1, 256], 3)?;
+    println!(
+        "\nInference speed, timed on {SPEED_IMAGES} synthetic images (`dcx bench infer` times the test set and int8 too):\n"
+    );
+    print!("{}", report::latency_table(&latency));
     Ok(())
+}
+
+/// Images `dcx inspect` times each path on.
+const SPEED_IMAGES: usize = 512;
+
+/// `n` images of normalised pixel noise, the same every run.
+fn synthetic_images(n: usize) -> Vec<f32> {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(1);
+    (0..n * 784)
+        .map(|_| rng.random_range(-0.5f32..2.8))
+        .collect()
 }

@@ -117,6 +117,7 @@ pub fn export(
             .collect(),
         sizes,
         cost: crate::pipeline::cost::CostReport::of(&model),
+        latency: None,
         retrain_history: ctx.retrain_history.clone(),
         finetune_history: ctx.finetune_history.clone(),
         baseline_checkpoint: session

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod int8;
 pub mod kernels;
+pub mod latency;
 pub mod net;
 pub mod optim;
 pub mod quant;

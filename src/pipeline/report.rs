@@ -9,6 +9,7 @@ use super::size::SizeReport;
 use crate::compress::paper;
 use crate::compress::quantize::Quantizer;
 use crate::model::ModelKind;
+use crate::model::latency::LatencyReport;
 
 fn kb(bytes: u64) -> String {
     format!("{:.1} KB", bytes as f64 / 1000.0)
@@ -122,6 +123,50 @@ pub(crate) fn cost_table(cost: &CostReport) -> String {
     s
 }
 
+/// Markdown table of measured batch latency: the dense network, then each faster way to run
+/// the plan with its speedup against dense.
+pub(crate) fn latency_table(l: &LatencyReport) -> String {
+    let mut s = String::new();
+    let names: Vec<&str> = l
+        .rows
+        .first()
+        .map(|r| r.paths.iter().map(|p| path_name(&p.path)).collect())
+        .unwrap_or_default();
+    let _ = writeln!(s, "| batch | dense f32 | {} |", names.join(" | "));
+    let _ = writeln!(s, "|---:|---:|{}", "---:|".repeat(names.len()));
+    for r in &l.rows {
+        let cells: Vec<String> = r
+            .paths
+            .iter()
+            .map(|p| format!("{:.3} ms ({:.2}x)", p.ms, p.speedup))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {:.3} ms | {} |",
+            r.batch,
+            r.dense_ms,
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nMedian batch latency on {} threads, {} images per pass, {} passes per path, the paths alternating; speedup against dense f32 in parentheses.",
+        l.threads, l.images, l.repeats
+    );
+    s
+}
+
+/// A latency path's name in words.
+fn path_name(key: &str) -> &str {
+    match key {
+        "sparse" => "sparse f32 (nonzero weights, CSR)",
+        "thinned" => "thinned f32 (cut units removed)",
+        "thinned_sparse" => "thinned sparse",
+        "int8" => "int8",
+        other => other,
+    }
+}
+
 pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {} ({})\n", r.experiment, r.model);
@@ -167,9 +212,13 @@ pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     if !r.cost.layers.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Inference cost (per image; MACs are multiply-adds)\n\nThinned: the network with the units structured pruning cut removed, smaller dense layers. Nonzero: what a sparse kernel multiplies (zeros skipped). Counted, not timed: `dcx bench infer model.dcz` measures the speed of each.\n"
+            "\n## Inference cost (per image; MACs are multiply-adds)\n\nThinned: the network with the units structured pruning cut removed, smaller dense layers. Nonzero: what a sparse kernel multiplies (zeros skipped). Counted, not timed: the next table times them.\n"
         );
         s.push_str(&cost_table(&r.cost));
+    }
+    if let Some(l) = &r.latency {
+        let _ = writeln!(s, "\n## Inference speed (measured)\n");
+        s.push_str(&latency_table(l));
     }
     let _ = writeln!(s, "\n## Weight sharing and quantization\n");
     let _ = writeln!(

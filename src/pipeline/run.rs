@@ -19,6 +19,7 @@ use crate::format::dcz::{self, DczLayout};
 use crate::model::Net;
 use crate::model::activations::ActivationQuant;
 use crate::model::cache;
+use crate::model::latency::LatencyReport;
 use crate::model::train::{self, EpochStats, Observer};
 use crate::pipeline::cost::CostReport;
 use crate::pipeline::size::{self, SizeReport};
@@ -96,6 +97,9 @@ pub struct CompressionReport {
     /// Parameters and multiply-adds of the dense, thinned and sparse network.
     #[serde(default)]
     pub cost: CostReport,
+    /// Measured batch latency of the dense network and of the plan's faster ways to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyReport>,
     pub retrain_history: Vec<EpochStats>,
     pub finetune_history: Vec<EpochStats>,
     /// Empty when the recipe started from scratch.
@@ -321,6 +325,8 @@ pub fn run(
     let (bytes, layout) = dcz::to_bytes(&model, &encoded);
     let sizes = size::size_report(&model, &encoded, &layout);
     let cost = CostReport::of(&model);
+    obs.stage("timing inference: dense, sparse and thinned, alternating");
+    let latency = Some(measure_latency(&model, &cost, &data.test)?);
     let report = CompressionReport {
         experiment: exp.name.clone(),
         model: exp.model.name().to_string(),
@@ -334,6 +340,7 @@ pub fn run(
             .collect(),
         sizes,
         cost,
+        latency,
         retrain_history,
         finetune_history,
         baseline_checkpoint,
@@ -349,6 +356,31 @@ pub fn run(
         net,
         cancelled,
     })
+}
+
+/// Test images each path is timed on, per pass (a few full batches of 256).
+pub const LATENCY_IMAGES: usize = 2560;
+
+/// Batch latency of the written network at batch 1 and 256, every way it runs, alternating
+/// (the network the file decodes to: weights and activation grids).
+pub(crate) fn measure_latency(
+    model: &CompressedModel,
+    cost: &CostReport,
+    test: &crate::data::Split,
+) -> candle_core::Result<LatencyReport> {
+    let n = test.len.min(LATENCY_IMAGES);
+    let thinned = if cost.thinned() {
+        Some(model.to_thinned_net()?)
+    } else {
+        None
+    };
+    LatencyReport::measure(
+        model.to_net()?,
+        thinned,
+        &test.images[..n * crate::data::PIXELS],
+        &[1, 256],
+        3,
+    )
 }
 
 /// Each layer's structured cut under `plans` (see [`structure::unit_cuts`]), measuring the
