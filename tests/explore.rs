@@ -1157,3 +1157,39 @@ fn random_pruning_is_a_method_of_the_pipeline() {
     .to_string();
     assert!(err.contains("prune.random"), "{err}");
 }
+
+#[test]
+fn a_structured_cut_is_timed_thinned_and_the_session_keeps_each_plans_speed() {
+    let mut s = session(ModelKind::Lenet300100);
+    let w = worker(fixture().clone(), 64);
+    run_job(&w, &mut s, |s| s.speed_job());
+    let (plain, fresh) = s.speed().expect("measured");
+    assert!(fresh);
+    let row = &plain.rows[0];
+    assert_eq!(row.batch, 1);
+    let paths: Vec<&str> = row.paths.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["sparse"], "nothing thinned yet");
+    // Cutting fc1's neurons thins fc1 and fc2: the next measurement times the thinned net.
+    assert!(s.step_units(0, -5).unwrap());
+    let units = s.units(0).unwrap();
+    assert_eq!(units.kept_outputs(), 150);
+    assert_eq!(
+        s.units(1).unwrap().inputs,
+        units.outputs,
+        "fc2 loses fc1's cut inputs"
+    );
+    assert!(!s.speed().unwrap().1, "the old plan's figure, marked stale");
+    run_job(&w, &mut s, |s| s.speed_job());
+    let (cut, fresh) = s.speed().unwrap();
+    assert!(fresh);
+    let paths: Vec<&str> = cut.rows[0].paths.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["sparse", "thinned", "thinned_sparse"]);
+    for p in &cut.rows[0].paths {
+        assert!(p.ms > 0.0 && (p.speedup - cut.rows[0].dense_ms / p.ms).abs() < 1e-9);
+    }
+    // The last layer's outputs are the classes: no cut, and the key says nothing changed.
+    assert!(!s.step_units(2, -1).unwrap());
+    // Back to the first plan: its measurement is still known.
+    assert!(s.undo());
+    assert_eq!(s.speed().unwrap(), (plain, true));
+}

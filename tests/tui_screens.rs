@@ -6,7 +6,8 @@ use dcx::tui::keys::{Action, BINDINGS};
 use dcx::tui::theme::Colors;
 use dcx::tui::ui;
 use dcx::tui::view::{
-    Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, Totals, TrainingView, ViewModel,
+    Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, SpeedView, Totals, TrainingView,
+    ViewModel,
 };
 use proptest::prelude::*;
 use ratatui::Terminal;
@@ -105,6 +106,11 @@ fn lenet5_view() -> ViewModel {
         accuracy: Accuracy::Exact(0.9925),
         job: None,
         activation_bits: None,
+        speed: Some(SpeedView {
+            dense_ms: 0.151,
+            paths: vec![("sparse".into(), 1.6)],
+            fresh: true,
+        }),
     }
 }
 

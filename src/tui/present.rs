@@ -40,6 +40,23 @@ pub(crate) fn view_model(session: &Session, selected: usize, extras: &Extras) ->
         },
         job: extras.job.clone(),
         activation_bits: session.template().activations.map(|a| a.bits),
+        speed: session.speed().and_then(|(l, fresh)| {
+            let row = l.rows.iter().find(|r| r.batch == 1)?;
+            Some(crate::tui::view::SpeedView {
+                dense_ms: row.dense_ms,
+                paths: {
+                    // Fastest first: a narrow title still shows the best.
+                    let mut v: Vec<(String, f64)> = row
+                        .paths
+                        .iter()
+                        .map(|p| (p.path.replace('_', "+"), p.speedup))
+                        .collect();
+                    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    v
+                },
+                fresh,
+            })
+        }),
     }
 }
 

@@ -150,6 +150,18 @@ pub struct ViewModel {
     /// The width the plan's `[activations]` quantizes layer inputs to. The explorer's own
     /// evaluation runs them in f32, and the table says so.
     pub activation_bits: Option<u8>,
+    /// The plan's measured batch-1 speed against dense (`None`: not measured yet).
+    pub speed: Option<SpeedView>,
+}
+
+/// Batch-1 latency of the plan's network, measured in the background.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpeedView {
+    pub dense_ms: f64,
+    /// Each faster way to run it: its name and speedup against dense.
+    pub paths: Vec<(String, f64)>,
+    /// Measured on the current plan (false: an earlier plan's, shown until the new one is in).
+    pub fresh: bool,
 }
 
 impl Default for ViewModel {
@@ -164,6 +176,7 @@ impl Default for ViewModel {
             accuracy: Accuracy::Unknown,
             job: None,
             activation_bits: None,
+            speed: None,
         }
     }
 }

@@ -28,6 +28,14 @@ impl Session {
                 false
             }
             Event::Alone { key, .. } if !self.owns(key) => false,
+            Event::Speed { key, latency, .. } => {
+                if !self.owns_plan(key) {
+                    return false;
+                }
+                self.speeds.insert(key.clone(), Arc::clone(latency));
+                self.latest_speed = Some(Arc::clone(latency));
+                true
+            }
             Event::Layers {
                 key,
                 computed,

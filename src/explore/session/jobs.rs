@@ -37,6 +37,11 @@ impl Session {
         }
     }
 
+    /// Time the current plan's network: dense, sparse, thinned (batch 1, in the background).
+    pub fn speed_job(&self) -> Job {
+        Job::Speed(self.snapshot())
+    }
+
     /// Evaluate the current plan: layer results and sizes, a subset estimate, then the full
     /// test set.
     pub fn eval_job(&self) -> Job {

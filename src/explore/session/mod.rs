@@ -34,6 +34,7 @@ use super::sensitivity::{self, Sensitivity};
 use super::worker::JobId;
 use crate::compress::model::Units;
 use crate::experiment::{Experiment, LayerOverrides, LayerPlan, PruneRule, RecipeStep};
+use crate::model::latency::LatencyReport;
 use crate::model::train::{Evaluation, TrainConfig};
 use crate::model::{Arch, LayerSpec, ModelKind, Net};
 use crate::pipeline::layer::LayerState;
@@ -80,6 +81,9 @@ pub struct Session {
     history: History,
     sensitivity: Option<Arc<Sensitivity>>,
     weights_fingerprint: String,
+    /// Measured batch-1 latency per plan, and the one measured most recently.
+    speeds: HashMap<PlanKey, Arc<LatencyReport>>,
+    latest_speed: Option<Arc<LatencyReport>>,
     /// Every layer's structured cut, for the plan and sources it was computed under.
     units: std::sync::Mutex<Option<(UnitsKey, UnitCuts)>>,
 }
@@ -176,6 +180,8 @@ impl Session {
             history: History::default(),
             sensitivity: None,
             units: Default::default(),
+            speeds: HashMap::new(),
+            latest_speed: None,
         })
     }
 
@@ -253,9 +259,18 @@ impl Session {
         self.tuned.get(layer).is_some_and(Option::is_some)
     }
 
+    /// The current plan's measured batch-1 latency (`true`), or while it is not measured the
+    /// latest plan's (`false`: stale).
+    pub fn speed(&self) -> Option<(Arc<LatencyReport>, bool)> {
+        match self.speeds.get(&self.plan_key()) {
+            Some(s) => Some((Arc::clone(s), true)),
+            None => self.latest_speed.as_ref().map(|s| (Arc::clone(s), false)),
+        }
+    }
+
     /// The units structured pruning leaves `layer` under the current plan (`None`: all):
     /// [`crate::pipeline::structure::unit_cuts`] over every layer, computed once per plan.
-    pub(crate) fn units(&self, layer: usize) -> Option<Units> {
+    pub fn units(&self, layer: usize) -> Option<Units> {
         let key: UnitsKey = (0..self.layer_count())
             .map(|l| {
                 let source = self.source(l).expect("layer in range");

@@ -1,5 +1,8 @@
 //! The evaluating jobs: a plan's accuracy, one layer alone, and the sensitivity sweep.
 
+/// Test images a speed measurement times each path on (at batch 1).
+const SPEED_IMAGES: usize = 128;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -111,6 +114,39 @@ impl Core {
         };
         self.evaluator(model)?
             .evaluate(layers, mode, &mut |_| {}, stop)
+    }
+
+    /// Times the plan's network at batch 1 on a few synthetic images (latency does not
+    /// depend on what they show), dense and the faster ways alternating.
+    pub(super) fn speed(&mut self, id: JobId, snap: PlanSnapshot) -> Result<(), ExploreError> {
+        let kind = JobKind::Speed;
+        let resolved = snap.resolve()?;
+        let model = crate::explore::plan::compressed_model(snap.model, "", &resolved.all);
+        let cost = crate::pipeline::cost::CostReport::of(&model);
+        let thinned = if cost.thinned() {
+            Some(model.to_thinned_net()?)
+        } else {
+            None
+        };
+        if self.stop_reason(kind, id).is_some() {
+            self.report_stop(kind, id);
+            return Ok(());
+        }
+        let images: Vec<f32> =
+            self.data.test.images[..SPEED_IMAGES.min(self.data.test.len) * 784].to_vec();
+        let latency = crate::model::latency::LatencyReport::measure(
+            model.to_net()?,
+            thinned,
+            &images,
+            &[1],
+            3,
+        )?;
+        self.send(Event::Speed {
+            id,
+            key: snap.key,
+            latency: Arc::new(latency),
+        });
+        Ok(())
     }
 
     pub(super) fn alone(&mut self, id: JobId, req: AloneRequest) -> Result<(), ExploreError> {

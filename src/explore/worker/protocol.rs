@@ -2,6 +2,7 @@
 //! need, and the events that report on them. Kept apart from the thread so a reader of the
 //! protocol (the UI, the analysis tools) need not read how it is carried out.
 
+use crate::model::latency::LatencyReport;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,16 +29,18 @@ pub enum JobKind {
     Retrain,
     FineTune,
     Train,
+    Speed,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 7] = [
         JobKind::Evaluate,
         JobKind::Alone,
         JobKind::Sweep,
         JobKind::Retrain,
         JobKind::FineTune,
         JobKind::Train,
+        JobKind::Speed,
     ];
 
     pub(super) fn index(self) -> usize {
@@ -46,7 +49,7 @@ impl JobKind {
 
     /// Whether a newer job of this kind supersedes an older one (pending or running).
     pub(crate) fn coalesces(self) -> bool {
-        matches!(self, JobKind::Evaluate | JobKind::Alone)
+        matches!(self, JobKind::Evaluate | JobKind::Alone | JobKind::Speed)
     }
 }
 
@@ -105,6 +108,8 @@ pub enum Job {
     Retrain(TrainRequest),
     FineTune(TrainRequest),
     Train(BaselineRequest),
+    /// Time the plan's network: dense, sparse and (when thinned) thinned, at batch 1.
+    Speed(PlanSnapshot),
 }
 
 impl Job {
@@ -116,6 +121,7 @@ impl Job {
             Job::Retrain(_) => JobKind::Retrain,
             Job::FineTune(_) => JobKind::FineTune,
             Job::Train(_) => JobKind::Train,
+            Job::Speed(_) => JobKind::Speed,
         }
     }
 }
@@ -218,6 +224,12 @@ pub enum Event {
         id: JobId,
         tuned: Arc<Tuned>,
     },
+    /// A plan's measured batch-1 latency, every way it runs.
+    Speed {
+        id: JobId,
+        key: PlanKey,
+        latency: Arc<LatencyReport>,
+    },
     Baseline {
         id: JobId,
         baseline: Arc<Baseline>,
@@ -251,6 +263,7 @@ impl Event {
             | Event::Training { id, .. }
             | Event::Epoch { id, .. }
             | Event::Tuned { id, .. }
+            | Event::Speed { id, .. }
             | Event::Baseline { id, .. }
             | Event::Cancelled { id, .. }
             | Event::Superseded { id, .. }
@@ -266,6 +279,7 @@ impl Event {
                 | Event::Alone { .. }
                 | Event::Swept { .. }
                 | Event::Tuned { .. }
+                | Event::Speed { .. }
                 | Event::Baseline { .. }
                 | Event::Cancelled { .. }
                 | Event::Superseded { .. }

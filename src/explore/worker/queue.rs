@@ -16,11 +16,11 @@ use crate::explore::eval::{CacheStats, Evaluator};
 /// State shared between the handle and the thread.
 pub(super) struct Shared {
     /// Newest id submitted, per kind.
-    pub(super) latest: [AtomicU64; 6],
+    pub(super) latest: [AtomicU64; JobKind::ALL.len()],
     /// Newest id the worker has taken up (or dropped), per kind.
-    pub(super) taken: [AtomicU64; 6],
+    pub(super) taken: [AtomicU64; JobKind::ALL.len()],
     /// Ids below this are cancelled, per kind.
-    pub(super) cancel_before: [AtomicU64; 6],
+    pub(super) cancel_before: [AtomicU64; JobKind::ALL.len()],
     pub(super) shutdown: AtomicBool,
     /// The evaluator's cache figures after the last job that used it.
     pub(super) stats: Mutex<CacheStats>,
@@ -201,6 +201,7 @@ impl Core {
             Job::Retrain(req) => self.train_plan(id, JobKind::Retrain, req),
             Job::FineTune(req) => self.train_plan(id, JobKind::FineTune, req),
             Job::Train(req) => self.train_baseline(id, req),
+            Job::Speed(snap) => self.speed(id, snap),
         }))
         .unwrap_or_else(|panic| {
             self.evaluator = None;

@@ -94,6 +94,7 @@ impl Controller {
                     }
                     JobKind::Train => self.app.training = None,
                     JobKind::Alone => self.auto_alone = false,
+                    JobKind::Speed => self.auto_speed = false,
                     _ => {}
                 }
             }
@@ -110,6 +111,9 @@ impl Controller {
         // superseded one would submit another that supersedes the newest, for ever.
         if event.is_final() && self.alone_job == Some(event.id()) {
             self.alone_job = None;
+        }
+        if event.is_final() && self.speed_job == Some(event.id()) {
+            self.speed_job = None;
         }
         let Some(session) = self.session.as_mut() else {
             return;
@@ -149,6 +153,21 @@ impl Controller {
             _ => {}
         }
         self.measure_next_alone();
+        self.measure_speed();
+    }
+
+    /// Once the current plan's exact accuracy is in, times its network in the background
+    /// (one measurement in flight; a newer plan's supersedes an older one's).
+    fn measure_speed(&mut self) {
+        if self.speed_job.is_some() || !self.auto_speed {
+            return;
+        }
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        if session.evaluation().is_some() && !session.speed().is_some_and(|(_, fresh)| fresh) {
+            self.speed_job = Some(self.worker.submit(session.speed_job()));
+        }
     }
 
     fn on_baseline(&mut self, baseline: &crate::explore::worker::Baseline) {

@@ -73,6 +73,11 @@ pub struct Controller {
     pub last_latency: Option<Duration>,
     /// The "this layer alone" measurement in flight (one at a time: each supersedes the last).
     alone_job: Option<JobId>,
+    /// The plan speed measurement in flight, if one.
+    speed_job: Option<JobId>,
+    /// Off after a speed measurement failed (its message says why), so it is not retried
+    /// for ever.
+    auto_speed: bool,
     /// The figures of the last export, being drawn.
     figures: Option<FigureJob>,
     /// Training jobs asked for while another ran, started in turn.
@@ -116,6 +121,8 @@ impl Controller {
             changed_at: None,
             last_latency: None,
             alone_job: None,
+            speed_job: None,
+            auto_speed: true,
             queued_training: VecDeque::new(),
             figures: None,
             auto_alone: true,
@@ -275,6 +282,7 @@ fn label(kind: JobKind) -> &'static str {
         JobKind::Retrain => "retrain",
         JobKind::FineTune => "fine-tune",
         JobKind::Train => "training",
+        JobKind::Speed => "speed measurement",
     }
 }
 

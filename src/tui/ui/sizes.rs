@@ -14,10 +14,26 @@ pub(crate) const HEIGHT: u16 = 6;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let t = &app.view.totals;
+    // The speed rides in the title: sizes say "smaller", this says whether it is "faster".
+    let speed = match &app.view.speed {
+        None => " · speed: measuring…".to_string(),
+        Some(s) => {
+            let paths: Vec<String> = s
+                .paths
+                .iter()
+                .map(|(name, x)| format!("{name} {x:.1}x"))
+                .collect();
+            format!(
+                " · speed vs dense, batch 1{}: {}",
+                if s.fresh { "" } else { " (old plan)" },
+                paths.join(", ")
+            )
+        }
+    };
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.border(false))
-        .title(Span::styled(" Size ", theme.title()));
+        .title(Span::styled(format!(" Size{speed} "), theme.title()));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let [left, right] =
