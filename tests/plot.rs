@@ -409,3 +409,19 @@ fn a_tui_screen_renders_to_png() {
     // Text was drawn somewhere: not every pixel is the background.
     assert!(img.pixels().any(|p| p.0 != opts.default_bg));
 }
+
+#[test]
+fn figure_data_written_before_the_structured_figures_still_loads_and_draws() {
+    let mut v = serde_json::to_value(built()).unwrap();
+    let fields = v.as_object_mut().unwrap();
+    for key in ["filter_ranking", "filter_norms", "structured_tradeoff"] {
+        assert!(fields.remove(key).is_some(), "{key}");
+    }
+    let old: ReportData = serde_json::from_value(v).unwrap();
+    assert_eq!(old.check(), Ok(()));
+    assert!(old.filter_ranking.series.is_empty() && old.filter_norms.layers.is_empty());
+    for name in ["filter-ranking", "filter-norms", "structured-tradeoff"] {
+        let png = plot::render(name, &old, Format::Png, (640, 400), 1.0).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name}");
+    }
+}
