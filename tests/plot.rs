@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use dcx::analysis::{self, BuildOptions, Inputs, Quiet as QuietBuild};
+use dcx::analysis::{self, BuildOptions, Inputs, Quiet as QuietBuild, StructuredOptions};
 use dcx::compress::kmeans::Init;
 use dcx::experiment::Experiment;
 use dcx::model::checkpoint;
@@ -59,6 +59,14 @@ fn built() -> &'static ReportData {
             inits: vec![Init::Linear, Init::Density, Init::Forgy],
             keeps: vec![1.0, 0.3, 0.1, 0.03],
             bits: vec![6, 3, 2],
+            structured: StructuredOptions {
+                unit_pruned: vec![0.0, 0.3, 0.6, 0.9],
+                random_seeds: 3,
+                weight_keeps: vec![0.5, 0.2],
+                unit_keeps: vec![0.8, 0.5],
+                timing_images: 20,
+                threads: 1,
+            },
             ..BuildOptions::default()
         };
         let built = analysis::build(
@@ -116,6 +124,10 @@ fn summary(v: &serde_json::Value, indent: usize, out: &mut String) {
                 items.len(),
                 round(sum)
             ));
+        }
+        Value::Array(items) if items.len() > 24 && items.iter().all(Value::is_boolean) => {
+            let set = items.iter().filter(|v| v.as_bool() == Some(true)).count();
+            out.push_str(&format!("{pad}[{} flags, {set} true]\n", items.len()));
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
@@ -179,8 +191,94 @@ fn figure_data_series() {
             e.remove("seconds");
         }
     }
+    // Latencies are measured; their counts and bytes are not.
+    let t = v["structured_tradeoff"].as_object_mut().unwrap();
+    let mut points: Vec<&mut serde_json::Value> = Vec::new();
+    for (k, field) in t.iter_mut() {
+        match k.as_str() {
+            "reference" => points.push(field),
+            "series" => {
+                for s in field.as_array_mut().unwrap() {
+                    points.extend(s["points"].as_array_mut().unwrap().iter_mut());
+                }
+            }
+            _ => {}
+        }
+    }
+    for p in points {
+        let p = p.as_object_mut().unwrap();
+        for timed in ["ms", "dense_ms", "speedup"] {
+            assert!(p.remove(timed).unwrap().as_f64().unwrap() > 0.0);
+        }
+    }
     summary(&v, 0, &mut text);
     insta::assert_snapshot!(text);
+}
+
+#[test]
+fn structured_figures_cut_what_they_say() {
+    let d = built();
+    // LeNet-300-100 has no conv2: the ranking cuts its second layer.
+    let r = &d.filter_ranking;
+    assert_eq!((r.layer.as_str(), r.units), ("fc2", 100));
+    let ranks: Vec<&str> = r.series.iter().map(|s| s.rank.as_str()).collect();
+    assert_eq!(ranks, ["l1", "random", "largest"]);
+    for s in &r.series {
+        let cut: Vec<f64> = s.points.iter().map(|p| p.pruned).collect();
+        assert_eq!(cut, [0.0, 0.3, 0.6, 0.9], "{}", s.rank);
+        // Nothing cut is the baseline network.
+        assert_eq!(s.points[0].accuracy, r.baseline_accuracy);
+        for p in &s.points {
+            assert!(p.min <= p.accuracy && p.accuracy <= p.max, "{}", s.rank);
+        }
+    }
+    // Li et al.'s shape on this small network: cutting the smallest-L1 units first costs
+    // less than cutting the largest first, at every cut.
+    for (small, large) in r.series[0].points.iter().zip(&r.series[2].points).skip(1) {
+        assert!(small.accuracy > large.accuracy, "{small:?} vs {large:?}");
+    }
+    let random = &r.series[1];
+    assert!(
+        random.points[2].min < random.points[2].max,
+        "seeds cut differently"
+    );
+    // The plan has no structured rule: no unit is marked.
+    let norms = &d.filter_norms;
+    assert_eq!(norms.layers.len(), 2, "every layer but the last");
+    assert!(
+        norms
+            .layers
+            .iter()
+            .all(|l| l.rule.is_none() && !l.cut.contains(&true))
+    );
+    let t = &d.structured_tradeoff;
+    let reference = t.reference.as_ref().unwrap();
+    assert_eq!(reference.macs, 266_200, "dense LeNet-300-100");
+    let families: Vec<&str> = t.series.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        families,
+        [
+            "unstructured (magnitude)",
+            "structured (L1 units)",
+            "structured + unstructured"
+        ]
+    );
+    for s in &t.series {
+        for p in &s.points {
+            assert!(
+                p.file_bytes < reference.file_bytes,
+                "{} {}",
+                s.name,
+                p.label
+            );
+            assert!(p.macs < reference.macs, "{} {}", s.name, p.label);
+        }
+    }
+    // Half the units of fc1 and fc2 (and so half of fc2's and fc3's inputs): fc1 keeps
+    // 150 x 784, fc2 50 x 150, fc3 10 x 50.
+    let half = &t.series[1].points[1];
+    assert_eq!(half.label, "units 50%");
+    assert_eq!(half.macs, 150 * 784 + 50 * 150 + 10 * 50);
 }
 
 #[test]
@@ -310,4 +408,20 @@ fn a_tui_screen_renders_to_png() {
     assert_eq!(img.dimensions(), (80 * cw, 24 * ch));
     // Text was drawn somewhere: not every pixel is the background.
     assert!(img.pixels().any(|p| p.0 != opts.default_bg));
+}
+
+#[test]
+fn figure_data_written_before_the_structured_figures_still_loads_and_draws() {
+    let mut v = serde_json::to_value(built()).unwrap();
+    let fields = v.as_object_mut().unwrap();
+    for key in ["filter_ranking", "filter_norms", "structured_tradeoff"] {
+        assert!(fields.remove(key).is_some(), "{key}");
+    }
+    let old: ReportData = serde_json::from_value(v).unwrap();
+    assert_eq!(old.check(), Ok(()));
+    assert!(old.filter_ranking.series.is_empty() && old.filter_norms.layers.is_empty());
+    for name in ["filter-ranking", "filter-norms", "structured-tradeoff"] {
+        let png = plot::render(name, &old, Format::Png, (640, 400), 1.0).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name}");
+    }
 }

@@ -10,6 +10,8 @@
 //! global-threshold sweep, the pruning-only / sharing-only / both trade-off, the per-init
 //! histograms) are computed here, each by one function, with the engine functions.
 
+mod structured;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,10 @@ use crate::model::ModelKind;
 use crate::model::train::EpochStats;
 use crate::pipeline::size::SizeReport;
 use crate::pipeline::{CompressionReport, StageEval};
+pub use structured::{
+    FilterNorms, FilterRanking, LatencyPoint, LatencySeries, RankPoint, RankSeries,
+    StructuredOptions, StructuredTradeoff, UnitNorms,
+};
 
 /// Weights and biases per layer (flattened), as [`Session::from_weights`] takes them.
 pub type Weights = Vec<(Vec<f32>, Vec<f32>)>;
@@ -55,6 +61,14 @@ pub struct ReportData {
     /// quantizers other than k-means existed).
     #[serde(default)]
     pub quantizers: QuantizerSweep,
+    /// Accuracy as one layer's units are cut by each rank (absent, like the two below, in
+    /// figure data written before structured pruning existed).
+    #[serde(default)]
+    pub filter_ranking: FilterRanking,
+    #[serde(default)]
+    pub filter_norms: FilterNorms,
+    #[serde(default)]
+    pub structured_tradeoff: StructuredTradeoff,
 }
 
 /// Accuracy against bit width for each quantizer, post-training (no retraining): every layer
@@ -103,6 +117,15 @@ impl ReportData {
                 &format!("global.points[{i}].layer_sparsity"),
                 p.layer_sparsity.len(),
             )?;
+        }
+        for (i, l) in self.filter_norms.layers.iter().enumerate() {
+            if l.cut.len() != l.norms.len() {
+                return Err(format!(
+                    "filter_norms.layers[{i}].cut: {} flags for {} units",
+                    l.cut.len(),
+                    l.norms.len()
+                ));
+            }
         }
         let bins = self.histograms.edges.bins;
         if bins == 0
@@ -245,6 +268,8 @@ pub struct BuildOptions {
     /// Retrain and fine-tune for the histogram figure as the experiment says (off: the
     /// checkpoint's weights and k-means codebooks only).
     pub train: bool,
+    /// The structured-pruning figures' strengths and timing.
+    pub structured: StructuredOptions,
 }
 
 impl Default for BuildOptions {
@@ -262,6 +287,7 @@ impl Default for BuildOptions {
             ],
             bits: vec![8, 7, 6, 5, 4, 3, 2],
             train: true,
+            structured: StructuredOptions::default(),
         }
     }
 }
@@ -305,6 +331,8 @@ pub enum DataError {
     Worker(String),
     #[error(transparent)]
     Explore(#[from] ExploreError),
+    #[error(transparent)]
+    Model(#[from] candle_core::Error),
 }
 
 /// The layer weights of a network, as [`Inputs::baseline`] takes them.
@@ -349,6 +377,12 @@ pub fn build(
     let tradeoff = tradeoff(inputs, opts, &mut evaluator, obs)?;
     obs.stage("accuracy vs bits per quantizer");
     let quantizers = quantizer_sweep(inputs, opts, &mut evaluator, obs)?;
+    obs.stage("accuracy as conv filters or neurons are cut, per rank");
+    let filter_ranking = structured::filter_ranking(inputs, &opts.structured, &mut evaluator, obs)?;
+    let filter_norms = structured::filter_norms(exp, &inputs.baseline, &inputs.data.train)?;
+    obs.stage("structured vs unstructured pruning: batch-1 latency and file bytes");
+    let structured_tradeoff =
+        structured::structured_tradeoff(inputs, &opts.structured, &mut evaluator, obs)?;
     obs.stage("weight histograms per k-means init");
     let histograms = histograms(inputs, opts, &worker, &mut evaluator, obs)?;
 
@@ -381,6 +415,9 @@ pub fn build(
         histograms,
         training,
         quantizers,
+        filter_ranking,
+        filter_norms,
+        structured_tradeoff,
     })
 }
 

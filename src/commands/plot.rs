@@ -37,7 +37,8 @@ pub struct PlotArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Only this figure (threshold-global, threshold-layers, sensitivity, tradeoff, histogram,
-    /// sparsity, huffman-bits, sizes, training).
+    /// quantizers, filter-ranking, filter-norms, structured-tradeoff, sparsity, huffman-bits,
+    /// sizes, training). The data of every figure is computed all the same.
     #[arg(long, value_name = "NAME")]
     pub only: Option<String>,
     /// Figure size in pixels.

@@ -6,6 +6,7 @@ mod helpers;
 mod histogram;
 mod quantizers;
 mod sizes;
+mod structured;
 mod threshold;
 mod tradeoff;
 mod training;
@@ -18,6 +19,7 @@ use crate::analysis::ReportData;
 use histogram::histogram;
 use quantizers::quantizers;
 use sizes::{huffman_bits, sizes, sparsity};
+use structured::{filter_norms, filter_ranking, structured_tradeoff};
 use threshold::{sensitivity, threshold_global, threshold_layers};
 use tradeoff::tradeoff;
 use training::training;
@@ -32,7 +34,7 @@ pub struct FigureInfo {
 }
 
 /// Every figure, in the order they are written.
-pub const FIGURES: [FigureInfo; 10] = [
+pub const FIGURES: [FigureInfo; 13] = [
     FigureInfo {
         name: "threshold-global",
         about: "one global threshold: accuracy and sparsity vs threshold, accuracy vs sparsity",
@@ -56,6 +58,18 @@ pub const FIGURES: [FigureInfo; 10] = [
     FigureInfo {
         name: "quantizers",
         about: "accuracy vs bits: k-means per init, uniform, symmetric, binary, ternary",
+    },
+    FigureInfo {
+        name: "filter-ranking",
+        about: "accuracy as one layer's filters are cut: smallest L1 first, random, largest first (Li et al.)",
+    },
+    FigureInfo {
+        name: "filter-norms",
+        about: "per layer, the L1 norms of its units sorted, with the plan's structured cut (Li et al. Fig. 2a)",
+    },
+    FigureInfo {
+        name: "structured-tradeoff",
+        about: "accuracy vs measured batch-1 speedup and vs file bytes: structured, unstructured, both",
     },
     FigureInfo {
         name: "sparsity",
@@ -94,6 +108,9 @@ where
         "tradeoff" => tradeoff(root, data, m),
         "histogram" => histogram(root, &data.histograms, data, m),
         "quantizers" => quantizers(root, data, m),
+        "filter-ranking" => filter_ranking(root, data, m),
+        "filter-norms" => filter_norms(root, data, m),
+        "structured-tradeoff" => structured_tradeoff(root, data, m),
         "sparsity" => sparsity(root, data, m),
         "huffman-bits" => huffman_bits(root, data, m),
         "sizes" => sizes(root, data, m),
