@@ -7,8 +7,8 @@
 //! turn (within a byte budget, least recently used first out), so scrubbing one layer and then
 //! another stays incremental.
 //!
-//! The layers themselves run in [`super::forward`]: sparse or dense by density, with the same
-//! sums as Candle's forward pass up to float rounding.
+//! The layers themselves run in [`super::forward`]: sparse, dense or Winograd by density, with
+//! the same sums as Candle's forward pass up to float rounding.
 //!
 //! Answers are progressive: the test set is reordered so that a fixed stratified subset (by
 //! class, proportional allocation) comes first; that part is evaluated first and reported as an
