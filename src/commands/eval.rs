@@ -75,6 +75,18 @@ pub fn run(data_dir: Option<&Path>, args: &EvalArgs) -> anyhow::Result<()> {
                 (int8, how)
             }
         };
+        // The engine codes weights symmetric per output channel (max|w| / 127): a file of
+        // symmetric 8-bit per-channel layers is run on its own codes, any other is re-coded.
+        let own_codes = file.model.layers.iter().all(|l| {
+            l.quantizer == crate::experiment::Quantizer::Symmetric
+                && l.bits == 8
+                && (l.groups() == l.shape[0] || l.shape[0] == 1)
+        });
+        let weights = if own_codes {
+            "weights: the file's symmetric 8-bit per-channel codes"
+        } else {
+            "weights re-coded symmetric 8-bit per output channel from the file's values"
+        };
         let correct = int8.correct(&data.test, 1000);
         let accuracy = correct as f64 / e.total.max(1) as f64;
         let from = if file.model.activations.is_some() {
@@ -83,8 +95,8 @@ pub fn run(data_dir: Option<&Path>, args: &EvalArgs) -> anyhow::Result<()> {
             "f32"
         };
         println!(
-            "int8 ({} kernel, {how}): test accuracy {:.2}% ({correct} / {}), {:+.2} points \
-             from {from}",
+            "int8 ({} kernel, {weights}, {how}): test accuracy {:.2}% ({correct} / {}), \
+             {:+.2} points from {from}",
             int8.kernel().name(),
             accuracy * 100.0,
             e.total,
