@@ -753,7 +753,8 @@ fn sweep_is_stored_beside_the_checkpoint_and_reopens_instantly() {
         .iter()
         .filter(|e| matches!(e, Event::SweepProgress { .. }))
         .count();
-    assert_eq!(progress, 3 * (15 + 8));
+    // 15 sparsities and 8 widths per layer, and 9 unit shares for the two hidden layers.
+    assert_eq!(progress, 3 * (15 + 8) + 2 * 9);
     let path = dir.path().join("lenet-300-100-e2-test.sensitivity.json");
     assert!(path.exists());
     for l in &sensitivity.layers {
@@ -763,6 +764,11 @@ fn sweep_is_stored_beside_the_checkpoint_and_reopens_instantly() {
         assert_eq!(l.prune[0].accuracy, sensitivity.baseline_accuracy);
         assert!(l.prune.last().unwrap().accuracy <= sensitivity.baseline_accuracy);
     }
+    let units: Vec<usize> = sensitivity.layers.iter().map(|l| l.units.len()).collect();
+    assert_eq!(units, [9, 9, 0], "no units cut from the class layer");
+    // Cutting 90% of fc1's neurons costs more than cutting 10%.
+    let fc1 = &sensitivity.layers[0].units;
+    assert!(fc1[0].sparsity < fc1[8].sparsity && fc1[8].accuracy < fc1[0].accuracy);
     for e in &events {
         s.absorb(e);
     }

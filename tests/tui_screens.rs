@@ -92,9 +92,15 @@ fn lenet5_view() -> ViewModel {
                 points: vec![(1.0, 98.9), (2.0, 99.1), (3.0, 99.2)],
             }],
             sensitivity: Some(Curve {
-                label: "conv1".into(),
+                label: "conv1 weights".into(),
                 points: (1..=10)
                     .map(|k| (k as f64 * 10.0, 99.3 - 30.0 / (k * k) as f64))
+                    .collect(),
+            }),
+            sensitivity_units: Some(Curve {
+                label: "filters".into(),
+                points: (1..=10)
+                    .map(|k| (k as f64 * 10.0, 99.3 - 60.0 / (k * k) as f64))
                     .collect(),
             }),
             sensitivity_marker: Some((66.0, 99.2)),

@@ -1,6 +1,7 @@
 //! Sensitivity analysis: test accuracy as one layer alone is pruned to a range of sparsities
 //! (the paper's Fig. 5, Distiller's sensitivity analysis), and as it alone is weight-shared at
-//! 1..=8 bits; every other layer keeps the checkpoint's dense weights.
+//! 1..=8 bits, and as it alone loses whole output units (filters, neurons: structured
+//! pruning by L1 norm); every other layer keeps the checkpoint's dense weights.
 //!
 //! The results depend only on the checkpoint and the test set, so they are stored beside the
 //! checkpoint (`<checkpoint stem>.sensitivity.json`, written atomically) and reopening is
@@ -21,13 +22,16 @@ use crate::model::ModelKind;
 use crate::model::train::Evaluation;
 
 /// Bumped when the file's meaning changes, so old files are recomputed.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Which sparsities and bit widths a sweep probes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SweepGrid {
     pub sparsities: Vec<f64>,
     pub bits: Vec<u8>,
+    /// Fractions of a layer's output units kept (every layer but the last).
+    #[serde(default)]
+    pub units: Vec<f64>,
 }
 
 impl Default for SweepGrid {
@@ -37,6 +41,7 @@ impl Default for SweepGrid {
                 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99,
             ],
             bits: (1..=8).collect(),
+            units: vec![0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
         }
     }
 }
@@ -48,12 +53,18 @@ pub enum Probe {
     Prune { layer: usize, sparsity: f64 },
     /// Share all weights (unpruned) with `2^bits` linear-initialised centroids.
     Bits { layer: usize, bits: u8 },
+    /// Keep `round(keep * units)` of the layer's output units, the largest by L1 norm; a cut
+    /// unit's weights and bias are zero, so its output is 0 and what reads it gets nothing
+    /// (the thinned network's accuracy).
+    Units { layer: usize, keep: f64 },
 }
 
 impl Probe {
     pub fn layer(&self) -> usize {
         match *self {
-            Probe::Prune { layer, .. } | Probe::Bits { layer, .. } => layer,
+            Probe::Prune { layer, .. } | Probe::Bits { layer, .. } | Probe::Units { layer, .. } => {
+                layer
+            }
         }
     }
 
@@ -88,6 +99,46 @@ impl Probe {
                     .collect();
                 (out, 0.0)
             }
+            Probe::Units { .. } => {
+                let kept = self.kept_units(source);
+                let per = w.len() / kept.len().max(1);
+                let out = w
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| if kept[i / per.max(1)] { v } else { 0.0 })
+                    .collect();
+                (out, 0.0)
+            }
+        }
+    }
+
+    /// The layer's biases under this probe: a cut unit's is 0.
+    pub fn bias(&self, source: &LayerSource) -> Vec<f32> {
+        match *self {
+            Probe::Units { .. } => {
+                let kept = self.kept_units(source);
+                source
+                    .state
+                    .bias
+                    .iter()
+                    .zip(kept)
+                    .map(|(&b, k)| if k { b } else { 0.0 })
+                    .collect()
+            }
+            _ => source.state.bias.clone(),
+        }
+    }
+
+    /// The output units a `Units` probe keeps (all, for the other probes).
+    fn kept_units(&self, source: &LayerSource) -> Vec<bool> {
+        let units = source.state.bias.len();
+        match *self {
+            Probe::Units { keep, .. } => {
+                let rank = prune::UnitRank::L1;
+                let scores = prune::weight_scores(&source.state.weights, units, rank);
+                prune::keep_units(&scores, &vec![true; units], keep as f32, rank, 0)
+            }
+            _ => vec![true; units],
         }
     }
 }
@@ -103,6 +154,13 @@ pub fn probes(layers: usize, grid: &SweepGrid) -> Vec<Probe> {
                     grid.bits
                         .iter()
                         .map(move |&bits| Probe::Bits { layer, bits }),
+                )
+                // The last layer's outputs are the classes: no units to cut.
+                .chain(
+                    grid.units
+                        .iter()
+                        .filter(move |_| layer + 1 < layers)
+                        .map(move |&keep| Probe::Units { layer, keep }),
                 )
         })
         .collect()
@@ -129,6 +187,9 @@ pub struct LayerSensitivity {
     pub prune: Vec<SweepPoint>,
     /// By increasing bits.
     pub bits: Vec<SweepPoint>,
+    /// Structured: by increasing fraction of output units cut (`sparsity`).
+    #[serde(default)]
+    pub units: Vec<SweepPoint>,
 }
 
 /// A whole sweep, as stored on disk.
@@ -166,6 +227,7 @@ impl Sensitivity {
                 name: l.name.to_string(),
                 prune: Vec::new(),
                 bits: Vec::new(),
+                units: Vec::new(),
             })
             .collect();
         for &(probe, threshold, e) in results {
@@ -187,11 +249,19 @@ impl Sensitivity {
                     accuracy: e.accuracy,
                     loss: e.loss,
                 }),
+                Probe::Units { keep, .. } => ls.units.push(SweepPoint {
+                    sparsity: 1.0 - keep,
+                    threshold,
+                    bits: 32,
+                    accuracy: e.accuracy,
+                    loss: e.loss,
+                }),
             }
         }
         for ls in &mut layers {
             ls.prune.sort_by(|a, b| a.sparsity.total_cmp(&b.sparsity));
             ls.bits.sort_by_key(|p| p.bits);
+            ls.units.sort_by(|a, b| a.sparsity.total_cmp(&b.sparsity));
         }
         Sensitivity {
             format: FORMAT,
@@ -304,6 +374,7 @@ mod tests {
         let grid = SweepGrid {
             sparsities: vec![0.0, 0.5, 0.9],
             bits: vec![],
+            units: vec![],
         };
         let results = [
             (
@@ -348,5 +419,49 @@ mod tests {
             Sensitivity::path_for(Path::new("/c/lenet-5-e10-abc.safetensors")),
             Path::new("/c/lenet-5-e10-abc.sensitivity.json")
         );
+    }
+
+    #[test]
+    fn a_units_probe_cuts_the_smallest_l1_units_with_their_biases_except_in_the_last_layer() {
+        let grid = SweepGrid::default();
+        let probes = probes(3, &grid);
+        let units = |layer| {
+            probes
+                .iter()
+                .filter(|p| matches!(p, Probe::Units { layer: l, .. } if *l == layer))
+                .count()
+        };
+        assert_eq!((units(0), units(1), units(2)), (9, 9, 0));
+        let spec = ModelKind::Lenet300100.arch().layers[1].clone();
+        // Unit u's weights all have magnitude u + 1: the smallest-indexed go first.
+        let per = spec.weight_count() / spec.outputs;
+        let weights: Vec<f32> = (0..spec.weight_count())
+            .map(|i| (i / per + 1) as f32 * if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let source = LayerSource::new(
+            1,
+            1,
+            spec.clone(),
+            crate::pipeline::layer::LayerState::dense(weights, vec![0.5; spec.outputs]),
+            None,
+        )
+        .unwrap();
+        let probe = Probe::Units {
+            layer: 1,
+            keep: 0.3,
+        };
+        let share = ShareParams {
+            empty: crate::compress::kmeans::EmptyClusters::Relocate,
+            stop: crate::compress::kmeans::Stop::Converged,
+            seed: 1,
+            max_code_len: 16,
+        };
+        let (w, _) = probe.weights(&source, share);
+        let bias = probe.bias(&source);
+        for u in 0..spec.outputs {
+            let kept = u >= 70;
+            assert_eq!(w[u * per] != 0.0, kept, "unit {u}");
+            assert_eq!(bias[u] != 0.0, kept, "unit {u}'s bias");
+        }
     }
 }

@@ -173,6 +173,34 @@ fn histogram(session: &Session, l: usize) -> HistogramView {
 }
 
 fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
+    let sensitivity_units = session
+        .sensitivity()
+        .and_then(|s| s.layers.get(l))
+        .filter(|layer| !layer.units.is_empty())
+        .map(|layer| {
+            let what = if session
+                .spec(l)
+                .is_ok_and(|s| s.kind == crate::model::LayerKind::Conv)
+            {
+                "filters"
+            } else {
+                "neurons"
+            };
+            Curve {
+                label: what.to_string(),
+                points: std::iter::once((
+                    100.0,
+                    100.0 * session.sensitivity().map_or(0.0, |s| s.baseline_accuracy),
+                ))
+                .chain(
+                    layer
+                        .units
+                        .iter()
+                        .map(|p| (100.0 * (1.0 - p.sparsity), 100.0 * p.accuracy)),
+                )
+                .collect(),
+            }
+        });
     let (sensitivity, sensitivity_marker) = match session.sensitivity() {
         Some(s) if l < s.layers.len() => {
             let layer = &s.layers[l];
@@ -192,7 +220,7 @@ fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
             });
             (
                 Some(Curve {
-                    label: layer.name.clone(),
+                    label: format!("{} weights", layer.name),
                     points,
                 }),
                 marker,
@@ -216,6 +244,7 @@ fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
     CurvesView {
         training: extras.training.clone(),
         sensitivity,
+        sensitivity_units,
         sensitivity_marker,
         history,
         pareto,

@@ -94,6 +94,8 @@ pub struct CurvesView {
     pub training: Vec<Curve>,
     /// Selected layer: accuracy when it alone is pruned to a kept fraction (x = kept %).
     pub sensitivity: Option<Curve>,
+    /// Selected layer: accuracy when it alone loses whole units (x = units kept %).
+    pub sensitivity_units: Option<Curve>,
     /// The selected layer's current kept %, and its accuracy if known.
     pub sensitivity_marker: Option<(f64, f64)>,
     /// Every evaluated plan: (compression ratio, accuracy %).

@@ -222,15 +222,10 @@ impl Core {
             let l = probe.layer();
             let src = &req.base[l];
             let (w, threshold) = probe.weights(src, req.share);
-            let fp = fingerprint::dense(l, &w, &src.state.bias);
+            let bias = probe.bias(src);
+            let fp = fingerprint::dense(l, &w, &bias);
             let mut layers = base;
-            layers[l] = Arc::new(PreparedLayer::from_dense(
-                &geoms[l],
-                l,
-                &w,
-                &src.state.bias,
-                fp,
-            )?);
+            layers[l] = Arc::new(PreparedLayer::from_dense(&geoms[l], l, &w, &bias, fp)?);
             if let Some(e) = self.evaluate_plain(model, &layers, false, &stop)? {
                 results.push((probe, threshold, e));
                 self.send(Event::SweepProgress {

@@ -63,13 +63,26 @@ fn chart<'a>(
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bool) {
     let c = &app.view.curves;
+    let mut title = vec![Span::styled(
+        format!(" {} (c: next) ", app.curve_tab.title()),
+        theme.title(),
+    )];
+    // Two sensitivity lines: their names ride in the title, in their colours, where no
+    // legend box can cover them.
+    if app.curve_tab == CurveTab::Sensitivity
+        && let (Some(w), Some(u)) = (&c.sensitivity, &c.sensitivity_units)
+    {
+        title = vec![
+            Span::styled(" ", theme.title()),
+            Span::styled(format!("━ {}", w.label), theme.series(0)),
+            Span::styled(format!(" ━ {}", u.label), theme.series(1)),
+            Span::styled(" · c: next ", theme.title()),
+        ];
+    }
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.border(focused))
-        .title(Span::styled(
-            format!(" {} (c: next) ", app.curve_tab.title()),
-            theme.title(),
-        ));
+        .title(ratatui::text::Line::from(title));
     let empty = |frame: &mut Frame, text: &str| {
         frame.render_widget(
             Paragraph::new(Span::styled(text.to_string(), theme.dim())).block(block.clone()),
@@ -95,7 +108,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                 );
             };
             let mark: Vec<(f64, f64)> = c.sensitivity_marker.into_iter().collect();
-            let (xb, yb) = bounds(&[&curve.points, &mark], 0.1);
+            let units: &[(f64, f64)] = c.sensitivity_units.as_ref().map_or(&[], |u| &u.points);
+            let (xb, yb) = bounds(&[&curve.points, &mark, units], 0.1);
             let mut sets = vec![
                 Dataset::default()
                     .name(curve.label.clone())
@@ -104,6 +118,16 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                     .style(theme.series(0))
                     .data(&curve.points),
             ];
+            if let Some(u) = &c.sensitivity_units {
+                sets.push(
+                    Dataset::default()
+                        .name(u.label.clone())
+                        .marker(marker)
+                        .graph_type(GraphType::Line)
+                        .style(theme.series(1))
+                        .data(&u.points),
+                );
+            }
             if !mark.is_empty() {
                 sets.push(
                     Dataset::default()
