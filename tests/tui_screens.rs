@@ -235,6 +235,30 @@ fn job_progress_and_quit_question() {
 }
 
 #[test]
+fn ctrl_z_suspends_from_the_prompt_and_the_quit_question_and_both_wait_for_fg() {
+    // (That Ctrl-Z maps to `Suspend` in these modes is checked in `tui::keys`.)
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::EditThreshold);
+    app.update(Action::Char('8'));
+    assert_eq!(app.update(Action::Suspend), vec![Effect::Suspend]);
+    assert_eq!(
+        app.mode,
+        Mode::EditThreshold("8".into()),
+        "the typing is kept"
+    );
+    app.update(Action::Back);
+    app.view.job = Some(JobView {
+        label: "retrain".into(),
+        fraction: 0.4,
+        detail: "epoch 1/3".into(),
+    });
+    app.update(Action::Back);
+    assert_eq!(app.mode, Mode::ConfirmQuit);
+    assert_eq!(app.update(Action::Suspend), vec![Effect::Suspend]);
+    assert_eq!(app.mode, Mode::ConfirmQuit, "the question is still open");
+}
+
+#[test]
 fn training_screen_80x24_and_200x60() {
     let mut app = app_without_color(ViewModel::default());
     app.training = Some(TrainingView {

@@ -186,6 +186,8 @@ impl App {
             }
             Mode::ConfirmQuit => match action {
                 Action::Char('y') | Action::Char('Y') | Action::Interrupt => self.quit(),
+                // Ctrl-Z leaves the question open for when the shell gives the screen back.
+                Action::Suspend => vec![Effect::Suspend],
                 _ => {
                     self.mode = Mode::Normal;
                     self.message = Some("quit cancelled".into());
@@ -193,6 +195,7 @@ impl App {
                 }
             },
             Mode::EditThreshold(mut text) => match action {
+                Action::Suspend => vec![Effect::Suspend],
                 Action::Char(c) if !c.is_control() && text.chars().count() < MAX_PROMPT => {
                     text.push(c);
                     self.mode = Mode::EditThreshold(text);

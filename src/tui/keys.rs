@@ -387,6 +387,11 @@ pub const BINDINGS: &[Binding] = &[
         help: "quit (asks if work is running)",
     },
     Binding {
+        context: Context::Prompt,
+        triggers: &[(ctrl('z'), Action::Suspend)],
+        help: "suspend to the shell (fg comes back, the typing kept)",
+    },
+    Binding {
         context: Context::QuitQuestion,
         triggers: &[
             (key('y'), Action::Char('y')),
@@ -402,6 +407,11 @@ pub const BINDINGS: &[Binding] = &[
             (code(KeyCode::Esc), Action::Back),
         ],
         help: "keep working (so does any other key)",
+    },
+    Binding {
+        context: Context::QuitQuestion,
+        triggers: &[(ctrl('z'), Action::Suspend)],
+        help: "suspend to the shell (fg comes back to this question)",
     },
 ];
 
@@ -651,6 +661,17 @@ mod tests {
         Action::Submit,
         Action::SelectRow(0),
     ];
+
+    #[test]
+    fn ctrl_z_suspends_while_typing_and_at_the_quit_question_instead_of_typing_z() {
+        let ctrl_z = key(KeyCode::Char('z'), KeyModifiers::CONTROL);
+        assert_eq!(input_key(ctrl_z), Some(Action::Suspend));
+        assert_eq!(normal_key(ctrl_z), Some(Action::Suspend));
+        assert_eq!(
+            input_key(key(KeyCode::Char('z'), KeyModifiers::NONE)),
+            Some(Action::Char('z'))
+        );
+    }
 
     #[test]
     fn all_actions_listed() {
