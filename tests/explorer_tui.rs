@@ -111,7 +111,11 @@ fn explore_scrub_export_undo_and_quit() {
         serde_json::from_str(&std::fs::read_to_string(dirs[0].join("report.json")).unwrap())
             .unwrap();
     assert_eq!(report["sizes"]["file_bytes"].as_u64(), Some(bytes));
-    assert!(dirs[0].join("report.md").exists());
+    let md = std::fs::read_to_string(dirs[0].join("report.md")).unwrap();
+    assert!(
+        md.contains(" ms. ") && !md.contains("Wall time: 0.0 s"),
+        "an export takes milliseconds: {md}"
+    );
     // The figures follow in the background, from the same results.
     pump_until(&mut ctl, "the export's figures", |c| {
         c.app
@@ -176,6 +180,30 @@ fn explore_scrub_export_undo_and_quit() {
             && c.app.view.curves.sensitivity.is_some()
             && c.app.view.job.is_none()
     });
+
+    // Keys that change nothing say why.
+    ctl.act(Action::Sweep);
+    let message = ctl.app.message.clone().unwrap();
+    assert!(
+        message.contains("sweep of this checkpoint is done"),
+        "{message}"
+    );
+    for _ in 0..9 {
+        ctl.act(Action::Bits(1));
+    }
+    let message = ctl.app.message.clone().unwrap();
+    assert!(message.contains("8 bits is the widest"), "{message}");
+    ctl.act(Action::Undo);
+    let message = ctl.app.message.clone().unwrap();
+    let name = ctl.app.view.layers[ctl.app.selected].name.clone();
+    assert!(
+        message.starts_with("undid: ") && message.contains(&name),
+        "{message}"
+    );
+    ctl.act(Action::Redo);
+    let message = ctl.app.message.clone().unwrap();
+    assert!(message.starts_with("redid: "), "{message}");
+    ctl.act(Action::Undo);
 
     // Masked retraining, then centroid fine-tuning, in the background; each adopts its weights.
     // Fine-tuning asked for while the retraining runs waits for it, then starts from its

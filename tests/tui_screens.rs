@@ -259,6 +259,20 @@ fn ctrl_z_suspends_from_the_prompt_and_the_quit_question_and_both_wait_for_fg() 
 }
 
 #[test]
+fn the_next_chart_key_says_where_the_chart_went_in_lecture_mode() {
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::NextCurve);
+    assert_eq!(app.message, None, "the chart itself shows the change");
+    app.lecture = true;
+    app.update(Action::NextCurve);
+    let message = app.message.clone().unwrap();
+    assert!(
+        message.contains("lecture mode shows no charts"),
+        "{message}"
+    );
+}
+
+#[test]
 fn training_screen_80x24_and_200x60() {
     let mut app = app_without_color(ViewModel::default());
     app.training = Some(TrainingView {

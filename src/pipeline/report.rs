@@ -272,10 +272,16 @@ pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
     } else {
         format!("Baseline checkpoint: `{}`", r.baseline_checkpoint)
     };
+    // An explorer export takes milliseconds (it runs no training): "0.0 s" would read as
+    // nothing measured.
+    let time = match r.seconds {
+        s if s >= 1.0 => format!(" Wall time: {s:.1} s."),
+        s if s > 0.0 => format!(" Wall time: {:.0} ms.", s * 1000.0),
+        _ => String::new(),
+    };
     let _ = writeln!(
         s,
-        "\n{start}. Wall time: {:.1} s. k-means stops when no weight changes cluster unless the experiment says otherwise.",
-        r.seconds
+        "\n{start}.{time} k-means stops when no weight changes cluster unless the experiment says otherwise."
     );
     s
 }

@@ -287,7 +287,16 @@ impl App {
             Action::Screenshot => return vec![Effect::Screenshot],
             Action::ToggleLog => self.log_counts = !self.log_counts,
             Action::ToggleLecture => self.lecture = !self.lecture,
-            Action::NextCurve => self.curve_tab = self.curve_tab.next(),
+            Action::NextCurve => {
+                self.curve_tab = self.curve_tab.next();
+                // The chart is not on the lecture screen: say where it went.
+                if self.lecture {
+                    self.message = Some(format!(
+                        "next chart: {} (lecture mode shows no charts; z leaves it)",
+                        self.curve_tab.title()
+                    ));
+                }
+            }
             Action::FocusNext => {
                 self.focus = match self.focus {
                     Focus::Layers => Focus::Histogram,

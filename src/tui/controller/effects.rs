@@ -67,8 +67,35 @@ impl Controller {
                 self.scrub_target[layer] = None;
                 session.set_threshold(layer, value)?
             }
-            Effect::Bits { layer, delta } => session.step_bits(layer, delta as i32)?,
-            Effect::IndexBits { layer, delta } => session.step_index_bits(layer, delta as i32)?,
+            Effect::Bits { layer, delta } => {
+                let changed = session.step_bits(layer, delta as i32)?;
+                if !changed {
+                    let plan = session.setting(layer)?.plan;
+                    let range = plan.quantizer.bits_range();
+                    self.app.message = Some(format!(
+                        "{}: {} bits is the {} the {} quantizer has ({}..={})",
+                        session.spec(layer)?.name,
+                        plan.bits,
+                        if delta > 0 { "widest" } else { "narrowest" },
+                        plan.quantizer.name(),
+                        range.start(),
+                        range.end()
+                    ));
+                }
+                changed
+            }
+            Effect::IndexBits { layer, delta } => {
+                let changed = session.step_index_bits(layer, delta as i32)?;
+                if !changed {
+                    self.app.message = Some(format!(
+                        "{}: relative indices are 1..=16 bits; {} is the {}",
+                        session.spec(layer)?.name,
+                        session.setting(layer)?.plan.index_bits,
+                        if delta > 0 { "widest" } else { "narrowest" }
+                    ));
+                }
+                changed
+            }
             Effect::CycleInit { layer } => session.cycle_init(layer)?,
             Effect::CycleQuantizer { layer } => {
                 let changed = session.cycle_quantizer(layer)?;
@@ -129,14 +156,34 @@ impl Controller {
             }
             Effect::Undo | Effect::Redo => {
                 self.scrub_target.iter_mut().for_each(|s| *s = None);
-                let done = if effect == Effect::Undo {
-                    session.undo()
+                let before: Vec<_> = (0..session.layer_count())
+                    .map(|l| session.setting(l))
+                    .collect::<Result<_, _>>()?;
+                let undo = effect == Effect::Undo;
+                let done = if undo { session.undo() } else { session.redo() };
+                let what = if undo { "undid" } else { "redid" };
+                self.app.message = Some(if done {
+                    // Say which layers the step gave back, so a merged scrub is visible.
+                    let mut names = Vec::new();
+                    for (l, was) in before.iter().enumerate() {
+                        if session.setting(l)? != *was {
+                            names.push(session.spec(l)?.name);
+                        }
+                    }
+                    format!(
+                        "{what}: {} as before ({})",
+                        if names.is_empty() {
+                            "the plan".to_string()
+                        } else {
+                            names.join(", ")
+                        },
+                        if undo { "Ctrl-r redoes" } else { "u undoes" }
+                    )
+                } else if undo {
+                    "nothing to undo".into()
                 } else {
-                    session.redo()
-                };
-                if !done {
-                    self.app.message = Some("nothing to undo / redo".into());
-                }
+                    "nothing to redo".into()
+                });
                 done
             }
             Effect::Retrain => {
@@ -145,6 +192,12 @@ impl Controller {
             }
             Effect::Finetune => {
                 self.start_training(JobKind::FineTune);
+                false
+            }
+            Effect::Sweep if session.sensitivity().is_some() => {
+                self.app.message = Some(
+                    "the sensitivity sweep of this checkpoint is done (stored beside it): the sensitivity chart shows it, c cycles charts".into(),
+                );
                 false
             }
             Effect::Sweep => {
