@@ -36,6 +36,7 @@ fn lenet5_view() -> ViewModel {
             shared_bytes: (params as f64 * kept * (bits as f64 + 5.0) / 8.0) as u64,
             file_bytes: huff,
             solo_drop: Some(-0.0004),
+            solo_estimated: false,
             weight_bits_h: bits as f64 - 0.7,
             index_bits_h: 4.4,
             weight_entropy: bits as f64 - 0.75,

@@ -89,6 +89,7 @@ fn layer_row(session: &Session, l: usize) -> LayerRow {
         index_bits: setting.plan.index_bits,
         // The row shows the accuracy change: negative when compressing the layer costs accuracy.
         solo_drop: session.alone(l).map(|a| -a.drop()),
+        solo_estimated: matches!(session.alone(l), Some(AloneDrop::Interpolated { .. })),
         finetuned: setting.finetuned,
         random: matches!(setting.plan.prune, PruneRule::Random(_)),
         kept: 1.0,

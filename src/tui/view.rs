@@ -24,6 +24,8 @@ pub struct LayerRow {
     pub file_bytes: u64,
     /// Accuracy change when this layer alone is compressed as set (None until measured).
     pub solo_drop: Option<f64>,
+    /// `solo_drop` was read off the sensitivity sweep (pruning only), not measured yet.
+    pub solo_estimated: bool,
     /// Bits per surviving weight after Huffman: cluster indices and gaps; their entropies.
     pub weight_bits_h: f64,
     pub index_bits_h: f64,

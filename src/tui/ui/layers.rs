@@ -47,7 +47,7 @@ impl Col {
             Col::Shared => "shared",
             Col::File => "huffman",
             Col::Ratio => "ratio",
-            Col::Drop => "Δacc",
+            Col::Drop => "Δacc pt",
         }
     }
     fn width(self) -> u16 {
@@ -118,12 +118,14 @@ fn cell(row: &LayerRow, c: Col) -> String {
         Col::File => human_bytes(row.file_bytes),
         Col::Ratio => format!("{:.1}x", row.ratio()),
         Col::Drop => row.solo_drop.map_or("…".into(), |d| {
-            // A change that rounds to zero is 0.00, not "-0.00".
+            // A change that rounds to zero is 0.00, not "-0.00"; one read off the sweep
+            // (pruning only) rather than measured is marked "~".
             let points = (d * 100.0 * 100.0).round() / 100.0;
+            let mark = if row.solo_estimated { "~" } else { "" };
             if points == 0.0 {
-                "0.00".into()
+                format!("{mark}0.00")
             } else {
-                format!("{points:+.2}")
+                format!("{mark}{points:+.2}")
             }
         }),
     }
@@ -247,6 +249,15 @@ mod tests {
         assert_eq!(drop(Some(-0.00001)), "0.00");
         assert_eq!(drop(Some(0.00004)), "0.00");
         assert_eq!(drop(Some(-0.0004)), "-0.04");
+        let read_off_the_sweep = cell(
+            &LayerRow {
+                solo_drop: Some(-0.011),
+                solo_estimated: true,
+                ..LayerRow::default()
+            },
+            Col::Drop,
+        );
+        assert_eq!(read_off_the_sweep, "~-1.10");
         assert_eq!(drop(Some(0.0125)), "+1.25");
         assert_eq!(drop(None), "…");
     }
