@@ -4,6 +4,7 @@
 //! Every cut goes through the pipeline's own path ([`structure::unit_cuts`], then
 //! [`LayerState::prune`] or the explore session, which calls the same), never a copy of it.
 
+use crate::model::latency::{Path, median};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -311,42 +312,15 @@ pub(crate) fn filter_norms(
     Ok(FilterNorms { layers })
 }
 
-/// How a plan's network is run for timing.
-enum Runner {
-    /// dcx's f32 kernels (the `dcx eval` path).
-    Dense(Net),
-    /// The nonzero weights only, as CSR matrices.
-    Sparse(SparseNet),
-}
-
-impl Runner {
-    fn run(&self, image: &[f32]) -> Result<f32, DataError> {
-        let logits = match self {
-            Runner::Dense(net) => net.logits(image, 1)?,
-            Runner::Sparse(net) => net.forward(image, 1),
-        };
-        Ok(std::hint::black_box(logits)[0])
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// Median batch-1 milliseconds of `dense` and `plan` over `images`, the two run one image at
 /// a time in alternation (which goes first alternating too), so load on the machine falls on
 /// both alike and their ratio holds where the absolute times wander.
-fn latency(dense: &Runner, plan: &Runner, images: &[f32]) -> Result<(f64, f64), DataError> {
+fn latency(dense: &Path, plan: &Path, images: &[f32]) -> Result<(f64, f64), DataError> {
     let n = images.len() / 784;
     let image = |i: usize| &images[i * 784..(i + 1) * 784];
     for i in 0..n.min(20) {
-        dense.run(image(i))?;
-        plan.run(image(i))?;
+        dense.predict(image(i), 1)?;
+        plan.predict(image(i), 1)?;
     }
     let (mut d, mut p) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
@@ -355,13 +329,13 @@ fn latency(dense: &Runner, plan: &Runner, images: &[f32]) -> Result<(f64, f64), 
         } else {
             [(plan, &mut p), (dense, &mut d)]
         };
-        for (runner, times) in order {
+        for (path, times) in order {
             let t = Instant::now();
-            runner.run(image(i))?;
+            std::hint::black_box(path.predict(image(i), 1)?);
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    Ok((median(&mut d), median(&mut p)))
+    Ok((median(&d), median(&p)))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -386,7 +360,7 @@ pub(crate) fn structured_tradeoff(
         .iter()
         .map(|(w, b)| 4 * (w.len() + b.len()) as u64)
         .sum();
-    let dense = Runner::Dense(Net::from_values(exp.model, base.clone())?);
+    let dense = Path::Dense(Net::from_values(exp.model, base.clone())?);
     let test = &inputs.data.test;
     let timing_images = opts.timing_images.clamp(1, test.len.max(1));
     let images = &test.images[..timing_images * 784];
@@ -448,16 +422,16 @@ pub(crate) fn structured_tradeoff(
         let model = s.compressed_model_now()?;
         let cost = CostReport::of(&model);
         let (runner, macs) = match family {
-            None => (Runner::Dense(model.to_net()?), cost.macs_dense()),
+            None => (Path::Dense(model.to_net()?), cost.macs_dense()),
             Some(Family::Unstructured) => (
-                Runner::Sparse(SparseNet::new(&model.to_net()?)?),
+                Path::Sparse(SparseNet::new(&model.to_net()?)?),
                 cost.macs_nonzero(),
             ),
             Some(Family::Structured) => {
-                (Runner::Dense(model.to_thinned_net()?), cost.macs_thinned())
+                (Path::Thinned(model.to_thinned_net()?), cost.macs_thinned())
             }
             Some(Family::Both) => (
-                Runner::Sparse(SparseNet::new(&model.to_thinned_net()?)?),
+                Path::ThinnedSparse(SparseNet::new(&model.to_thinned_net()?)?),
                 cost.macs_nonzero(),
             ),
         };

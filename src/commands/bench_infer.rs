@@ -68,11 +68,7 @@ pub fn run(data_dir: Option<&FsPath>, args: &InferBenchArgs) -> anyhow::Result<(
     let file = dcz::load(&args.file)?;
     let net = file.model.to_net()?;
     let cost = CostReport::of(&file.model);
-    let thinned = if cost.thinned() {
-        Some(file.model.to_thinned_net()?)
-    } else {
-        None
-    };
+    let thinned = file.model.thinned_net()?;
     if let Some(out) = &args.weights_out {
         write_weights(&net, out)?;
     }

@@ -46,11 +46,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     print!("{}", report::cost_table(&cost));
     // Timing needs no dataset: latency does not depend on what the images show.
     let images = synthetic_images(SPEED_IMAGES);
-    let thinned = if cost.thinned() {
-        Some(file.model.to_thinned_net()?)
-    } else {
-        None
-    };
+    let thinned = file.model.thinned_net()?;
     let latency = LatencyReport::measure(file.model.to_net()?, thinned, &images, &[1, 256], 3)?;
     println!(
         "\nInference speed, timed on {SPEED_IMAGES} synthetic images (`dcx bench infer` times the test set and int8 too):\n"

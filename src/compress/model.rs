@@ -302,6 +302,16 @@ impl CompressedModel {
         Ok(net)
     }
 
+    /// [`CompressedModel::to_thinned_net`] when structured pruning cut some unit, else `None`
+    /// (the thinned network would be the network itself).
+    pub fn thinned_net(&self) -> candle_core::Result<Option<Net>> {
+        if self.layers.iter().any(|l| l.units.is_some()) {
+            self.to_thinned_net().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The network with every cut unit physically removed: smaller dense layers computing
     /// exactly what [`CompressedModel::to_net`] computes (a cut unit's output is 0 and every
     /// weight reading it is 0). Without structured pruning, the same network.

@@ -217,14 +217,4 @@ impl LatencyReport {
             rows,
         })
     }
-
-    /// The fastest path at `batch`, if measured.
-    pub fn best(&self, batch: usize) -> Option<&PathLatency> {
-        self.rows
-            .iter()
-            .find(|r| r.batch == batch)?
-            .paths
-            .iter()
-            .min_by(|a, b| a.ms.total_cmp(&b.ms))
-    }
 }

@@ -326,7 +326,7 @@ pub fn run(
     let sizes = size::size_report(&model, &encoded, &layout);
     let cost = CostReport::of(&model);
     obs.stage("timing inference: dense, sparse and thinned, alternating");
-    let latency = Some(measure_latency(&model, &cost, &data.test)?);
+    let latency = Some(measure_latency(&model, &data.test)?);
     let report = CompressionReport {
         experiment: exp.name.clone(),
         model: exp.model.name().to_string(),
@@ -365,15 +365,10 @@ pub const LATENCY_IMAGES: usize = 2560;
 /// (the network the file decodes to: weights and activation grids).
 pub(crate) fn measure_latency(
     model: &CompressedModel,
-    cost: &CostReport,
     test: &crate::data::Split,
 ) -> candle_core::Result<LatencyReport> {
     let n = test.len.min(LATENCY_IMAGES);
-    let thinned = if cost.thinned() {
-        Some(model.to_thinned_net()?)
-    } else {
-        None
-    };
+    let thinned = model.thinned_net()?;
     LatencyReport::measure(
         model.to_net()?,
         thinned,

@@ -169,12 +169,10 @@ impl Session {
         let Some(rule) = self.setting(layer)?.plan.structured else {
             return Ok(false);
         };
-        let ranks = [
-            UnitRank::L1,
-            UnitRank::L2,
-            UnitRank::Random,
-            UnitRank::Largest,
-        ];
+        let ranks: Vec<UnitRank> = UnitRank::ALL
+            .into_iter()
+            .filter(|r| !r.needs_activations())
+            .collect();
         let at = ranks.iter().position(|&r| r == rule.rank).unwrap_or(0);
         let rank = ranks[(at + 1) % ranks.len()];
         self.edit(

@@ -1,8 +1,5 @@
 //! The evaluating jobs: a plan's accuracy, one layer alone, and the sensitivity sweep.
 
-/// Test images a speed measurement times each path on (at batch 1).
-const SPEED_IMAGES: usize = 128;
-
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +14,9 @@ use crate::explore::plan::{LayerRef, LayerTask, PlanSizes, PlanSnapshot};
 use crate::explore::sensitivity::{self, Sensitivity};
 use crate::model::ModelKind;
 use crate::model::train::Evaluation;
+
+/// Test images a speed measurement times each path on (at batch 1).
+const SPEED_IMAGES: usize = 128;
 
 impl Core {
     /// Pruning and sharing first (what the forward pass needs), then the subset estimate;
@@ -122,12 +122,7 @@ impl Core {
         let kind = JobKind::Speed;
         let resolved = snap.resolve()?;
         let model = crate::explore::plan::compressed_model(snap.model, "", &resolved.all);
-        let cost = crate::pipeline::cost::CostReport::of(&model);
-        let thinned = if cost.thinned() {
-            Some(model.to_thinned_net()?)
-        } else {
-            None
-        };
+        let thinned = model.thinned_net()?;
         if self.stop_reason(kind, id).is_some() {
             self.report_stop(kind, id);
             return Ok(());
