@@ -12,7 +12,7 @@ pub use crate::compress::prune::{PruneRule, PruneSchedule, UnitRank, UnitRule};
 pub use crate::compress::quantize::Quantizer;
 pub use crate::model::activations::Calibration;
 use crate::model::train::{Schedule, TrainConfig};
-use crate::model::{Arch, ModelKind};
+use crate::model::{Arch, ModelRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
@@ -349,7 +349,7 @@ pub struct Experiment {
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
-    pub model: ModelKind,
+    pub model: ModelRef,
     /// The baseline's training recipe (its checkpoint is cached by this recipe).
     pub train: TrainConfig,
     /// Settings for every layer unless `[layers.NAME]` overrides them.
@@ -416,7 +416,7 @@ impl Experiment {
             .iter()
             .map(|l| {
                 let mut plan = LayerPlan::paper_default(l.kind).with(&self.defaults);
-                if let Some(o) = self.layers.get(l.name) {
+                if let Some(o) = self.layers.get(&l.name) {
                     plan = plan.with(o);
                 }
                 plan
@@ -435,7 +435,7 @@ impl Experiment {
             let mut seen = [0usize; 2];
             let arch = self.arch();
             for s in &self.steps {
-                let names = arch.layers.iter().map(|l| l.name);
+                let names = arch.layers.iter().map(|l| l.name.as_str());
                 let plans = plans
                     .iter()
                     .zip(names)
@@ -523,7 +523,7 @@ impl Experiment {
         let arch = self.arch();
         for name in self.layers.keys() {
             if arch.layer_index(name).is_none() {
-                let names: Vec<_> = arch.layers.iter().map(|l| l.name).collect();
+                let names: Vec<_> = arch.layers.iter().map(|l| l.name.as_str()).collect();
                 return Err(format!(
                     "layers.{name}: {} has no such layer (it has {})",
                     self.model,
@@ -539,7 +539,7 @@ impl Experiment {
         // own bits must suit its quantizer; binary and ternary fix the width defaults give).
         for (spec, plan) in arch.layers.iter().zip(self.layer_plans()) {
             let at = format!("layers.{}", spec.name);
-            let own = self.layers.get(spec.name);
+            let own = self.layers.get(&spec.name);
             check_overrides(
                 &at,
                 &LayerOverrides {
@@ -550,7 +550,7 @@ impl Experiment {
                 },
             )?;
             plan.validate().map_err(|e| format!("{at}.{e}"))?;
-            check_structure(&arch, spec.name, plan.structured)
+            check_structure(&arch, &spec.name, plan.structured)
                 .map_err(|e| format!("{at}.structured: {e}"))?;
         }
         self.train.validate().map_err(|e| format!("train.{e}"))?;
@@ -625,7 +625,7 @@ pub(crate) fn check_structure(
         return Err(format!(
             "rank '{}' counts activations after a ReLU, and no ReLU follows {layer} in {} (use l1, l2, random or largest)",
             rule.rank.name(),
-            arch.kind
+            arch.name
         ));
     }
     Ok(())

@@ -128,7 +128,7 @@ fn the_file_alone_reproduces(
 #[test]
 fn masked_retraining_keeps_pruned_weights_at_zero_and_trains_the_rest() {
     let data = common::fixture().subset(300, 50);
-    let net = Net::new(ModelKind::Lenet5, 2).unwrap();
+    let net = Net::new(&ModelKind::Lenet5.arch(), 2).unwrap();
     let masks: Vec<Vec<bool>> = net
         .arch
         .layers
@@ -416,4 +416,72 @@ batch_size = 32
         assert_eq!(layer.bits, 1);
         assert_eq!(layer.kept(), layer.weight_count());
     }
+}
+
+const DEFINED: &str = r#"
+name = "fixture-defined"
+[model]
+name = "narrow-lenet-5"
+layers = [
+  { type = "conv", name = "conv1", outputs = 6, kernel = 5 },
+  { type = "batch-norm" },
+  { type = "relu" },
+  { type = "max-pool" },
+  { type = "conv", name = "conv2", outputs = 12, kernel = 5 },
+  { type = "batch-norm", name = "bn2" },
+  { type = "max-pool" },
+  { type = "flatten" },
+  { type = "fc", name = "fc1", outputs = 60 },
+  { type = "relu" },
+  { type = "dropout", p = 0.2 },
+  { type = "fc", name = "fc2", outputs = 10 },
+]
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.003
+optimizer = "adam"
+schedule = "cosine"
+seed = 3
+[defaults]
+prune = { keep = 0.5 }
+bits = 5
+[retrain]
+epochs = 1
+lr = 0.001
+batch_size = 32
+"#;
+
+/// A network the experiment defines, with batch-norm and dropout: trained with both, folded
+/// for everything after training, and the file carries its stages so it runs alone.
+#[test]
+fn a_network_defined_in_the_experiment_runs_the_whole_pipeline() {
+    let data = common::fixture();
+    let exp = Experiment::parse(DEFINED, "fixture").unwrap();
+    let arch = exp.arch();
+    assert_eq!(arch.norms.len(), 2);
+    let cache = tempfile::tempdir().unwrap();
+    let result = pipeline::run(&exp, &data, cache.path(), &mut Quiet).unwrap();
+    let r = &result.report;
+    assert!(
+        r.baseline().accuracy > 0.6,
+        "baseline {}",
+        r.baseline().accuracy
+    );
+    assert_eq!(r.model, "narrow-lenet-5");
+    // The file holds the inference network: the same layers, no batch-norm or dropout.
+    assert_eq!(result.model.arch, arch.inference());
+    the_file_alone_reproduces(&result, &data, &exp);
+
+    // The checkpoint is cached under the network's stages: the same experiment reuses it,
+    // and the folded baseline evaluates to the report's baseline accuracy.
+    let again =
+        dcx::model::cache::obtain(&arch, &exp.train, &data, false, cache.path(), &mut Quiet)
+            .unwrap();
+    assert!(again.reused);
+    let folded = again.net.folded().unwrap();
+    let base = train::evaluate(&folded, &data.test).unwrap();
+    assert_eq!(base.accuracy, r.baseline().accuracy);
+    let unfolded = train::evaluate(&again.net, &data.test).unwrap();
+    assert_eq!(unfolded.correct, base.correct);
 }

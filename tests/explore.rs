@@ -57,7 +57,7 @@ fn trained(model: ModelKind) -> &'static Weights {
         [ModelKind::Lenet5, ModelKind::Lenet300100]
             .into_iter()
             .map(|m| {
-                let net = Net::new(m, 11).unwrap();
+                let net = Net::new(&m.arch(), 11).unwrap();
                 train::train(&net, fixture(), &recipe(), &[], &mut Silent).unwrap();
                 let values = (0..net.arch.layers.len())
                     .map(|l| (net.weight_values(l).unwrap(), net.bias_values(l).unwrap()))
@@ -70,9 +70,9 @@ fn trained(model: ModelKind) -> &'static Weights {
 
 fn session(model: ModelKind) -> Session {
     Session::from_weights(
-        model,
+        model.arch(),
         trained(model).clone(),
-        Session::default_experiment(model, recipe()),
+        Session::default_experiment(&model.arch(), recipe()),
     )
     .unwrap()
 }
@@ -161,8 +161,9 @@ fn worker(data: Mnist, subset: usize) -> Worker {
 fn plans_round_trip_through_experiment_toml_exactly() {
     let mut rng = StdRng::seed_from_u64(1);
     for model in [ModelKind::Lenet5, ModelKind::Lenet300100] {
-        let net = Net::new(model, 1).unwrap();
-        let mut s = Session::new(&net, Session::default_experiment(model, recipe())).unwrap();
+        let net = Net::new(&model.arch(), 1).unwrap();
+        let mut s =
+            Session::new(&net, Session::default_experiment(&model.arch(), recipe())).unwrap();
         for _ in 0..25 {
             let plan = random_plan(&mut rng, &s);
             s.set_plan(plan.clone()).unwrap();
@@ -171,12 +172,12 @@ fn plans_round_trip_through_experiment_toml_exactly() {
             let plans: Vec<LayerPlan> = plan.iter().map(|p| p.plan).collect();
             assert_eq!(exp.layer_plans(), plans);
             let mut again =
-                Session::new(&net, Session::default_experiment(model, recipe())).unwrap();
+                Session::new(&net, Session::default_experiment(&model.arch(), recipe())).unwrap();
             again.load_toml(&text, "session").unwrap();
             assert_eq!(again.plan(), s.plan());
             assert_eq!(again.to_toml(), text);
         }
-        let other = Session::default_experiment(ModelKind::CourseCnn, recipe());
+        let other = Session::default_experiment(&ModelKind::CourseCnn.arch(), recipe());
         assert!(matches!(
             s.load_experiment(&other),
             Err(ExploreError::ModelMismatch { .. })
@@ -249,8 +250,12 @@ fn session_layers_sizes_and_file_are_the_pipelines() {
     );
 
     // The evaluator's accuracy is the pipeline's final accuracy for the same weights.
-    let mut ev =
-        Evaluator::new(ModelKind::Lenet300100, &data.test, EvalOptions::default()).unwrap();
+    let mut ev = Evaluator::new(
+        &ModelKind::Lenet300100.arch(),
+        &data.test,
+        EvalOptions::default(),
+    )
+    .unwrap();
     let e = evaluate(&mut ev, &mut s, EvalMode::INTERACTIVE);
     assert_eq!(e.accuracy, result.report.last().accuracy);
 }
@@ -289,7 +294,7 @@ fn incremental_matches_candle(test: &Split, steps: usize, seed: u64) {
             subset: 100,
             ..EvalOptions::default()
         };
-        let mut ev = Evaluator::new(model, test, opts).unwrap();
+        let mut ev = Evaluator::new(&model.arch(), test, opts).unwrap();
         for step in 0..steps {
             if step % 5 == 0 {
                 let plan = random_plan(&mut rng, &s);
@@ -377,10 +382,10 @@ fn padded_convolutions_with_relu_and_pool_match_candle() {
     }
     .subset(0, 64)
     .test;
-    let net = Net::new(ModelKind::CourseCnn, 3).unwrap();
+    let net = Net::new(&ModelKind::CourseCnn.arch(), 3).unwrap();
     let mut s = Session::new(
         &net,
-        Session::default_experiment(ModelKind::CourseCnn, recipe()),
+        Session::default_experiment(&ModelKind::CourseCnn.arch(), recipe()),
     )
     .unwrap();
     s.set_plan(dcx::explore::session::plan_with_keep(
@@ -388,7 +393,8 @@ fn padded_convolutions_with_relu_and_pool_match_candle() {
         &[0.5, 1.0, 0.1, 0.9],
     ))
     .unwrap();
-    let mut ev = Evaluator::new(ModelKind::CourseCnn, &test, EvalOptions::default()).unwrap();
+    let mut ev =
+        Evaluator::new(&ModelKind::CourseCnn.arch(), &test, EvalOptions::default()).unwrap();
     let ours = evaluate(&mut ev, &mut s, EvalMode::INTERACTIVE);
     let reference = candle_eval(&mut s, &test);
     assert_eq!(ours.correct, reference.correct);
@@ -405,7 +411,7 @@ fn a_tiny_cache_budget_changes_speed_not_results() {
     let mut s = session(ModelKind::Lenet5);
     let budget = 2 << 20;
     let mut ev = Evaluator::new(
-        ModelKind::Lenet5,
+        &ModelKind::Lenet5.arch(),
         test,
         EvalOptions {
             subset: 50,
@@ -428,7 +434,7 @@ fn the_estimate_comes_first_and_brackets_the_full_figure() {
     let data = fixture();
     let mut s = session(ModelKind::Lenet300100);
     let mut ev = Evaluator::new(
-        ModelKind::Lenet300100,
+        &ModelKind::Lenet300100.arch(),
         &data.test,
         EvalOptions {
             subset: 80,
@@ -936,7 +942,7 @@ fn baselines_train_in_the_worker_are_cached_and_cancellable() {
     let cache = tempfile::tempdir().unwrap();
     let request = |epochs| {
         dcx::explore::Job::Train(dcx::explore::worker::BaselineRequest {
-            model: ModelKind::Lenet300100,
+            model: ModelKind::Lenet300100.arch(),
             config: TrainConfig {
                 epochs,
                 train_limit: Some(256),
@@ -955,7 +961,7 @@ fn baselines_train_in_the_worker_are_cached_and_cancellable() {
     assert!(events.iter().any(|e| matches!(e, Event::Training { .. })));
     let s = Session::from_baseline(
         baseline,
-        Session::default_experiment(ModelKind::Lenet300100, baseline.meta.train.clone()),
+        Session::default_experiment(&ModelKind::Lenet300100.arch(), baseline.meta.train.clone()),
     )
     .unwrap();
     assert_eq!(s.checkpoint(), Some(baseline.path.as_path()));
@@ -1023,9 +1029,15 @@ fn an_export_re_runs_with_the_pipeline_to_the_same_file() {
     exp.defaults = Default::default();
     exp.layers.clear();
     let cache = tempfile::tempdir().unwrap();
-    let base =
-        dcx::model::cache::obtain(exp.model, &exp.train, data, false, cache.path(), &mut Quiet)
-            .unwrap();
+    let base = dcx::model::cache::obtain(
+        &exp.arch(),
+        &exp.train,
+        data,
+        false,
+        cache.path(),
+        &mut Quiet,
+    )
+    .unwrap();
     let mut s = Session::new(&base.net, exp.clone())
         .unwrap()
         .with_checkpoint(&base.path);
@@ -1080,9 +1092,15 @@ fn the_explorers_fine_tuning_quantizes_activations_as_the_pipeline_does() {
         images: 100,
     });
     let cache = tempfile::tempdir().unwrap();
-    let base =
-        dcx::model::cache::obtain(exp.model, &exp.train, data, false, cache.path(), &mut Quiet)
-            .unwrap();
+    let base = dcx::model::cache::obtain(
+        &exp.arch(),
+        &exp.train,
+        data,
+        false,
+        cache.path(),
+        &mut Quiet,
+    )
+    .unwrap();
     let mut s = Session::new(&base.net, exp.clone())
         .unwrap()
         .with_checkpoint(&base.path);

@@ -39,7 +39,7 @@ fn explore_scrub_export_undo_and_quit() {
     };
     let mut ctl = Controller::start(Setup {
         data: Arc::new(common::fixture()),
-        template: Session::default_experiment(ModelKind::Lenet300100, train),
+        template: Session::default_experiment(&ModelKind::Lenet300100.arch(), train),
         cache_dir: cache.path().to_path_buf(),
         export_root: exports.path().to_path_buf(),
         lecture: false,
@@ -101,7 +101,7 @@ fn explore_scrub_export_undo_and_quit() {
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let exp = Experiment::load(&dirs[0].join("experiment.toml")).unwrap();
-    assert_eq!(exp.model, ModelKind::Lenet300100);
+    assert_eq!(exp.model, ModelKind::Lenet300100.into());
     assert_eq!(exp.layer_plans()[1].bits, bits - 1);
     let file = dcz::load(&dirs[0].join("model.dcz")).unwrap();
     let bytes = std::fs::metadata(dirs[0].join("model.dcz")).unwrap().len();

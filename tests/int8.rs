@@ -24,7 +24,7 @@ fn relative_logit_error(net: &Net, int8: &Int8Net, images: &[f32], n: usize) -> 
 #[test]
 fn int8_lenet5_on_the_fixture_is_as_accurate_as_f32() {
     let data = common::fixture();
-    let net = Net::new(ModelKind::Lenet5, 3).unwrap();
+    let net = Net::new(&ModelKind::Lenet5.arch(), 3).unwrap();
     let cfg = TrainConfig {
         epochs: 3,
         batch_size: 32,
@@ -59,7 +59,7 @@ fn int8_lenet5_on_the_fixture_is_as_accurate_as_f32() {
 fn int8_logits_follow_f32_for_every_architecture() {
     let data = common::fixture().subset(100, 40);
     for kind in ModelKind::ALL {
-        let net = Net::new(kind, 11).unwrap();
+        let net = Net::new(&kind.arch(), 11).unwrap();
         let int8 = Int8Net::calibrate(
             &net,
             &data.train.images,
@@ -76,7 +76,7 @@ fn int8_logits_follow_f32_for_every_architecture() {
 fn every_kernel_and_every_batching_give_the_same_logits() {
     let data = common::fixture().subset(64, 37);
     for kind in [ModelKind::Lenet5, ModelKind::Lenet300100] {
-        let net = Net::new(kind, 5).unwrap();
+        let net = Net::new(&kind.arch(), 5).unwrap();
         let int8 = Int8Net::calibrate(&net, &data.train.images, 64, Calibration::MinMax).unwrap();
         let (images, n) = (&data.test.images, data.test.len);
         let want = int8.forward(images, n);
@@ -96,7 +96,7 @@ fn every_kernel_and_every_batching_give_the_same_logits() {
 
 #[test]
 fn calibration_without_images_is_an_error() {
-    let net = Net::new(ModelKind::Lenet5, 1).unwrap();
+    let net = Net::new(&ModelKind::Lenet5.arch(), 1).unwrap();
     let err = Int8Net::calibrate(&net, &[], 0, Calibration::MinMax).unwrap_err();
     assert!(err.to_string().contains("calibration"), "{err}");
     let err = "99.99x".parse::<Calibration>().unwrap_err();

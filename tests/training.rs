@@ -25,7 +25,7 @@ fn weights(net: &Net) -> Vec<Vec<f32>> {
 fn same_seed_gives_the_same_weights() {
     let data = common::fixture().subset(256, 50);
     let run = |seed| {
-        let net = Net::new(ModelKind::Lenet5, seed).unwrap();
+        let net = Net::new(&ModelKind::Lenet5.arch(), seed).unwrap();
         train::train(&net, &data, &quick(1, seed), &[], &mut Silent).unwrap();
         weights(&net)
     };
@@ -37,7 +37,7 @@ fn same_seed_gives_the_same_weights() {
 #[test]
 fn short_training_on_the_fixture_beats_chance() {
     let data = common::fixture();
-    let net = Net::new(ModelKind::Lenet300100, 1).unwrap();
+    let net = Net::new(&ModelKind::Lenet300100.arch(), 1).unwrap();
     let before = train::evaluate(&net, &data.test).unwrap().accuracy;
     let out = train::train(&net, &data, &quick(5, 1), &[], &mut Silent).unwrap();
     let after = out.history.last().unwrap().test_accuracy;
@@ -53,7 +53,7 @@ fn a_few_thousand_real_images_train_lenet5_well_past_chance() {
         return;
     };
     let data = data.subset(4000, 2000);
-    let net = Net::new(ModelKind::Lenet5, 1).unwrap();
+    let net = Net::new(&ModelKind::Lenet5.arch(), 1).unwrap();
     let out = train::train(&net, &data, &quick(1, 1), &[], &mut Silent).unwrap();
     let acc = out.history[0].test_accuracy;
     assert!(acc > 0.9, "4000 images, 1 epoch: {acc}");
@@ -77,7 +77,7 @@ fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
 
     let mut stop = StopAfter(3, 0);
     let partial = cache::obtain(
-        ModelKind::Lenet300100,
+        &ModelKind::Lenet300100.arch(),
         &cfg,
         &data,
         false,
@@ -106,7 +106,7 @@ fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
     }
 
     let first = cache::obtain(
-        ModelKind::Lenet300100,
+        &ModelKind::Lenet300100.arch(),
         &cfg,
         &data,
         false,
@@ -130,7 +130,7 @@ fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
     let _ = running.kill();
     let _ = running.wait();
     let second = cache::obtain(
-        ModelKind::Lenet300100,
+        &ModelKind::Lenet300100.arch(),
         &cfg,
         &data,
         false,
@@ -142,7 +142,7 @@ fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
     assert_eq!(weights(&first.net), weights(&second.net));
     assert_eq!(first.meta, second.meta);
     let forced = cache::obtain(
-        ModelKind::Lenet300100,
+        &ModelKind::Lenet300100.arch(),
         &cfg,
         &data,
         true,
@@ -157,7 +157,7 @@ fn cached_checkpoints_are_reused_and_cancelled_runs_are_not() {
 fn fast_kernels_train_as_well_as_candle_stock_ops() {
     let data = common::fixture();
     let run = |backend| {
-        let mut net = Net::new(ModelKind::Lenet5, 9).unwrap();
+        let mut net = Net::new(&ModelKind::Lenet5.arch(), 9).unwrap();
         net.backend = backend;
         let out = train::train(&net, &data, &quick(3, 9), &[], &mut Silent).unwrap();
         out.history.last().unwrap().test_accuracy
@@ -177,7 +177,7 @@ fn diverged_training_is_an_error_and_nothing_is_cached() {
         ..quick(1, 5)
     };
     let err = cache::obtain(
-        ModelKind::Lenet300100,
+        &ModelKind::Lenet300100.arch(),
         &cfg,
         &data,
         false,
@@ -265,7 +265,7 @@ fn settings_no_training_can_run_with_are_refused() {
         let e = cfg.validate().unwrap_err();
         assert!(e.starts_with(key), "{key}: {e}");
         // train() itself refuses too, before touching the network.
-        let net = Net::new(ModelKind::Lenet300100, 1).unwrap();
+        let net = Net::new(&ModelKind::Lenet300100.arch(), 1).unwrap();
         let before = weights(&net);
         let err = train::train(&net, &data, &cfg, &[], &mut Silent).unwrap_err();
         assert!(err.to_string().contains(key), "{err}");

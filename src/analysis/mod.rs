@@ -28,7 +28,7 @@ use crate::explore::layer::{HistEdges, LayerResult, LayerSetting};
 use crate::explore::sensitivity::LayerSensitivity;
 use crate::explore::worker::{Event, Tuned};
 use crate::explore::{Edit, ExploreError, Scope, Session, Worker, WorkerOptions};
-use crate::model::ModelKind;
+use crate::model::Arch;
 use crate::model::train::EpochStats;
 use crate::pipeline::size::SizeReport;
 use crate::pipeline::{CompressionReport, StageEval};
@@ -357,10 +357,9 @@ pub fn build(
             found: report.model.clone(),
         });
     }
-    let model = exp.model;
-    let arch = model.arch();
+    let arch = exp.arch().inference();
     let mut evaluator = Evaluator::new(
-        model,
+        &arch,
         &inputs.data.test,
         EvalOptions {
             subset: 1,
@@ -460,10 +459,10 @@ pub(crate) fn quantizer_sweep(
 ) -> Result<QuantizerSweep, DataError> {
     let exp = inputs.experiment;
     let base = &inputs.baseline;
-    let arch = exp.model.arch();
+    let arch = exp.arch().inference();
     let layer = match &opts.histogram_layer {
         Some(name) => arch.layer_index(name).unwrap_or(0),
-        None => largest_layer(exp.model),
+        None => largest_layer(&arch),
     };
     let mut s = session(inputs, base.clone())?;
     let baseline_accuracy = evaluate(evaluator, &dense_layers(evaluator, base)?, obs)?;
@@ -561,7 +560,11 @@ fn wait(
 }
 
 fn session(inputs: &Inputs, weights: Weights) -> Result<Session, DataError> {
-    let s = Session::from_weights(inputs.experiment.model, weights, inputs.experiment.clone())?;
+    let s = Session::from_weights(
+        inputs.experiment.arch().inference(),
+        weights,
+        inputs.experiment.clone(),
+    )?;
     Ok(match inputs.checkpoint {
         Some(p) => s.with_checkpoint(p),
         None => s,
@@ -703,7 +706,7 @@ fn uniform_plan(
     bits: Option<u8>,
     index_bits: Option<u8>,
 ) -> Vec<LayerSetting> {
-    let arch = exp.model.arch();
+    let arch = exp.arch().inference();
     exp.layer_plans()
         .into_iter()
         .zip(&arch.layers)
@@ -810,12 +813,16 @@ pub fn tradeoff(
         v
     };
     let report = inputs.report;
-    let paper = paper::figure(exp.model).map(|p| TradeoffPoint {
-        label: "paper (Table 1)".into(),
-        ratio: p.ratio,
-        bytes: (p.compressed_kb * 1000.0) as u64,
-        accuracy: 1.0 - p.error_after,
-    });
+    let paper = exp
+        .arch()
+        .builtin
+        .and_then(paper::figure)
+        .map(|p| TradeoffPoint {
+            label: "paper (Table 1)".into(),
+            ratio: p.ratio,
+            bytes: (p.compressed_kb * 1000.0) as u64,
+            accuracy: 1.0 - p.error_after,
+        });
     Ok(Tradeoff {
         baseline_accuracy,
         series: vec![
@@ -851,8 +858,7 @@ pub fn tradeoff(
 }
 
 /// The layer with the most weights.
-fn largest_layer(model: ModelKind) -> usize {
-    let arch = model.arch();
+fn largest_layer(arch: &Arch) -> usize {
     (0..arch.layers.len())
         .max_by_key(|&l| arch.layers[l].weight_count())
         .unwrap_or(0)
@@ -870,14 +876,14 @@ pub fn histograms(
     obs: &mut dyn BuildObserver,
 ) -> Result<HistogramData, DataError> {
     let exp = inputs.experiment;
-    let arch = exp.model.arch();
+    let arch = exp.arch().inference();
     let layer = match &opts.histogram_layer {
         Some(name) => arch
             .layers
             .iter()
             .position(|l| l.name == name.as_str())
             .ok_or_else(|| DataError::NoLayer(name.clone()))?,
-        None => largest_layer(exp.model),
+        None => largest_layer(&arch),
     };
     let retrains = opts.train && exp.retrain.as_ref().is_some_and(|r| r.epochs > 0);
     let fine_tunes = opts.train && exp.finetune.as_ref().is_some_and(|f| f.epochs > 0);

@@ -190,7 +190,7 @@ pub(crate) fn filter_ranking(
     obs: &mut dyn BuildObserver,
 ) -> Result<FilterRanking, DataError> {
     let exp = inputs.experiment;
-    let arch = exp.model.arch();
+    let arch = exp.arch().inference();
     let layer = ranking_layer(&arch);
     let states = states_of(&inputs.baseline);
     let refs: Vec<&LayerState> = states.iter().collect();
@@ -276,12 +276,12 @@ pub(crate) fn filter_norms(
     baseline: &Weights,
     train: &Split,
 ) -> Result<FilterNorms, DataError> {
-    let arch = exp.model.arch();
+    let arch = exp.arch().inference();
     let plans = exp.layer_plans();
     let states = states_of(baseline);
     let refs: Vec<&LayerState> = states.iter().collect();
     let activity = if structure::needs_activity(&plans) {
-        let net = Net::from_values(exp.model, baseline.clone())?;
+        let net = Net::from_values(&arch, baseline.clone())?;
         Some(Activity::measure(&net, train)?)
     } else {
         None
@@ -360,7 +360,7 @@ pub(crate) fn structured_tradeoff(
         .iter()
         .map(|(w, b)| 4 * (w.len() + b.len()) as u64)
         .sum();
-    let dense = Path::Dense(Net::from_values(exp.model, base.clone())?);
+    let dense = Path::Dense(Net::from_values(&exp.arch().inference(), base.clone())?);
     let test = &inputs.data.test;
     let timing_images = opts.timing_images.clamp(1, test.len.max(1));
     let images = &test.images[..timing_images * 784];
@@ -496,7 +496,7 @@ mod tests {
     }
 
     fn baseline() -> Weights {
-        let net = Net::new(ModelKind::Lenet5, 7).unwrap();
+        let net = Net::new(&ModelKind::Lenet5.arch(), 7).unwrap();
         super::super::weights_of(&net).unwrap()
     }
 

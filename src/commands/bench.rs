@@ -124,7 +124,7 @@ fn bench_train(data_dir: Option<&Path>, args: &TrainBenchArgs) -> anyhow::Result
     );
     for model in models {
         for &backend in &backends {
-            let mut net = Net::new(model, 1)?;
+            let mut net = Net::new(&model.arch(), 1)?;
             net.backend = backend;
             let train_rate = time_training(&net, &split, args.steps)?;
             let (infer_rate, gflops) = time_inference(&net, &split)?;
@@ -279,7 +279,7 @@ fn bench_explore(data_dir: Option<&Path>, args: &ExploreBenchArgs) -> anyhow::Re
         let exp = crate::experiment::Experiment::parse(text, "paper experiment")?;
         let path = crate::model::cache::cached_path(
             &crate::model::cache::cache_dir(),
-            model,
+            &model.arch(),
             &exp.train,
             &data.fingerprint,
         );
@@ -330,7 +330,7 @@ fn bench_explore(data_dir: Option<&Path>, args: &ExploreBenchArgs) -> anyhow::Re
         let n_layers = session.layer_count();
         let mut rows: Vec<(String, Vec<Sample>)> = Vec::new();
         for l in 0..n_layers {
-            let name = session.arch().layers[l].name;
+            let name = session.arch().layers[l].name.clone();
             let mut samples = Vec::with_capacity(args.changes);
             for _ in 0..args.changes {
                 session.set_plan(base.clone())?;
@@ -476,7 +476,7 @@ fn dense_throughput(
     measured: Option<f64>,
 ) -> anyhow::Result<()> {
     use crate::explore::eval::{EvalMode, EvalOptions, Evaluator, PreparedLayer, fingerprint};
-    let mut ev = Evaluator::new(net.kind(), test, EvalOptions::default())?;
+    let mut ev = Evaluator::new(&net.arch, test, EvalOptions::default())?;
     let geoms = ev.geometry().to_vec();
     let layers = (0..geoms.len())
         .map(|l| {

@@ -80,7 +80,7 @@ pub fn run(data_dir: Option<&FsPath>, args: &InferBenchArgs) -> anyhow::Result<(
     pool.install(|| {
         measure(
             args,
-            &file.model.model.to_string(),
+            &file.model.arch.name,
             net,
             thinned,
             &cost,
@@ -243,7 +243,7 @@ fn write_weights(net: &Net, out: &FsPath) -> anyhow::Result<()> {
         tensors.push((format!("{}.bias", spec.name), p.bias.as_tensor().clone()));
     }
     let mut info = std::collections::HashMap::new();
-    info.insert("model".to_string(), net.kind().to_string());
+    info.insert("model".to_string(), net.arch.name.clone());
     let bytes = safetensors::serialize(tensors, Some(info))?;
     crate::fsutil::write_atomic(out, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))
 }

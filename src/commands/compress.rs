@@ -80,7 +80,7 @@ pub(crate) fn run_experiment(
         };
         anyhow::anyhow!("{}: {why}", out.join("model.dcz").display())
     })?;
-    let md = report::markdown(&result.report, exp.model);
+    let md = report::markdown(&result.report, exp.arch().builtin);
     let write = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
         let p = dir.join(name);
         write_atomic(&p, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", out.join(name).display()))

@@ -34,7 +34,7 @@ pub fn run(data_dir: Option<&Path>, args: &EvalArgs) -> anyhow::Result<()> {
     println!(
         "{}: {} from {} bytes: test accuracy {:.2}% ({} / {}), error {:.2}%, loss {:.4}",
         args.file.display(),
-        file.model.model,
+        file.model.arch,
         file.layout.total(),
         e.accuracy * 100.0,
         e.correct,

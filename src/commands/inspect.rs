@@ -33,7 +33,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     println!(
         "{}: {}, {} bytes, {:.1}x smaller than dense f32 ({} bytes)\n",
         args.file.display(),
-        file.model.model,
+        file.model.arch,
         sizes.file_bytes,
         sizes.ratio(),
         sizes.dense_bytes

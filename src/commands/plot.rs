@@ -164,7 +164,8 @@ pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
     if let Some(name) = &args.layer
         && exp.arch().layer_index(name).is_none()
     {
-        let names: Vec<&str> = exp.arch().layers.iter().map(|l| l.name).collect();
+        let arch = exp.arch();
+        let names: Vec<&str> = arch.layers.iter().map(|l| l.name.as_str()).collect();
         anyhow::bail!(
             "--layer {name}: {} has no such layer (it has {})",
             exp.model,

@@ -15,6 +15,10 @@ pub struct TrainArgs {
     /// lenet-300-100, lenet-5 or course-cnn.
     #[arg(long, default_value = "lenet-5")]
     pub model: ModelKind,
+    /// Train this experiment's network with its [train] recipe instead (a network the file
+    /// defines, say); the same cached checkpoint `dcx compress` uses.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "epochs", "lr", "batch_size", "seed", "optimizer", "constant_lr", "limit"])]
+    pub experiment: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
     #[arg(long, default_value_t = 1e-3)]
@@ -57,16 +61,23 @@ impl TrainArgs {
 }
 
 pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
-    let cfg = args.config();
+    let (arch, cfg) = match &args.experiment {
+        Some(path) => {
+            let exp = crate::experiment::Experiment::load(path)?;
+            (exp.arch(), exp.train)
+        }
+        None => (args.model.arch(), args.config()),
+    };
+    let model = arch.name.clone();
     // Checked before the data is read, so a typo costs nothing.
     if let Err(e) = cfg.validate() {
         anyhow::bail!("invalid training option (--epochs, --batch, --lr, --limit): {e}");
     }
     let data = super::data::load(data_dir)?;
-    let mut observer = BarObserver::new(args.model.name());
+    let mut observer = BarObserver::new(&model);
     let started = std::time::Instant::now();
     let got = cache::obtain(
-        args.model,
+        &arch,
         &cfg,
         &data,
         args.retrain,
@@ -78,12 +89,12 @@ pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
     if got.reused {
         println!(
             "{}: reused cached checkpoint (test accuracy {accuracy:.2}%; --retrain to train again)",
-            args.model
+            model
         );
     } else if !got.meta.complete {
         return Err(super::Interrupted(format!(
             "{}: stopped after {} of {} epochs; the partial weights are in {} (never reused as a finished checkpoint, and removed once this recipe trains to the end)",
-            args.model,
+            model,
             got.meta.history.len(),
             cfg.epochs,
             got.path.display()
@@ -92,7 +103,7 @@ pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "{}: trained {} epochs in {:.1} s, test accuracy {accuracy:.2}%",
-            args.model,
+            model,
             cfg.epochs,
             started.elapsed().as_secs_f64()
         );

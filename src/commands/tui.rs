@@ -9,7 +9,7 @@ use clap::Args;
 use crate::data::{self, DataError, FetchOptions, Mnist};
 use crate::experiment::Experiment;
 use crate::explore::{Session, WorkerOptions};
-use crate::model::ModelKind;
+use crate::model::{ModelKind, ModelRef};
 use crate::tui::controller::Setup;
 
 #[derive(Debug, Args, Default)]
@@ -53,7 +53,7 @@ pub(crate) fn starting_experiment(args: &TuiArgs) -> anyhow::Result<Experiment> 
     if let Some(path) = &args.experiment {
         let exp = Experiment::load(path)?;
         if let Some(m) = args.model
-            && m != exp.model
+            && crate::model::ModelRef::from(m) != exp.model
         {
             anyhow::bail!(
                 "{}: the experiment is for {}, but --model asks for {m}",
@@ -68,7 +68,7 @@ pub(crate) fn starting_experiment(args: &TuiArgs) -> anyhow::Result<Experiment> 
     Ok(Experiment {
         retrain: shipped.retrain.clone(),
         finetune: shipped.finetune.clone(),
-        ..Session::default_experiment(model, shipped.train.clone())
+        ..Session::default_experiment(&model.arch(), shipped.train.clone())
     })
 }
 
@@ -112,18 +112,17 @@ pub fn run(data_dir: Option<&Path>, args: &TuiArgs) -> anyhow::Result<()> {
     if !std::io::stdout().is_terminal() {
         // Piped or scripted: there is no screen to explore on, so do the explorer's job
         // without one: the whole pipeline with the network's shipped (paper) settings.
-        let file = match &args.experiment {
-            Some(path) => path.clone(),
-            None => PathBuf::from(recipe_file(template.model)),
+        let (file, exp) = match (&args.experiment, &template.model) {
+            (Some(path), _) => (path.clone(), template),
+            (None, ModelRef::Builtin(kind)) => (PathBuf::from(recipe_file(*kind)), recipe(*kind)),
+            (None, ModelRef::Defined(_)) => {
+                anyhow::bail!("a network defined in an experiment needs --experiment FILE")
+            }
         };
         eprintln!(
             "no terminal to open the explorer in; running `dcx compress {}` instead",
             file.display()
         );
-        let exp = match &args.experiment {
-            Some(_) => template,
-            None => recipe(template.model),
-        };
         return super::compress::run_experiment(data_dir, exp, None);
     }
     let data = Arc::new(data_or_offer(data_dir)?);
@@ -151,13 +150,13 @@ mod tests {
             ModelKind::Lenet5,
             ModelKind::CourseCnn,
         ] {
-            assert_eq!(recipe(model).model, model);
+            assert_eq!(recipe(model).model, model.into());
             let exp = starting_experiment(&TuiArgs {
                 model: Some(model),
                 ..TuiArgs::default()
             })
             .unwrap();
-            assert_eq!(exp.model, model);
+            assert_eq!(exp.model, model.into());
             assert_eq!(exp.train, recipe(model).train);
             assert!(exp.layers.is_empty());
         }

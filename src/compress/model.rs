@@ -4,7 +4,7 @@
 use super::quantize::Quantizer;
 use crate::model::activations::ActivationQuant;
 use crate::model::quant::GridParams;
-use crate::model::{LayerKind, ModelKind, Net};
+use crate::model::{Arch, LayerKind, Net};
 
 /// One layer after pruning and weight sharing: which positions survive, which centroid each
 /// survivor uses, and the codebook. Biases stay dense f32 (they are 0.2% of LeNet-5).
@@ -281,7 +281,8 @@ impl CompressedLayer {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompressedModel {
-    pub model: ModelKind,
+    /// The network the layers belong to, as inference runs it (batch-norm folded).
+    pub arch: Arch,
     /// The experiment (TOML) that produced it, kept so a file explains itself.
     pub experiment: String,
     pub layers: Vec<CompressedLayer>,
@@ -297,7 +298,7 @@ impl CompressedModel {
             .iter()
             .map(|l| (l.dense_weights(), l.bias.clone()))
             .collect();
-        let mut net = Net::from_values(self.model, values)?;
+        let mut net = Net::from_values(&self.arch, values)?;
         net.set_activations(self.activations.clone());
         Ok(net)
     }
@@ -316,7 +317,7 @@ impl CompressedModel {
     /// exactly what [`CompressedModel::to_net`] computes (a cut unit's output is 0 and every
     /// weight reading it is 0). Without structured pruning, the same network.
     pub fn to_thinned_net(&self) -> candle_core::Result<Net> {
-        let mut arch = self.model.arch();
+        let mut arch = self.arch.clone();
         let mut values = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate() {
             let thin = layer.thinned();

@@ -26,7 +26,7 @@ use super::forward::pad_tile;
 pub use super::forward::{DENSE_FROM, LayerGeom, PreparedLayer, geometry};
 use super::kernels::TILE;
 use crate::data::Split;
-use crate::model::ModelKind;
+use crate::model::Arch;
 use crate::model::train::Evaluation;
 
 /// Settings of an [`Evaluator`].
@@ -126,7 +126,7 @@ enum Dest {
 
 /// Evaluates plans of one network on one test set, incrementally. See the module docs.
 pub struct Evaluator {
-    model: ModelKind,
+    model: Arch,
     geoms: Vec<LayerGeom>,
     n: usize,
     tiles: usize,
@@ -155,12 +155,8 @@ struct Scratch {
 }
 
 impl Evaluator {
-    pub fn new(
-        model: ModelKind,
-        test: &Split,
-        opts: EvalOptions,
-    ) -> Result<Evaluator, ExploreError> {
-        let geoms = geometry(&model.arch())?;
+    pub fn new(model: &Arch, test: &Split, opts: EvalOptions) -> Result<Evaluator, ExploreError> {
+        let geoms = geometry(model)?;
         let n = test.len;
         if n == 0 || test.labels.len() != n || test.images.len() != n * 784 {
             return Err(ExploreError::Invalid(format!(
@@ -187,7 +183,7 @@ impl Evaluator {
         }
         let labels = order.iter().map(|&i| test.labels[i]).collect();
         let mut e = Evaluator {
-            model,
+            model: model.clone(),
             geoms,
             n,
             tiles,
@@ -208,8 +204,8 @@ impl Evaluator {
         Ok(e)
     }
 
-    pub fn model(&self) -> ModelKind {
-        self.model
+    pub fn model(&self) -> &Arch {
+        &self.model
     }
 
     pub fn geometry(&self) -> &[LayerGeom] {

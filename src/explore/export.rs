@@ -107,7 +107,7 @@ pub fn export(
     let experiment = session.to_experiment();
     let report = CompressionReport {
         experiment: experiment.name.clone(),
-        model: session.model().name().to_string(),
+        model: session.model().name.clone(),
         stages,
         thresholds: results.iter().map(|r| r.threshold).collect(),
         sharing: results
@@ -151,7 +151,7 @@ pub fn export(
     write(names[2], json.as_bytes())?;
     write(
         names[3],
-        report::markdown(&report, session.model()).as_bytes(),
+        report::markdown(&report, session.model().builtin).as_bytes(),
     )?;
     folder.commit().map_err(io(&dir))?;
     let files = names.iter().map(|n| dir.join(n)).collect();

@@ -132,8 +132,7 @@ impl LayerGeom {
 
 /// Compiles an architecture's stage list into one [`LayerGeom`] per parameterised layer.
 pub fn geometry(arch: &Arch) -> Result<Vec<LayerGeom>, ExploreError> {
-    let unsupported =
-        |what: String| ExploreError::Unsupported(format!("{}: {what}", arch.kind.name()));
+    let unsupported = |what: String| ExploreError::Unsupported(format!("{}: {what}", arch.name));
     let (mut c, mut h, mut w) = if arch.takes_images() {
         (1, 28, 28)
     } else {
@@ -210,6 +209,13 @@ pub fn geometry(arch: &Arch) -> Result<Vec<LayerGeom>, ExploreError> {
                 }
                 _ => return Err(unsupported("a max-pool not directly after a conv".into())),
             },
+            // Inference: dropout does nothing; the explorer works on the folded network.
+            Stage::Dropout(_) => {}
+            Stage::BatchNorm(_) => {
+                return Err(unsupported(
+                    "batch-norm is folded into its layer first".into(),
+                ));
+            }
         }
     }
     if geoms.len() != arch.layers.len() || geoms.is_empty() {

@@ -343,7 +343,7 @@ pub(crate) fn share_layer(
     units: Option<&Units>,
 ) -> Result<SharedLayer, ExploreError> {
     let plan = setting.plan;
-    validate(source.spec.name, &plan)?;
+    validate(&source.spec.name, &plan)?;
     let l = source.layer;
     let shared = source.state.share(l, &source.spec, &plan, share, units);
     Ok(SharedLayer {

@@ -30,7 +30,7 @@
 //! let data = Arc::new(dcx::data::Mnist::load(Path::new("mnist"))?);
 //! let checkpoint = Path::new("lenet-5-e10-fd5771c0ca28.safetensors");
 //! let (net, meta) = dcx::model::checkpoint::load(checkpoint)?;
-//! let template = Session::default_experiment(net.kind(), meta.train);
+//! let template = Session::default_experiment(&net.arch, meta.train);
 //! let mut session = Session::new(&net, template)?.with_checkpoint(checkpoint);
 //! let worker = Worker::spawn(Arc::clone(&data), WorkerOptions::default())?;
 //! worker.submit(session.eval_job());
@@ -81,8 +81,6 @@ pub use sensitivity::Sensitivity;
 pub use session::{Accuracy, AloneDrop, Edit, Scope, Session};
 pub use worker::{Event, Job, JobId, JobKind, Worker, WorkerOptions};
 
-use crate::model::ModelKind;
-
 /// Errors of the explore engine. Bad settings and bad inputs are errors, never panics.
 #[derive(Debug, thiserror::Error)]
 pub enum ExploreError {
@@ -90,11 +88,9 @@ pub enum ExploreError {
     NoLayer { layer: usize, layers: usize },
     #[error("{layer}: {message}")]
     InvalidSetting { layer: String, message: String },
+    /// Names the networks (a defined network differs from a built-in by its stages).
     #[error("the experiment is for {found}, the session holds {expected}")]
-    ModelMismatch {
-        expected: ModelKind,
-        found: ModelKind,
-    },
+    ModelMismatch { expected: String, found: String },
     #[error("not supported: {0}")]
     Unsupported(String),
     #[error("{0}")]

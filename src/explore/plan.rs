@@ -9,7 +9,7 @@ use super::ExploreError;
 use super::layer::{self, LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
 use crate::compress::model::{CompressedLayer, CompressedModel, Units};
 use crate::format::dcz;
-use crate::model::ModelKind;
+use crate::model::Arch;
 use crate::pipeline::size::SizeReport;
 
 /// Identity of a whole plan: one [`LayerKey`] per layer.
@@ -23,7 +23,7 @@ pub type PlanSizes = SizeReport;
 
 /// Sizes of `results` written with `experiment` as the file's experiment text.
 pub(crate) fn plan_sizes(
-    model: ModelKind,
+    model: &Arch,
     experiment: &str,
     results: &[Arc<LayerResult>],
 ) -> SizeReport {
@@ -37,12 +37,12 @@ pub(crate) fn plan_sizes(
 
 /// The `CompressedModel` of a plan's layer results.
 pub(crate) fn compressed_model(
-    model: ModelKind,
+    model: &Arch,
     experiment: &str,
     results: &[Arc<LayerResult>],
 ) -> CompressedModel {
     CompressedModel {
-        model,
+        arch: model.clone(),
         experiment: experiment.to_string(),
         layers: results
             .iter()
@@ -107,7 +107,7 @@ pub(crate) struct Resolved {
 /// thread.
 #[derive(Clone, Debug)]
 pub struct PlanSnapshot {
-    pub model: ModelKind,
+    pub model: Arch,
     pub key: PlanKey,
     pub settings: Vec<LayerSetting>,
     pub layers: Vec<LayerRef>,

@@ -18,7 +18,7 @@ use super::fingerprint::Hasher;
 use super::layer::{LayerSource, ShareParams};
 use crate::compress::kmeans::{self, Init, KMeansConfig};
 use crate::compress::prune;
-use crate::model::ModelKind;
+use crate::model::Arch;
 use crate::model::train::Evaluation;
 
 /// Bumped when the file's meaning changes, so old files are recomputed.
@@ -196,7 +196,7 @@ pub struct LayerSensitivity {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sensitivity {
     pub format: u32,
-    pub model: ModelKind,
+    pub model: Arch,
     /// Fingerprint of the checkpoint's weights ([`weights_fingerprint`]).
     pub weights: String,
     /// Fingerprint of the test set ([`crate::data::Mnist::fingerprint`]).
@@ -212,14 +212,14 @@ impl Sensitivity {
     /// Puts probe results together. `results` pairs each probe with its threshold and
     /// evaluation.
     pub(crate) fn assemble(
-        model: ModelKind,
+        model: Arch,
         weights: String,
         data: String,
         grid: SweepGrid,
         baseline: Evaluation,
         results: &[(Probe, f32, Evaluation)],
     ) -> Sensitivity {
-        let arch = model.arch();
+        let arch = model.clone();
         let mut layers: Vec<LayerSensitivity> = arch
             .layers
             .iter()
@@ -312,7 +312,7 @@ impl Sensitivity {
     /// other data or another grid (it will be recomputed and replaced).
     pub fn load(
         path: &Path,
-        model: ModelKind,
+        model: &Arch,
         weights: &str,
         data: &str,
         grid: &SweepGrid,
@@ -332,11 +332,11 @@ impl Sensitivity {
             return Ok(None);
         };
         let fits = s.format == FORMAT
-            && s.model == model
+            && s.model == *model
             && s.weights == weights
             && s.data == data
             && &s.grid == grid
-            && s.layers.len() == model.arch().layers.len();
+            && s.layers.len() == model.layers.len();
         Ok(fits.then_some(s))
     }
 
@@ -362,6 +362,7 @@ pub(crate) fn weights_fingerprint(base: &[Arc<LayerSource>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelKind;
 
     #[test]
     fn interpolates_between_probes() {
@@ -403,7 +404,7 @@ mod tests {
             ),
         ];
         let s = Sensitivity::assemble(
-            ModelKind::Lenet300100,
+            ModelKind::Lenet300100.arch(),
             "w".into(),
             "d".into(),
             grid,

@@ -17,7 +17,8 @@ use crate::compress::quantize::Quantizer;
 use crate::compress::sparse_index;
 use crate::model::activations::{ActGrid, ActivationQuant, Calibration};
 use crate::model::quant::{Grid, GridParams};
-use crate::model::{LayerKind, LayerSpec, ModelKind};
+use crate::model::spec::StageSpec;
+use crate::model::{LayerKind, LayerSpec, ModelKind, ModelRef, NetworkSpec};
 
 pub(crate) const MAGIC: &[u8; 4] = b"DCZ\x01";
 const MAX_METADATA: usize = 1 << 20;
@@ -38,7 +39,12 @@ pub enum DczError {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Metadata {
-    model: ModelKind,
+    /// A built-in network's name, or the name of the network `network` describes.
+    model: String,
+    /// The stages of a network an experiment defined; absent for a built-in (whose files
+    /// are the bytes they always were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    network: Option<Vec<StageSpec>>,
     layers: Vec<LayerMeta>,
     experiment: String,
     writer: String,
@@ -132,8 +138,13 @@ fn header(model: &CompressedModel) -> Vec<u8> {
 }
 
 fn metadata(model: &CompressedModel) -> Vec<u8> {
+    let (name, network) = match ModelRef::of(&model.arch) {
+        ModelRef::Builtin(kind) => (kind.name().to_string(), None),
+        ModelRef::Defined(spec) => (spec.name, Some(spec.layers)),
+    };
     let meta = Metadata {
-        model: model.model,
+        model: name,
+        network,
         layers: model
             .layers
             .iter()
@@ -389,7 +400,21 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
     }
     let json = inflate_metadata(c.take(meta_len, "metadata")?)?;
     let meta: Metadata = serde_json::from_slice(&json).map_err(|e| format!("metadata: {e}"))?;
-    let arch = meta.model.arch();
+    let arch = match &meta.network {
+        None => meta.model.parse::<ModelKind>()?.arch(),
+        Some(stages) => NetworkSpec {
+            name: meta.model.clone(),
+            layers: stages.clone(),
+        }
+        .to_arch()
+        .map_err(|e| format!("metadata: network {}", e))?,
+    };
+    if arch.trains_differently() {
+        return Err(format!(
+            "metadata: network {} has batch-norm or dropout stages; a file holds the network inference runs (batch-norm folded)",
+            meta.model
+        ));
+    }
     let count = c.u16("layer count")? as usize;
     if count != arch.layers.len() || meta.layers.len() != arch.layers.len() {
         return Err(format!(
@@ -455,7 +480,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
     }
     Ok(DczFile {
         model: CompressedModel {
-            model: meta.model,
+            arch,
             experiment: meta.experiment,
             layers,
             activations,
@@ -747,7 +772,7 @@ mod tests {
             })
             .collect();
         CompressedModel {
-            model: ModelKind::Lenet300100,
+            arch: ModelKind::Lenet300100.arch(),
             experiment: "name = \"t\"".into(),
             layers,
             activations: None,
@@ -795,7 +820,7 @@ mod tests {
             })
             .collect();
         CompressedModel {
-            model: ModelKind::Lenet5,
+            arch: ModelKind::Lenet5.arch(),
             experiment: "name = \"t\"".into(),
             layers,
             activations: None,

@@ -193,6 +193,7 @@ pub fn input_ranges(
     calibration: Calibration,
 ) -> candle_core::Result<Vec<(f32, f32)>> {
     const BATCH: usize = 100;
+    net.check_folded()?;
     let layers = net.arch.layers.len();
     let mut seen: Vec<Vec<f32>> = vec![Vec::new(); layers];
     let mut minmax = vec![(f32::INFINITY, f32::NEG_INFINITY); layers];
@@ -226,6 +227,8 @@ pub fn input_ranges(
                 Stage::Relu => h = kernels::relu(&h)?,
                 Stage::MaxPool2 => h = kernels::max_pool2x2(&h)?,
                 Stage::Flatten => h = h.flatten_from(1)?,
+                // Inference: dropout does nothing, batch-norm was folded (checked).
+                Stage::Dropout(_) | Stage::BatchNorm(_) => {}
             }
         }
     }

@@ -81,7 +81,7 @@ impl LayerKind {
 /// (Candle / PyTorch order), so a flattened weight index means the same thing everywhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerSpec {
-    pub name: &'static str,
+    pub name: String,
     pub kind: LayerKind,
     pub inputs: usize,
     pub outputs: usize,
@@ -91,28 +91,6 @@ pub struct LayerSpec {
 }
 
 impl LayerSpec {
-    fn conv(name: &'static str, inputs: usize, outputs: usize, kernel: usize, pad: usize) -> Self {
-        LayerSpec {
-            name,
-            kind: LayerKind::Conv,
-            inputs,
-            outputs,
-            kernel,
-            padding: pad,
-        }
-    }
-
-    fn fc(name: &'static str, inputs: usize, outputs: usize) -> Self {
-        LayerSpec {
-            name,
-            kind: LayerKind::Fc,
-            inputs,
-            outputs,
-            kernel: 1,
-            padding: 0,
-        }
-    }
-
     pub(crate) fn weight_shape(&self) -> Vec<usize> {
         match self.kind {
             LayerKind::Conv => vec![self.outputs, self.inputs, self.kernel, self.kernel],
@@ -134,80 +112,51 @@ impl LayerSpec {
     }
 }
 
+/// A batch-norm stage: per channel (conv) or feature (fc) of the layer right before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormSpec {
+    pub name: String,
+    pub channels: usize,
+    /// The parameterised layer it normalises (and is folded into for inference).
+    pub layer: usize,
+}
+
+/// Batch-norm's variance floor (PyTorch's and Caffe's default).
+pub const NORM_EPSILON: f32 = 1e-5;
+
 /// The order of operations of a forward pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Stage {
     /// Apply parameterised layer `i` (an index into `Arch::layers`).
     Layer(usize),
     Relu,
     MaxPool2,
     Flatten,
+    /// Batch-norm `i` (an index into `Arch::norms`): batch statistics while training, the
+    /// running ones otherwise.
+    BatchNorm(usize),
+    /// Drops each activation with this probability while training; nothing otherwise.
+    Dropout(f32),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A network: its parameterised layers and the stages of its forward pass. The built-ins
+/// and the networks experiment files define (`model::spec`) are the same kind of value.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Arch {
-    pub kind: ModelKind,
+    pub name: String,
+    /// The built-in network this is (the paper's tables know those); `None` for one an
+    /// experiment file defines.
+    pub builtin: Option<ModelKind>,
     pub layers: Vec<LayerSpec>,
+    pub norms: Vec<NormSpec>,
     pub stages: Vec<Stage>,
 }
 
 impl Arch {
     pub fn new(kind: ModelKind) -> Arch {
-        use Stage::*;
-        let (layers, stages) = match kind {
-            ModelKind::Lenet300100 => (
-                vec![
-                    LayerSpec::fc("fc1", 784, 300),
-                    LayerSpec::fc("fc2", 300, 100),
-                    LayerSpec::fc("fc3", 100, 10),
-                ],
-                vec![Flatten, Layer(0), Relu, Layer(1), Relu, Layer(2)],
-            ),
-            // Caffe's LeNet: no non-linearity after the convolutions.
-            ModelKind::Lenet5 => (
-                vec![
-                    LayerSpec::conv("conv1", 1, 20, 5, 0),
-                    LayerSpec::conv("conv2", 20, 50, 5, 0),
-                    LayerSpec::fc("fc1", 800, 500),
-                    LayerSpec::fc("fc2", 500, 10),
-                ],
-                vec![
-                    Layer(0),
-                    MaxPool2,
-                    Layer(1),
-                    MaxPool2,
-                    Flatten,
-                    Layer(2),
-                    Relu,
-                    Layer(3),
-                ],
-            ),
-            ModelKind::CourseCnn => (
-                vec![
-                    LayerSpec::conv("conv1", 1, 64, 3, 1),
-                    LayerSpec::conv("conv2", 64, 256, 3, 1),
-                    LayerSpec::fc("fc1", 12544, 512),
-                    LayerSpec::fc("fc2", 512, 10),
-                ],
-                vec![
-                    Layer(0),
-                    Relu,
-                    MaxPool2,
-                    Layer(1),
-                    Relu,
-                    MaxPool2,
-                    Flatten,
-                    Layer(2),
-                    Relu,
-                    Layer(3),
-                ],
-            ),
-        };
-        Arch {
-            kind,
-            layers,
-            stages,
-        }
+        super::spec::NetworkSpec::builtin(kind)
+            .to_arch()
+            .expect("built-in networks are valid (tested)")
     }
 
     /// Whether the first stage wants images as `[n, 1, 28, 28]` rather than `[n, 784]`.
@@ -223,12 +172,37 @@ impl Arch {
         self.layers.iter().map(LayerSpec::weight_count).sum()
     }
 
-    /// Whether a ReLU is applied right after layer `l` (before any pooling).
-    pub fn relu_follows(&self, l: usize) -> bool {
+    /// Whether training and inference differ: batch-norm or dropout stages.
+    pub fn trains_differently(&self) -> bool {
         self.stages
             .iter()
-            .position(|&s| s == Stage::Layer(l))
-            .and_then(|i| self.stages.get(i + 1))
+            .any(|s| matches!(s, Stage::BatchNorm(_) | Stage::Dropout(_)))
+    }
+
+    /// The network inference runs: batch-norm folded into the layer before it, dropout gone.
+    /// The compression pipeline, the `.dcz` file and every inference path work on it.
+    pub fn inference(&self) -> Arch {
+        Arch {
+            norms: Vec::new(),
+            stages: self
+                .stages
+                .iter()
+                .copied()
+                .filter(|s| !matches!(s, Stage::BatchNorm(_) | Stage::Dropout(_)))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a ReLU is applied right after layer `l` (before any pooling; a batch-norm in
+    /// between normalises what the ReLU sees).
+    pub fn relu_follows(&self, l: usize) -> bool {
+        let Some(at) = self.stages.iter().position(|&s| s == Stage::Layer(l)) else {
+            return false;
+        };
+        self.stages[at + 1..]
+            .iter()
+            .find(|s| !matches!(s, Stage::BatchNorm(_)))
             == Some(&Stage::Relu)
     }
 
@@ -249,7 +223,8 @@ impl Arch {
         self.layers
             .iter()
             .map(|l| l.weight_count() + l.bias_count())
-            .sum()
+            .sum::<usize>()
+            + self.norms.iter().map(|n| 2 * n.channels).sum::<usize>()
     }
 
     /// Positions each output unit of layer `l` is computed at for one image: the output's
@@ -272,7 +247,7 @@ impl Arch {
                     }
                 }
                 Stage::MaxPool2 => side /= 2,
-                Stage::Relu | Stage::Flatten => {}
+                Stage::Relu | Stage::Flatten | Stage::BatchNorm(_) | Stage::Dropout(_) => {}
             }
         }
         1
@@ -280,25 +255,9 @@ impl Arch {
 
     /// Multiply-accumulates of one forward pass of one image (used for GFLOP/s figures).
     pub(crate) fn macs_per_image(&self) -> u64 {
-        let mut side = 28usize;
-        let mut macs = 0u64;
-        for stage in &self.stages {
-            match *stage {
-                Stage::Layer(i) => {
-                    let l = &self.layers[i];
-                    match l.kind {
-                        LayerKind::Conv => {
-                            side = side + 2 * l.padding + 1 - l.kernel;
-                            macs += (side * side * l.weight_count()) as u64;
-                        }
-                        LayerKind::Fc => macs += l.weight_count() as u64,
-                    }
-                }
-                Stage::MaxPool2 => side /= 2,
-                Stage::Relu | Stage::Flatten => {}
-            }
-        }
-        macs
+        (0..self.layers.len())
+            .map(|l| (self.output_pixels(l) * self.layers[l].weight_count()) as u64)
+            .sum()
     }
 }
 
@@ -337,7 +296,7 @@ mod tests {
                         }
                     }
                     Stage::MaxPool2 => side /= 2,
-                    Stage::Flatten | Stage::Relu => {}
+                    Stage::Flatten | Stage::Relu | Stage::BatchNorm(_) | Stage::Dropout(_) => {}
                 }
             }
         }

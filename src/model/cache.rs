@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::arch::ModelKind;
+use super::arch::Arch;
 use super::checkpoint::{self, CheckpointMeta};
 use super::net::Net;
+use super::spec::ModelRef;
 use super::train::{self, Observer, TrainConfig};
 use crate::data::Mnist;
 
@@ -26,20 +27,29 @@ pub fn cache_dir() -> PathBuf {
         .join("checkpoints")
 }
 
-/// A short stable key of everything that determines the trained weights.
-pub(crate) fn cache_key(model: ModelKind, cfg: &TrainConfig, data_fingerprint: &str) -> String {
+/// A short stable key of everything that determines the trained weights: for a network an
+/// experiment defines, its stages too (a built-in's key is its name, as it always was).
+pub(crate) fn cache_key(arch: &Arch, cfg: &TrainConfig, data_fingerprint: &str) -> String {
     let recipe = serde_json::to_string(cfg).expect("TrainConfig serialises");
+    let model = match ModelRef::of(arch) {
+        ModelRef::Builtin(kind) => kind.name().to_string(),
+        ModelRef::Defined(spec) => format!(
+            "{}|{}",
+            spec.name,
+            serde_json::to_string(&spec.layers).expect("stages serialise")
+        ),
+    };
     let mut h = Sha256::new();
     h.update(format!(
         "{RECIPE_VERSION}|{model}|{recipe}|{data_fingerprint}"
     ));
     let digest = hex::encode(h.finalize());
-    format!("{model}-e{}-{}", cfg.epochs, &digest[..12])
+    format!("{}-e{}-{}", arch.name, cfg.epochs, &digest[..12])
 }
 
 pub(crate) fn cached_path(
     dir: &Path,
-    model: ModelKind,
+    model: &Arch,
     cfg: &TrainConfig,
     data_fingerprint: &str,
 ) -> PathBuf {
@@ -68,7 +78,7 @@ fn partial_path(complete: &Path) -> PathBuf {
 /// never picked up as a cache hit; once the recipe has a complete checkpoint, its `.partial`
 /// says nothing more and is removed. So are the temporary files of saves that were killed.
 pub fn obtain(
-    model: ModelKind,
+    model: &Arch,
     cfg: &TrainConfig,
     data: &Mnist,
     retrain: bool,
@@ -89,7 +99,7 @@ pub fn obtain(
         match checkpoint::load(&path) {
             // A checkpoint of another network under this key (a hand-copied file) is not
             // this recipe's, whatever its name says.
-            Ok((net, meta)) if meta.complete && meta.model == model => {
+            Ok((net, meta)) if meta.complete && meta.model == ModelRef::of(model) => {
                 let _ = std::fs::remove_file(partial_path(&path));
                 return Ok(Obtained {
                     net,
@@ -105,7 +115,7 @@ pub fn obtain(
     let net = Net::new(model, cfg.seed)?;
     let outcome = train::train(&net, data, cfg, &[], observer)?;
     let meta = CheckpointMeta {
-        model,
+        model: ModelRef::of(model),
         train: cfg.clone(),
         data_fingerprint: data.fingerprint.clone(),
         history: outcome.history,
@@ -131,6 +141,7 @@ pub fn obtain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelKind;
 
     #[test]
     fn cache_key_changes_with_the_recipe() {
@@ -139,10 +150,21 @@ mod tests {
             seed: 2,
             ..TrainConfig::default()
         };
-        let a = cache_key(ModelKind::Lenet5, &cfg, "fp");
-        assert_eq!(a, cache_key(ModelKind::Lenet5, &cfg, "fp"));
-        assert_ne!(a, cache_key(ModelKind::Lenet5, &other, "fp"));
-        assert_ne!(a, cache_key(ModelKind::Lenet5, &cfg, "fp2"));
-        assert_ne!(a, cache_key(ModelKind::Lenet300100, &cfg, "fp"));
+        let lenet5 = ModelKind::Lenet5.arch();
+        let a = cache_key(&lenet5, &cfg, "fp");
+        assert_eq!(a, cache_key(&lenet5, &cfg, "fp"));
+        assert_ne!(a, cache_key(&lenet5, &other, "fp"));
+        assert_ne!(a, cache_key(&lenet5, &cfg, "fp2"));
+        assert_ne!(a, cache_key(&ModelKind::Lenet300100.arch(), &cfg, "fp"));
+        // A network an experiment defines is keyed by its stages, not only its name.
+        let mut spec = lenet5.spec();
+        spec.name = "mine".into();
+        let mine = spec.to_arch().unwrap();
+        let b = cache_key(&mine, &cfg, "fp");
+        assert!(b.starts_with("mine-e10-"), "{b}");
+        if let crate::model::spec::StageSpec::Fc { outputs, .. } = &mut spec.layers[5] {
+            *outputs = 400;
+        }
+        assert_ne!(b, cache_key(&spec.to_arch().unwrap(), &cfg, "fp"));
     }
 }

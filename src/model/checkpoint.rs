@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::arch::ModelKind;
-use super::net::Net;
+use super::net::{Net, RunningStats};
+use super::spec::ModelRef;
 use super::train::{EpochStats, TrainConfig};
 use crate::fsutil::write_atomic;
 
@@ -25,7 +25,8 @@ pub enum CheckpointError {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
-    pub model: ModelKind,
+    /// The network: a built-in's name, or a defined network's stages.
+    pub model: ModelRef,
     pub train: TrainConfig,
     pub data_fingerprint: String,
     pub history: Vec<EpochStats>,
@@ -51,6 +52,16 @@ pub fn save(path: &Path, net: &Net, meta: &CheckpointMeta) -> Result<(), Checkpo
             p.weight.as_tensor().clone(),
         ));
         tensors.push((format!("{}.bias", spec.name), p.bias.as_tensor().clone()));
+    }
+    for (spec, n) in net.arch.norms.iter().zip(&net.norms) {
+        let stats = n.running();
+        let device = candle_core::Device::Cpu;
+        let vector = |v: Vec<f32>| candle_core::Tensor::from_vec(v, spec.channels, &device);
+        let vector = |v| vector(v).map_err(|e| invalid(e.to_string()));
+        tensors.push((format!("{}.scale", spec.name), n.scale.as_tensor().clone()));
+        tensors.push((format!("{}.shift", spec.name), n.shift.as_tensor().clone()));
+        tensors.push((format!("{}.running_mean", spec.name), vector(stats.mean)?));
+        tensors.push((format!("{}.running_var", spec.name), vector(stats.var)?));
     }
     let mut info = HashMap::new();
     info.insert("format".to_string(), FORMAT.to_string());
@@ -88,42 +99,72 @@ fn from_bytes(bytes: &[u8]) -> Result<(Net, CheckpointMeta), String> {
     }
     let meta: CheckpointMeta = serde_json::from_str(info.get("dcx").ok_or("no dcx metadata")?)
         .map_err(|e| format!("bad metadata: {e}"))?;
-    let arch = meta.model.arch();
+    let arch = meta.model.to_arch()?;
+    let read = |name: String, shape: Vec<usize>| -> Result<Vec<f32>, String> {
+        let t = st
+            .tensor(&name)
+            .map_err(|_| format!("missing tensor {name}"))?;
+        if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape.as_slice() {
+            return Err(format!(
+                "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
+                t.dtype(),
+                t.shape()
+            ));
+        }
+        let values: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(format!("tensor {name} holds a NaN or an infinity"));
+        }
+        Ok(values)
+    };
     let mut values = Vec::new();
     for spec in &arch.layers {
-        let read = |name: String, shape: Vec<usize>| -> Result<Vec<f32>, String> {
-            let t = st
-                .tensor(&name)
-                .map_err(|_| format!("missing tensor {name}"))?;
-            if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape.as_slice() {
-                return Err(format!(
-                    "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
-                    t.dtype(),
-                    t.shape()
-                ));
-            }
-            Ok(t.data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
-        };
         values.push((
             read(format!("{}.weight", spec.name), spec.weight_shape())?,
             read(format!("{}.bias", spec.name), vec![spec.bias_count()])?,
         ));
     }
-    let net = Net::from_values(meta.model, values).map_err(|e| e.to_string())?;
+    let net = Net::from_arch(arch, values).map_err(|e| e.to_string())?;
+    for (spec, n) in net.arch.norms.iter().zip(&net.norms) {
+        let vector = |what: &str| read(format!("{}.{what}", spec.name), vec![spec.channels]);
+        let device = candle_core::Device::Cpu;
+        let var = |v: Vec<f32>| {
+            candle_core::Tensor::from_vec(v, spec.channels, &device).map_err(|e| e.to_string())
+        };
+        n.scale
+            .set(&var(vector("scale")?)?)
+            .map_err(|e| e.to_string())?;
+        n.shift
+            .set(&var(vector("shift")?)?)
+            .map_err(|e| e.to_string())?;
+        let stats = RunningStats {
+            mean: vector("running_mean")?,
+            var: vector("running_var")?,
+        };
+        if stats.var.iter().any(|&v| v < 0.0) {
+            return Err(format!(
+                "tensor {}.running_var holds a negative variance",
+                spec.name
+            ));
+        }
+        n.set_running(stats);
+    }
     Ok((net, meta))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelKind;
     use crate::model::train::{EpochStats, TrainConfig};
 
     fn meta() -> CheckpointMeta {
         CheckpointMeta {
-            model: ModelKind::Lenet5,
+            model: ModelKind::Lenet5.into(),
             train: TrainConfig::default(),
             data_fingerprint: "abc".into(),
             history: vec![EpochStats {
@@ -142,13 +183,45 @@ mod tests {
     fn save_then_load_gives_identical_outputs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("net.safetensors");
-        let net = Net::new(ModelKind::Lenet5, 7).unwrap();
+        let net = Net::new(&ModelKind::Lenet5.arch(), 7).unwrap();
         save(&path, &net, &meta()).unwrap();
         let (loaded, m) = load(&path).unwrap();
         assert_eq!(m, meta());
         let x = net
             .input((0..2 * 784).map(|i| (i % 17) as f32 / 17.0).collect(), 2)
             .unwrap();
+        let a: Vec<Vec<f32>> = net.forward(&x).unwrap().to_vec2().unwrap();
+        let b: Vec<Vec<f32>> = loaded.forward(&x).unwrap().to_vec2().unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn batch_norm_parameters_and_statistics_survive_a_save() {
+        let mut spec = crate::model::NetworkSpec::builtin(ModelKind::Lenet300100);
+        spec.name = "bn".into();
+        spec.layers
+            .insert(2, crate::model::spec::StageSpec::BatchNorm { name: None });
+        let arch = spec.to_arch().unwrap();
+        let net = Net::new(&arch, 2).unwrap();
+        let x = net
+            .input((0..8 * 784).map(|i| (i % 13) as f32 / 6.0).collect(), 8)
+            .unwrap();
+        net.set_training(true);
+        net.forward(&x).unwrap();
+        net.set_training(false);
+        let shift = candle_core::Tensor::new(vec![0.25f32; 300], &candle_core::Device::Cpu);
+        net.norms[0].shift.set(&shift.unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bn.safetensors");
+        let meta = CheckpointMeta {
+            model: ModelRef::of(&arch),
+            ..meta()
+        };
+        save(&path, &net, &meta).unwrap();
+        let (loaded, m) = load(&path).unwrap();
+        assert_eq!(m, meta);
+        assert_eq!(loaded.arch, arch);
+        assert_eq!(loaded.norms[0].running(), net.norms[0].running());
         let a: Vec<Vec<f32>> = net.forward(&x).unwrap().to_vec2().unwrap();
         let b: Vec<Vec<f32>> = loaded.forward(&x).unwrap().to_vec2().unwrap();
         assert_eq!(a, b);

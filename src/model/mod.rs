@@ -11,7 +11,9 @@ pub mod net;
 pub mod optim;
 pub mod quant;
 pub(crate) mod sparse;
+pub mod spec;
 pub mod train;
 
-pub use arch::{Arch, LayerKind, LayerSpec, ModelKind};
+pub use arch::{Arch, LayerKind, LayerSpec, ModelKind, NormSpec, Stage};
 pub use net::{Backend, Net};
+pub use spec::{ModelRef, NetworkSpec};

@@ -651,6 +651,7 @@ pub(crate) struct SparseNet {
 
 impl SparseNet {
     pub(crate) fn new(net: &Net) -> candle_core::Result<SparseNet> {
+        net.check_folded()?;
         let mut layers = Vec::with_capacity(net.arch.layers.len());
         for (l, spec) in net.arch.layers.iter().enumerate() {
             let (w, b) = (net.weight_values(l)?, net.bias_values(l)?);
@@ -749,6 +750,8 @@ impl SparseNet {
                     h.chw = (c, hh / 2, ww / 2);
                 }
                 Stage::Flatten => h.chw = (h.features(), 1, 1),
+                // Inference: dropout does nothing, batch-norm was folded (checked).
+                Stage::Dropout(_) | Stage::BatchNorm(_) => {}
             }
             i += 1;
         }
@@ -812,7 +815,7 @@ fn layer_outputs_per_weight(arch: &Arch) -> Vec<usize> {
                 }
             }
             Stage::MaxPool2 => side /= 2,
-            Stage::Relu | Stage::Flatten => {}
+            Stage::Relu | Stage::Flatten | Stage::Dropout(_) | Stage::BatchNorm(_) => {}
         }
     }
     times
@@ -1008,7 +1011,7 @@ mod tests {
 
     /// A network with `sparsity` of every layer's weights set to zero.
     fn pruned_net(kind: ModelKind, seed: u64, sparsity: f32) -> Net {
-        let net = Net::new(kind, seed).unwrap();
+        let net = Net::new(&kind.arch(), seed).unwrap();
         let mut rng = StdRng::seed_from_u64(seed + 1);
         let values = (0..net.arch.layers.len())
             .map(|l| {
@@ -1021,7 +1024,7 @@ mod tests {
                 (w, net.bias_values(l).unwrap())
             })
             .collect();
-        Net::from_values(kind, values).unwrap()
+        Net::from_values(&kind.arch(), values).unwrap()
     }
 
     /// The same network with every weight and bias replaced by its magnitude: on `|images|`,
@@ -1037,7 +1040,7 @@ mod tests {
                 )
             })
             .collect();
-        Net::from_values(net.kind(), values).unwrap()
+        Net::from_values(&net.arch, values).unwrap()
     }
 
     #[test]

@@ -226,7 +226,11 @@ pub fn train(
                 break 'epochs;
             }
             let (x, y) = batch(net, &data.train, chunk)?;
-            let logits = net.forward(&x)?;
+            // Batch statistics and dropout in this pass only: evaluations stay inference.
+            net.set_training(true);
+            let logits = net.forward(&x);
+            net.set_training(false);
+            let logits = logits?;
             let loss = net.loss(&logits, &y)?;
             let batch_loss = loss.to_scalar::<f32>()?;
             if !batch_loss.is_finite() {
@@ -272,16 +276,19 @@ pub fn train(
             );
         }
     }
+    let layers = net.arch.layers.len();
     let codebooks = opt
         .codebooks()
         .into_iter()
         .step_by(2)
+        .take(layers)
         .map(|c| c.map(<[f32]>::to_vec))
         .collect();
     let shadows = opt
         .shadows()
         .into_iter()
         .step_by(2)
+        .take(layers)
         .map(|c| c.map(<[f32]>::to_vec))
         .collect();
     Ok(TrainOutcome {

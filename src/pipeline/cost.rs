@@ -31,7 +31,7 @@ pub struct CostReport {
 
 impl CostReport {
     pub fn of(model: &CompressedModel) -> CostReport {
-        let arch = model.model.arch();
+        let arch = &model.arch;
         let layers = model
             .layers
             .iter()
@@ -112,7 +112,7 @@ mod tests {
             })
             .collect();
         let cost = CostReport::of(&CompressedModel {
-            model: ModelKind::Lenet5,
+            arch: ModelKind::Lenet5.arch(),
             experiment: String::new(),
             layers,
             activations: None,

@@ -167,7 +167,8 @@ fn path_name(key: &str) -> &str {
     }
 }
 
-pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
+/// `builtin`: the built-in network the report is of, whose paper figures it compares with.
+pub(crate) fn markdown(r: &CompressionReport, builtin: Option<ModelKind>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {} ({})\n", r.experiment, r.model);
     // Only a plan that quantizes activations gets their column: other reports are as before.
@@ -241,7 +242,10 @@ pub(crate) fn markdown(r: &CompressionReport, model: ModelKind) -> String {
         );
     }
     // A run trained from scratch has no baseline to set beside the paper's "before".
-    if let Some(p) = paper::figure(model).filter(|_| !r.baseline_checkpoint.is_empty()) {
+    if let Some(p) = builtin
+        .and_then(paper::figure)
+        .filter(|_| !r.baseline_checkpoint.is_empty())
+    {
         let _ = writeln!(s, "\n## Compared with the paper (Table 1)\n");
         let _ = writeln!(
             s,

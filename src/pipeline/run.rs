@@ -156,17 +156,20 @@ pub fn run(
     obs: &mut dyn PipelineObserver,
 ) -> anyhow::Result<CompressionResult> {
     let started = Instant::now();
-    let (mut net, baseline_checkpoint, first) = if exp.from_scratch {
-        let net = Net::new(exp.model, exp.train.seed)?;
+    let (trained, baseline_checkpoint, first) = if exp.from_scratch {
+        let net = Net::new(&exp.arch(), exp.train.seed)?;
         (net, String::new(), "untrained (random init)")
     } else {
         obs.stage("baseline: loading or training");
-        let base = cache::obtain(exp.model, &exp.train, data, false, cache_dir, obs)?;
+        let base = cache::obtain(&exp.arch(), &exp.train, data, false, cache_dir, obs)?;
         if !base.meta.complete {
             anyhow::bail!("baseline training was stopped; nothing to compress");
         }
         (base.net, base.path.display().to_string(), "baseline")
     };
+    // Everything after training works on the network inference runs: batch-norm folded
+    // into the layer before it (the same outputs), dropout gone.
+    let mut net = trained.folded()?;
     let arch = net.arch.clone();
     let n_layers = arch.layers.len();
     let share = ShareParams::of(exp);
@@ -199,15 +202,7 @@ pub fn run(
         });
         let refs: Vec<&LayerState> = states.iter().collect();
         let units = unit_cuts(&arch, &refs, &step.plans, share, &net, data)?;
-        let mut prepared = step::prepare(
-            step.kind,
-            exp.model,
-            &refs,
-            &arch.layers,
-            &step.plans,
-            share,
-            &units,
-        )?;
+        let mut prepared = step::prepare(step.kind, &arch, &refs, &step.plans, share, &units)?;
         if step.kind == StepKind::Finetune {
             step::quantize_activations(&mut prepared.net, exp.activations.as_ref(), data)?;
         }
@@ -287,7 +282,7 @@ pub fn run(
     let layers: Vec<CompressedLayer> = shared.iter().map(|s| s.compressed.clone()).collect();
     if !shared.iter().all(|s| s.fine_tuned) {
         net = Net::from_values(
-            exp.model,
+            &arch,
             layers
                 .iter()
                 .map(|c| (c.dense_weights(), c.bias.clone()))
@@ -312,7 +307,7 @@ pub fn run(
 
     obs.stage("encoding");
     let model = CompressedModel {
-        model: exp.model,
+        arch: arch.clone(),
         experiment: exp.to_toml(),
         layers,
         activations: net.activations().cloned(),
@@ -336,7 +331,7 @@ pub fn run(
             .iter()
             .zip(&arch.layers)
             .zip(&plans)
-            .map(|((s, spec), plan)| LayerSharing::of(spec.name, &s.sharing, plan))
+            .map(|((s, spec), plan)| LayerSharing::of(&spec.name, &s.sharing, plan))
             .collect(),
         sizes,
         cost,
@@ -429,7 +424,7 @@ impl StageEval {
         activations: Option<&ActivationQuant>,
     ) -> anyhow::Result<()> {
         let model = CompressedModel {
-            model: exp.model,
+            arch: exp.arch().inference(),
             experiment: exp.to_toml(),
             layers: layers.iter().map(|&l| l.clone()).collect(),
             activations: activations.cloned(),

@@ -10,7 +10,7 @@ use crate::experiment::{ActivationPlan, LayerPlan, StepKind};
 use crate::model::activations;
 use crate::model::optim::{Constraint, FakeQuant, Tie};
 use crate::model::train::TrainOutcome;
-use crate::model::{LayerSpec, ModelKind, Net};
+use crate::model::{Arch, Net};
 
 /// A layer made ready for a step.
 #[derive(Clone, Debug)]
@@ -37,9 +37,8 @@ pub(crate) struct Prepared {
 /// train as shadow weights and the network runs on them quantized.
 pub(crate) fn prepare(
     kind: StepKind,
-    model: ModelKind,
+    arch: &Arch,
     states: &[&LayerState],
-    specs: &[LayerSpec],
     plans: &[LayerPlan],
     share: ShareParams,
     units: &[Option<Units>],
@@ -47,7 +46,7 @@ pub(crate) fn prepare(
     let mut layers = Vec::with_capacity(states.len());
     let mut values = Vec::with_capacity(states.len());
     let mut constraints = Vec::with_capacity(2 * states.len());
-    for (l, ((state, spec), plan)) in states.iter().zip(specs).zip(plans).enumerate() {
+    for (l, ((state, spec), plan)) in states.iter().zip(&arch.layers).zip(plans).enumerate() {
         let mut fake_quant = None;
         let units = units.get(l).and_then(Option::as_ref);
         let (mask, shared, weights, bias, tie) = match kind {
@@ -123,7 +122,7 @@ pub(crate) fn prepare(
     }
     Ok(Prepared {
         layers,
-        net: Net::from_values(model, values)?,
+        net: Net::from_values(arch, values)?,
         constraints,
     })
 }

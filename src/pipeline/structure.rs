@@ -161,7 +161,7 @@ mod tests {
     }
 
     fn states(kind: ModelKind) -> Vec<LayerState> {
-        let net = Net::new(kind, 11).unwrap();
+        let net = Net::new(&kind.arch(), 11).unwrap();
         (0..net.arch.layers.len())
             .map(|l| {
                 let b: Vec<f32> = net.bias_values(l).unwrap();
@@ -208,7 +208,7 @@ mod tests {
             })
             .collect();
         CompressedModel {
-            model: kind,
+            arch: kind.arch(),
             experiment: String::new(),
             layers,
             activations: None,
@@ -372,7 +372,7 @@ mod tests {
         });
         let err = unit_cuts(&arch, &refs, &plans, 1, None).unwrap_err();
         assert!(err.contains("fc2") && err.contains("apoz"), "{err}");
-        let net = Net::new(kind, 11).unwrap();
+        let net = Net::new(&kind.arch(), 11).unwrap();
         let n = 64;
         let train = Split {
             images: images(n),

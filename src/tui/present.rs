@@ -241,7 +241,11 @@ fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
         .iter()
         .map(|p| (p.ratio, 100.0 * p.accuracy))
         .collect();
-    let paper = paper::figure(session.model()).map(|f| (f.ratio, 100.0 * (1.0 - f.error_after)));
+    let paper = session
+        .model()
+        .builtin
+        .and_then(paper::figure)
+        .map(|f| (f.ratio, 100.0 * (1.0 - f.error_after)));
     CurvesView {
         training: extras.training.clone(),
         sensitivity,

@@ -91,7 +91,7 @@ impl Session {
                 true
             }
             Event::Swept { sensitivity, .. }
-                if sensitivity.model == self.model
+                if sensitivity.model == self.arch
                     && sensitivity.weights == self.weights_fingerprint =>
             {
                 self.sensitivity = Some(Arc::clone(sensitivity));

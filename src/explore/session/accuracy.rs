@@ -110,7 +110,7 @@ impl Session {
         };
         match Sensitivity::load(
             &path,
-            self.model,
+            &self.arch,
             &self.weights_fingerprint,
             data_fingerprint,
             &SweepGrid::default(),

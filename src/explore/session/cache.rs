@@ -99,7 +99,7 @@ impl Session {
             return Ok(s);
         }
         let results = self.results_now()?;
-        let s = Arc::new(plan::plan_sizes(self.model, &self.to_toml(), &results));
+        let s = Arc::new(plan::plan_sizes(&self.arch, &self.to_toml(), &results));
         self.sizes.insert(self.plan_key(), Arc::clone(&s));
         Ok(s)
     }
@@ -108,7 +108,7 @@ impl Session {
     pub fn compressed_model_now(&mut self) -> Result<CompressedModel, ExploreError> {
         let results = self.results_now()?;
         Ok(plan::compressed_model(
-            self.model,
+            &self.arch,
             &self.to_toml(),
             &results,
         ))
@@ -117,7 +117,7 @@ impl Session {
     /// The bytes of the `.dcz` file of the current plan, and where they went.
     pub fn file_bytes_now(&mut self) -> Result<(Vec<u8>, DczLayout), ExploreError> {
         let results = self.results_now()?;
-        let model = plan::compressed_model(self.model, &self.to_toml(), &results);
+        let model = plan::compressed_model(&self.arch, &self.to_toml(), &results);
         let encoded: Vec<_> = results.iter().map(|r| r.encoded()).collect();
         Ok(dcz::to_bytes(&model, &encoded))
     }

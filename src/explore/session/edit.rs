@@ -269,7 +269,7 @@ impl Session {
             return Err(ExploreError::Invalid(format!(
                 "a plan of {} layers for {}",
                 plan.len(),
-                self.model
+                self.arch
             )));
         }
         for (l, s) in plan.iter().enumerate() {
@@ -279,7 +279,7 @@ impl Session {
     }
 
     pub(super) fn check(&self, layer: usize, s: &LayerSetting) -> Result<(), ExploreError> {
-        let name = self.arch.layers[layer].name;
+        let name = self.arch.layers[layer].name.as_str();
         crate::explore::layer::validate(name, &s.plan)?;
         crate::experiment::check_structure(&self.arch, name, s.plan.structured).map_err(
             |message| ExploreError::InvalidSetting {

@@ -14,7 +14,7 @@ impl Session {
     pub(crate) fn to_experiment(&self) -> Experiment {
         let mut exp = self.template.clone();
         exp.defaults = LayerOverrides::default();
-        let names: Vec<&str> = self.arch.layers.iter().map(|l| l.name).collect();
+        let names: Vec<&str> = self.arch.layers.iter().map(|l| l.name.as_str()).collect();
         exp.layers = names
             .iter()
             .zip(&self.plan)
@@ -67,10 +67,10 @@ impl Session {
     /// Makes `exp`'s per-layer plans current (one undo step) and its other sections the
     /// template. `finetuned` flags stay as they are.
     pub fn load_experiment(&mut self, exp: &Experiment) -> Result<bool, ExploreError> {
-        if exp.model != self.model {
+        if exp.arch().inference() != self.arch {
             return Err(ExploreError::ModelMismatch {
-                expected: self.model,
-                found: exp.model,
+                expected: self.arch.name.clone(),
+                found: exp.arch().name,
             });
         }
         let plan: Vec<LayerSetting> = exp

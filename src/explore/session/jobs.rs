@@ -26,7 +26,7 @@ impl Session {
             })
             .collect();
         PlanSnapshot {
-            model: self.model,
+            model: self.arch.clone(),
             key: self.plan_key(),
             settings: self.plan.clone(),
             layers,
@@ -61,7 +61,7 @@ impl Session {
     /// The sensitivity sweep of the checkpoint (read from disk if stored).
     pub fn sweep_job(&self) -> Job {
         Job::Sweep(SweepRequest {
-            model: self.model,
+            model: self.arch.clone(),
             base: self.base.clone(),
             share: self.share,
             grid: SweepGrid::default(),

@@ -36,7 +36,7 @@ use crate::compress::model::Units;
 use crate::experiment::{Experiment, LayerOverrides, LayerPlan, PruneRule, RecipeStep};
 use crate::model::latency::LatencyReport;
 use crate::model::train::{Evaluation, TrainConfig};
-use crate::model::{Arch, LayerSpec, ModelKind, Net};
+use crate::model::{Arch, LayerSpec, ModelRef, Net};
 use crate::pipeline::layer::LayerState;
 use cache::Cached;
 
@@ -51,7 +51,6 @@ fn next_version() -> u64 {
 /// See the module docs.
 pub struct Session {
     id: u64,
-    model: ModelKind,
     arch: Arch,
     /// Everything of the experiment except the per-layer plan, which is `plan`.
     template: Experiment,
@@ -101,22 +100,23 @@ impl Session {
         let values = (0..net.arch.layers.len())
             .map(|l| Ok((net.weight_values(l)?, net.bias_values(l)?)))
             .collect::<Result<Vec<_>, candle_core::Error>>()?;
-        Session::from_weights(net.kind(), values, template)
+        Session::from_weights(net.arch.clone(), values, template)
     }
 
     /// A session over explicit weights and biases per layer (flattened, `LayerSpec` order).
     pub fn from_weights(
-        model: ModelKind,
+        model: Arch,
         values: Vec<(Vec<f32>, Vec<f32>)>,
         template: Experiment,
     ) -> Result<Session, ExploreError> {
-        if template.model != model {
+        // The session holds the network inference runs (batch-norm folded, no dropout).
+        if template.arch().inference() != model {
             return Err(ExploreError::ModelMismatch {
-                expected: model,
-                found: template.model,
+                expected: model.name.clone(),
+                found: template.arch().name,
             });
         }
-        let arch = model.arch();
+        let arch = model.clone();
         if values.len() != arch.layers.len() {
             return Err(ExploreError::Invalid(format!(
                 "{model} has {} layers, got weights for {}",
@@ -149,11 +149,10 @@ impl Session {
             })
             .collect();
         for (spec, s) in arch.layers.iter().zip(&initial) {
-            super::layer::validate(spec.name, &s.plan)?;
+            super::layer::validate(&spec.name, &s.plan)?;
         }
         Ok(Session {
             id: next_version(),
-            model,
             share: ShareParams::of(&template),
             tuned_recipe: Vec::new(),
             weights_fingerprint: sensitivity::weights_fingerprint(&base),
@@ -192,18 +191,18 @@ impl Session {
         template: Experiment,
     ) -> Result<Session, ExploreError> {
         Ok(
-            Session::from_weights(baseline.model, baseline.weights.clone(), template)?
+            Session::from_weights(baseline.model.clone(), baseline.weights.clone(), template)?
                 .with_checkpoint(&baseline.path),
         )
     }
 
     /// An experiment to start a session from when there is no file: the paper's defaults for
     /// every layer (no pruning, 8-bit conv / 5-bit fc sharing, 5-bit indices, linear init).
-    pub fn default_experiment(model: ModelKind, train: TrainConfig) -> Experiment {
+    pub fn default_experiment(model: &Arch, train: TrainConfig) -> Experiment {
         Experiment {
             name: format!("explore-{model}"),
             description: String::new(),
-            model,
+            model: ModelRef::of(model),
             train,
             defaults: LayerOverrides::default(),
             layers: Default::default(),
@@ -226,8 +225,8 @@ impl Session {
 
     // ----- the network ---------------------------------------------------------------------
 
-    pub fn model(&self) -> ModelKind {
-        self.model
+    pub fn model(&self) -> &Arch {
+        &self.arch
     }
 
     pub fn arch(&self) -> &Arch {

@@ -12,7 +12,7 @@ use crate::explore::eval::{self, EvalMode, PreparedLayer, fingerprint};
 use crate::explore::layer::{self, LayerResult};
 use crate::explore::plan::{LayerRef, LayerTask, PlanSizes, PlanSnapshot};
 use crate::explore::sensitivity::{self, Sensitivity};
-use crate::model::ModelKind;
+use crate::model::Arch;
 use crate::model::train::Evaluation;
 
 /// Test images a speed measurement times each path on (at batch 1).
@@ -40,7 +40,7 @@ impl Core {
             self.report_stop(kind, id);
             return Ok(());
         }
-        let geoms = eval::geometry(&snap.model.arch())?;
+        let geoms = eval::geometry(&snap.model)?;
         let prepared = parts
             .iter()
             .enumerate()
@@ -57,10 +57,10 @@ impl Core {
         let events = self.events.clone();
         let key = snap.key.clone();
         let experiment = snap.experiment.clone();
-        let model = snap.model;
+        let model = &snap.model;
         let mut parts = Some(parts);
         let mut finished: Option<Result<Arc<PlanSizes>, ExploreError>> = None;
-        let out = self.evaluator(snap.model)?.evaluate(
+        let out = self.evaluator(&snap.model)?.evaluate(
             &prepared,
             EvalMode::INTERACTIVE,
             &mut |estimate| {
@@ -103,7 +103,7 @@ impl Core {
     /// Evaluates `layers` on the full set without an estimate; `None` when stopped.
     fn evaluate_plain(
         &mut self,
-        model: ModelKind,
+        model: &Arch,
         layers: &[Arc<PreparedLayer>],
         store: bool,
         stop: &(dyn Fn() -> bool + Sync),
@@ -121,7 +121,7 @@ impl Core {
     pub(super) fn speed(&mut self, id: JobId, snap: PlanSnapshot) -> Result<(), ExploreError> {
         let kind = JobKind::Speed;
         let resolved = snap.resolve()?;
-        let model = crate::explore::plan::compressed_model(snap.model, "", &resolved.all);
+        let model = crate::explore::plan::compressed_model(&snap.model, "", &resolved.all);
         let thinned = model.thinned_net()?;
         if self.stop_reason(kind, id).is_some() {
             self.report_stop(kind, id);
@@ -146,7 +146,7 @@ impl Core {
 
     pub(super) fn alone(&mut self, id: JobId, req: AloneRequest) -> Result<(), ExploreError> {
         let kind = JobKind::Alone;
-        let model = req.snapshot.model;
+        let model = &req.snapshot.model;
         let l = req.layer;
         let result = match req.snapshot.layers.get(l) {
             Some(LayerRef::Ready(r)) => Arc::clone(r),
@@ -181,7 +181,7 @@ impl Core {
 
     pub(super) fn sweep(&mut self, id: JobId, req: SweepRequest) -> Result<(), ExploreError> {
         let kind = JobKind::Sweep;
-        let model = req.model;
+        let model = &req.model;
         let weights = sensitivity::weights_fingerprint(&req.base);
         let data = self.data.fingerprint.clone();
         if let Some(path) = &req.path
@@ -194,7 +194,7 @@ impl Core {
             });
             return Ok(());
         }
-        let geoms = eval::geometry(&model.arch())?;
+        let geoms = eval::geometry(model)?;
         let probes = sensitivity::probes(req.base.len(), &req.grid);
         let shared = Arc::clone(&self.shared);
         // A probe gives way to a waiting evaluation and is then run again.
@@ -234,7 +234,7 @@ impl Core {
             }
         }
         let baseline = baseline.expect("evaluated before the probes");
-        let s = Sensitivity::assemble(model, weights, data, req.grid, baseline, &results);
+        let s = Sensitivity::assemble(model.clone(), weights, data, req.grid, baseline, &results);
         let saved = req.path.as_deref().map(|p| s.save(p)).transpose();
         self.send(Event::Swept {
             id,

@@ -8,7 +8,7 @@ use super::queue::Core;
 use crate::explore::ExploreError;
 use crate::explore::eval::{self, Evaluator, PreparedLayer};
 use crate::explore::layer::{LayerResult, LayerSource};
-use crate::model::ModelKind;
+use crate::model::Arch;
 
 /// Prepared layers by fingerprint, least recently used out beyond a byte budget.
 pub(super) struct PreparedCache {
@@ -61,7 +61,7 @@ impl PreparedCache {
 }
 
 impl Core {
-    pub(super) fn evaluator(&mut self, model: ModelKind) -> Result<&mut Evaluator, ExploreError> {
+    pub(super) fn evaluator(&mut self, model: &Arch) -> Result<&mut Evaluator, ExploreError> {
         if self.evaluator.as_ref().is_none_or(|e| e.model() != model) {
             // One network's caches at a time: the other's would only hold memory.
             self.evaluator = None;
@@ -73,10 +73,10 @@ impl Core {
 
     pub(super) fn prepare(
         &mut self,
-        model: ModelKind,
+        model: &Arch,
         results: &[Arc<LayerResult>],
     ) -> Result<Vec<Arc<PreparedLayer>>, ExploreError> {
-        let geoms = eval::geometry(&model.arch())?;
+        let geoms = eval::geometry(model)?;
         results
             .iter()
             .map(|r| {
@@ -94,10 +94,10 @@ impl Core {
 
     pub(super) fn prepare_dense(
         &mut self,
-        model: ModelKind,
+        model: &Arch,
         sources: &[Arc<LayerSource>],
     ) -> Result<Vec<Arc<PreparedLayer>>, ExploreError> {
-        let geoms = eval::geometry(&model.arch())?;
+        let geoms = eval::geometry(model)?;
         sources
             .iter()
             .map(|s| {

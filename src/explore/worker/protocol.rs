@@ -12,7 +12,7 @@ use crate::explore::eval::Estimate;
 use crate::explore::layer::{LayerKey, LayerResult, LayerSetting, LayerSource, ShareParams};
 use crate::explore::plan::{PlanKey, PlanSizes, PlanSnapshot};
 use crate::explore::sensitivity::{Probe, Sensitivity, SweepGrid};
-use crate::model::ModelKind;
+use crate::model::Arch;
 use crate::model::checkpoint::CheckpointMeta;
 use crate::model::train::{EpochStats, Evaluation, Progress, TrainConfig};
 use crate::pipeline::layer::LayerState;
@@ -65,7 +65,7 @@ pub struct AloneRequest {
 /// A sensitivity sweep of a checkpoint.
 #[derive(Clone, Debug)]
 pub struct SweepRequest {
-    pub model: ModelKind,
+    pub model: Arch,
     pub base: Vec<Arc<LayerSource>>,
     pub share: ShareParams,
     pub grid: SweepGrid,
@@ -92,7 +92,7 @@ pub struct TrainRequest {
 /// Train a baseline network, or load the cached checkpoint of the recipe.
 #[derive(Clone, Debug)]
 pub struct BaselineRequest {
-    pub model: ModelKind,
+    pub model: Arch,
     pub config: TrainConfig,
     pub cache_dir: PathBuf,
     /// Train even if a checkpoint of the recipe is cached.
@@ -132,7 +132,7 @@ impl Job {
 pub struct Tuned {
     pub session: u64,
     pub kind: JobKind,
-    pub model: ModelKind,
+    pub model: Arch,
     /// The plan trained under.
     pub plan: Vec<LayerSetting>,
     pub config: TrainConfig,
@@ -147,7 +147,7 @@ pub struct Tuned {
 /// A trained (or loaded) baseline.
 #[derive(Clone, Debug)]
 pub struct Baseline {
-    pub model: ModelKind,
+    pub model: Arch,
     /// Weights and biases per layer, as
     /// [`Session::from_weights`](crate::explore::Session::from_weights) takes them.
     pub weights: Vec<(Vec<f32>, Vec<f32>)>,

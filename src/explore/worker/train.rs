@@ -9,8 +9,8 @@ use super::queue::Core;
 use super::{Baseline, BaselineRequest, Event, JobId, JobKind, TrainRequest, Tuned};
 use crate::experiment::{LayerPlan, StepKind};
 use crate::explore::ExploreError;
+use crate::model::cache;
 use crate::model::train::{self, EpochStats, Observer, Progress};
-use crate::model::{LayerSpec, cache};
 use crate::pipeline::layer::LayerState;
 use crate::pipeline::step;
 
@@ -27,20 +27,18 @@ impl Core {
             _ => StepKind::Retrain,
         };
         let states: Vec<&LayerState> = snap.sources.iter().map(|s| &s.state).collect();
-        let specs: Vec<LayerSpec> = snap.sources.iter().map(|s| s.spec.clone()).collect();
         let plans: Vec<LayerPlan> = snap.settings.iter().map(|s| s.plan).collect();
         // The session's cut, computed the same way (its plans rank units by weights only).
         let units = crate::pipeline::structure::unit_cuts(
-            &snap.model.arch(),
+            &snap.model,
             &states,
             &plans,
             req.share.seed,
             None,
         )
         .map_err(ExploreError::Invalid)?;
-        let mut prepared = step::prepare(
-            step_kind, snap.model, &states, &specs, &plans, req.share, &units,
-        )?;
+        let mut prepared =
+            step::prepare(step_kind, &snap.model, &states, &plans, req.share, &units)?;
         let data = Arc::clone(&self.data);
         if step_kind == StepKind::Finetune {
             step::quantize_activations(&mut prepared.net, req.activations.as_ref(), &data)?;
@@ -60,7 +58,7 @@ impl Core {
             tuned: Arc::new(Tuned {
                 session: req.session,
                 kind,
-                model: snap.model,
+                model: snap.model.clone(),
                 plan: snap.settings.clone(),
                 config: req.config,
                 layers,
@@ -81,7 +79,7 @@ impl Core {
         let got = {
             let mut obs = TrainObserver::new(self, id, kind);
             cache::obtain(
-                req.model,
+                &req.model,
                 &req.config,
                 &data,
                 req.retrain,
@@ -94,13 +92,15 @@ impl Core {
             self.report_stop(kind, id);
             return Ok(());
         }
-        let weights = (0..got.net.arch.layers.len())
-            .map(|l| Ok((got.net.weight_values(l)?, got.net.bias_values(l)?)))
+        // The explorer works on the network inference runs: batch-norm folded.
+        let net = got.net.folded()?;
+        let weights = (0..net.arch.layers.len())
+            .map(|l| Ok((net.weight_values(l)?, net.bias_values(l)?)))
             .collect::<Result<Vec<_>, candle_core::Error>>()?;
         self.send(Event::Baseline {
             id,
             baseline: Arc::new(Baseline {
-                model: req.model,
+                model: net.arch,
                 weights,
                 meta: got.meta,
                 path: got.path,

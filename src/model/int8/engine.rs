@@ -242,6 +242,7 @@ impl Int8Net {
     /// Quantizes `net`'s weights, with each layer's input quantized as `inputs` says (a
     /// file's stored 8-bit activation grids, say).
     pub fn with_inputs(net: &Net, inputs: &[QuantParams]) -> candle_core::Result<Int8Net> {
+        net.check_folded()?;
         if inputs.len() != net.arch.layers.len() {
             candle_core::bail!(
                 "{} layer inputs to quantize, {} given",
@@ -278,8 +279,11 @@ impl Int8Net {
     }
 
     /// Each layer's name and input quantization.
-    pub fn input_params(&self) -> Vec<(&'static str, QuantParams)> {
-        self.layers.iter().map(|l| (l.spec.name, l.input)).collect()
+    pub fn input_params(&self) -> Vec<(&str, QuantParams)> {
+        self.layers
+            .iter()
+            .map(|l| (l.spec.name.as_str(), l.input))
+            .collect()
     }
 
     /// Nonzero weight codes and all weights: a weight below half its channel's scale
@@ -396,6 +400,8 @@ impl Int8Net {
                 // Channels-last features are already flat; the fc weight's columns were put in
                 // their order when it was quantized.
                 Stage::Flatten => shape = (1, 1, shape.0 * shape.1 * shape.2),
+                // Inference: dropout does nothing, batch-norm was folded (checked).
+                Stage::Dropout(_) | Stage::BatchNorm(_) => {}
             }
             i += 1;
         }
@@ -591,7 +597,7 @@ fn input_shapes(arch: &Arch) -> Vec<(usize, usize, usize)> {
             }
             Stage::MaxPool2 => shape = (shape.0, shape.1 / 2, shape.2 / 2),
             // The shape is kept: the fc layer after a flatten reads it.
-            Stage::Relu | Stage::Flatten => {}
+            Stage::Relu | Stage::Flatten | Stage::Dropout(_) | Stage::BatchNorm(_) => {}
         }
     }
     shapes

@@ -99,7 +99,7 @@ impl Controller {
             Effect::CycleInit { layer } => session.cycle_init(layer)?,
             Effect::CycleQuantizer { layer } => {
                 let changed = session.cycle_quantizer(layer)?;
-                let name = session.spec(layer)?.name;
+                let name = session.spec(layer)?.name.clone();
                 let plan = session.setting(layer)?.plan;
                 self.app.message = Some(format!(
                     "{name}: {} {}-bit{}",
@@ -111,7 +111,7 @@ impl Controller {
             }
             Effect::TogglePerChannel { layer } => {
                 let changed = session.toggle_per_channel(layer)?;
-                let name = session.spec(layer)?.name;
+                let name = session.spec(layer)?.name.clone();
                 let plan = session.setting(layer)?.plan;
                 self.app.message = Some(if !plan.quantizer.allows_per_channel() {
                     format!("{name}: k-means has one codebook per layer; Q picks a grid quantizer")
@@ -140,7 +140,7 @@ impl Controller {
             }
             Effect::TogglePruneMethod { layer } => {
                 let changed = session.toggle_random_pruning(layer)?;
-                let name = session.spec(layer)?.name;
+                let name = session.spec(layer)?.name.clone();
                 self.app.message = Some(match session.setting(layer)?.plan.prune {
                     PruneRule::Random(k) => format!(
                         "{name}: {:.1}% kept at random, the baseline for magnitude pruning (R: back)",
@@ -167,7 +167,7 @@ impl Controller {
                     let mut names = Vec::new();
                     for (l, was) in before.iter().enumerate() {
                         if session.setting(l)? != *was {
-                            names.push(session.spec(l)?.name);
+                            names.push(session.spec(l)?.name.clone());
                         }
                     }
                     format!(

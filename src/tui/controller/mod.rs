@@ -92,9 +92,9 @@ impl Controller {
     /// the live training screen).
     pub fn start(setup: Setup) -> anyhow::Result<Controller> {
         let worker = Worker::spawn(Arc::clone(&setup.data), setup.worker)?;
-        let model = setup.template.model;
+        let model = setup.template.arch();
         worker.submit(Job::Train(BaselineRequest {
-            model,
+            model: model.clone(),
             config: setup.template.train.clone(),
             cache_dir: setup.cache_dir,
             retrain: false,
