@@ -377,6 +377,30 @@ pub struct Experiment {
     /// Quantize each layer's input too (evaluation and fine-tuning); `None`: f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<ActivationPlan>,
+    /// Train the baseline as a student of a teacher network; `None`: from the labels alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillPlan>,
+}
+
+/// Knowledge distillation for the baseline (`[distill]`): its loss mixes the teacher's
+/// softened outputs with the labels (see `model::distill`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillPlan {
+    /// An experiment file (`.toml`: its baseline, from the cache or trained first) or a
+    /// checkpoint (`.safetensors`), relative to the directory dcx runs in.
+    pub teacher: String,
+    pub temperature: f64,
+    pub alpha: f64,
+}
+
+impl DistillPlan {
+    pub fn config(&self) -> crate::model::distill::DistillConfig {
+        crate::model::distill::DistillConfig {
+            temperature: self.temperature,
+            alpha: self.alpha,
+        }
+    }
 }
 
 impl Experiment {
@@ -593,6 +617,21 @@ impl Experiment {
         }
         if let Some(a) = &self.activations {
             a.validate()?;
+        }
+        if let Some(d) = &self.distill {
+            if !(d.teacher.ends_with(".toml") || d.teacher.ends_with(".safetensors")) {
+                return Err(format!(
+                    "distill.teacher: '{}' must be an experiment file (.toml) or a checkpoint (.safetensors)",
+                    d.teacher
+                ));
+            }
+            d.config().validate().map_err(|e| format!("distill.{e}"))?;
+            if self.from_scratch {
+                return Err(
+                    "distill: a from_scratch recipe trains no baseline for a teacher to teach"
+                        .into(),
+                );
+            }
         }
         if !(2..=24).contains(&self.max_code_len) {
             return Err(format!(

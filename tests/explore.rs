@@ -950,6 +950,7 @@ fn baselines_train_in_the_worker_are_cached_and_cancellable() {
             },
             cache_dir: cache.path().to_path_buf(),
             retrain: false,
+            distill: None,
         })
     };
     let id = w.submit(request(1));

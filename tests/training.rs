@@ -272,3 +272,95 @@ fn settings_no_training_can_run_with_are_refused() {
         assert_eq!(weights(&net), before);
     }
 }
+
+/// A student learns from a teacher experiment's cached baseline: the teacher's logits are
+/// computed once and stored, the student's checkpoint is keyed by its teacher and settings
+/// (a different temperature trains another), and a plain student is a third checkpoint.
+#[test]
+fn a_distilled_student_is_cached_by_its_teacher_and_settings() {
+    use dcx::experiment::Experiment;
+    let data = common::fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let teacher = dir.path().join("teacher.toml");
+    std::fs::write(
+        &teacher,
+        r#"
+name = "teacher"
+model = "lenet-300-100"
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.001
+optimizer = "adam"
+schedule = "cosine"
+seed = 5
+"#,
+    )
+    .unwrap();
+    let student = |temperature: f64| {
+        let text = format!(
+            r#"
+name = "student"
+[model]
+name = "thin-mlp"
+layers = [
+  {{ type = "flatten" }},
+  {{ type = "fc", name = "fc1", outputs = 30 }},
+  {{ type = "relu" }},
+  {{ type = "fc", name = "fc2", outputs = 10 }},
+]
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.002
+optimizer = "adam"
+schedule = "cosine"
+seed = 1
+[distill]
+teacher = "{}"
+temperature = {temperature}
+alpha = 0.7
+"#,
+            teacher.display()
+        );
+        Experiment::parse(&text, "student").unwrap()
+    };
+    let obtain = |exp: &Experiment| {
+        dcx::pipeline::baseline::obtain(exp, &data, false, &cache, &mut Silent).unwrap()
+    };
+    let taught = obtain(&student(4.0));
+    assert!(!taught.reused);
+    assert_eq!(
+        taught
+            .meta
+            .distilled
+            .as_deref()
+            .map(|d| d.ends_with("T 4, alpha 0.7")),
+        Some(true),
+        "{:?}",
+        taught.meta.distilled
+    );
+    assert!(taught.meta.test_accuracy().unwrap() > 0.6);
+    let logits: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".logits"))
+        .collect();
+    assert_eq!(logits.len(), 1, "the teacher's logits are stored once");
+    let len = logits[0].metadata().unwrap().len();
+    assert_eq!(len as usize, 4 * 10 * data.train.len);
+
+    let again = obtain(&student(4.0));
+    assert!(again.reused);
+    assert_eq!(again.path, taught.path);
+    let hotter = obtain(&student(8.0));
+    assert!(!hotter.reused);
+    assert_ne!(hotter.path, taught.path);
+    let mut alone = student(4.0);
+    alone.distill = None;
+    let plain = obtain(&alone);
+    assert!(!plain.reused && plain.meta.distilled.is_none());
+    assert_ne!(plain.path, taught.path);
+    assert_ne!(weights(&plain.net), weights(&taught.net));
+}

@@ -61,11 +61,12 @@ impl TrainArgs {
 }
 
 pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
-    let (arch, cfg) = match &args.experiment {
-        Some(path) => {
-            let exp = crate::experiment::Experiment::load(path)?;
-            (exp.arch(), exp.train)
-        }
+    let exp = match &args.experiment {
+        Some(path) => Some(crate::experiment::Experiment::load(path)?),
+        None => None,
+    };
+    let (arch, cfg) = match &exp {
+        Some(exp) => (exp.arch(), exp.train.clone()),
         None => (args.model.arch(), args.config()),
     };
     let model = arch.name.clone();
@@ -76,14 +77,24 @@ pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
     let data = super::data::load(data_dir)?;
     let mut observer = BarObserver::new(&model);
     let started = std::time::Instant::now();
-    let got = cache::obtain(
-        &arch,
-        &cfg,
-        &data,
-        args.retrain,
-        &cache::cache_dir(),
-        &mut observer,
-    )?;
+    let got = match &exp {
+        // The experiment's baseline, a student of its [distill] teacher where it has one.
+        Some(exp) => crate::pipeline::baseline::obtain(
+            exp,
+            &data,
+            args.retrain,
+            &cache::cache_dir(),
+            &mut observer,
+        )?,
+        None => cache::obtain(
+            &arch,
+            &cfg,
+            &data,
+            args.retrain,
+            &cache::cache_dir(),
+            &mut observer,
+        )?,
+    };
     observer.finish();
     let accuracy = got.meta.test_accuracy().unwrap_or(0.0) * 100.0;
     if got.reused {

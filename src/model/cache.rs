@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::arch::Arch;
 use super::checkpoint::{self, CheckpointMeta};
+use super::distill::SoftTargets;
 use super::net::Net;
 use super::spec::ModelRef;
 use super::train::{self, Observer, TrainConfig};
@@ -30,6 +31,16 @@ pub fn cache_dir() -> PathBuf {
 /// A short stable key of everything that determines the trained weights: for a network an
 /// experiment defines, its stages too (a built-in's key is its name, as it always was).
 pub(crate) fn cache_key(arch: &Arch, cfg: &TrainConfig, data_fingerprint: &str) -> String {
+    cache_key_taught(arch, cfg, data_fingerprint, None)
+}
+
+/// [`cache_key`] of a student: what it learned from (`SoftTargets::key`) is part of it.
+fn cache_key_taught(
+    arch: &Arch,
+    cfg: &TrainConfig,
+    data_fingerprint: &str,
+    teacher: Option<&str>,
+) -> String {
     let recipe = serde_json::to_string(cfg).expect("TrainConfig serialises");
     let model = match ModelRef::of(arch) {
         ModelRef::Builtin(kind) => kind.name().to_string(),
@@ -43,6 +54,9 @@ pub(crate) fn cache_key(arch: &Arch, cfg: &TrainConfig, data_fingerprint: &str) 
     h.update(format!(
         "{RECIPE_VERSION}|{model}|{recipe}|{data_fingerprint}"
     ));
+    if let Some(teacher) = teacher {
+        h.update(format!("|distilled from {teacher}"));
+    }
     let digest = hex::encode(h.finalize());
     format!("{}-e{}-{}", arch.name, cfg.epochs, &digest[..12])
 }
@@ -85,6 +99,20 @@ pub fn obtain(
     cache_dir: &Path,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Obtained> {
+    obtain_taught(model, cfg, None, data, retrain, cache_dir, observer)
+}
+
+/// [`obtain`] for a student that learns from a teacher's soft targets as well (`None`: from
+/// the labels alone). Its checkpoint is cached under a key that names the teacher.
+pub fn obtain_taught(
+    model: &Arch,
+    cfg: &TrainConfig,
+    soft: Option<&SoftTargets>,
+    data: &Mnist,
+    retrain: bool,
+    cache_dir: &Path,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Obtained> {
     // The cache folder is dcx's own: every `.NAME.tmp-PID` in it is a checkpoint save's.
     crate::fsutil::remove_stale(cache_dir, |entry| {
         entry
@@ -94,12 +122,20 @@ pub fn obtain(
             .parse()
             .ok()
     });
-    let path = cached_path(cache_dir, model, cfg, &data.fingerprint);
+    let teacher = soft.map(|s| s.key.as_str());
+    let path = cache_dir.join(format!(
+        "{}.safetensors",
+        cache_key_taught(model, cfg, &data.fingerprint, teacher)
+    ));
     if !retrain && path.exists() {
         match checkpoint::load(&path) {
             // A checkpoint of another network under this key (a hand-copied file) is not
             // this recipe's, whatever its name says.
-            Ok((net, meta)) if meta.complete && meta.model == ModelRef::of(model) => {
+            Ok((net, meta))
+                if meta.complete
+                    && meta.model == ModelRef::of(model)
+                    && meta.distilled.as_deref() == teacher =>
+            {
                 let _ = std::fs::remove_file(partial_path(&path));
                 return Ok(Obtained {
                     net,
@@ -113,13 +149,14 @@ pub fn obtain(
         }
     }
     let net = Net::new(model, cfg.seed)?;
-    let outcome = train::train(&net, data, cfg, &[], observer)?;
+    let outcome = train::train_distilled(&net, data, cfg, &[], soft, observer)?;
     let meta = CheckpointMeta {
         model: ModelRef::of(model),
         train: cfg.clone(),
         data_fingerprint: data.fingerprint.clone(),
         history: outcome.history,
         complete: !outcome.cancelled,
+        distilled: teacher.map(str::to_string),
     };
     let path = if outcome.cancelled {
         partial_path(&path)

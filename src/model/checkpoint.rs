@@ -32,6 +32,9 @@ pub struct CheckpointMeta {
     pub history: Vec<EpochStats>,
     /// False when training was stopped early (Ctrl-C); such a file is never reused as a cache hit.
     pub complete: bool,
+    /// The teacher and settings a distilled student learned from (`None`: the labels alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distilled: Option<String>,
 }
 
 impl CheckpointMeta {
@@ -176,6 +179,7 @@ mod tests {
                 seconds: 1.0,
             }],
             complete: true,
+            distilled: None,
         }
     }
 

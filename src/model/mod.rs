@@ -4,6 +4,7 @@ pub mod activations;
 pub mod arch;
 pub mod cache;
 pub mod checkpoint;
+pub mod distill;
 pub mod int8;
 pub mod kernels;
 pub mod latency;

@@ -7,6 +7,7 @@ use candle_core::Tensor;
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
+use super::distill::SoftTargets;
 use super::net::Net;
 use super::optim::{Constraint, OptimConfig, Optimizer, OptimizerKind};
 use crate::data::{Mnist, Split};
@@ -195,6 +196,28 @@ pub fn train(
     constraints: &[Constraint],
     observer: &mut dyn Observer,
 ) -> candle_core::Result<TrainOutcome> {
+    train_distilled(net, data, cfg, constraints, None, observer)
+}
+
+/// [`train`], learning from a teacher's soft targets too when `soft` is given (their logits
+/// index the training images as `data.train` does).
+pub fn train_distilled(
+    net: &Net,
+    data: &Mnist,
+    cfg: &TrainConfig,
+    constraints: &[Constraint],
+    soft: Option<&SoftTargets>,
+    observer: &mut dyn Observer,
+) -> candle_core::Result<TrainOutcome> {
+    if let Some(s) = soft
+        && s.logits.len() != data.train.len * s.classes
+    {
+        candle_core::bail!(
+            "the teacher's logits cover {} values, the training set {} images",
+            s.logits.len(),
+            data.train.len
+        );
+    }
     if let Err(e) = cfg.validate() {
         candle_core::bail!("training settings: {e}");
     }
@@ -231,7 +254,10 @@ pub fn train(
             let logits = net.forward(&x);
             net.set_training(false);
             let logits = logits?;
-            let loss = net.loss(&logits, &y)?;
+            let mut loss = net.loss(&logits, &y)?;
+            if let Some(s) = soft {
+                loss = super::distill::loss(&logits, &s.rows(chunk, net)?, &loss, s.config)?;
+            }
             let batch_loss = loss.to_scalar::<f32>()?;
             if !batch_loss.is_finite() {
                 candle_core::bail!(

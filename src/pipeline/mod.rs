@@ -2,6 +2,7 @@
 //! share), [`step`] one training step of a recipe (masked retraining, centroid fine-tuning),
 //! [`run`] a whole experiment without any UI (`dcx compress`, `dcx plot`).
 
+pub mod baseline;
 pub mod cost;
 pub mod layer;
 pub mod report;

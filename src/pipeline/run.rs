@@ -18,7 +18,6 @@ use crate::experiment::{Experiment, LayerPlan, Quantizer, StepKind};
 use crate::format::dcz::{self, DczLayout};
 use crate::model::Net;
 use crate::model::activations::ActivationQuant;
-use crate::model::cache;
 use crate::model::latency::LatencyReport;
 use crate::model::train::{self, EpochStats, Observer};
 use crate::pipeline::cost::CostReport;
@@ -161,7 +160,7 @@ pub fn run(
         (net, String::new(), "untrained (random init)")
     } else {
         obs.stage("baseline: loading or training");
-        let base = cache::obtain(&exp.arch(), &exp.train, data, false, cache_dir, obs)?;
+        let base = super::baseline::obtain(exp, data, false, cache_dir, obs)?;
         if !base.meta.complete {
             anyhow::bail!("baseline training was stopped; nothing to compress");
         }

@@ -213,6 +213,7 @@ impl Session {
             steps: Vec::new(),
             from_scratch: false,
             activations: None,
+            distill: None,
         }
     }
 

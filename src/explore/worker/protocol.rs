@@ -97,6 +97,8 @@ pub struct BaselineRequest {
     pub cache_dir: PathBuf,
     /// Train even if a checkpoint of the recipe is cached.
     pub retrain: bool,
+    /// The experiment's `[distill]`: the baseline learns from this teacher too.
+    pub distill: Option<crate::experiment::DistillPlan>,
 }
 
 /// Work for the worker.

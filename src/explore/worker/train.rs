@@ -9,7 +9,6 @@ use super::queue::Core;
 use super::{Baseline, BaselineRequest, Event, JobId, JobKind, TrainRequest, Tuned};
 use crate::experiment::{LayerPlan, StepKind};
 use crate::explore::ExploreError;
-use crate::model::cache;
 use crate::model::train::{self, EpochStats, Observer, Progress};
 use crate::pipeline::layer::LayerState;
 use crate::pipeline::step;
@@ -78,9 +77,10 @@ impl Core {
         let data = Arc::clone(&self.data);
         let got = {
             let mut obs = TrainObserver::new(self, id, kind);
-            cache::obtain(
+            crate::pipeline::baseline::obtain_for(
                 &req.model,
                 &req.config,
+                req.distill.as_ref(),
                 &data,
                 req.retrain,
                 &req.cache_dir,

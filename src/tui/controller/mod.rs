@@ -98,6 +98,7 @@ impl Controller {
             config: setup.template.train.clone(),
             cache_dir: setup.cache_dir,
             retrain: false,
+            distill: setup.template.distill.clone(),
         }));
         let mut app = App::new(Default::default());
         app.lecture = setup.lecture;
