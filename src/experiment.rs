@@ -660,6 +660,12 @@ pub(crate) fn check_structure(
             arch.layers[l].outputs
         ));
     }
+    if rule.rank == UnitRank::BnScale && !arch.norms.iter().any(|n| n.layer == l) {
+        return Err(format!(
+            "rank 'bn-scale' reads the batch-norm after {layer}, and none follows it in {} (add {{ type = \"batch-norm\" }} after it in [model], or use l1, l2, random or largest)",
+            arch.name
+        ));
+    }
     if rule.rank.needs_activations() && !arch.relu_follows(l) {
         return Err(format!(
             "rank '{}' counts activations after a ReLU, and no ReLU follows {layer} in {} (use l1, l2, random or largest)",
@@ -871,6 +877,13 @@ mod tests {
         );
         let e = err(&format!("{HEAD}[defaults]\nstructured = {{ keep = 0 }}\n"));
         assert!(e.contains("defaults.structured.keep"), "{e}");
+        let e = err(&format!(
+            "{HEAD}[layers.conv1]\nstructured = {{ keep = 0.5, rank = \"bn-scale\" }}\n"
+        ));
+        assert!(
+            e.contains("layers.conv1.structured") && e.contains("batch-norm after conv1"),
+            "{e}"
+        );
         let e = err(&format!(
             "{HEAD}[layers.fc1]\nstructured = {{ keep = 0.5, rank = \"norm\" }}\n"
         ));

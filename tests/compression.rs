@@ -446,6 +446,8 @@ seed = 3
 [defaults]
 prune = { keep = 0.5 }
 bits = 5
+[layers.conv1]
+structured = { keep = 0.5, rank = "bn-scale" }
 [retrain]
 epochs = 1
 lr = 0.001
@@ -484,4 +486,13 @@ fn a_network_defined_in_the_experiment_runs_the_whole_pipeline() {
     assert_eq!(base.accuracy, r.baseline().accuracy);
     let unfolded = train::evaluate(&again.net, &data.test).unwrap();
     assert_eq!(unfolded.correct, base.correct);
+
+    // Network slimming's cut: conv1 keeps the 3 of its 6 channels whose batch-norm scale
+    // |γ| is largest.
+    let gamma: Vec<f32> = again.net.norms[0].scale.to_vec1().unwrap();
+    let mut order: Vec<usize> = (0..gamma.len()).collect();
+    order.sort_by(|&a, &b| gamma[b].abs().total_cmp(&gamma[a].abs()).then(a.cmp(&b)));
+    let kept = &result.model.layers[0].units.as_ref().unwrap().outputs;
+    let want: Vec<bool> = (0..6).map(|u| order[..3].contains(&u)).collect();
+    assert_eq!(kept, &want, "gamma {gamma:?}");
 }

@@ -53,16 +53,20 @@ pub enum UnitRank {
     Apoz,
     /// Smallest mean activation after the ReLU on training images first.
     MeanActivation,
+    /// Smallest scale |γ| of the batch-norm after the layer first: network slimming (Liu et
+    /// al. 2017) trains those scales with an L1 penalty so the unneeded channels' go to 0.
+    BnScale,
 }
 
 impl UnitRank {
-    pub const ALL: [UnitRank; 6] = [
+    pub const ALL: [UnitRank; 7] = [
         UnitRank::L1,
         UnitRank::L2,
         UnitRank::Random,
         UnitRank::Largest,
         UnitRank::Apoz,
         UnitRank::MeanActivation,
+        UnitRank::BnScale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,7 +77,14 @@ impl UnitRank {
             UnitRank::Largest => "largest",
             UnitRank::Apoz => "apoz",
             UnitRank::MeanActivation => "mean-activation",
+            UnitRank::BnScale => "bn-scale",
         }
+    }
+
+    /// Whether the rank reads more than the layer's weights: activations on training
+    /// images, or the trained network's batch-norm scales (which folding removes).
+    pub fn reads_network(self) -> bool {
+        self.needs_activations() || self == UnitRank::BnScale
     }
 
     /// Whether the rank reads the layer's activations on training images (after a ReLU).

@@ -169,6 +169,7 @@ pub fn run(
     // Everything after training works on the network inference runs: batch-norm folded
     // into the layer before it (the same outputs), dropout gone.
     let mut net = trained.folded()?;
+    let norm_scales = structure::Activity::norm_scales(&trained)?;
     let arch = net.arch.clone();
     let n_layers = arch.layers.len();
     let share = ShareParams::of(exp);
@@ -200,7 +201,7 @@ pub fn run(
             StepKind::Finetune => format!("{} (k-means or a fixed grid per layer)", before),
         });
         let refs: Vec<&LayerState> = states.iter().collect();
-        let units = unit_cuts(&arch, &refs, &step.plans, share, &net, data)?;
+        let units = unit_cuts(&arch, &refs, &step.plans, share, (&net, &norm_scales), data)?;
         let mut prepared = step::prepare(step.kind, &arch, &refs, &step.plans, share, &units)?;
         if step.kind == StepKind::Finetune {
             step::quantize_activations(&mut prepared.net, exp.activations.as_ref(), data)?;
@@ -248,7 +249,14 @@ pub fn run(
         let mut stage = eval_stage(&after, &prepared.net, data, Some(&masks))?;
         if step.kind == StepKind::Finetune {
             let refs: Vec<&LayerState> = states.iter().collect();
-            let units = unit_cuts(&arch, &refs, &step.plans, share, &prepared.net, data)?;
+            let units = unit_cuts(
+                &arch,
+                &refs,
+                &step.plans,
+                share,
+                (&prepared.net, &norm_scales),
+                data,
+            )?;
             let shared: Vec<Shared> = states
                 .iter()
                 .zip(&arch.layers)
@@ -269,7 +277,7 @@ pub fn run(
     obs.stage("compressing each layer under the plan (prune, share)");
     let plans = exp.layer_plans();
     let refs: Vec<&LayerState> = states.iter().collect();
-    let units = unit_cuts(&arch, &refs, &plans, share, &net, data)?;
+    let units = unit_cuts(&arch, &refs, &plans, share, (&net, &norm_scales), data)?;
     let shared: Vec<Shared> = states
         .iter()
         .zip(&arch.layers)
@@ -379,14 +387,17 @@ fn unit_cuts(
     states: &[&LayerState],
     plans: &[LayerPlan],
     share: ShareParams,
-    net: &Net,
+    (net, norm_scales): (&Net, &[Option<Vec<f64>>]),
     data: &Mnist,
 ) -> anyhow::Result<Vec<Option<crate::compress::model::Units>>> {
-    let activity = if structure::needs_activity(plans) {
+    let mut activity = if structure::needs_activity(plans) {
         Some(structure::Activity::measure(net, &data.train)?)
     } else {
         None
     };
+    if structure::needs_norm_scales(plans) {
+        activity.get_or_insert_with(Default::default).norm_scales = norm_scales.to_vec();
+    }
     structure::unit_cuts(arch, states, plans, share.seed, activity.as_ref())
         .map_err(anyhow::Error::msg)
 }

@@ -17,6 +17,9 @@ use super::layer::LayerState;
 pub struct Activity {
     /// `None` for a layer no ReLU follows.
     pub layers: Vec<Option<UnitActivity>>,
+    /// Per layer a batch-norm follows in the trained network, |γ| of each unit (the
+    /// `bn-scale` rank's evidence; empty when not read).
+    pub norm_scales: Vec<Option<Vec<f64>>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +63,20 @@ impl Activity {
                 }))
             })
             .collect::<candle_core::Result<_>>()?;
-        Ok(Activity { layers })
+        Ok(Activity {
+            layers,
+            norm_scales: Vec::new(),
+        })
+    }
+
+    /// |γ| of each unit of each layer a batch-norm follows in `trained` (before folding).
+    pub fn norm_scales(trained: &Net) -> candle_core::Result<Vec<Option<Vec<f64>>>> {
+        let mut scales = vec![None; trained.arch.layers.len()];
+        for (spec, norm) in trained.arch.norms.iter().zip(&trained.norms) {
+            let gamma: Vec<f32> = norm.scale.to_vec1()?;
+            scales[spec.layer] = Some(gamma.iter().map(|g| g.abs() as f64).collect());
+        }
+        Ok(scales)
     }
 }
 
@@ -70,6 +86,14 @@ pub fn needs_activity(plans: &[LayerPlan]) -> bool {
     plans
         .iter()
         .any(|p| p.structured.is_some_and(|u| u.rank.needs_activations()))
+}
+
+/// Whether any plan ranks units by batch-norm scales (then [`unit_cuts`] reads
+/// [`Activity::norm_scales`]).
+pub fn needs_norm_scales(plans: &[LayerPlan]) -> bool {
+    plans
+        .iter()
+        .any(|p| p.structured.is_some_and(|u| u.rank == UnitRank::BnScale))
 }
 
 /// Each layer's units under `plans`: a layer with a structured rule keeps its best output
@@ -110,6 +134,14 @@ pub fn unit_cuts(
                             a.mean
                         }
                     }
+                    UnitRank::BnScale => activity
+                        .and_then(|a| a.norm_scales.get(l).cloned().flatten())
+                        .ok_or_else(|| {
+                            format!(
+                                "{}: rank 'bn-scale' needs the scales of the batch-norm after it",
+                                spec.name
+                            )
+                        })?,
                     rank => prune::weight_scores(&state.effective_weights(), spec.outputs, rank),
                 };
                 prune::keep_units(

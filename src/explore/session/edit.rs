@@ -171,7 +171,7 @@ impl Session {
         };
         let ranks: Vec<UnitRank> = UnitRank::ALL
             .into_iter()
-            .filter(|r| !r.needs_activations())
+            .filter(|r| !r.reads_network())
             .collect();
         let at = ranks.iter().position(|&r| r == rule.rank).unwrap_or(0);
         let rank = ranks[(at + 1) % ranks.len()];

@@ -317,8 +317,9 @@ fn units_message(session: &Session, layer: usize) -> Result<String, ExploreError
                 UnitRank::L2 => "smallest L2 cut first",
                 UnitRank::Random => "cut at random",
                 UnitRank::Largest => "largest L1 cut first",
-                UnitRank::Apoz => "most zeros cut first",
                 UnitRank::MeanActivation => "least active cut first",
+                UnitRank::BnScale => "smallest batch-norm scale cut first",
+                UnitRank::Apoz => "most zeros cut first",
             };
             format!(
                 "{}: {kept}/{} {what} kept, {rank} (U)",
