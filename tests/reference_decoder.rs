@@ -244,3 +244,142 @@ images = 200
     );
     decoder_agrees_with_dcx(cache.path(), dir.path(), "activations", &activations);
 }
+
+/// A file's bytes, its metadata length and its metadata JSON.
+fn read_metadata(file: &Path) -> (Vec<u8>, usize, serde_json::Value) {
+    use std::io::Read;
+    let bytes = std::fs::read(file).unwrap();
+    let len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let mut json = Vec::new();
+    flate2::read::DeflateDecoder::new(&bytes[8..8 + len])
+        .read_to_end(&mut json)
+        .unwrap();
+    (bytes, len, serde_json::from_slice(&json).unwrap())
+}
+
+/// `file` with its metadata JSON changed by `change`, deflated and checksummed again, so a
+/// reader gets past the checksum to the metadata.
+fn with_metadata(file: &Path, change: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    use sha2::Digest;
+    use std::io::Write;
+    let (bytes, len, mut meta) = read_metadata(file);
+    change(&mut meta);
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&serde_json::to_vec(&meta).unwrap()).unwrap();
+    let deflated = z.finish().unwrap();
+    let mut out = bytes[..4].to_vec();
+    out.extend_from_slice(&(deflated.len() as u32).to_le_bytes());
+    out.extend_from_slice(&deflated);
+    out.extend_from_slice(&bytes[8 + len..bytes.len() - 8]);
+    let digest = sha2::Sha256::digest(&out);
+    out.extend_from_slice(&digest[..8]);
+    out
+}
+
+/// A network the experiment defines rather than names: the decoder builds its layers from the
+/// file's `network` stages and runs them (ReLU after conv1, where no built-in LeNet has one).
+/// The batch-norm is folded into conv1 when written, conv2 is padded, conv1 loses half its
+/// filters to structured pruning (so conv2's section is thinned too) and fc2 is ternary.
+#[test]
+fn the_reference_decoder_reads_a_defined_network() {
+    if python3_missing() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let network = format!(
+        r#"name = "decoder-network"
+[model]
+name = "small-lenet"
+layers = [
+  {{ type = "conv", name = "conv1", outputs = 6, kernel = 5 }},
+  {{ type = "batch-norm" }},
+  {{ type = "relu" }},
+  {{ type = "max-pool" }},
+  {{ type = "conv", name = "conv2", outputs = 8, kernel = 3, padding = 1 }},
+  {{ type = "max-pool" }},
+  {{ type = "flatten" }},
+  {{ type = "fc", name = "fc1", outputs = 32 }},
+  {{ type = "relu" }},
+  {{ type = "fc", name = "fc2", outputs = 10 }},
+]
+[layers.conv1]
+structured = {{ keep = 0.5, rank = "l1" }}
+bits = 6
+[layers.conv2]
+prune = {{ keep = 0.5 }}
+bits = 5
+index_bits = 3
+[layers.fc1]
+prune = {{ keep = 0.1 }}
+[layers.fc2]
+quantizer = "ternary"
+per_channel = true
+{TRAIN}"#
+    );
+    decoder_agrees_with_dcx(cache.path(), dir.path(), "network", &network);
+    let file = dir.path().join("network").join("model.dcz");
+
+    // The file holds the network inference runs: the stages, the batch-norm gone.
+    let (_, _, written) = read_metadata(&file);
+    assert_eq!(written["model"], "small-lenet");
+    let types: Vec<&str> = written["network"]
+        .as_array()
+        .expect("a defined network's file lists its stages")
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "conv", "relu", "max-pool", "conv", "max-pool", "flatten", "fc", "relu", "fc"
+        ]
+    );
+    assert_eq!(
+        written["network"][3],
+        serde_json::json!({"type": "conv", "name": "conv2", "outputs": 8, "kernel": 3, "padding": 1})
+    );
+
+    // Both readers refuse stages a file cannot hold, or that contradict its layers.
+    type Change = fn(&mut serde_json::Value);
+    let cases: [(&str, Change, &str, &str); 2] = [
+        (
+            "batch-norm",
+            |m| {
+                let stages = m["network"].as_array_mut().unwrap();
+                stages.insert(1, serde_json::json!({"type": "batch-norm"}));
+            },
+            "network[1]: a batch-norm stage",
+            "network[1]: a batch-norm stage",
+        ),
+        (
+            "no padding",
+            |m| {
+                m["network"][3].as_object_mut().unwrap().remove("padding");
+            },
+            "does not match small-lenet's fc1 (Fc [32, 200])",
+            "small-lenet's {'name': 'fc1', 'kind': 'fc', 'shape': [32, 200]}",
+        ),
+    ];
+    for (what, change, dcx_says, decoder_says) in cases {
+        let bad = dir
+            .path()
+            .join(format!("network-{}.dcz", what.replace(' ', "-")));
+        std::fs::write(&bad, with_metadata(&file, change)).unwrap();
+        let bad = bad.display().to_string();
+        let out = dcx(cache.path()).args(["inspect", &bad]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: dcx inspect read it");
+        assert!(
+            err.contains(&bad) && err.contains(dcx_says),
+            "{what}: {err}"
+        );
+        let out = decoder(&[&bad]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains(&bad) && err.contains(decoder_says),
+            "{what}: {err}"
+        );
+    }
+}

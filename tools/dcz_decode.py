@@ -3,11 +3,12 @@
 
     python3 tools/dcz_decode.py FILE.dcz [--json] [--eval MNIST_DIR [--limit N]]
 
-Checks the magic and the checksum, inflates the metadata, decodes every layer section
-(both canonical Huffman tables, both streams, the relative sparse index with its fillers),
-rebuilds the dense weights and prints per-layer figures in the same terms as
-`dcx inspect`. With --eval it runs the network on the MNIST test set (pure Python: slow
-but independent of dcx) and prints the correct count.
+Checks the magic and the checksum, inflates the metadata, builds the network's layers from
+its stages (a built-in's, or the metadata's `network`) and checks them against the metadata,
+decodes every layer section (both canonical Huffman tables, both streams, the relative
+sparse index with its fillers), rebuilds the dense weights and prints per-layer figures in
+the same terms as `dcx inspect`. With --eval it runs the stages on the MNIST test set (pure
+Python: slow but independent of dcx) and prints the correct count.
 
 Standard library only. A layer section kind (the metadata's `quantizer`) is decoded by one
 function registered in SECTION_DECODERS; a new kind is one new function there.
@@ -28,53 +29,118 @@ MAGIC = b"DCZ\x01"
 MAX_METADATA = 1 << 20
 CHECKSUM_BYTES = 8
 
-# The three built-in architectures ("Running the network" in the doc): layer name, kind,
-# shape, in order, and the stages that run them.
-ARCHITECTURES = {
-    "lenet-300-100": {
-        "layers": [
-            ("fc1", "fc", [300, 784]),
-            ("fc2", "fc", [100, 300]),
-            ("fc3", "fc", [10, 100]),
-        ],
-        "stages": [
-            ("flatten",),
-            ("layer", "fc1"), ("relu",),
-            ("layer", "fc2"), ("relu",),
-            ("layer", "fc3"),
-        ],
-    },
-    "lenet-5": {
-        "layers": [
-            ("conv1", "conv", [20, 1, 5, 5]),
-            ("conv2", "conv", [50, 20, 5, 5]),
-            ("fc1", "fc", [500, 800]),
-            ("fc2", "fc", [10, 500]),
-        ],
-        "stages": [
-            ("layer", "conv1", 0), ("pool",),
-            ("layer", "conv2", 0), ("pool",),
-            ("flatten",),
-            ("layer", "fc1"), ("relu",),
-            ("layer", "fc2"),
-        ],
-    },
-    "course-cnn": {
-        "layers": [
-            ("conv1", "conv", [64, 1, 3, 3]),
-            ("conv2", "conv", [256, 64, 3, 3]),
-            ("fc1", "fc", [512, 12544]),
-            ("fc2", "fc", [10, 512]),
-        ],
-        "stages": [
-            ("layer", "conv1", 1), ("relu",), ("pool",),
-            ("layer", "conv2", 1), ("relu",), ("pool",),
-            ("flatten",),
-            ("layer", "fc1"), ("relu",),
-            ("layer", "fc2"),
-        ],
-    },
+CLASSES = 10
+MAX_STAGES = 64
+MAX_UNITS = 1 << 16
+MAX_WEIGHTS = 32 << 20
+
+
+def conv(name, outputs, kernel, padding=0):
+    stage = {"type": "conv", "name": name, "outputs": outputs, "kernel": kernel}
+    if padding:
+        stage["padding"] = padding
+    return stage
+
+
+def fc(name, outputs):
+    return {"type": "fc", "name": name, "outputs": outputs}
+
+
+RELU, MAX_POOL, FLATTEN = {"type": "relu"}, {"type": "max-pool"}, {"type": "flatten"}
+
+# The three built-in networks ("Running the network" in the doc) as the stages a `network`
+# key would list; their files name them in `model` and have no `network` key.
+BUILTIN_NETWORKS = {
+    "lenet-300-100": [FLATTEN, fc("fc1", 300), RELU, fc("fc2", 100), RELU, fc("fc3", 10)],
+    # Caffe's LeNet: no ReLU after the convolutions.
+    "lenet-5": [conv("conv1", 20, 5), MAX_POOL, conv("conv2", 50, 5), MAX_POOL, FLATTEN,
+                fc("fc1", 500), RELU, fc("fc2", 10)],
+    "course-cnn": [conv("conv1", 64, 3, 1), RELU, MAX_POOL, conv("conv2", 256, 3, 1), RELU,
+                   MAX_POOL, FLATTEN, fc("fc1", 512), RELU, fc("fc2", 10)],
 }
+
+# Per stage type: the keys it must have and the keys it may have (besides "type").
+STAGE_KEYS = {
+    "conv": ({"name", "outputs", "kernel"}, {"padding", "stride"}),
+    "fc": ({"name", "outputs"}, set()),
+    "relu": (set(), set()),
+    "max-pool": (set(), {"size"}),
+    "flatten": (set(), set()),
+}
+
+
+def valid_name(text):
+    return (isinstance(text, str) and 1 <= len(text) <= 64
+            and all(c.isascii() and (c.isalnum() or c in "-_.") for c in text))
+
+
+def network_layers(stages, what):
+    """The layers the stages define on a 1x28x28 image, in order: each a dict of name, kind
+    and shape (the weight tensor's). Checks every stage as the doc's reader does."""
+    if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
+        raise DczError(f"{what}: network must be a list of 1 to {MAX_STAGES} stages")
+    # What the next stage receives: ("image", channels, side) or ("flat", values).
+    shape = ("image", 1, 28)
+    layers, weights = [], 0
+    for i, stage in enumerate(stages):
+        at = f"{what}: network[{i}]"
+        kind = stage.get("type") if isinstance(stage, dict) else None
+        kind = kind if isinstance(kind, str) else None
+        if kind in ("batch-norm", "dropout"):
+            raise DczError(f"{at}: a {kind} stage; a file holds the network inference runs "
+                           "(batch-norm folded into the layer before it, no dropout)")
+        if kind not in STAGE_KEYS:
+            raise DczError(f"{at}: {stage!r} is not a stage (type conv, fc, relu, max-pool "
+                           "or flatten)")
+        required, optional = STAGE_KEYS[kind]
+        keys = set(stage) - {"type"}
+        if not required <= keys <= required | optional:
+            raise DczError(f"{at}: {kind} stages have the keys {sorted(required)} and "
+                           f"optionally {sorted(optional)}; this one {sorted(keys)}")
+        for key in keys - {"name"}:
+            if type(stage[key]) is not int or stage[key] < 0:
+                raise DczError(f"{at}: {key} {stage[key]!r} is not a whole number >= 0")
+        if i == 0 and kind not in ("conv", "flatten"):
+            raise DczError(f"{at}: a network starts with a conv layer or a flatten")
+        if kind in ("conv", "fc"):
+            name, outputs = stage["name"], stage["outputs"]
+            if not valid_name(name) or any(layer["name"] == name for layer in layers):
+                raise DczError(f"{at}: name {name!r} is not 1 to 64 letters, digits, '-', "
+                               "'_' or '.', or is used twice")
+            if not 1 <= outputs <= MAX_UNITS:
+                raise DczError(f"{at}: outputs {outputs} not in 1..={MAX_UNITS}")
+        if kind == "conv":
+            kernel, padding = stage["kernel"], stage.get("padding", 0)
+            if shape[0] != "image" or stage.get("stride", 1) != 1:
+                raise DczError(f"{at}: a conv layer needs an image input and stride 1")
+            _, channels, side = shape
+            if kernel == 0 or 2 * padding >= kernel or kernel > side + 2 * padding:
+                raise DczError(f"{at}: kernel {kernel} with padding {padding} does not fit "
+                               f"a {side}x{side} input")
+            layers.append({"name": name, "kind": "conv",
+                           "shape": [outputs, channels, kernel, kernel]})
+            shape = ("image", outputs, side + 2 * padding + 1 - kernel)
+        elif kind == "fc":
+            if shape[0] != "flat":
+                raise DczError(f"{at}: an fc layer needs a flatten before it")
+            layers.append({"name": name, "kind": "fc", "shape": [outputs, shape[1]]})
+            shape = ("flat", outputs)
+        elif kind == "max-pool":
+            if shape[0] != "image" or stage.get("size", 2) != 2 or shape[2] % 2:
+                raise DczError(f"{at}: max-pooling is 2x2 (size 2) of an image of even side")
+            shape = ("image", shape[1], shape[2] // 2)
+        elif kind == "flatten":
+            if shape[0] != "image":
+                raise DczError(f"{at}: a second flatten")
+            shape = ("flat", shape[1] * shape[2] * shape[2])
+        if kind in ("conv", "fc"):
+            weights += math.prod(layers[-1]["shape"])
+            if weights > MAX_WEIGHTS:
+                raise DczError(f"{at}: more than {MAX_WEIGHTS} weights")
+    if stages[-1]["type"] != "fc" or layers[-1]["shape"][0] != CLASSES:
+        raise DczError(f"{what}: network: the last stage must be an fc layer with {CLASSES} "
+                       "outputs")
+    return layers
 
 
 class DczError(Exception):
@@ -493,10 +559,11 @@ def decode_file(data, name="file"):
     except (zlib.error, UnicodeDecodeError, ValueError) as e:
         raise DczError(f"{name}: metadata: {e}") from None
     required = {"model", "layers", "experiment", "writer"}
-    if not isinstance(meta, dict) or not required <= set(meta) <= {*required, "activations"}:
+    optional = {"activations", "network"}
+    if not isinstance(meta, dict) or not required <= set(meta) <= required | optional:
         keys = sorted(meta) if isinstance(meta, dict) else meta
         raise DczError(f"{name}: metadata keys {keys} are not model, layers, experiment, "
-                       "writer (and optionally activations)")
+                       "writer (and optionally activations, network)")
     acts = meta.get("activations")
     if acts is not None:
         if (not isinstance(acts, dict) or set(acts) != {"bits", "calibration", "images"}
@@ -505,30 +572,37 @@ def decode_file(data, name="file"):
                 or not isinstance(acts["calibration"], str)):
             raise DczError(f"{name}: metadata activations {acts!r} is not "
                            "{bits: 2..=8, calibration: text, images: >= 1}")
-    if not isinstance(meta["experiment"], str) or not isinstance(meta["writer"], str):
-        raise DczError(f"{name}: metadata experiment and writer must be strings")
+    if not all(isinstance(meta[key], str) for key in ("model", "experiment", "writer")):
+        raise DczError(f"{name}: metadata model, experiment and writer must be strings")
     model = meta["model"]
-    if model not in ARCHITECTURES:
-        raise DczError(f"{name}: unknown model {model!r}")
-    arch = ARCHITECTURES[model]["layers"]
+    if "network" in meta:
+        if model in BUILTIN_NETWORKS or not valid_name(model):
+            raise DczError(f"{name}: metadata model {model!r} with a network: the name of a "
+                           "built-in or not 1 to 64 letters, digits, '-', '_' or '.'")
+        stages = meta["network"]
+    elif model in BUILTIN_NETWORKS:
+        stages = BUILTIN_NETWORKS[model]
+    else:
+        raise DczError(f"{name}: unknown model {model!r} (and no network describes it)")
+    arch = network_layers(stages, f"{name}: metadata")
     layers = meta.get("layers")
     if not isinstance(layers, list) or len(layers) != len(arch):
         raise DczError(f"{name}: metadata lists {layers!r}, {model} has {len(arch)} layers")
-    for got, (lname, kind, shape) in zip(layers, arch):
-        want = {"name": lname, "kind": kind, "shape": shape}
+    for got, expected in zip(layers, arch):
+        want = {key: expected[key] for key in ("name", "kind", "shape")}
         if not isinstance(got, dict) or not set(got) <= {*want, "quantizer", "outputs"}:
             raise DczError(f"{name}: metadata layer {got!r}: keys other than "
                            "name, kind, shape, quantizer, outputs")
         if {key: got.get(key) for key in want} != want:
-            raise DczError(f"{name}: metadata layer {got!r} is not {want!r}")
+            raise DczError(f"{name}: metadata layer {got!r} is not {model}'s {want!r}")
     count = r.u16("layer count")
     if count != len(arch):
         raise DczError(f"{name}: layer count {count}, {model} has {len(arch)} layers")
     grids = None
     if acts is not None:
         grids = []
-        for lname, _, _ in arch:
-            what = f"{name}: activation grid of {lname}'s input"
+        for layer in arch:
+            what = f"{name}: activation grid of {layer['name']}'s input"
             bits = r.u8(what)
             scale = r.f32s(1, what)[0]
             zero = r.u8(what)
@@ -595,6 +669,7 @@ def decode_file(data, name="file"):
         raise DczError(f"{name}: {len(body) - r.pos} bytes between the last section and checksum")
     return {
         "meta": meta,
+        "stages": stages,
         "layers": decoded,
         "file_bytes": len(data),
         "header_bytes": header_bytes,
@@ -752,6 +827,8 @@ def json_report(decoded):
     for l, d in zip(layers, decoded["layers"]):
         l.update({k: v for k, v in d["figures"].items() if not k.endswith("_code_lengths")})
     report = {"model": decoded["meta"]["model"], "sizes": totals, "layers": layers}
+    if "network" in decoded["meta"]:
+        report["network"] = decoded["meta"]["network"]
     if decoded["activation_grids"]:
         report["activations"] = dict(decoded["meta"]["activations"], grids=[
             {"bits": b, "scale": s, "zero_point": z} for b, s, z in decoded["activation_grids"]])
@@ -808,8 +885,8 @@ def fake_quantize(x, grid):
 
 class Network:
     def __init__(self, decoded):
-        self.model = decoded["meta"]["model"]
-        self.stages = ARCHITECTURES[self.model]["stages"]
+        # The stages say where ReLUs and pooling go (a built-in's from BUILTIN_NETWORKS).
+        self.stages = decoded["stages"]
         grids = decoded["activation_grids"]
         self.grids = ({d["layer"]["name"]: g for d, g in zip(decoded["layers"], grids)}
                       if grids else {})
@@ -852,22 +929,22 @@ class Network:
         x = [(p / 255.0 - 0.1307) / 0.3081 for p in pixels]
         c, h, wd = 1, 28, 28
         for stage in self.stages:
-            op = stage[0]
-            if op == "flatten":
+            kind = stage["type"]
+            if kind == "flatten":
                 c, h, wd = c * h * wd, 1, 1
-            elif op == "relu":
+            elif kind == "relu":
                 x = [v if v > 0.0 else 0.0 for v in x]
-            elif op == "pool":
+            elif kind == "max-pool":
                 x, h, wd = max_pool(x, c, h, wd), h // 2, wd // 2
             else:
-                layer = self.layers[stage[1]]
-                if stage[1] in self.grids:
-                    x = fake_quantize(x, self.grids[stage[1]])
-                if layer[0] == "fc":
+                layer = self.layers[stage["name"]]
+                if stage["name"] in self.grids:
+                    x = fake_quantize(x, self.grids[stage["name"]])
+                if kind == "fc":
                     x = fc_forward(layer, x)
                     c = len(x)
                 else:
-                    x, c, h, wd = conv_forward(layer, x, c, h, wd, stage[2])
+                    x, c, h, wd = conv_forward(layer, x, c, h, wd, stage.get("padding", 0))
         return x
 
 

@@ -402,19 +402,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
     let meta: Metadata = serde_json::from_slice(&json).map_err(|e| format!("metadata: {e}"))?;
     let arch = match &meta.network {
         None => meta.model.parse::<ModelKind>()?.arch(),
-        Some(stages) => NetworkSpec {
-            name: meta.model.clone(),
-            layers: stages.clone(),
-        }
-        .to_arch()
-        .map_err(|e| format!("metadata: network {}", e))?,
+        Some(stages) => network_arch(&meta.model, stages).map_err(|e| format!("metadata: {e}"))?,
     };
-    if arch.trains_differently() {
-        return Err(format!(
-            "metadata: network {} has batch-norm or dropout stages; a file holds the network inference runs (batch-norm folded)",
-            meta.model
-        ));
-    }
     let count = c.u16("layer count")? as usize;
     if count != arch.layers.len() || meta.layers.len() != arch.layers.len() {
         return Err(format!(
@@ -491,6 +480,32 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
             trailer_bytes: TRAILER,
         },
     })
+}
+
+/// The network a file's `network` stages describe. A built-in is named, never described, so
+/// each network has one form in a file; and a file holds the network inference runs, so
+/// batch-norm (folded into the layer before it when written) and dropout are refused.
+fn network_arch(model: &str, stages: &[StageSpec]) -> Result<crate::model::Arch, String> {
+    if model.parse::<ModelKind>().is_ok() {
+        return Err(format!(
+            "model '{model}' is a built-in network: its file names it and has no network key"
+        ));
+    }
+    for (i, stage) in stages.iter().enumerate() {
+        let kind = match stage {
+            StageSpec::BatchNorm { .. } => "batch-norm",
+            StageSpec::Dropout { .. } => "dropout",
+            _ => continue,
+        };
+        return Err(format!(
+            "network[{i}]: a {kind} stage; a file holds the network inference runs (batch-norm folded into the layer before it, no dropout)"
+        ));
+    }
+    NetworkSpec {
+        name: model.to_string(),
+        layers: stages.to_vec(),
+    }
+    .to_arch_from_file()
 }
 
 /// The kept-output list of a layer's metadata as a mask: strictly increasing unit indices
@@ -1007,6 +1022,167 @@ mod tests {
             err.contains("fc2's input") || err.contains("truncated"),
             "{err}"
         );
+    }
+
+    /// A small network as an experiment defines it, in the metadata's form (stride, a
+    /// max-pool's size and a zero padding are left out, as the writer leaves them out).
+    fn tiny_lenet_stages() -> serde_json::Value {
+        serde_json::json!([
+            {"type": "conv", "name": "conv1", "outputs": 3, "kernel": 5},
+            {"type": "relu"},
+            {"type": "max-pool"},
+            {"type": "conv", "name": "conv2", "outputs": 4, "kernel": 3, "padding": 1},
+            {"type": "max-pool"},
+            {"type": "flatten"},
+            {"type": "fc", "name": "fc1", "outputs": 16},
+            {"type": "relu"},
+            {"type": "fc", "name": "fc2", "outputs": 10},
+        ])
+    }
+
+    /// That network with random sparse k-means layers.
+    fn defined_model(seed: u64) -> CompressedModel {
+        let spec: NetworkSpec = serde_json::from_value(serde_json::json!({
+            "name": "tiny-lenet",
+            "layers": tiny_lenet_stages(),
+        }))
+        .unwrap();
+        let arch = spec.to_arch().unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let layers = arch
+            .layers
+            .iter()
+            .map(|spec| {
+                let positions: Vec<u32> = (0..spec.weight_count() as u32)
+                    .filter(|_| rng.random_bool(0.3))
+                    .collect();
+                CompressedLayer {
+                    name: spec.name.to_string(),
+                    kind: spec.kind,
+                    shape: spec.weight_shape(),
+                    bits: 3,
+                    index_bits: 4,
+                    quantizer: Quantizer::KMeans,
+                    codebook: (0..8).map(|j| j as f32 * 0.02 - 0.07).collect(),
+                    grid: None,
+                    assignments: positions.iter().map(|_| rng.random_range(0..8)).collect(),
+                    positions,
+                    bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
+                    units: None,
+                }
+            })
+            .collect();
+        CompressedModel {
+            arch,
+            experiment: "name = \"t\"".into(),
+            layers,
+            activations: None,
+        }
+    }
+
+    /// `bytes` with its metadata JSON changed by `change`, deflated and sealed again.
+    fn with_metadata(bytes: &[u8], change: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let mut meta = metadata_json(bytes);
+        change(&mut meta);
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&serde_json::to_vec(&meta).unwrap()).unwrap();
+        let deflated = z.finish().unwrap();
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(deflated.len() as u32).to_le_bytes());
+        out.extend_from_slice(&deflated);
+        out.extend_from_slice(&bytes[8 + len..]);
+        reseal(out)
+    }
+
+    #[test]
+    fn a_defined_network_is_written_as_its_stages_and_read_back() {
+        let model = defined_model(5);
+        let (bytes, _) = file_bytes(&model);
+        let meta = metadata_json(&bytes);
+        assert_eq!(meta["model"], "tiny-lenet");
+        assert_eq!(meta["network"], tiny_lenet_stages());
+        assert_eq!(from_bytes(&bytes).unwrap().model, model);
+        // A built-in is named only: its files are the bytes they were before networks.
+        let builtin = metadata_json(&file_bytes(&random_model(1, 0.1)).0);
+        assert_eq!(builtin["model"], "lenet-300-100");
+        assert!(builtin.get("network").is_none(), "{builtin}");
+    }
+
+    #[test]
+    fn a_network_the_file_cannot_hold_or_that_its_layers_contradict_is_refused() {
+        let (bytes, _) = file_bytes(&defined_model(6));
+        type Change = fn(&mut serde_json::Value);
+        fn stages(m: &mut serde_json::Value) -> &mut Vec<serde_json::Value> {
+            m["network"].as_array_mut().unwrap()
+        }
+        let cases: [(&str, Change, &str); 10] = [
+            (
+                "batch-norm",
+                |m| stages(m).insert(1, serde_json::json!({"type": "batch-norm"})),
+                "metadata: network[1]: a batch-norm stage; a file holds the network inference runs",
+            ),
+            (
+                "dropout",
+                |m| stages(m).insert(8, serde_json::json!({"type": "dropout", "p": 0.5})),
+                "metadata: network[8]: a dropout stage",
+            ),
+            (
+                "more filters than the layer has",
+                |m| stages(m)[0]["outputs"] = 5.into(),
+                "layer conv1 (Conv [3, 1, 5, 5]) does not match tiny-lenet's conv1 (Conv [5, 1, 5, 5])",
+            ),
+            (
+                "padding lost: fc1 gets fewer inputs",
+                |m| {
+                    stages(m)[3].as_object_mut().unwrap().remove("padding");
+                },
+                "layer fc1 (Fc [16, 144]) does not match tiny-lenet's fc1 (Fc [16, 100])",
+            ),
+            (
+                "a layer the sections do not have",
+                |m| {
+                    let fc = serde_json::json!({"type": "fc", "name": "fc0", "outputs": 16});
+                    stages(m).insert(6, fc)
+                },
+                "tiny-lenet has 5 layers, the file describes 4 and holds 4",
+            ),
+            (
+                "no classifier at the end",
+                |m| {
+                    stages(m).pop();
+                },
+                "metadata: network: the last stage must be an fc layer with 10 outputs",
+            ),
+            (
+                "a flatten missing",
+                |m| {
+                    stages(m).remove(5);
+                },
+                "metadata: network[5]: fc layer 'fc1': its input is an image (4x6x6)",
+            ),
+            (
+                "a stride",
+                |m| stages(m)[0]["stride"] = 2.into(),
+                "network[0]: 'conv1': stride 2 is not supported",
+            ),
+            (
+                "a key no stage has",
+                |m| stages(m)[1]["slope"] = 0.1.into(),
+                "unknown field `slope`",
+            ),
+            (
+                "a built-in's name",
+                |m| m["model"] = "lenet-5".into(),
+                "metadata: model 'lenet-5' is a built-in network",
+            ),
+        ];
+        for (what, change, want) in cases {
+            let err = from_bytes(&with_metadata(&bytes, change)).unwrap_err();
+            assert!(err.contains(want), "{what}: {err}\n  want: {want}");
+        }
+        // The helper changes nothing else: the file unchanged through it reads.
+        assert!(from_bytes(&with_metadata(&bytes, |_| {})).is_ok());
     }
 
     /// Re-seals a mutated body so the reader gets past the checksum into the parser.

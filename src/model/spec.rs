@@ -158,9 +158,20 @@ impl NetworkSpec {
     /// Checks the stages against each other and the 28x28 input and builds the network.
     /// `Err` names the stage (by position and name) and what is wrong with it.
     pub fn to_arch(&self) -> Result<Arch, String> {
+        self.checked("name", "layers")
+    }
+
+    /// [`NetworkSpec::to_arch`] for a network read from a `.dcz` file, whose metadata keeps
+    /// the name in `model` and the stages in `network`: errors use those keys.
+    pub(crate) fn to_arch_from_file(&self) -> Result<Arch, String> {
+        self.checked("model", "network")
+    }
+
+    /// `name_key` and `stages_key`: what the text being read calls the name and the stages.
+    fn checked(&self, name_key: &str, stages_key: &str) -> Result<Arch, String> {
         if !valid_name(&self.name) {
             return Err(format!(
-                "name: '{}' must be 1 to 64 letters, digits, '-', '_' or '.'",
+                "{name_key}: '{}' must be 1 to 64 letters, digits, '-', '_' or '.'",
                 self.name
             ));
         }
@@ -169,13 +180,13 @@ impl NetworkSpec {
             && *self != NetworkSpec::builtin(kind)
         {
             return Err(format!(
-                "name: '{}' is a built-in network; give yours another name (or write model = \"{}\")",
+                "{name_key}: '{}' is a built-in network; give yours another name (or write model = \"{}\")",
                 self.name, self.name
             ));
         }
         if self.layers.is_empty() || self.layers.len() > MAX_STAGES {
             return Err(format!(
-                "layers: a network has 1 to {MAX_STAGES} stages, this one {}",
+                "{stages_key}: a network has 1 to {MAX_STAGES} stages, this one {}",
                 self.layers.len()
             ));
         }
@@ -189,7 +200,7 @@ impl NetworkSpec {
         let mut names: Vec<String> = Vec::new();
         let mut weights = 0usize;
         for (i, stage) in self.layers.iter().enumerate() {
-            let at = |what: String| format!("layers[{i}]: {what}");
+            let at = |what: String| format!("{stages_key}[{i}]: {what}");
             let mut take_name = |name: &str| -> Result<(), String> {
                 if !valid_name(name) {
                     return Err(at(format!(
@@ -351,7 +362,7 @@ impl NetworkSpec {
             (Some(StageSpec::Fc { .. }), Some(last)) if last.outputs == CLASSES => {}
             _ => {
                 return Err(format!(
-                    "layers: the last stage must be an fc layer with {CLASSES} outputs (one per digit); this network ends in {shape}"
+                    "{stages_key}: the last stage must be an fc layer with {CLASSES} outputs (one per digit); this network ends in {shape}"
                 ));
             }
         }
