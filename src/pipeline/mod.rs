@@ -4,6 +4,7 @@
 
 pub mod cost;
 pub mod layer;
+pub mod lottery;
 pub mod report;
 pub mod run;
 pub mod size;

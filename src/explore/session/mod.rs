@@ -214,6 +214,8 @@ impl Session {
             steps: Vec::new(),
             from_scratch: false,
             activations: None,
+            lottery: None,
+            dsd: None,
         }
     }
 
