@@ -207,7 +207,7 @@ pub struct FinetunePlan {
     pub batch_size: usize,
 }
 
-/// The two kinds of training step.
+/// The kinds of training step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepKind {
@@ -217,6 +217,178 @@ pub enum StepKind {
     /// Share every layer (k-means, or the codebook an earlier fine-tuning made under the same
     /// plan), then centroid fine-tuning.
     Finetune,
+    /// Dense-sparse-dense's last phase (Han et al. 2017): every pruned connection comes back
+    /// at zero and all weights train, free (a lower rate than the sparse phase's, usually).
+    Dense,
+}
+
+/// `[lottery]`: iterative magnitude pruning with rewinding (Frankle & Carbin 2019). Each
+/// round cuts `prune` of every layer's remaining weights (`prune_output` of the output
+/// layer's), smallest trained magnitude first, sets the survivors back to their values at
+/// `rewind`, and trains them with the mask. Runs on the baseline before the recipe's steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LotteryPlan {
+    pub rounds: usize,
+    /// Fraction of each layer's remaining weights cut per round (the paper: 0.2 for fc).
+    #[serde(default = "default_lottery_prune")]
+    pub prune: f32,
+    /// The output layer's (default: half of `prune`, as in the paper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_output: Option<f32>,
+    #[serde(default)]
+    pub rewind: Rewind,
+    #[serde(default)]
+    pub control: Control,
+    /// Epochs of training per round (default: the baseline's `train.epochs`); the rest of
+    /// the baseline's recipe (optimizer, rate, schedule, batch, penalty) is the rounds' too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+}
+
+fn default_lottery_prune() -> f32 {
+    0.2
+}
+
+impl LotteryPlan {
+    /// The fraction of its remaining weights layer `l` of `n` loses per round.
+    pub fn rate(&self, l: usize, n: usize) -> f32 {
+        if l + 1 == n {
+            self.prune_output.unwrap_or(self.prune / 2.0)
+        } else {
+            self.prune
+        }
+    }
+
+    /// The baseline epochs whose weights rewinding needs.
+    pub fn rewind_epoch(&self) -> usize {
+        match self.rewind {
+            Rewind::Init => 0,
+            Rewind::Epoch(k) => k,
+        }
+    }
+
+    fn validate(&self, train: &TrainConfig) -> Result<(), String> {
+        positive("lottery.rounds", self.rounds as f64)?;
+        for (key, v) in [
+            ("lottery.prune", Some(self.prune)),
+            ("lottery.prune_output", self.prune_output),
+        ] {
+            if let Some(v) = v
+                && !(v > 0.0 && v < 1.0)
+            {
+                return Err(format!(
+                    "{key}: {v} is out of range (0, 1): the fraction of the remaining weights one round cuts"
+                ));
+            }
+        }
+        if let Rewind::Epoch(k) = self.rewind
+            && k > train.epochs
+        {
+            return Err(format!(
+                "lottery.rewind.epoch: {k} is beyond the baseline's {} epochs (train.epochs)",
+                train.epochs
+            ));
+        }
+        if self.epochs == Some(0) {
+            return Err("lottery.epochs: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a lottery round's survivors are set back to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Rewind {
+    /// Their initial values (`rewind = "init"`).
+    #[default]
+    Init,
+    /// Their values after k epochs of the baseline's training (`rewind = { epoch = k }`).
+    Epoch(usize),
+}
+
+/// Which network the last lottery round trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Control {
+    /// The winning ticket: the survivors rewound.
+    #[default]
+    Winning,
+    /// The control: the same mask from a fresh random initialisation (another seed).
+    Reinit,
+}
+
+/// `[dsd]`: dense-sparse-dense training (Han et al. 2017), a recipe of two steps: prune every
+/// layer to `keep` of its weights and retrain with the mask (the sparse phase), then bring
+/// the pruned connections back at zero and train everything at `dense_lr` (the dense phase).
+/// The experiment's own per-layer plan applies to the file as usual (keep 1.0: dense).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsdPlan {
+    /// Fraction of each layer's weights the sparse phase keeps (largest magnitudes).
+    pub keep: f32,
+    /// Epochs of the sparse phase.
+    pub epochs: usize,
+    pub lr: f64,
+    /// Epochs of the dense phase (default: `epochs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense_epochs: Option<usize>,
+    /// The dense phase's rate (default: `lr` / 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense_lr: Option<f64>,
+    #[serde(default = "default_lr_schedule")]
+    pub lr_schedule: Schedule,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+impl DsdPlan {
+    /// The two steps, under `plans` (each layer's prune rule replaced by `keep`).
+    fn steps(&self, plans: &[LayerPlan]) -> [RecipeStep; 2] {
+        let sparse = RecipeStep {
+            kind: StepKind::Retrain,
+            epochs: self.epochs,
+            lr: self.lr,
+            lr_schedule: self.lr_schedule,
+            batch_size: self.batch_size,
+            plans: plans
+                .iter()
+                .map(|p| LayerPlan {
+                    prune: PruneRule::Keep(self.keep),
+                    ..*p
+                })
+                .collect(),
+            round: 1,
+            rounds: 1,
+        };
+        let dense = RecipeStep {
+            kind: StepKind::Dense,
+            epochs: self.dense_epochs.unwrap_or(self.epochs),
+            lr: self.dense_lr.unwrap_or(self.lr / 10.0),
+            plans: plans.to_vec(),
+            ..sparse.clone()
+        };
+        [sparse, dense]
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.keep > 0.0 && self.keep < 1.0) {
+            return Err(format!(
+                "dsd.keep: {} is out of range (0, 1): the share of each layer's weights the sparse phase keeps",
+                self.keep
+            ));
+        }
+        positive("dsd.epochs", self.epochs as f64)?;
+        positive("dsd.lr", self.lr)?;
+        if let Some(e) = self.dense_epochs {
+            positive("dsd.dense_epochs", e as f64)?;
+        }
+        if let Some(lr) = self.dense_lr {
+            positive("dsd.dense_lr", lr)?;
+        }
+        positive("dsd.batch_size", self.batch_size as f64)
+    }
 }
 
 /// One training step of an explicit recipe (`[[step]]`, in order): what the explorer's `p` and
@@ -259,6 +431,7 @@ impl RecipeStep {
         let salt = match self.kind {
             StepKind::Retrain => self.round as u64,
             StepKind::Finetune => 999 + self.round as u64,
+            StepKind::Dense => 1999 + self.round as u64,
         };
         TrainConfig {
             epochs: self.epochs,
@@ -283,6 +456,7 @@ impl RecipeStep {
             // Fixed grids train their shadow weights quantization-aware.
             StepKind::Finetune if grids == self.plans.len() => ("quantized", "quantization-aware"),
             StepKind::Finetune => ("shared + quantized", "fine-tuned + quantization-aware"),
+            StepKind::Dense => ("restored (pruned at zero)", "dense-sparse-dense"),
         };
         if self.rounds > 1 {
             let r = self.round;
@@ -380,6 +554,12 @@ pub struct Experiment {
     /// Train the baseline as a student of a teacher network; `None`: from the labels alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillPlan>,
+    /// Lottery-ticket rounds on the baseline, before the recipe's steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lottery: Option<LotteryPlan>,
+    /// Dense-sparse-dense: the recipe's first two steps, instead of `[retrain]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsd: Option<DsdPlan>,
 }
 
 /// Knowledge distillation for the baseline (`[distill]`): its loss mixes the teacher's
@@ -456,7 +636,7 @@ impl Experiment {
         let mut steps = Vec::new();
         if !self.steps.is_empty() {
             let count = |kind| self.steps.iter().filter(|s| s.kind == kind).count();
-            let mut seen = [0usize; 2];
+            let mut seen = [0usize; 3];
             let arch = self.arch();
             for s in &self.steps {
                 let names = arch.layers.iter().map(|l| l.name.as_str());
@@ -483,7 +663,9 @@ impl Experiment {
         let prunes = plans
             .iter()
             .any(|p| p.prune != PruneRule::Keep(1.0) || p.structured.is_some());
-        if prunes {
+        if let Some(d) = &self.dsd {
+            steps.extend(d.steps(&plans));
+        } else if prunes {
             // Without a [retrain] section the plan is pruned once, with no retraining.
             let r = self.retrain.clone().unwrap_or(RetrainPlan {
                 rounds: 1,
@@ -632,6 +814,43 @@ impl Experiment {
                         .into(),
                 );
             }
+        }
+        if let Some(l) = &self.lottery {
+            l.validate(&self.train)?;
+            if !arch.norms.is_empty() {
+                return Err(format!(
+                    "lottery: {} has batch-norm, which is folded into its layers after training; those folded weights have no initial values to rewind to",
+                    arch.name
+                ));
+            }
+            if self.from_scratch {
+                return Err(
+                    "lottery: rewinds a trained baseline's survivors; from_scratch trains none"
+                        .into(),
+                );
+            }
+        }
+        if let Some(d) = &self.dsd {
+            d.validate()?;
+            if self.retrain.is_some() || !self.steps.is_empty() {
+                return Err(
+                    "dsd: is its own sparse and dense steps; give [retrain] or [[step]] (kind = \"dense\" for the dense phase) instead, not both"
+                        .into(),
+                );
+            }
+        }
+        if let Some(name) = self
+            .train
+            .penalty
+            .keys()
+            .find(|n| arch.layer_index(n).is_none())
+        {
+            let names: Vec<_> = arch.layers.iter().map(|l| l.name.as_str()).collect();
+            return Err(format!(
+                "train.penalty.{name}: {} has no such layer (it has {})",
+                self.model,
+                names.join(", ")
+            ));
         }
         if !(2..=24).contains(&self.max_code_len) {
             return Err(format!(
@@ -857,6 +1076,108 @@ mod tests {
         assert!(e.contains("train.lr"), "{e}");
         let e = err("name = \"x\"\nmodel = \"alexnet\"\n");
         assert!(e.contains("alexnet"), "{e}");
+    }
+
+    #[test]
+    fn training_method_sections_are_checked_and_errors_name_the_key() {
+        let mlp = HEAD.replace("lenet-5", "lenet-300-100");
+        let cases = [
+            ("[lottery]\nrounds = 0\n", "lottery.rounds"),
+            ("[lottery]\nrounds = 2\nprune = 1.0\n", "lottery.prune: 1"),
+            (
+                "[lottery]\nrounds = 2\nprune_output = 0\n",
+                "lottery.prune_output",
+            ),
+            (
+                "[lottery]\nrounds = 2\nrewind = { epoch = 3 }\n",
+                "lottery.rewind.epoch: 3",
+            ),
+            ("[lottery]\nrounds = 2\nepochs = 0\n", "lottery.epochs"),
+            ("[lottery]\nrounds = 2\nrewind = \"start\"\n", "start"),
+            ("[lottery]\nrounds = 2\ncontrol = \"random\"\n", "random"),
+            ("[lottery]\nrounds = 2\nrate = 0.2\n", "rate"),
+            (
+                "from_scratch = true\n[lottery]\nrounds = 2\n",
+                "from_scratch",
+            ),
+            ("[dsd]\nkeep = 1.0\nepochs = 1\nlr = 0.1\n", "dsd.keep"),
+            ("[dsd]\nkeep = 0.5\nepochs = 1\nlr = 0\n", "dsd.lr"),
+            (
+                "[dsd]\nkeep = 0.5\nepochs = 1\nlr = 0.1\ndense_lr = -1\n",
+                "dsd.dense_lr",
+            ),
+            (
+                "[dsd]\nkeep = 0.5\nepochs = 1\nlr = 0.1\n[retrain]\nepochs = 1\nlr = 0.1\n",
+                "dsd: ",
+            ),
+        ];
+        for (extra, key) in cases {
+            // `from_scratch` is a top-level key: it must come before the [train] table.
+            let text = if let Some(rest) = extra.strip_prefix("from_scratch = true\n") {
+                format!("from_scratch = true\n{mlp}{rest}")
+            } else {
+                format!("{mlp}{extra}")
+            };
+            let e = err(&text);
+            assert!(e.starts_with("bad.toml") && e.contains(key), "{extra}: {e}");
+        }
+        let e = err(&mlp.replace("seed = 1\n", "seed = 1\nl1 = -0.1\n"));
+        assert!(e.contains("train.l1"), "{e}");
+        let e = err(&format!("{mlp}[train.penalty.fc9]\nl1 = 0.1\n"));
+        assert!(e.contains("train.penalty.fc9") && e.contains("fc1"), "{e}");
+        let e = err(&format!("{mlp}[train.penalty.fc1]\nl2 = nan\n"));
+        assert!(e.contains("train.penalty.fc1.l2"), "{e}");
+        let e = err(&format!("{mlp}[train.penalty.fc1]\nl3 = 0.1\n"));
+        assert!(e.contains("l3"), "{e}");
+        // Accepted ones round-trip, and [dsd] is its two steps.
+        let ok = Experiment::parse(
+            &format!(
+                "{}[train.penalty.fc3]\nl1 = 0.0\n[lottery]\nrounds = 3\nrewind = {{ epoch = 1 }}\ncontrol = \"reinit\"\n[dsd]\nkeep = 0.4\nepochs = 2\nlr = 0.01\n",
+                mlp.replace("seed = 1\n", "seed = 1\nl1 = 1e-5\n")
+            ),
+            "ok.toml",
+        )
+        .unwrap();
+        let l = ok.lottery.as_ref().unwrap();
+        assert_eq!(
+            (l.rewind, l.control, l.rewind_epoch()),
+            (Rewind::Epoch(1), Control::Reinit, 1)
+        );
+        assert_eq!((l.rate(0, 3), l.rate(2, 3)), (0.2, 0.1));
+        assert_eq!(ok.train.l1, 1e-5);
+        assert_eq!(Experiment::parse(&ok.to_toml(), "again").unwrap(), ok);
+        let steps = ok.recipe();
+        assert_eq!(
+            steps
+                .iter()
+                .map(|s| (s.kind, s.epochs, s.lr))
+                .collect::<Vec<_>>(),
+            [(StepKind::Retrain, 2, 0.01), (StepKind::Dense, 2, 0.001)]
+        );
+        assert!(
+            steps[0]
+                .plans
+                .iter()
+                .all(|p| p.prune == PruneRule::Keep(0.4))
+        );
+        assert!(
+            steps[1]
+                .plans
+                .iter()
+                .all(|p| p.prune == PruneRule::Keep(1.0))
+        );
+        assert_ne!(
+            steps[0].train_config(&ok.train).seed,
+            steps[1].train_config(&ok.train).seed
+        );
+        // An explicit dense step.
+        let explicit = Experiment::parse(
+            &format!("{mlp}[[step]]\nkind = \"retrain\"\nepochs = 1\nlr = 0.1\n[[step]]\nkind = \"dense\"\nepochs = 1\nlr = 0.01\n"),
+            "ok.toml",
+        )
+        .unwrap();
+        assert_eq!(explicit.recipe()[1].kind, StepKind::Dense);
+        assert_eq!(explicit.recipe()[1].labels().1, "dense-sparse-dense");
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn recipe() -> TrainConfig {
         schedule: Schedule::Cosine,
         seed: 5,
         train_limit: None,
+        ..TrainConfig::default()
     }
 }
 

@@ -11,6 +11,7 @@
 //! histograms) are computed here, each by one function, with the engine functions.
 
 mod structured;
+pub mod study;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ pub(crate) mod inspect;
 pub mod plot;
 pub mod progress;
 pub mod screenshot;
+pub mod study;
 pub mod train;
 pub mod tui;
 
@@ -51,6 +52,9 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Figures of an experiment (PNG / SVG) for a report.
     Plot(plot::PlotArgs),
+    /// Compare a training-time method with its control over several seeds: lottery-ticket,
+    /// prune-schedule, l1 or dsd (a table, study.json and a figure).
+    Study(study::StudyArgs),
     /// The explorer's screen as a PNG, without a terminal (for slides and the README).
     Screenshot(screenshot::ScreenshotArgs),
     /// Measure speed and print a table.
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Eval(args)) => eval::run(cli.data.as_deref(), &args),
         Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Plot(args)) => plot::run(cli.data.as_deref(), &args),
+        Some(Command::Study(args)) => study::run(cli.data.as_deref(), &args),
         Some(Command::Screenshot(args)) => screenshot::run(cli.data.as_deref(), &args),
         Some(Command::Bench(cmd)) => bench::run(cli.data.as_deref(), &cmd),
         Some(Command::Explore(args)) => tui::run(cli.data.as_deref(), &args),

@@ -39,6 +39,12 @@ pub struct TrainArgs {
     /// Train again even if a checkpoint of this recipe is cached.
     #[arg(long)]
     pub retrain: bool,
+    /// L1 penalty on the weights: lambda · Σ|w| joins the loss (a recipe of its own in the cache).
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    pub l1: f64,
+    /// L2 penalty on the weights: lambda · Σw² joins the loss.
+    #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
+    pub l2: f64,
 }
 
 impl TrainArgs {
@@ -55,6 +61,8 @@ impl TrainArgs {
             },
             seed: self.seed,
             train_limit: self.limit,
+            l1: self.l1,
+            l2: self.l2,
             ..TrainConfig::default()
         }
     }
@@ -72,7 +80,9 @@ pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
     let model = arch.name.clone();
     // Checked before the data is read, so a typo costs nothing.
     if let Err(e) = cfg.validate() {
-        anyhow::bail!("invalid training option (--epochs, --batch, --lr, --limit): {e}");
+        anyhow::bail!(
+            "invalid training option (--epochs, --batch, --lr, --limit, --l1, --l2): {e}"
+        );
     }
     let data = super::data::load(data_dir)?;
     let mut observer = BarObserver::new(&model);

@@ -10,7 +10,7 @@ use super::checkpoint::{self, CheckpointMeta};
 use super::distill::SoftTargets;
 use super::net::Net;
 use super::spec::ModelRef;
-use super::train::{self, Observer, TrainConfig};
+use super::train::{self, Observer, Snapshot, TrainConfig};
 use crate::data::Mnist;
 
 /// Bumped whenever a change to the training code would change the weights a recipe produces,
@@ -99,20 +99,33 @@ pub fn obtain(
     cache_dir: &Path,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Obtained> {
-    obtain_taught(model, cfg, None, data, retrain, cache_dir, observer)
+    obtain_keeping(model, cfg, None, data, retrain, cache_dir, &[], observer).map(|(got, _)| got)
 }
 
-/// [`obtain`] for a student that learns from a teacher's soft targets as well (`None`: from
-/// the labels alone). Its checkpoint is cached under a key that names the teacher.
-pub fn obtain_taught(
+/// [`obtain`], for a student that learns from a teacher's soft targets as well (`soft`;
+/// its checkpoint is cached under a key that names the teacher), and with the network's
+/// values after each epoch in `keep` (0: its initialisation) saved in the checkpoint beside
+/// the trained ones. Keeping snapshots does not change the weights, so the cache key is the
+/// recipe's as always: a cached checkpoint without the snapshots asked for (saved by
+/// `obtain`, or by a dcx from before snapshots) is trained again, with them, rather than
+/// rewound to values it does not hold.
+#[allow(clippy::too_many_arguments)]
+pub fn obtain_keeping(
     model: &Arch,
     cfg: &TrainConfig,
     soft: Option<&SoftTargets>,
     data: &Mnist,
     retrain: bool,
     cache_dir: &Path,
+    keep: &[usize],
     observer: &mut dyn Observer,
-) -> anyhow::Result<Obtained> {
+) -> anyhow::Result<(Obtained, Vec<Snapshot>)> {
+    if let Some(&late) = keep.iter().find(|&&e| e > cfg.epochs) {
+        anyhow::bail!(
+            "no weights after epoch {late}: the baseline trains {} epochs",
+            cfg.epochs
+        );
+    }
     // The cache folder is dcx's own: every `.NAME.tmp-PID` in it is a checkpoint save's.
     crate::fsutil::remove_stale(cache_dir, |entry| {
         entry
@@ -128,28 +141,36 @@ pub fn obtain_taught(
         cache_key_taught(model, cfg, &data.fingerprint, teacher)
     ));
     if !retrain && path.exists() {
-        match checkpoint::load(&path) {
+        match checkpoint::load_snapshots(&path) {
             // A checkpoint of another network under this key (a hand-copied file) is not
             // this recipe's, whatever its name says.
-            Ok((net, meta))
+            Ok((net, meta, snapshots))
                 if meta.complete
                     && meta.model == ModelRef::of(model)
-                    && meta.distilled.as_deref() == teacher =>
+                    && meta.distilled.as_deref() == teacher
+                    && keep.iter().all(|e| snapshots.iter().any(|s| s.epoch == *e)) =>
             {
                 let _ = std::fs::remove_file(partial_path(&path));
-                return Ok(Obtained {
-                    net,
-                    meta,
-                    path,
-                    reused: true,
-                });
+                let snapshots = keep
+                    .iter()
+                    .filter_map(|e| snapshots.iter().find(|s| s.epoch == *e).cloned())
+                    .collect();
+                return Ok((
+                    Obtained {
+                        net,
+                        meta,
+                        path,
+                        reused: true,
+                    },
+                    snapshots,
+                ));
             }
             // A corrupt or partial cache entry is simply replaced.
             _ => {}
         }
     }
     let net = Net::new(model, cfg.seed)?;
-    let outcome = train::train_distilled(&net, data, cfg, &[], soft, observer)?;
+    let (outcome, snapshots) = train::train_taught(&net, data, cfg, &[], soft, observer, keep)?;
     let meta = CheckpointMeta {
         model: ModelRef::of(model),
         train: cfg.clone(),
@@ -163,16 +184,19 @@ pub fn obtain_taught(
     } else {
         path
     };
-    checkpoint::save(&path, &net, &meta)?;
+    checkpoint::save_with_snapshots(&path, &net, &meta, &snapshots)?;
     if meta.complete {
         let _ = std::fs::remove_file(partial_path(&path));
     }
-    Ok(Obtained {
-        net,
-        meta,
-        path,
-        reused: false,
-    })
+    Ok((
+        Obtained {
+            net,
+            meta,
+            path,
+            reused: false,
+        },
+        snapshots,
+    ))
 }
 
 #[cfg(test)]
@@ -203,5 +227,23 @@ mod tests {
             *outputs = 400;
         }
         assert_ne!(b, cache_key(&spec.to_arch().unwrap(), &cfg, "fp"));
+        // A penalty is part of the recipe; no penalty writes nothing, so the keys of
+        // recipes from before penalties existed are what they were.
+        let l1 = TrainConfig {
+            l1: 1e-5,
+            ..TrainConfig::default()
+        };
+        assert_ne!(a, cache_key(&lenet5, &l1, "fp"));
+        let mut fc1 = TrainConfig::default();
+        fc1.penalty.insert(
+            "fc1".into(),
+            crate::model::train::LayerPenalty {
+                l1: None,
+                l2: Some(1e-4),
+            },
+        );
+        assert_ne!(a, cache_key(&lenet5, &fc1, "fp"));
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(!json.contains("l1") && !json.contains("penalty"), "{json}");
     }
 }

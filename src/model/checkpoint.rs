@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{Net, RunningStats};
 use super::spec::ModelRef;
-use super::train::{EpochStats, TrainConfig};
+use super::train::{EpochStats, Snapshot, TrainConfig};
 use crate::fsutil::write_atomic;
 
 const FORMAT: &str = "dcx-checkpoint-1";
@@ -77,6 +77,154 @@ pub fn save(path: &Path, net: &Net, meta: &CheckpointMeta) -> Result<(), Checkpo
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The metadata key listing the epochs whose snapshots a checkpoint holds (a JSON list).
+const SNAPSHOTS: &str = "dcx-snapshots";
+
+/// [`save`], with the network's values at earlier epochs of its training beside the
+/// trained ones (tensors `epochK.LAYER.weight` / `.bias`; epoch 0 is the initialisation),
+/// so lottery-ticket rewinding goes back to them bit for bit. [`load`] reads such a file as
+/// any other; [`load_snapshots`] reads the snapshots.
+pub fn save_with_snapshots(
+    path: &Path,
+    net: &Net,
+    meta: &CheckpointMeta,
+    snapshots: &[Snapshot],
+) -> Result<(), CheckpointError> {
+    if snapshots.is_empty() {
+        return save(path, net, meta);
+    }
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut tensors = Vec::new();
+    for (spec, p) in net.arch.layers.iter().zip(&net.params) {
+        tensors.push((
+            format!("{}.weight", spec.name),
+            p.weight.as_tensor().clone(),
+        ));
+        tensors.push((format!("{}.bias", spec.name), p.bias.as_tensor().clone()));
+    }
+    let device = candle_core::Device::Cpu;
+    for snap in snapshots {
+        if snap.values.len() != net.arch.layers.len() {
+            return Err(invalid(format!(
+                "the epoch {} snapshot has {} layers, the network {}",
+                snap.epoch,
+                snap.values.len(),
+                net.arch.layers.len()
+            )));
+        }
+        for (spec, (w, b)) in net.arch.layers.iter().zip(&snap.values) {
+            let tensor = |values: &[f32], shape: Vec<usize>| {
+                candle_core::Tensor::from_slice(values, shape, &device)
+                    .map_err(|e| invalid(e.to_string()))
+            };
+            tensors.push((
+                format!("epoch{}.{}.weight", snap.epoch, spec.name),
+                tensor(w, spec.weight_shape())?,
+            ));
+            tensors.push((
+                format!("epoch{}.{}.bias", snap.epoch, spec.name),
+                tensor(b, vec![spec.bias_count()])?,
+            ));
+        }
+    }
+    let epochs: Vec<usize> = snapshots.iter().map(|s| s.epoch).collect();
+    let mut info = HashMap::new();
+    info.insert("format".to_string(), FORMAT.to_string());
+    info.insert(
+        "dcx".to_string(),
+        serde_json::to_string(meta).map_err(|e| invalid(e.to_string()))?,
+    );
+    info.insert(
+        SNAPSHOTS.to_string(),
+        serde_json::to_string(&epochs).map_err(|e| invalid(e.to_string()))?,
+    );
+    let bytes = safetensors::serialize(tensors, Some(info)).map_err(|e| invalid(e.to_string()))?;
+    write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A checkpoint with the snapshots it holds (none for one saved by [`save`], or by a dcx
+/// from before snapshots), in the order they were saved.
+pub fn load_snapshots(
+    path: &Path,
+) -> Result<(Net, CheckpointMeta, Vec<Snapshot>), CheckpointError> {
+    let bytes = crate::fsutil::read_bounded(path, 512 << 20, "a checkpoint").map_err(|source| {
+        CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (net, meta) = from_bytes(&bytes).map_err(invalid)?;
+    let snapshots = snapshots_from(&bytes, &net).map_err(invalid)?;
+    Ok((net, meta, snapshots))
+}
+
+fn snapshots_from(bytes: &[u8], net: &Net) -> Result<Vec<Snapshot>, String> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let Some(listed) = header.metadata().as_ref().and_then(|m| m.get(SNAPSHOTS)) else {
+        return Ok(Vec::new());
+    };
+    let epochs: Vec<usize> =
+        serde_json::from_str(listed).map_err(|e| format!("bad {SNAPSHOTS} metadata: {e}"))?;
+    epochs
+        .into_iter()
+        .map(|epoch| {
+            let values = net
+                .arch
+                .layers
+                .iter()
+                .map(|spec| {
+                    Ok((
+                        read_f32(
+                            &st,
+                            &format!("epoch{epoch}.{}.weight", spec.name),
+                            &spec.weight_shape(),
+                        )?,
+                        read_f32(
+                            &st,
+                            &format!("epoch{epoch}.{}.bias", spec.name),
+                            &[spec.bias_count()],
+                        )?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?;
+            Ok(Snapshot { epoch, values })
+        })
+        .collect()
+}
+
+/// Tensor `name`'s values, which must be f32 of `shape`.
+fn read_f32(
+    st: &safetensors::SafeTensors,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("missing tensor {name}"))?;
+    if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
+        return Err(format!(
+            "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
+            t.dtype(),
+            t.shape()
+        ));
+    }
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 pub fn load(path: &Path) -> Result<(Net, CheckpointMeta), CheckpointError> {
@@ -243,5 +391,37 @@ mod tests {
         );
         let err = load(&dir.path().join("absent")).err().unwrap().to_string();
         assert!(err.contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn snapshots_round_trip_bit_for_bit_and_old_files_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.safetensors");
+        let init = Net::new(&ModelKind::Lenet300100.arch(), 3).unwrap();
+        let trained = Net::new(&ModelKind::Lenet300100.arch(), 4).unwrap();
+        let snaps = vec![
+            Snapshot::of(&init, 0).unwrap(),
+            Snapshot::of(&Net::new(&ModelKind::Lenet300100.arch(), 5).unwrap(), 2).unwrap(),
+        ];
+        let meta = CheckpointMeta {
+            model: ModelKind::Lenet300100.into(),
+            ..meta()
+        };
+        save_with_snapshots(&path, &trained, &meta, &snaps).unwrap();
+        let (net, m, got) = load_snapshots(&path).unwrap();
+        assert_eq!(m, meta);
+        assert_eq!(got, snaps);
+        assert_eq!(
+            net.weight_values(0).unwrap(),
+            trained.weight_values(0).unwrap()
+        );
+        // The plain reader sees the trained network, as before.
+        let (plain, _) = load(&path).unwrap();
+        assert_eq!(
+            plain.weight_values(2).unwrap(),
+            trained.weight_values(2).unwrap()
+        );
+        save(&path, &trained, &meta).unwrap();
+        assert!(load_snapshots(&path).unwrap().2.is_empty());
     }
 }

@@ -138,6 +138,33 @@ struct Slot {
     /// Scratch: the centroid gradients of a tied slot, the straight-through gradient of a
     /// fake-quantized one (empty otherwise).
     scratch: Vec<f32>,
+    /// The loss's L1 and L2 penalty on these values (`None`: none; see [`Optimizer::set_penalty`]).
+    penalty: Option<Penalty>,
+    /// Scratch: the gradient with the penalty's added (empty without a penalty).
+    penalized: Vec<f32>,
+}
+
+/// `l1 · Σ|w| + l2 · Σw²`, part of the loss a slot's gradient is of.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Penalty {
+    l1: f32,
+    l2: f32,
+}
+
+impl Penalty {
+    /// The penalty's gradient at `w`: `l1 · sign(w) + 2 · l2 · w`, with sign(0) = 0 (the
+    /// subgradient that leaves an exact zero, a pruned weight, where it is).
+    #[inline(always)]
+    fn gradient(self, w: f32) -> f32 {
+        let sign = if w > 0.0 {
+            1.0
+        } else if w < 0.0 {
+            -1.0
+        } else {
+            0.0
+        };
+        self.l1 * sign + 2.0 * self.l2 * w
+    }
 }
 
 /// Updates the parameters in their own storage: each step reads the gradient and writes the
@@ -216,6 +243,8 @@ impl Optimizer {
                     }
                 ],
                 constraint,
+                penalty: None,
+                penalized: Vec::new(),
             });
         }
         Ok(Optimizer {
@@ -246,6 +275,20 @@ impl Optimizer {
             .collect()
     }
 
+    /// Adds `l1 · Σ|w| + l2 · Σw²` of slot `slot`'s values to the loss its gradient is of:
+    /// each step then adds `l1 · sign(w) + 2 · l2 · w` to the gradient backward gives, before
+    /// the update (and before a tie sums it into centroids). Zero for both: no penalty.
+    pub(crate) fn set_penalty(&mut self, slot: usize, l1: f32, l2: f32) {
+        let s = &mut self.slots[slot];
+        if l1 == 0.0 && l2 == 0.0 {
+            s.penalty = None;
+            s.penalized = Vec::new();
+        } else {
+            s.penalty = Some(Penalty { l1, l2 });
+            s.penalized = vec![0.0; s.var.elem_count()];
+        }
+    }
+
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> candle_core::Result<()> {
         self.step += 1;
         let t = self.step as i32;
@@ -270,6 +313,8 @@ impl Optimizer {
                     m: &mut slot.m,
                     v: &mut slot.v,
                     scratch: &mut slot.scratch,
+                    penalty: slot.penalty,
+                    penalized: &mut slot.penalized,
                 }),
             };
             slot.var.as_tensor().inplace_op2(&grad, &op)?;
@@ -379,6 +424,8 @@ struct SlotState<'a> {
     m: &'a mut [f32],
     v: &'a mut [f32],
     scratch: &'a mut [f32],
+    penalty: Option<Penalty>,
+    penalized: &'a mut [f32],
 }
 
 /// One slot's step, run by Candle on the variable's own storage with the gradient beside it.
@@ -428,7 +475,18 @@ impl InplaceOp2 for StepOp<'_> {
             m,
             v,
             scratch,
+            penalty,
+            penalized,
         } = &mut *slot;
+        let g = match *penalty {
+            Some(p) => {
+                for ((out, &g), &w) in penalized.iter_mut().zip(g).zip(w.iter()) {
+                    *out = g + p.gradient(w);
+                }
+                &penalized[..]
+            }
+            None => g,
+        };
         let rule = self.rule;
         if let Some(fq) = &mut constraint.fake_quant {
             // Straight-through: the quantizer counts as the identity inside its clip range.
@@ -831,5 +889,72 @@ mod tests {
         // alpha = (0 + 0.25 + 1 + 1) / 4; sign(0) counts as +.
         let a = 2.25 / 4.0;
         assert_eq!(w.to_vec1::<f32>().unwrap(), vec![a, a, a, -a, 0.0]);
+    }
+
+    /// The penalty's gradient, by hand: with plain SGD (no momentum) and a data gradient `g`,
+    /// one step moves a weight by `-lr · (g + l1 · sign(w) + 2 · l2 · w)`; sign(0) = 0, so a
+    /// zero (and a pruned weight) stays where it is.
+    #[test]
+    fn l1_and_l2_penalties_add_their_gradients_by_hand() {
+        let init = [0.5f32, -0.25, 0.0, 2.0, -1.0];
+        let g = [0.1f32, -0.2, 0.0, 0.0, 0.3];
+        let lr = 0.5f32;
+        let sgd = OptimConfig {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        };
+        for (l1, l2) in [(0.01f32, 0.0f32), (0.0, 0.03), (0.01, 0.03)] {
+            let w = var(&init);
+            let mut opt = Optimizer::new(sgd, vec![(w.clone(), Constraint::default())]).unwrap();
+            opt.set_penalty(0, l1, l2);
+            opt.step(&grads_for(&w, &g), lr as f64).unwrap();
+            let got: Vec<f32> = w.to_vec1().unwrap();
+            for i in 0..init.len() {
+                let sign = if init[i] > 0.0 {
+                    1.0
+                } else if init[i] < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
+                let want = init[i] - lr * (g[i] + (l1 * sign + 2.0 * l2 * init[i]));
+                assert_eq!(got[i], want, "l1 {l1} l2 {l2} weight {i}");
+            }
+            assert_eq!(
+                got[2], 0.0,
+                "sign(0) = 0: a zero weight with no gradient stays"
+            );
+        }
+        // A data gradient of zero: the step is the penalty's alone, lambda * sign(w) and
+        // 2 * lambda * w exactly.
+        let w = var(&init);
+        let mut opt = Optimizer::new(sgd, vec![(w.clone(), Constraint::default())]).unwrap();
+        opt.set_penalty(0, 0.125, 0.0);
+        opt.step(&grads_for(&w, &[0.0; 5]), 1.0).unwrap();
+        assert_eq!(
+            w.to_vec1::<f32>().unwrap(),
+            vec![0.375, -0.125, 0.0, 1.875, -0.875]
+        );
+        let w = var(&init);
+        let mut opt = Optimizer::new(sgd, vec![(w.clone(), Constraint::default())]).unwrap();
+        opt.set_penalty(0, 0.0, 0.125);
+        opt.step(&grads_for(&w, &[0.0; 5]), 1.0).unwrap();
+        assert_eq!(
+            w.to_vec1::<f32>().unwrap(),
+            vec![0.375, -0.1875, 0.0, 1.5, -0.75]
+        );
+        // Under a mask the pruned weight stays exactly zero, penalty or not.
+        let w = var(&init);
+        let masked = Constraint {
+            mask: Some(vec![true, false, true, true, true]),
+            ..Constraint::default()
+        };
+        let mut opt = Optimizer::new(OptimConfig::default(), vec![(w.clone(), masked)]).unwrap();
+        opt.set_penalty(0, 0.1, 0.1);
+        for _ in 0..5 {
+            opt.step(&grads_for(&w, &g), 0.01).unwrap();
+        }
+        assert_eq!(w.to_vec1::<f32>().unwrap()[1], 0.0);
     }
 }

@@ -1,6 +1,7 @@
 //! The training loop: seeded shuffling, mini-batches, per-epoch test accuracy, callbacks for
 //! progress and cancellation, and the compression constraints enforced by the optimiser.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -36,6 +37,33 @@ pub struct TrainConfig {
     /// Train on only the first N training images (quick tests and demos).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<usize>,
+    /// L1 penalty on every layer's weights (biases are free): `l1 · Σ|w|` joins the loss, a
+    /// gradient of `l1 · sign(w)` (0 at 0). Written only when set, so a recipe without a
+    /// penalty keeps its cache key and one with a penalty gets its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l1: f64,
+    /// L2 penalty on every layer's weights: `l2 · Σw²` joins the loss, a gradient of
+    /// `2 · l2 · w` that goes through the optimiser's moments (unlike `weight_decay`, which
+    /// Adam applies decoupled).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l2: f64,
+    /// Per-layer penalties by layer name, replacing `l1` / `l2` for that layer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub penalty: BTreeMap<String, LayerPenalty>,
+}
+
+/// One layer's penalties (`[train.penalty.NAME]`); an absent one is the `[train]` value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerPenalty {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2: Option<f64>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn default_momentum() -> f64 {
@@ -54,6 +82,9 @@ impl Default for TrainConfig {
             schedule: Schedule::Cosine,
             seed: 1,
             train_limit: None,
+            l1: 0.0,
+            l2: 0.0,
+            penalty: BTreeMap::new(),
         }
     }
 }
@@ -90,7 +121,52 @@ impl TrainConfig {
         if self.train_limit == Some(0) {
             return Err("train_limit: must be at least 1 image".into());
         }
+        let penalty = |key: String, v: f64| {
+            if v >= 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("{key}: must be a finite number >= 0, got {v}"))
+            }
+        };
+        penalty("l1".into(), self.l1)?;
+        penalty("l2".into(), self.l2)?;
+        for (name, p) in &self.penalty {
+            if let Some(v) = p.l1 {
+                penalty(format!("penalty.{name}.l1"), v)?;
+            }
+            if let Some(v) = p.l2 {
+                penalty(format!("penalty.{name}.l2"), v)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Each layer's `(l1, l2)` penalty, in `arch`'s layer order. `Err` names a
+    /// `penalty.NAME` that is no layer of `arch`.
+    pub fn penalties(&self, arch: &crate::model::Arch) -> Result<Vec<(f64, f64)>, String> {
+        let mut out = vec![(self.l1, self.l2); arch.layers.len()];
+        for (name, own) in &self.penalty {
+            let Some(l) = arch.layer_index(name) else {
+                let names: Vec<String> = arch.layers.iter().map(|l| l.name.to_string()).collect();
+                return Err(format!(
+                    "penalty.{name}: {} has no such layer (it has {})",
+                    arch.name,
+                    names.join(", ")
+                ));
+            };
+            out[l] = (own.l1.unwrap_or(self.l1), own.l2.unwrap_or(self.l2));
+        }
+        Ok(out)
+    }
+
+    /// Whether any layer trains with a penalty.
+    pub fn has_penalty(&self) -> bool {
+        self.l1 > 0.0
+            || self.l2 > 0.0
+            || self
+                .penalty
+                .values()
+                .any(|p| p.l1.is_some_and(|v| v > 0.0) || p.l2.is_some_and(|v| v > 0.0))
     }
 
     fn optim(&self) -> OptimConfig {
@@ -196,7 +272,7 @@ pub fn train(
     constraints: &[Constraint],
     observer: &mut dyn Observer,
 ) -> candle_core::Result<TrainOutcome> {
-    train_distilled(net, data, cfg, constraints, None, observer)
+    train_taught(net, data, cfg, constraints, None, observer, &[]).map(|(outcome, _)| outcome)
 }
 
 /// [`train`], learning from a teacher's soft targets too when `soft` is given (their logits
@@ -209,6 +285,50 @@ pub fn train_distilled(
     soft: Option<&SoftTargets>,
     observer: &mut dyn Observer,
 ) -> candle_core::Result<TrainOutcome> {
+    train_taught(net, data, cfg, constraints, soft, observer, &[]).map(|(outcome, _)| outcome)
+}
+
+/// A network's weights and biases after `epoch` epochs of a run (0: its initialisation),
+/// flattened per layer: what lottery-ticket rewinding goes back to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub epoch: usize,
+    pub values: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Snapshot {
+    /// The network's values as they stand.
+    pub fn of(net: &Net, epoch: usize) -> candle_core::Result<Snapshot> {
+        let values = (0..net.params.len())
+            .map(|l| Ok((net.weight_values(l)?, net.bias_values(l)?)))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Snapshot { epoch, values })
+    }
+}
+
+/// [`train`], also keeping the network's values after each epoch in `keep` (0: before the
+/// first step), in `keep`'s order; an epoch the run does not reach (cancelled) is missing.
+pub fn train_keeping(
+    net: &Net,
+    data: &Mnist,
+    cfg: &TrainConfig,
+    constraints: &[Constraint],
+    observer: &mut dyn Observer,
+    keep: &[usize],
+) -> candle_core::Result<(TrainOutcome, Vec<Snapshot>)> {
+    train_taught(net, data, cfg, constraints, None, observer, keep)
+}
+
+/// The training loop behind [`train`], [`train_distilled`] and [`train_keeping`].
+pub(crate) fn train_taught(
+    net: &Net,
+    data: &Mnist,
+    cfg: &TrainConfig,
+    constraints: &[Constraint],
+    soft: Option<&SoftTargets>,
+    observer: &mut dyn Observer,
+    keep: &[usize],
+) -> candle_core::Result<(TrainOutcome, Vec<Snapshot>)> {
     if let Some(s) = soft
         && s.logits.len() != data.train.len * s.classes
     {
@@ -221,6 +341,14 @@ pub fn train_distilled(
     if let Err(e) = cfg.validate() {
         candle_core::bail!("training settings: {e}");
     }
+    let penalties = match cfg.penalties(&net.arch) {
+        Ok(p) => p,
+        Err(e) => candle_core::bail!("training settings: {e}"),
+    };
+    let mut kept = Vec::new();
+    if keep.contains(&0) {
+        kept.push(Snapshot::of(net, 0)?);
+    }
     let params = net
         .vars()
         .into_iter()
@@ -228,6 +356,10 @@ pub fn train_distilled(
         .map(|(i, v)| (v, constraints.get(i).cloned().unwrap_or_default()))
         .collect();
     let mut opt = Optimizer::new(cfg.optim(), params)?;
+    for (l, &(l1, l2)) in penalties.iter().enumerate() {
+        // Weights only: the variables go weight, bias, layer by layer.
+        opt.set_penalty(2 * l, l1 as f32, l2 as f32);
+    }
     let n = cfg
         .train_limit
         .unwrap_or(data.train.len)
@@ -293,6 +425,9 @@ pub fn train_distilled(
         };
         observer.epoch_done(&stats);
         history.push(stats);
+        if keep.contains(&(epoch + 1)) {
+            kept.push(Snapshot::of(net, epoch + 1)?);
+        }
     }
     for (i, v) in net.vars().iter().enumerate() {
         let values = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
@@ -317,12 +452,16 @@ pub fn train_distilled(
         .take(layers)
         .map(|c| c.map(<[f32]>::to_vec))
         .collect();
-    Ok(TrainOutcome {
-        history,
-        cancelled,
-        codebooks,
-        shadows,
-    })
+    kept.sort_by_key(|s| keep.iter().position(|&e| e == s.epoch));
+    Ok((
+        TrainOutcome {
+            history,
+            cancelled,
+            codebooks,
+            shadows,
+        },
+        kept,
+    ))
 }
 
 /// Constraints on the weights only (biases free), in the layout [`train`] expects.

@@ -11,7 +11,7 @@ use crate::model::cache::{self, Obtained};
 use crate::model::checkpoint;
 use crate::model::distill::{self, SoftTargets};
 use crate::model::train::Observer;
-use crate::model::train::TrainConfig;
+use crate::model::train::{Snapshot, TrainConfig};
 use crate::model::{Arch, Net};
 
 /// The experiment's baseline (see [`cache::obtain_taught`]).
@@ -22,13 +22,31 @@ pub fn obtain(
     cache_dir: &Path,
     obs: &mut dyn Observer,
 ) -> anyhow::Result<Obtained> {
-    obtain_for(
+    obtain_keeping(exp, data, retrain, cache_dir, &[], obs).map(|(got, _)| got)
+}
+
+/// [`obtain`], with the baseline's values after each epoch in `keep` (see
+/// [`cache::obtain_keeping`]): what lottery-ticket rounds rewind to.
+pub fn obtain_keeping(
+    exp: &Experiment,
+    data: &Mnist,
+    retrain: bool,
+    cache_dir: &Path,
+    keep: &[usize],
+    obs: &mut dyn Observer,
+) -> anyhow::Result<(Obtained, Vec<Snapshot>)> {
+    let soft = match &exp.distill {
+        Some(plan) => Some(soft_targets(plan, data, cache_dir, obs)?),
+        None => None,
+    };
+    cache::obtain_keeping(
         &exp.arch(),
         &exp.train,
-        exp.distill.as_ref(),
+        soft.as_ref(),
         data,
         retrain,
         cache_dir,
+        keep,
         obs,
     )
 }
@@ -47,7 +65,17 @@ pub fn obtain_for(
         Some(plan) => Some(soft_targets(plan, data, cache_dir, obs)?),
         None => None,
     };
-    cache::obtain_taught(arch, train, soft.as_ref(), data, retrain, cache_dir, obs)
+    cache::obtain_keeping(
+        arch,
+        train,
+        soft.as_ref(),
+        data,
+        retrain,
+        cache_dir,
+        &[],
+        obs,
+    )
+    .map(|(got, _)| got)
 }
 
 /// The teacher's logits on the training set, with the settings and the teacher's identity

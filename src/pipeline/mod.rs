@@ -5,6 +5,7 @@
 pub mod baseline;
 pub mod cost;
 pub mod layer;
+pub mod lottery;
 pub mod report;
 pub mod run;
 pub mod size;

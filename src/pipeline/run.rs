@@ -155,15 +155,20 @@ pub fn run(
     obs: &mut dyn PipelineObserver,
 ) -> anyhow::Result<CompressionResult> {
     let started = Instant::now();
+    let mut rewind_to = None;
     let (trained, baseline_checkpoint, first) = if exp.from_scratch {
         let net = Net::new(&exp.arch(), exp.train.seed)?;
         (net, String::new(), "untrained (random init)")
     } else {
         obs.stage("baseline: loading or training");
-        let base = super::baseline::obtain(exp, data, false, cache_dir, obs)?;
+        // Lottery rounds rewind to the baseline's values at an epoch: its checkpoint keeps them.
+        let keep: Vec<usize> = exp.lottery.iter().map(|l| l.rewind_epoch()).collect();
+        let (base, snapshots) =
+            super::baseline::obtain_keeping(exp, data, false, cache_dir, &keep, obs)?;
         if !base.meta.complete {
             anyhow::bail!("baseline training was stopped; nothing to compress");
         }
+        rewind_to = snapshots.into_iter().next();
         (base.net, base.path.display().to_string(), "baseline")
     };
     // Everything after training works on the network inference runs: batch-norm folded
@@ -186,9 +191,20 @@ pub fn run(
     let mut finetune_history = Vec::new();
     let mut cancelled = false;
 
+    if let (Some(plan), Some(rewind_to)) = (&exp.lottery, &rewind_to) {
+        let lottery = super::lottery::run(exp, plan, &net, rewind_to, data, obs)?;
+        stages.extend(lottery.stages);
+        retrain_history.extend(lottery.history);
+        cancelled = lottery.cancelled;
+        if let Some(trained) = lottery.net {
+            net = trained;
+            states = lottery.states;
+        }
+    }
+
     for step in exp.recipe() {
         // Ctrl-C between steps (k-means, evaluation) stops too, not only inside training.
-        if obs.should_stop() {
+        if cancelled || obs.should_stop() {
             cancelled = true;
             break;
         }
@@ -199,6 +215,7 @@ pub fn run(
             }
             StepKind::Retrain => "pruning".to_string(),
             StepKind::Finetune => format!("{} (k-means or a fixed grid per layer)", before),
+            StepKind::Dense => "dense phase: pruned connections restored at zero".to_string(),
         });
         let refs: Vec<&LayerState> = states.iter().collect();
         let units = unit_cuts(&arch, &refs, &step.plans, share, (&net, &norm_scales), data)?;
@@ -234,11 +251,14 @@ pub fn run(
             StepKind::Finetune => {
                 format!("{after}: centroid fine-tuning or quantization-aware training")
             }
+            StepKind::Dense => "dense retraining (dense-sparse-dense)".to_string(),
         });
         let cfg = step.train_config(&exp.train);
         let out = train::train(&prepared.net, data, &cfg, &prepared.constraints, obs)?;
         match step.kind {
-            StepKind::Retrain => retrain_history.extend(out.history.iter().cloned()),
+            StepKind::Retrain | StepKind::Dense => {
+                retrain_history.extend(out.history.iter().cloned())
+            }
             StepKind::Finetune => finetune_history.extend(out.history.iter().cloned()),
         }
         if out.cancelled {

@@ -6,7 +6,7 @@
 use super::layer::{FixedTie, LayerState, Mask, ShareParams, Shared};
 use crate::compress::model::Units;
 use crate::data::Mnist;
-use crate::experiment::{ActivationPlan, LayerPlan, StepKind};
+use crate::experiment::{ActivationPlan, LayerPlan, PruneRule, StepKind};
 use crate::model::activations;
 use crate::model::optim::{Constraint, FakeQuant, Tie};
 use crate::model::train::TrainOutcome;
@@ -32,7 +32,8 @@ pub(crate) struct Prepared {
 }
 
 /// Retraining: prune each layer by its plan, start from the survivors, keep the pruned at
-/// zero. Fine-tuning: share each layer, start from the codebook values, move only the
+/// zero. Dense (dense-sparse-dense): start from the survivors with the pruned at zero, and
+/// hold nothing. Fine-tuning: share each layer, start from the codebook values, move only the
 /// codebook; for a fixed-grid quantizer, quantization-aware training instead: the survivors
 /// train as shadow weights and the network runs on them quantized.
 pub(crate) fn prepare(
@@ -60,6 +61,24 @@ pub(crate) fn prepare(
                 let w = super::layer::masked(&state.effective_weights(), &mask.weights);
                 let b = super::layer::masked(&state.bias, &mask.bias);
                 (mask, None, w, b, None)
+            }
+            StepKind::Dense => {
+                // Dense-sparse-dense: the pruned connections come back at exactly zero (the
+                // held mask's zeros, or a held codebook's values where one was fine-tuned)
+                // and nothing holds them there.
+                let mask = Mask {
+                    rule: PruneRule::Keep(1.0),
+                    prune_bias: false,
+                    threshold: 0.0,
+                    weights: vec![true; state.weights.len()],
+                    bias: vec![true; state.bias.len()],
+                    units: None,
+                };
+                let b = match &state.mask {
+                    Some(m) => super::layer::masked(&state.bias, &m.bias),
+                    None => state.bias.clone(),
+                };
+                (mask, None, state.effective_weights(), b, None)
             }
             StepKind::Finetune if plan.quantizer.grid(plan.bits).is_some() => {
                 let shared = state.share(l, spec, plan, share, units);
@@ -103,15 +122,19 @@ pub(crate) fn prepare(
                 (mask, Some(shared), w, b, Some(tie))
             }
         };
-        constraints.push(Constraint {
-            mask: Some(mask.weights.clone()),
-            tie,
-            fake_quant,
-        });
-        constraints.push(Constraint {
-            mask: Some(mask.bias.clone()),
-            ..Constraint::default()
-        });
+        if kind == StepKind::Dense {
+            constraints.extend([Constraint::default(), Constraint::default()]);
+        } else {
+            constraints.push(Constraint {
+                mask: Some(mask.weights.clone()),
+                tie,
+                fake_quant,
+            });
+            constraints.push(Constraint {
+                mask: Some(mask.bias.clone()),
+                ..Constraint::default()
+            });
+        }
         values.push((weights, bias));
         layers.push(PreparedLayer {
             plan: *plan,
@@ -208,4 +231,92 @@ pub(crate) fn quantize_activations(
     )?;
     net.set_activations(Some(grids));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::Quantizer;
+    use crate::model::train::{self, Silent, TrainConfig};
+
+    fn fixture() -> Mnist {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-small");
+        Mnist::load(&dir).unwrap()
+    }
+
+    /// Dense-sparse-dense's last phase: the network starts from the sparse one, its cut
+    /// weights exactly zero, and nothing holds them there: training moves them.
+    #[test]
+    fn the_dense_phase_starts_with_the_pruned_weights_at_zero_and_frees_them() {
+        let model = crate::model::ModelKind::Lenet300100;
+        let net = Net::new(&model.arch(), 5).unwrap();
+        let arch = net.arch.clone();
+        let states: Vec<LayerState> = (0..3)
+            .map(|l| LayerState::dense(net.weight_values(l).unwrap(), net.bias_values(l).unwrap()))
+            .collect();
+        let plan = LayerPlan {
+            prune: PruneRule::Keep(0.3),
+            quantizer: Quantizer::KMeans,
+            ..LayerPlan::paper_default(crate::model::LayerKind::Fc)
+        };
+        let plans = vec![plan; 3];
+        let share = ShareParams {
+            empty: crate::compress::kmeans::EmptyClusters::Relocate,
+            stop: crate::compress::kmeans::Stop::Converged,
+            seed: 1,
+            max_code_len: 16,
+        };
+        let none = vec![None; 3];
+        let refs: Vec<&LayerState> = states.iter().collect();
+        let sparse = prepare(StepKind::Retrain, &arch, &refs, &plans, share, &none).unwrap();
+        let sparse_states = conclude(&sparse, None).unwrap();
+        let refs: Vec<&LayerState> = sparse_states.iter().collect();
+        let dense = prepare(StepKind::Dense, &arch, &refs, &plans, share, &none).unwrap();
+        assert!(dense.constraints.iter().all(Constraint::is_free));
+        let mut cut_positions = 0;
+        for l in 0..3 {
+            let kept = &sparse.layers[l].mask.weights;
+            let w = dense.net.weight_values(l).unwrap();
+            let before = sparse.net.weight_values(l).unwrap();
+            for i in 0..w.len() {
+                if kept[i] {
+                    assert_eq!(w[i].to_bits(), before[i].to_bits(), "layer {l} weight {i}");
+                } else {
+                    assert_eq!(w[i].to_bits(), 0f32.to_bits(), "layer {l} weight {i}");
+                    cut_positions += 1;
+                }
+            }
+        }
+        assert!(cut_positions > 180_000);
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch_size: 32,
+            ..TrainConfig::default()
+        };
+        let out = train::train(
+            &dense.net,
+            &fixture(),
+            &cfg,
+            &dense.constraints,
+            &mut Silent,
+        )
+        .unwrap();
+        let after = conclude(&dense, Some(&out)).unwrap();
+        let mut freed = 0;
+        for (state, sparse) in after.iter().zip(&sparse.layers) {
+            let kept = &sparse.mask.weights;
+            assert!(state.mask.as_ref().unwrap().weights.iter().all(|&k| k));
+            freed += kept
+                .iter()
+                .zip(&state.weights)
+                .filter(|&(&k, &w)| !k && w != 0.0)
+                .count();
+        }
+        // fc1's weights on the always-blank border pixels get no gradient; the rest move.
+        assert!(
+            freed > cut_positions / 2,
+            "{freed} of {cut_positions} left zero"
+        );
+    }
 }

@@ -131,10 +131,55 @@ pub fn selected(only: Option<&str>) -> Result<Vec<FigureInfo>, PlotError> {
     }
 }
 
+/// What a figure is drawn from: an experiment's report data, or a study's.
+#[derive(Clone, Copy)]
+enum Drawing<'a> {
+    Report(&'a ReportData),
+    Study(&'a crate::analysis::study::StudyData),
+}
+
+impl Drawing<'_> {
+    fn draw<DB: DrawingBackend>(
+        self,
+        name: &str,
+        root: &DrawingArea<DB, plotters::coord::Shift>,
+        m: style::Metrics,
+    ) -> Result<(), Box<dyn std::error::Error>>
+    where
+        DB::ErrorType: 'static,
+    {
+        match self {
+            Drawing::Report(data) => figures::draw(name, root, data, m),
+            Drawing::Study(data) => figures::draw_study(name, root, data, m),
+        }
+    }
+}
+
 /// Renders one figure to the bytes of a file.
 pub fn render(
     name: &str,
     data: &ReportData,
+    format: Format,
+    size: (u32, u32),
+    scale: f64,
+) -> Result<Vec<u8>, String> {
+    render_drawing(name, Drawing::Report(data), format, size, scale)
+}
+
+/// Renders a study's figure `name` (see [`figures::study_figure`]) to the bytes of a file.
+pub fn render_study(
+    name: &str,
+    data: &crate::analysis::study::StudyData,
+    format: Format,
+    size: (u32, u32),
+    scale: f64,
+) -> Result<Vec<u8>, String> {
+    render_drawing(name, Drawing::Study(data), format, size, scale)
+}
+
+fn render_drawing(
+    name: &str,
+    data: Drawing,
     format: Format,
     size: (u32, u32),
     scale: f64,
@@ -151,7 +196,7 @@ pub fn render(
             let mut buf = vec![0u8; w as usize * h as usize * 3];
             {
                 let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-                figures::draw(name, &root, data, style::Metrics { scale })
+                data.draw(name, &root, style::Metrics { scale })
                     .map_err(|e| e.to_string())?;
                 root.present().map_err(|e| e.to_string())?;
             }
@@ -161,7 +206,7 @@ pub fn render(
             let mut text = String::new();
             {
                 let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
-                figures::draw(name, &root, data, style::Metrics { scale: 1.0 })
+                data.draw(name, &root, style::Metrics { scale: 1.0 })
                     .map_err(|e| e.to_string())?;
                 root.present().map_err(|e| e.to_string())?;
             }

@@ -22,6 +22,10 @@ impl Session {
             .collect();
         exp.retrain = None;
         exp.finetune = None;
+        // The explorer's weights went through its own steps only: not the template's
+        // lottery rounds or dense-sparse-dense recipe.
+        exp.lottery = None;
+        exp.dsd = None;
         exp.steps = self
             .recipe()
             .iter()

@@ -101,11 +101,17 @@ impl Session {
         };
         recipe.push(step);
         let rounds = |k| recipe.iter().filter(|s| s.kind == k).count();
-        let (retrains, finetunes) = (rounds(StepKind::Retrain), rounds(StepKind::Finetune));
+        let (retrains, finetunes, denses) = (
+            rounds(StepKind::Retrain),
+            rounds(StepKind::Finetune),
+            rounds(StepKind::Dense),
+        );
         for s in &mut recipe {
             s.rounds = match s.kind {
                 StepKind::Retrain => retrains,
                 StepKind::Finetune => finetunes,
+                // The explorer has no key for a dense step; its recipes have none.
+                StepKind::Dense => denses,
             };
         }
         TrainRequest {
@@ -131,6 +137,7 @@ impl Session {
                 .finetune
                 .as_ref()
                 .map(|f| (f.epochs, f.lr, f.batch_size, f.lr_schedule)),
+            StepKind::Dense => None,
         };
         section.or_else(|| {
             t.steps

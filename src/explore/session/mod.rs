@@ -214,6 +214,8 @@ impl Session {
             from_scratch: false,
             activations: None,
             distill: None,
+            lottery: None,
+            dsd: None,
         }
     }
 

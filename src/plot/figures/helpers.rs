@@ -41,6 +41,24 @@ pub(super) fn titled<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    titled_with(
+        root,
+        title,
+        &format!("{} · {}", data.experiment, data.model),
+        m,
+    )
+}
+
+/// The figure's title and a subtitle of its own above the panels.
+pub(super) fn titled_with<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    subtitle: &str,
+    m: Metrics,
+) -> Result<DrawingArea<DB, Shift>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
     let (top, rest) = root.split_vertically(m.px(78.0));
     top.draw(&Text::new(
         title.to_string(),
@@ -51,7 +69,7 @@ where
             .color(&INK),
     ))?;
     top.draw(&Text::new(
-        format!("{} · {}", data.experiment, data.model),
+        subtitle.to_string(),
         (m.pxi(24.0), m.pxi(48.0)),
         (SANS, m.label()).into_font().color(&GREY),
     ))?;

@@ -7,6 +7,7 @@ mod histogram;
 mod quantizers;
 mod sizes;
 mod structured;
+mod study;
 mod threshold;
 mod tradeoff;
 mod training;
@@ -23,6 +24,8 @@ use structured::{filter_norms, filter_ranking, structured_tradeoff};
 use threshold::{sensitivity, threshold_global, threshold_layers};
 use tradeoff::tradeoff;
 use training::training;
+
+pub use study::{draw_study, study_figure};
 
 pub(crate) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
