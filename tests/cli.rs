@@ -39,6 +39,8 @@ fn training_options_no_training_can_run_with() {
         ("--lr", "-1", "lr"),
         ("--limit", "0", "train_limit"),
         ("--epochs", "0", "epochs"),
+        ("--l1", "-1", "l1"),
+        ("--l2", "nan", "l2"),
     ] {
         refused(&dcx(&["train", &format!("{flag}={value}")]), &[key]);
     }

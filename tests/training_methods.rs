@@ -522,6 +522,20 @@ fn dcx_study_writes_its_table_json_and_figure() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(lottery.join("lottery-ticket.png").exists());
+    // `dcx plot` re-renders a study's figure from its study.json, and says when it has none.
+    let svg = dcx(
+        &["plot", &lottery.display().to_string(), "--format", "svg"],
+        dir.path(),
+    );
+    assert!(
+        svg.status.success(),
+        "{}",
+        String::from_utf8_lossy(&svg.stderr)
+    );
+    assert!(lottery.join("lottery-ticket.svg").exists());
+    let none = dcx(&["plot", &out.display().to_string()], dir.path());
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success() && err.contains("no figure"), "{err}");
 }
 
 #[test]

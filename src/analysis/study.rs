@@ -394,7 +394,7 @@ fn settings(opts: &StudyOptions) -> String {
         .join(", ");
     let what = match opts.kind {
         StudyKind::LotteryTicket => format!(
-            "{} rounds cutting 20% of each layer's remaining weights (the output layer 10%), survivors rewound to {} and trained {} epochs as the baseline was (same data order); random-reinit control at rounds {:?}",
+            "{} rounds cutting 20% of each layer's remaining weights (the output layer 10%), survivors rewound to {} and trained {} epochs as the baseline was (same data order); random-reinit control at rounds {}",
             opts.rounds(),
             match opts.rewind {
                 Rewind::Init => "their initial values".to_string(),
@@ -402,6 +402,10 @@ fn settings(opts: &StudyOptions) -> String {
             },
             opts.epochs,
             opts.controls()
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         StudyKind::PruneSchedule => format!(
             "to {keep} kept: one prune then {} epochs of masked retraining, or {} prunes (geometric: each cuts the same share of what is left) each followed by {} epochs; lr {} cosine",
@@ -683,10 +687,10 @@ fn schedule_seed(
                 return Ok(None);
             };
             let last = steps.last().expect("one step at least");
+            table.record(&group, &variant, last.kept, ACCURACY, last.after);
             if steps.len() == 1 {
                 table.record(&group, &variant, last.kept, PRUNED, last.before);
             }
-            table.record(&group, &variant, last.kept, ACCURACY, last.after);
         }
     }
     Ok(Some(()))

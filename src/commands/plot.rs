@@ -5,7 +5,8 @@
 //! are used as they are. The explore engine then adds the sweeps the figures need, and the
 //! figures' data is saved beside them as `figures.json`. A folder holding a `figures.json`
 //! (the output folder of an earlier `dcx plot`) is re-rendered from it without computing
-//! anything, e.g. at another size or as SVG.
+//! anything, e.g. at another size or as SVG; so is the figure of a `dcx study` folder, from
+//! its `study.json`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +32,8 @@ pub enum FormatArg {
 #[derive(Debug, Args)]
 pub struct PlotArgs {
     /// Experiment TOML file, a folder written by `dcx compress --out DIR`, or a folder with
-    /// the figures.json of an earlier `dcx plot` (re-rendered without recomputing).
+    /// the figures.json of an earlier `dcx plot` or the study.json of a `dcx study`
+    /// (re-rendered without recomputing).
     pub source: PathBuf,
     /// Output folder (default: out/NAME/figures).
     #[arg(long, value_name = "DIR")]
@@ -143,8 +145,35 @@ fn render(built: &ReportData, out: &Path, opts: &PlotOptions) -> anyhow::Result<
     Ok(written)
 }
 
+/// Re-renders the figure of the `dcx study` folder whose `study.json` is `saved`.
+fn replot_study(saved: &Path, args: &PlotArgs, opts: &PlotOptions) -> anyhow::Result<()> {
+    let text = crate::fsutil::read_text_bounded(saved, 64 << 20, "a study.json")
+        .map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;
+    let data: crate::analysis::study::StudyData =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?;
+    let Some((name, _)) = plot::figures::study_figure(data.study) else {
+        anyhow::bail!("{}: a {} study has no figure", saved.display(), data.study);
+    };
+    let out = args.out.clone().unwrap_or_else(|| args.source.clone());
+    std::fs::create_dir_all(&out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create output folder: {e}", out.display()))?;
+    for &format in &opts.formats {
+        let path = out.join(format!("{name}.{}", format.extension()));
+        let bytes = plot::render_study(name, &data, format, opts.size, opts.scale)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        crate::fsutil::write_atomic(&path, &bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
 pub fn run(data_dir: Option<&Path>, args: &PlotArgs) -> anyhow::Result<()> {
     let opts = options(args)?;
+    let study = args.source.join("study.json");
+    if args.source.is_dir() && study.exists() {
+        return replot_study(&study, args, &opts);
+    }
     plot::selected(opts.only.as_deref())?;
     let saved = args.source.join("figures.json");
     if args.source.is_dir() && saved.exists() {

@@ -112,7 +112,15 @@ fn lottery<DB: Backend>(root: &Area<DB>, data: &StudyData, m: Metrics) -> DrawRe
         axes(&mut c, m.tick(), m)
             .x_desc("weights kept (%, log scale)")
             .y_desc("test accuracy (%)")
-            .x_label_formatter(&|v: &f64| format!("{v:.1}"))
+            .x_label_formatter(&|v: &f64| {
+                // The log axis ticks every 10 per decade: label the round ones only.
+                let round = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+                if round.iter().any(|r| (v / r - 1.0).abs() < 1e-6) {
+                    format!("{v:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .draw()?;
         if let Some(base) = base {
             hline(&mut c, (x.start, x.end), base, "dense baseline (mean)", m)?;
@@ -142,7 +150,7 @@ fn lottery<DB: Backend>(root: &Area<DB>, data: &StudyData, m: Metrics) -> DrawRe
                 m,
             )?;
         }
-        legend(&mut c, SeriesLabelPosition::LowerLeft, m)?;
+        legend(&mut c, SeriesLabelPosition::LowerRight, m)?;
     }
     Ok(())
 }
@@ -154,8 +162,9 @@ fn l1_histogram<DB: Backend>(root: &Area<DB>, data: &StudyData, m: Metrics) -> D
     let area = titled_with(
         root,
         &format!(
-            "{}: weights trained without and with an L1 penalty (log counts)",
-            first.layer
+            "{}: weights trained without and with an L1 penalty (seed {}, log counts)",
+            first.layer,
+            data.seeds.first().copied().unwrap_or(1)
         ),
         &subtitle(data),
         m,
@@ -181,10 +190,11 @@ fn l1_histogram<DB: Backend>(root: &Area<DB>, data: &StudyData, m: Metrics) -> D
                 .map_or(String::from("-"), |m| format!("{:.2}%", pct(m.mean())))
         };
         let caption = format!(
-            "{}: at {group}, {} pruned, {} retrained",
+            "{}: at {group}, {} before retraining, {} after (mean of {} seeds)",
             h.variant,
             acc(PRUNED),
-            acc(ACCURACY)
+            acc(ACCURACY),
+            data.seeds.len()
         );
         let (lo, hi) = (h.lo as f64, h.hi as f64);
         let mut c = chart(panel, &caption, lo..hi, (0.8..ymax).log_scale(), m)?;
