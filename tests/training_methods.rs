@@ -624,3 +624,50 @@ fn an_interrupted_study_exits_130_and_writes_nothing() {
         .collect();
     assert_eq!(left, ["earlier.txt"]);
 }
+
+/// The distillation study: the seed-1 teacher, the quarter-width student alone and at each
+/// temperature, one value per seed; the student is LeNet-300-100 at a quarter of its units.
+#[test]
+fn the_distill_study_compares_a_student_alone_and_taught() {
+    let data = common::fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StudyOptions {
+        temperatures: vec![4.0, 20.0],
+        ..study_opts(StudyKind::Distill)
+    };
+    let student = study::quarter(&MODEL.arch());
+    let units: Vec<usize> = student.layers.iter().map(|l| l.outputs).collect();
+    assert_eq!(units, [75, 25, 10]);
+    let s = study::run(&opts, &data, dir.path(), &mut common::Quiet)
+        .unwrap()
+        .unwrap();
+    let variants: Vec<&str> = s.rows.iter().map(|r| r.variant.as_str()).collect();
+    assert_eq!(
+        variants,
+        [
+            "teacher (seed 1)",
+            "alone",
+            "distilled, T = 4",
+            "distilled, T = 20"
+        ]
+    );
+    for row in &s.rows[1..] {
+        assert_eq!(
+            row.metric(ACCURACY).unwrap().values.len(),
+            2,
+            "{}",
+            row.variant
+        );
+    }
+    // Taught and alone are different networks (the soft targets change the training).
+    assert_ne!(
+        s.rows[1].metric(ACCURACY).unwrap().values,
+        s.rows[2].metric(ACCURACY).unwrap().values
+    );
+    let bad = StudyOptions {
+        alpha: 1.5,
+        ..opts.clone()
+    };
+    let err = study::run(&bad, &data, dir.path(), &mut common::Quiet).unwrap_err();
+    assert!(err.to_string().contains("--alpha"), "{err}");
+}

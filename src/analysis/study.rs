@@ -21,8 +21,9 @@ use crate::experiment::{
 };
 use crate::explore::Session;
 use crate::model::cache;
+use crate::model::spec::StageSpec;
 use crate::model::train::{self, Schedule, TrainConfig};
-use crate::model::{ModelKind, Net};
+use crate::model::{Arch, ModelKind, Net};
 use crate::pipeline::PipelineObserver;
 use crate::pipeline::layer::{LayerState, ShareParams};
 use crate::pipeline::{lottery, step};
@@ -35,14 +36,16 @@ pub enum StudyKind {
     PruneSchedule,
     L1,
     Dsd,
+    Distill,
 }
 
 impl StudyKind {
-    pub const ALL: [StudyKind; 4] = [
+    pub const ALL: [StudyKind; 5] = [
         StudyKind::LotteryTicket,
         StudyKind::PruneSchedule,
         StudyKind::L1,
         StudyKind::Dsd,
+        StudyKind::Distill,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,13 +54,14 @@ impl StudyKind {
             StudyKind::PruneSchedule => "prune-schedule",
             StudyKind::L1 => "l1",
             StudyKind::Dsd => "dsd",
+            StudyKind::Distill => "distill",
         }
     }
 
     /// The kept fractions the study runs at unless told (`--keep`).
     fn default_keep(self) -> Vec<f32> {
         match self {
-            StudyKind::LotteryTicket => Vec::new(),
+            StudyKind::LotteryTicket | StudyKind::Distill => Vec::new(),
             StudyKind::PruneSchedule => vec![0.7, 0.05],
             StudyKind::L1 => vec![0.05],
             StudyKind::Dsd => vec![0.5],
@@ -117,6 +121,9 @@ pub struct StudyOptions {
     pub rewind: Rewind,
     /// Train on only the first N training images (quick runs).
     pub train_limit: Option<usize>,
+    /// The distillation study's temperatures, and the soft targets' share of the loss.
+    pub temperatures: Vec<f64>,
+    pub alpha: f64,
 }
 
 impl StudyOptions {
@@ -133,6 +140,8 @@ impl StudyOptions {
             l1: 1e-4,
             rewind: Rewind::Init,
             train_limit: None,
+            temperatures: vec![4.0, 8.0, 20.0],
+            alpha: 0.9,
         }
     }
 
@@ -179,7 +188,21 @@ impl StudyOptions {
                 "--keep: {k} is out of range (0, 1): the fraction of the weights kept"
             ));
         }
-        if self.keep().is_empty() && self.kind != StudyKind::LotteryTicket {
+        if self.kind == StudyKind::Distill {
+            if self.temperatures.is_empty() {
+                return Err("--temperature: at least one".into());
+            }
+            for &t in &self.temperatures {
+                let c = crate::model::distill::DistillConfig {
+                    temperature: t,
+                    alpha: self.alpha,
+                };
+                c.validate().map_err(|e| format!("--{e}"))?;
+            }
+        }
+        if self.keep().is_empty()
+            && !matches!(self.kind, StudyKind::LotteryTicket | StudyKind::Distill)
+        {
             return Err("--keep: at least one fraction".into());
         }
         if !(self.l1 > 0.0 && self.l1.is_finite()) {
@@ -355,6 +378,7 @@ pub fn run(
                 )?
             }
             StudyKind::Dsd => dsd_seed(opts, seed, data, cache_dir, &mut table, obs)?,
+            StudyKind::Distill => distill_seed(opts, seed, data, cache_dir, &mut table, obs)?,
         };
         if ran.is_none() || obs.should_stop() {
             return Ok(None);
@@ -418,6 +442,23 @@ fn settings(opts: &StudyOptions) -> String {
             "baselines without and with an L1 penalty of {} on every layer's weights (also during retraining); pruned to {keep} kept, then {} epochs of masked retraining, lr {} cosine",
             opts.l1, opts.retrain_epochs, base.lr
         ),
+        StudyKind::Distill => {
+            let teacher = opts.model.arch();
+            let student = quarter(&teacher);
+            format!(
+                "teacher: the seed-1 baseline of {} ({} weights); students: {} ({} weights: each layer but the last at a quarter of the units), trained as the baselines, alone or distilled with alpha {} at T = {}",
+                teacher.name,
+                teacher.weight_count(),
+                student.name,
+                student.weight_count(),
+                opts.alpha,
+                opts.temperatures
+                    .iter()
+                    .map(f64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
         StudyKind::Dsd => format!(
             "sparse phase: keep {keep}, {} epochs at lr {}; dense phase: {} epochs at lr {}; control: the same two phases without pruning; cosine",
             opts.retrain_epochs,
@@ -853,6 +894,99 @@ fn dsd_seed(
             steps[0].after,
         );
         table.record(&group, "dense-sparse-dense", 1.0, ACCURACY, steps[1].after);
+    }
+    Ok(Some(()))
+}
+
+/// `arch` with every layer but the last at a quarter of its units (at least one): the
+/// distillation study's student.
+pub fn quarter(arch: &Arch) -> Arch {
+    let mut spec = arch.spec();
+    spec.name = format!("{}-quarter", arch.name);
+    let last = spec.layers.len() - 1;
+    for (i, stage) in spec.layers.iter_mut().enumerate() {
+        if let StageSpec::Conv { outputs, .. } | StageSpec::Fc { outputs, .. } = stage
+            && i != last
+        {
+            *outputs = (*outputs).div_ceil(4);
+        }
+    }
+    spec.to_arch()
+        .expect("a narrower network fits wherever the wider one did")
+}
+
+/// The distillation study for one seed: the student trained alone, then distilled from the
+/// seed-1 teacher at each temperature (all cached: a student of one teacher, temperature
+/// and alpha is trained once).
+fn distill_seed(
+    opts: &StudyOptions,
+    seed: u64,
+    data: &Mnist,
+    cache_dir: &Path,
+    table: &mut Table,
+    obs: &mut dyn PipelineObserver,
+) -> anyhow::Result<Option<()>> {
+    let Some((teacher, _)) = baseline(opts, &opts.baseline(1), &[], data, cache_dir, obs)? else {
+        return Ok(None);
+    };
+    let teacher_accuracy = teacher.meta.test_accuracy().unwrap_or(0.0);
+    table.record(
+        "teacher",
+        "teacher (seed 1)",
+        1.0,
+        ACCURACY,
+        teacher_accuracy,
+    );
+    let student = quarter(&opts.model.arch());
+    let cfg = opts.baseline(seed);
+    obs.stage(&format!("seed {seed}: student {} alone", student.name));
+    let (alone, _) = cache::obtain_keeping(&student, &cfg, None, data, false, cache_dir, &[], obs)?;
+    if !alone.meta.complete {
+        return Ok(None);
+    }
+    let group = "student";
+    table.record(
+        group,
+        "alone",
+        1.0,
+        ACCURACY,
+        alone.meta.test_accuracy().unwrap_or(0.0),
+    );
+    let id = teacher
+        .path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let folded = teacher.net.folded()?;
+    for &temperature in &opts.temperatures {
+        let config = crate::model::distill::DistillConfig {
+            temperature,
+            alpha: opts.alpha,
+        };
+        let soft =
+            crate::pipeline::baseline::soft_targets_of(&folded, &id, config, data, cache_dir)?;
+        obs.stage(&format!(
+            "seed {seed}: student distilled at T = {temperature}"
+        ));
+        let (taught, _) = cache::obtain_keeping(
+            &student,
+            &cfg,
+            Some(&soft),
+            data,
+            false,
+            cache_dir,
+            &[],
+            obs,
+        )?;
+        if !taught.meta.complete {
+            return Ok(None);
+        }
+        table.record(
+            group,
+            &format!("distilled, T = {temperature}"),
+            1.0,
+            ACCURACY,
+            taught.meta.test_accuracy().unwrap_or(0.0),
+        );
     }
     Ok(Some(()))
 }

@@ -17,8 +17,9 @@ use crate::plot::{self, Format};
 #[derive(Debug, Args)]
 pub struct StudyArgs {
     /// lottery-ticket (winning tickets vs random reinit), prune-schedule (one aggressive
-    /// prune vs several gentle ones), l1 (training with and without an L1 penalty) or dsd
-    /// (dense-sparse-dense vs training on without pruning).
+    /// prune vs several gentle ones), l1 (training with and without an L1 penalty), dsd
+    /// (dense-sparse-dense vs training on without pruning) or distill (a quarter-width
+    /// student alone vs distilled from --model's baseline at each --temperature).
     pub study: StudyKind,
     /// lenet-300-100, lenet-5 or course-cnn.
     #[arg(long, default_value = "lenet-300-100")]
@@ -52,6 +53,12 @@ pub struct StudyArgs {
     /// Train on only the first N training images (quick runs).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// The distill study's temperatures, comma-separated.
+    #[arg(long = "temperature", value_delimiter = ',', default_value = "4,8,20")]
+    pub temperatures: Vec<f64>,
+    /// The distill study's share of the loss given to the teacher's soft targets.
+    #[arg(long, default_value_t = 0.9)]
+    pub alpha: f64,
     /// Output folder (default: out/study-KIND).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -78,6 +85,8 @@ impl StudyArgs {
             l1: self.l1,
             rewind: self.rewind,
             train_limit: self.limit,
+            temperatures: self.temperatures.clone(),
+            alpha: self.alpha,
             ..StudyOptions::new(self.study, self.model)
         }
     }

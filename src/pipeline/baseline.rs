@@ -9,7 +9,7 @@ use crate::data::Mnist;
 use crate::experiment::{DistillPlan, Experiment};
 use crate::model::cache::{self, Obtained};
 use crate::model::checkpoint;
-use crate::model::distill::{self, SoftTargets};
+use crate::model::distill::{self, DistillConfig, SoftTargets};
 use crate::model::train::Observer;
 use crate::model::train::{Snapshot, TrainConfig};
 use crate::model::{Arch, Net};
@@ -110,9 +110,18 @@ pub fn soft_targets(
         let (net, _) = checkpoint::load(path)?;
         (net, hex::encode(&Sha256::digest(&bytes)[..8]))
     };
-    let teacher = teacher.folded()?;
-    let logits = distill::teacher_logits(&teacher, &id, &data.train, &data.fingerprint, cache_dir)?;
-    let config = plan.config();
+    soft_targets_of(&teacher.folded()?, &id, plan.config(), data, cache_dir)
+}
+
+/// The soft targets of `teacher` (folded), named `id`, under `config`.
+pub fn soft_targets_of(
+    teacher: &Net,
+    id: &str,
+    config: DistillConfig,
+    data: &Mnist,
+    cache_dir: &Path,
+) -> anyhow::Result<SoftTargets> {
+    let logits = distill::teacher_logits(teacher, id, &data.train, &data.fingerprint, cache_dir)?;
     Ok(SoftTargets {
         logits,
         classes: teacher.arch.layers.last().map_or(0, |l| l.outputs),

@@ -23,7 +23,7 @@ pub fn study_figure(kind: StudyKind) -> Option<(&'static str, &'static str)> {
             "l1-histogram",
             "the largest layer's weights trained without and with an L1 penalty",
         )),
-        StudyKind::PruneSchedule | StudyKind::Dsd => None,
+        StudyKind::PruneSchedule | StudyKind::Dsd | StudyKind::Distill => None,
     }
 }
 
