@@ -839,19 +839,9 @@ impl Experiment {
                 );
             }
         }
-        if let Some(name) = self
-            .train
-            .penalty
-            .keys()
-            .find(|n| arch.layer_index(n).is_none())
-        {
-            let names: Vec<_> = arch.layers.iter().map(|l| l.name.as_str()).collect();
-            return Err(format!(
-                "train.penalty.{name}: {} has no such layer (it has {})",
-                self.model,
-                names.join(", ")
-            ));
-        }
+        self.train
+            .penalties(&arch)
+            .map_err(|e| format!("train.{e}"))?;
         if !(2..=24).contains(&self.max_code_len) {
             return Err(format!(
                 "max_code_len: {} is out of range 2..=24",

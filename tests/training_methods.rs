@@ -671,3 +671,55 @@ fn the_distill_study_compares_a_student_alone_and_taught() {
     let err = study::run(&bad, &data, dir.path(), &mut common::Quiet).unwrap_err();
     assert!(err.to_string().contains("--alpha"), "{err}");
 }
+
+/// Network slimming's penalty: an L1 on a batch-norm's scales (`[train.penalty."conv1.bn"]`)
+/// shrinks them against the same training without it; the layers' weights are untouched by
+/// it (only the named batch-norm gets a penalty).
+#[test]
+fn an_l1_penalty_on_batch_norm_scales_shrinks_them() {
+    let data = common::fixture();
+    let text = |penalty: &str| {
+        format!(
+            r#"
+name = "slim"
+[model]
+name = "slim-net"
+layers = [
+  {{ type = "conv", name = "conv1", outputs = 8, kernel = 5 }},
+  {{ type = "batch-norm" }},
+  {{ type = "relu" }},
+  {{ type = "max-pool" }},
+  {{ type = "flatten" }},
+  {{ type = "fc", name = "fc1", outputs = 10 }},
+]
+[train]
+epochs = 4
+batch_size = 32
+lr = 0.01
+optimizer = "adam"
+schedule = "constant"
+seed = 2
+{penalty}
+"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let scales = |penalty: &str| {
+        let exp = Experiment::parse(&text(penalty), "slim").unwrap();
+        let got =
+            dcx::pipeline::baseline::obtain(&exp, &data, false, dir.path(), &mut Silent).unwrap();
+        let gamma: Vec<f32> = got.net.norms[0].scale.to_vec1().unwrap();
+        gamma.iter().map(|g| g.abs() as f64).sum::<f64>() / gamma.len() as f64
+    };
+    let plain = scales("");
+    let slim = scales("[train.penalty.\"conv1.bn\"]\nl1 = 0.5");
+    assert!(
+        slim < 0.5 * plain,
+        "mean |gamma| {slim} with L1, {plain} without"
+    );
+    let err = Experiment::parse(&text("[train.penalty.bn9]\nl1 = 0.1"), "slim").unwrap_err();
+    assert!(
+        err.to_string().contains("train.penalty.bn9") && err.to_string().contains("conv1.bn"),
+        "{err}"
+    );
+}

@@ -143,18 +143,33 @@ impl TrainConfig {
 
     /// Each layer's `(l1, l2)` penalty, in `arch`'s layer order. `Err` names a
     /// `penalty.NAME` that is no layer of `arch`.
-    pub fn penalties(&self, arch: &crate::model::Arch) -> Result<Vec<(f64, f64)>, String> {
-        let mut out = vec![(self.l1, self.l2); arch.layers.len()];
+    ///
+    /// As `(variable, l1, l2)` in [`Net::vars`] order: every layer's weight, and the scale of
+    /// each batch-norm named in `penalty` (network slimming's L1 on the scales; the `[train]`
+    /// values never reach a batch-norm).
+    pub fn penalties(&self, arch: &crate::model::Arch) -> Result<Vec<(usize, f64, f64)>, String> {
+        let layers = arch.layers.len();
+        let mut out: Vec<(usize, f64, f64)> =
+            (0..layers).map(|l| (2 * l, self.l1, self.l2)).collect();
         for (name, own) in &self.penalty {
-            let Some(l) = arch.layer_index(name) else {
-                let names: Vec<String> = arch.layers.iter().map(|l| l.name.to_string()).collect();
+            let value = (own.l1.unwrap_or(self.l1), own.l2.unwrap_or(self.l2));
+            if let Some(l) = arch.layer_index(name) {
+                out[l] = (2 * l, value.0, value.1);
+            } else if let Some(n) = arch.norms.iter().position(|n| &n.name == name) {
+                out.push((2 * layers + 2 * n, value.0, value.1));
+            } else {
+                let names: Vec<&str> = arch
+                    .layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .chain(arch.norms.iter().map(|n| n.name.as_str()))
+                    .collect();
                 return Err(format!(
-                    "penalty.{name}: {} has no such layer (it has {})",
+                    "penalty.{name}: {} has no such layer or batch-norm (it has {})",
                     arch.name,
                     names.join(", ")
                 ));
-            };
-            out[l] = (own.l1.unwrap_or(self.l1), own.l2.unwrap_or(self.l2));
+            }
         }
         Ok(out)
     }
@@ -356,9 +371,8 @@ pub(crate) fn train_taught(
         .map(|(i, v)| (v, constraints.get(i).cloned().unwrap_or_default()))
         .collect();
     let mut opt = Optimizer::new(cfg.optim(), params)?;
-    for (l, &(l1, l2)) in penalties.iter().enumerate() {
-        // Weights only: the variables go weight, bias, layer by layer.
-        opt.set_penalty(2 * l, l1 as f32, l2 as f32);
+    for &(var, l1, l2) in &penalties {
+        opt.set_penalty(var, l1 as f32, l2 as f32);
     }
     let n = cfg
         .train_limit
