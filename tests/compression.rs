@@ -487,6 +487,28 @@ fn a_network_defined_in_the_experiment_runs_the_whole_pipeline() {
     let unfolded = train::evaluate(&again.net, &data.test).unwrap();
     assert_eq!(unfolded.correct, base.correct);
 
+    // A finished run in an output folder is found by the explorer under its name; other
+    // networks' runs and unreadable folders are not.
+    let out = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        std::fs::create_dir_all(out.path().join(name)).unwrap();
+        std::fs::write(out.path().join(name).join("report.json"), text).unwrap();
+    };
+    write("fixture-defined", &serde_json::to_string(r).unwrap());
+    let mut other = r.clone();
+    other.model = "lenet-5".into();
+    write("other-network", &serde_json::to_string(&other).unwrap());
+    write("garbage", "{ not json");
+    let runs = dcx::explore::runs::scan(&[out.path()], "narrow-lenet-5");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].label, "fixture-defined");
+    assert_eq!(runs[0].ratio, r.sizes.ratio());
+    assert_eq!(runs[0].accuracy, r.last().accuracy);
+    assert_eq!(
+        runs[0].training.len(),
+        r.retrain_history.len() + r.finetune_history.len()
+    );
+
     // Network slimming's cut: conv1 keeps the 3 of its 6 channels whose batch-norm scale
     // |γ| is largest.
     let gamma: Vec<f32> = again.net.norms[0].scale.to_vec1().unwrap();

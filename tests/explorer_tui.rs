@@ -42,6 +42,7 @@ fn explore_scrub_export_undo_and_quit() {
         template: Session::default_experiment(&ModelKind::Lenet300100.arch(), train),
         cache_dir: cache.path().to_path_buf(),
         export_root: exports.path().to_path_buf(),
+        runs: Vec::new(),
         lecture: false,
         worker: WorkerOptions::default(),
     })

@@ -108,6 +108,8 @@ fn lenet5_view() -> ViewModel {
             history: vec![(10.0, 99.3), (25.0, 99.2), (46.0, 99.25)],
             pareto: vec![(10.0, 99.3), (46.0, 99.25)],
             paper: Some((39.0, 99.26)),
+            runs: Vec::new(),
+            run_training: Vec::new(),
         },
         baseline: 0.9929,
         accuracy: Accuracy::Exact(0.9925),
@@ -167,6 +169,32 @@ fn history_and_training_tabs_160x48() {
     insta::assert_snapshot!("history", render(&app, 160, 48).backend());
     app.update(Action::NextCurve);
     insta::assert_snapshot!("training", render(&app, 160, 48).backend());
+}
+
+/// Finished runs on disk (`dcx compress` folders) stand beside the session's plans under
+/// their names, and their training curves beside the session's.
+#[test]
+fn finished_runs_appear_with_their_labels_160x48() {
+    let mut view = lenet5_view();
+    view.curves.runs = vec![
+        ("lottery-lenet-5".into(), (52.0, 99.1)),
+        ("student-lenet-5".into(), (30.0, 98.9)),
+    ];
+    view.curves.run_training = vec![Curve {
+        label: "run student-lenet-5".into(),
+        points: vec![(1.0, 98.2), (2.0, 98.7), (3.0, 98.9), (4.0, 98.95)],
+    }];
+    let mut app = app_without_color(view);
+    app.update(Action::NextCurve);
+    let history = render(&app, 160, 48);
+    let text = format!("{:?}", history.backend());
+    assert!(
+        text.contains("run lottery-lenet-5") && text.contains("run student-lenet-5"),
+        "the legend names each run"
+    );
+    insta::assert_snapshot!("runs_history", history.backend());
+    app.update(Action::NextCurve);
+    insta::assert_snapshot!("runs_training", render(&app, 160, 48).backend());
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub fn run(data_dir: Option<&Path>, args: &TuiBenchArgs) -> anyhow::Result<()> {
         template,
         cache_dir: crate::model::cache::cache_dir(),
         export_root: exports,
+        // Screens of a fixed state: no runs from whatever folder this is.
+        runs: Vec::new(),
         lecture: false,
         worker: WorkerOptions::default(),
     })?;

@@ -123,6 +123,8 @@ pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()>
         template: exp.clone(),
         cache_dir: cache::cache_dir(),
         export_root: std::env::temp_dir(),
+        // Screens of a fixed state: no runs from whatever folder this is.
+        runs: Vec::new(),
         lecture: args.lecture,
         worker: WorkerOptions::default(),
     })?;

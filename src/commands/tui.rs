@@ -126,12 +126,16 @@ pub fn run(data_dir: Option<&Path>, args: &TuiArgs) -> anyhow::Result<()> {
         return super::compress::run_experiment(data_dir, exp, None);
     }
     let data = Arc::new(data_or_offer(data_dir)?);
+    let runs =
+        crate::explore::runs::scan(&[Path::new("out"), &args.exports], &template.arch().name);
     crate::tui::run(
         Setup {
             data,
             template,
             cache_dir: crate::model::cache::cache_dir(),
             export_root: args.exports.clone(),
+            // What `dcx compress` wrote (out/NAME) and earlier exports, of this network.
+            runs,
             lecture: args.lecture,
             worker: WorkerOptions::default(),
         },

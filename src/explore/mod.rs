@@ -69,6 +69,7 @@ pub mod history;
 pub mod kernels;
 pub mod layer;
 pub mod plan;
+pub mod runs;
 pub mod sensitivity;
 pub mod session;
 pub mod worker;

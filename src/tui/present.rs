@@ -13,7 +13,9 @@ use super::view::{
 
 /// What the view shows besides the session: things only the controller knows.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Extras {
+pub(crate) struct Extras<'a> {
+    /// Finished runs of this network found on disk.
+    pub runs: &'a [crate::explore::runs::Run],
     /// Training and fine-tuning curves gathered from the worker (accuracy % per epoch).
     pub training: Vec<Curve>,
     pub job: Option<JobView>,
@@ -246,7 +248,23 @@ fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
         .builtin
         .and_then(paper::figure)
         .map(|f| (f.ratio, 100.0 * (1.0 - f.error_after)));
+    let runs = extras
+        .runs
+        .iter()
+        .map(|r| (r.label.clone(), (r.ratio, 100.0 * r.accuracy)))
+        .collect();
+    let run_training = extras
+        .runs
+        .iter()
+        .filter(|r| !r.training.is_empty())
+        .map(|r| Curve {
+            label: format!("run {}", r.label),
+            points: r.training.clone(),
+        })
+        .collect();
     CurvesView {
+        runs,
+        run_training,
         training: extras.training.clone(),
         sensitivity,
         sensitivity_units,

@@ -105,6 +105,11 @@ pub struct CurvesView {
     pub pareto: Vec<(f64, f64)>,
     /// The paper's (ratio, accuracy %), when it has one for this network.
     pub paper: Option<(f64, f64)>,
+    /// Finished runs of this network (`dcx compress` folders, exports): label and (ratio,
+    /// accuracy %).
+    pub runs: Vec<(String, (f64, f64))>,
+    /// Those runs' training curves (accuracy % per epoch of retraining and fine-tuning).
+    pub run_training: Vec<Curve>,
 }
 
 /// Accuracy of the current plan as the engine refines it.

@@ -37,6 +37,8 @@ pub struct Setup {
     pub cache_dir: PathBuf,
     /// Exports go to new folders under here.
     pub export_root: PathBuf,
+    /// Finished runs of this network found on disk, shown beside the session's plans.
+    pub runs: Vec<crate::explore::runs::Run>,
     pub lecture: bool,
     pub worker: WorkerOptions,
 }
@@ -56,6 +58,7 @@ pub struct Controller {
     data: Arc<Mnist>,
     template: Experiment,
     export_root: PathBuf,
+    runs: Vec<crate::explore::runs::Run>,
     running: BTreeMap<JobId, Running>,
     /// Accuracy per epoch of the baseline and of every training job, for the curves panel.
     curves: Vec<Curve>,
@@ -111,6 +114,7 @@ impl Controller {
             data: setup.data,
             template: setup.template,
             export_root: setup.export_root,
+            runs: setup.runs,
             running: BTreeMap::new(),
             curves: Vec::new(),
             baseline_eval: None,
@@ -255,6 +259,7 @@ impl Controller {
             return;
         };
         let extras = Extras {
+            runs: &self.runs,
             training: self.curves.clone(),
             job,
             baseline: self.baseline_eval.map(|e| e.accuracy),

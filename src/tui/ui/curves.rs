@@ -2,7 +2,7 @@
 //! tried (with its Pareto front and the paper's point), and training curves. `c` cycles.
 
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Rect};
 use ratatui::symbols::Marker;
 use ratatui::text::Span;
 use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph};
@@ -45,6 +45,8 @@ fn chart<'a>(
 ) -> Chart<'a> {
     Chart::new(sets)
         .block(block)
+        // A legend with a run or two more than the default quarter of the chart still shows.
+        .hidden_legend_constraints((Constraint::Percentage(45), Constraint::Percentage(60)))
         .x_axis(
             Axis::default()
                 .title(x.0)
@@ -154,7 +156,10 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                 return empty(frame, " every evaluated plan lands here");
             }
             let paper: Vec<(f64, f64)> = c.paper.into_iter().collect();
-            let (xb, yb) = bounds(&[&c.history, &paper], 0.1);
+            let runs: Vec<[(f64, f64); 1]> = c.runs.iter().map(|(_, p)| [*p]).collect();
+            let mut all: Vec<&[(f64, f64)]> = vec![&c.history, &paper];
+            all.extend(runs.iter().map(|r| &r[..]));
+            let (xb, yb) = bounds(&all, 0.1);
             let mut sets = vec![
                 Dataset::default()
                     .name("tried")
@@ -179,6 +184,17 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                         .data(&paper),
                 );
             }
+            // Finished runs on disk, each under its own name (a block: one point each).
+            for (i, ((label, _), point)) in c.runs.iter().zip(&runs).enumerate() {
+                sets.push(
+                    Dataset::default()
+                        .name(format!("run {label}"))
+                        .marker(Marker::Block)
+                        .graph_type(GraphType::Scatter)
+                        .style(theme.series(3 + i))
+                        .data(point),
+                );
+            }
             frame.render_widget(
                 chart(
                     sets,
@@ -191,14 +207,16 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
             );
         }
         CurveTab::Training => {
-            if c.training.iter().all(|t| t.points.is_empty()) {
+            if c.training.iter().all(|t| t.points.is_empty()) && c.run_training.is_empty() {
                 return empty(frame, " p retrains, f fine-tunes: curves appear here");
             }
-            let all: Vec<&[(f64, f64)]> = c.training.iter().map(|t| t.points.as_slice()).collect();
+            // The session's own curves, then finished runs' for comparison.
+            let curves: Vec<&crate::tui::view::Curve> =
+                c.training.iter().chain(&c.run_training).collect();
+            let all: Vec<&[(f64, f64)]> = curves.iter().map(|t| t.points.as_slice()).collect();
             let (xb, yb) = bounds(&all, 0.1);
-            let sets = c
-                .training
-                .iter()
+            let sets = curves
+                .into_iter()
                 .enumerate()
                 .map(|(i, t)| {
                     // A one-epoch job is a single point: a block marks it where a braille
