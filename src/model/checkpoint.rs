@@ -44,10 +44,28 @@ impl CheckpointMeta {
 }
 
 pub fn save(path: &Path, net: &Net, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+    save_with_snapshots(path, net, meta, &[])
+}
+
+/// The metadata key listing the epochs whose snapshots a checkpoint holds (a JSON list).
+const SNAPSHOTS: &str = "dcx-snapshots";
+
+/// [`save`], with the network's values at earlier epochs of its training beside the
+/// trained ones (tensors `epochK.LAYER.weight` / `.bias`; epoch 0 is the initialisation),
+/// so lottery-ticket rewinding goes back to them bit for bit. [`load`] reads such a file as
+/// any other; [`load_snapshots`] reads the snapshots. Without snapshots the file is what
+/// [`save`] always wrote.
+pub fn save_with_snapshots(
+    path: &Path,
+    net: &Net,
+    meta: &CheckpointMeta,
+    snapshots: &[Snapshot],
+) -> Result<(), CheckpointError> {
     let invalid = |reason: String| CheckpointError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
+    let device = candle_core::Device::Cpu;
     let mut tensors = Vec::new();
     for (spec, p) in net.arch.layers.iter().zip(&net.params) {
         tensors.push((
@@ -58,56 +76,15 @@ pub fn save(path: &Path, net: &Net, meta: &CheckpointMeta) -> Result<(), Checkpo
     }
     for (spec, n) in net.arch.norms.iter().zip(&net.norms) {
         let stats = n.running();
-        let device = candle_core::Device::Cpu;
-        let vector = |v: Vec<f32>| candle_core::Tensor::from_vec(v, spec.channels, &device);
-        let vector = |v| vector(v).map_err(|e| invalid(e.to_string()));
+        let vector = |v: Vec<f32>| {
+            candle_core::Tensor::from_vec(v, spec.channels, &device)
+                .map_err(|e| invalid(e.to_string()))
+        };
         tensors.push((format!("{}.scale", spec.name), n.scale.as_tensor().clone()));
         tensors.push((format!("{}.shift", spec.name), n.shift.as_tensor().clone()));
         tensors.push((format!("{}.running_mean", spec.name), vector(stats.mean)?));
         tensors.push((format!("{}.running_var", spec.name), vector(stats.var)?));
     }
-    let mut info = HashMap::new();
-    info.insert("format".to_string(), FORMAT.to_string());
-    info.insert(
-        "dcx".to_string(),
-        serde_json::to_string(meta).map_err(|e| invalid(e.to_string()))?,
-    );
-    let bytes = safetensors::serialize(tensors, Some(info)).map_err(|e| invalid(e.to_string()))?;
-    write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The metadata key listing the epochs whose snapshots a checkpoint holds (a JSON list).
-const SNAPSHOTS: &str = "dcx-snapshots";
-
-/// [`save`], with the network's values at earlier epochs of its training beside the
-/// trained ones (tensors `epochK.LAYER.weight` / `.bias`; epoch 0 is the initialisation),
-/// so lottery-ticket rewinding goes back to them bit for bit. [`load`] reads such a file as
-/// any other; [`load_snapshots`] reads the snapshots.
-pub fn save_with_snapshots(
-    path: &Path,
-    net: &Net,
-    meta: &CheckpointMeta,
-    snapshots: &[Snapshot],
-) -> Result<(), CheckpointError> {
-    if snapshots.is_empty() {
-        return save(path, net, meta);
-    }
-    let invalid = |reason: String| CheckpointError::Invalid {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut tensors = Vec::new();
-    for (spec, p) in net.arch.layers.iter().zip(&net.params) {
-        tensors.push((
-            format!("{}.weight", spec.name),
-            p.weight.as_tensor().clone(),
-        ));
-        tensors.push((format!("{}.bias", spec.name), p.bias.as_tensor().clone()));
-    }
-    let device = candle_core::Device::Cpu;
     for snap in snapshots {
         if snap.values.len() != net.arch.layers.len() {
             return Err(invalid(format!(
@@ -132,17 +109,19 @@ pub fn save_with_snapshots(
             ));
         }
     }
-    let epochs: Vec<usize> = snapshots.iter().map(|s| s.epoch).collect();
     let mut info = HashMap::new();
     info.insert("format".to_string(), FORMAT.to_string());
     info.insert(
         "dcx".to_string(),
         serde_json::to_string(meta).map_err(|e| invalid(e.to_string()))?,
     );
-    info.insert(
-        SNAPSHOTS.to_string(),
-        serde_json::to_string(&epochs).map_err(|e| invalid(e.to_string()))?,
-    );
+    if !snapshots.is_empty() {
+        let epochs: Vec<usize> = snapshots.iter().map(|s| s.epoch).collect();
+        info.insert(
+            SNAPSHOTS.to_string(),
+            serde_json::to_string(&epochs).map_err(|e| invalid(e.to_string()))?,
+        );
+    }
     let bytes = safetensors::serialize(tensors, Some(info)).map_err(|e| invalid(e.to_string()))?;
     write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),

@@ -81,6 +81,16 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
             Span::styled(" · c: next ", theme.title()),
         ];
     }
+    // Finished runs are named in the title too, in their colours: a small chart hides its
+    // legend, and a run's block would then be a mark without a name.
+    if app.curve_tab == CurveTab::History && !c.runs.is_empty() {
+        title.pop();
+        title.push(Span::styled(" accuracy vs compression ·", theme.title()));
+        for (i, (label, _)) in c.runs.iter().enumerate() {
+            title.push(Span::styled(format!(" █ {label}"), theme.series(3 + i)));
+        }
+        title.push(Span::styled(" · c: next ", theme.title()));
+    }
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.border(focused))
