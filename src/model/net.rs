@@ -63,6 +63,18 @@ impl NormParams {
         self.running.lock().expect("running statistics").clone()
     }
 
+    /// Takes a training batch's per-channel mean and (biased) variance over `count` values
+    /// into the running statistics; the running variance is the unbiased estimate, as
+    /// PyTorch keeps it.
+    fn absorb(&self, mean: &[f32], var: &[f32], count: usize) {
+        let unbias = count as f32 / (count.max(2) - 1) as f32;
+        let mut running = self.running.lock().expect("running statistics");
+        for c in 0..mean.len() {
+            running.mean[c] += NORM_MOMENTUM * (mean[c] - running.mean[c]);
+            running.var[c] += NORM_MOMENTUM * (var[c] * unbias - running.var[c]);
+        }
+    }
+
     pub(crate) fn set_running(&self, stats: RunningStats) {
         *self.running.lock().expect("running statistics") = stats;
     }
@@ -325,6 +337,7 @@ impl Net {
                         i += 1;
                     }
                 }
+                Stage::Relu if self.backend == Backend::Fast => h = kernels::relu(&h)?,
                 Stage::Relu => h = h.relu()?,
                 Stage::MaxPool2 => h = self.max_pool(&h)?,
                 Stage::Flatten => h = h.flatten_from(1)?,
@@ -371,6 +384,22 @@ impl Net {
         let scale = norm.scale.as_tensor().reshape(shape.as_slice())?;
         let shift = norm.shift.as_tensor().reshape(shape.as_slice())?;
         if !self.training.load(Ordering::Relaxed) {
+            if self.backend == Backend::Fast {
+                // Inference: one multiply-add per value, channels in parallel (no gradient
+                // is taken through the running statistics).
+                use rayon::prelude::*;
+                let (mul, add) = norm.affine()?;
+                let mut values: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let per_channel = values.len() / (x.dim(0)? * channels).max(1);
+                values
+                    .par_chunks_mut(per_channel.max(1))
+                    .enumerate()
+                    .for_each(|(i, row)| {
+                        let ch = i % channels;
+                        row.iter_mut().for_each(|v| *v = *v * mul[ch] + add[ch]);
+                    });
+                return Tensor::from_vec(values, x.shape(), &self.device);
+            }
             let stats = norm.running();
             let mean = Tensor::from_vec(stats.mean, shape.as_slice(), &self.device)?;
             let var = Tensor::from_vec(stats.var, shape.as_slice(), &self.device)?;
@@ -379,6 +408,17 @@ impl Net {
                 .broadcast_sub(&mean)?
                 .broadcast_mul(&inv.broadcast_mul(&scale)?)?
                 .broadcast_add(&shift);
+        }
+        if self.backend == Backend::Fast {
+            let (y, batch_mean, batch_var) = kernels::batch_norm_train(
+                x,
+                norm.scale.as_tensor(),
+                norm.shift.as_tensor(),
+                NORM_EPSILON,
+            )?;
+            let count = x.elem_count() / channels.max(1);
+            norm.absorb(&batch_mean, &batch_var, count);
+            return Ok(y);
         }
         let over: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
         let count: usize = over
@@ -394,13 +434,7 @@ impl Net {
             .broadcast_add(&shift)?;
         let batch_mean: Vec<f32> = mean.flatten_all()?.to_vec1()?;
         let batch_var: Vec<f32> = var.flatten_all()?.to_vec1()?;
-        // The running variance is the unbiased estimate, as PyTorch keeps it.
-        let unbias = count as f32 / (count.max(2) - 1) as f32;
-        let mut running = norm.running.lock().expect("running statistics");
-        for c in 0..channels {
-            running.mean[c] += NORM_MOMENTUM * (batch_mean[c] - running.mean[c]);
-            running.var[c] += NORM_MOMENTUM * (batch_var[c] * unbias - running.var[c]);
-        }
+        norm.absorb(&batch_mean, &batch_var, count);
         Ok(y)
     }
 

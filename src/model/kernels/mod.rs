@@ -47,6 +47,7 @@ mod common;
 mod conv;
 mod linear;
 mod loss;
+mod norm;
 mod pool;
 mod relu;
 
@@ -56,6 +57,7 @@ pub(crate) use conv::{Geom, im2col};
 pub use conv::{conv2d, conv2d_relu};
 pub use linear::linear;
 pub use loss::cross_entropy;
+pub use norm::batch_norm_train;
 pub(crate) use pool::max_pool_planes;
 pub use pool::max_pool2x2;
 pub use relu::relu;
