@@ -465,3 +465,18 @@ fn help_at_60x20() {
     app.update(Action::Help);
     insta::assert_snapshot!(render(&app, 60, 20).backend());
 }
+
+/// At 60x20 the layer table has room for two layers and the total: moving down to fc2
+/// scrolls it into view, the total row stays, and the title says which layers show.
+#[test]
+fn the_layer_table_scrolls_to_the_selected_layer_60x20() {
+    let mut app = app_without_color(lenet5_view());
+    for _ in 0..3 {
+        app.update(Action::Down);
+    }
+    let screen = render(&app, 60, 20);
+    let text = format!("{:?}", screen.backend());
+    assert!(text.contains("fc2") && text.contains("total"), "{text}");
+    assert!(text.contains("3-4 of 4"), "{text}");
+    insta::assert_snapshot!("scrolled_table_60x20", screen.backend());
+}

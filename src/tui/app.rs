@@ -125,6 +125,8 @@ pub struct App {
     pub message: Option<String>,
     /// Screen row of the first layer-table data row (for mouse clicks), set by drawing.
     pub table_top: std::cell::Cell<u16>,
+    /// The layers the table shows when it scrolls: (first, how many), set by drawing.
+    pub table_window: std::cell::Cell<(usize, usize)>,
     /// First help line shown when the help is taller than the screen.
     pub help_scroll: u16,
     /// Help lines that fit on the screen and the largest useful `help_scroll`, set by drawing:
@@ -148,6 +150,7 @@ impl App {
             apply_all: false,
             message: None,
             table_top: std::cell::Cell::new(0),
+            table_window: std::cell::Cell::new((0, usize::MAX)),
             help_scroll: 0,
             help_page: std::cell::Cell::new((0, 0)),
             should_quit: false,
@@ -312,8 +315,10 @@ impl App {
             Action::Suspend => return vec![Effect::Suspend],
             Action::SelectRow(row) => {
                 let top = self.table_top.get();
-                if row >= top && ((row - top) as usize) < self.view.layers.len() {
-                    self.selected = (row - top) as usize;
+                let (first, shown) = self.table_window.get();
+                let at = first + row.saturating_sub(top) as usize;
+                if row >= top && ((row - top) as usize) < shown && at < self.view.layers.len() {
+                    self.selected = at;
                     self.focus = Focus::Layers;
                 }
             }
@@ -547,5 +552,12 @@ mod tests {
         assert_eq!(a.selected, 2);
         a.update(Action::SelectRow(20));
         assert_eq!(a.selected, 2);
+        // A scrolled table shows layers 2 and 3 on its two rows: the second row is layer 3,
+        // and the row below them (the total) selects nothing.
+        a.table_window.set((2, 2));
+        a.update(Action::SelectRow(6));
+        assert_eq!(a.selected, 3);
+        a.update(Action::SelectRow(7));
+        assert_eq!(a.selected, 3);
     }
 }

@@ -136,10 +136,24 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let cols = columns(area.width, app.lecture, units);
     let v = &app.view;
     let header = Row::new(cols.iter().map(|c| Cell::from(c.header()))).style(theme.title());
+    // A short table scrolls to keep the selected layer in view; the total row always shows.
+    let body = area.height.saturating_sub(3) as usize;
+    let shown = if v.layers.len() < body {
+        v.layers.len()
+    } else {
+        body.saturating_sub(1).max(1)
+    };
+    let first = app
+        .selected
+        .saturating_sub(shown.saturating_sub(1))
+        .min(v.layers.len().saturating_sub(shown));
+    app.table_window.set((first, shown));
     let mut rows: Vec<Row> = v
         .layers
         .iter()
         .enumerate()
+        .skip(first)
+        .take(shown)
         .map(|(i, r)| {
             let cells = cols.iter().map(|&c| {
                 let text = cell(r, c);
@@ -194,6 +208,14 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     } else {
         " Layers ".to_string()
     };
+    if shown < v.layers.len() {
+        title.push_str(&format!(
+            "{}-{} of {} (↑↓ scroll) ",
+            first + 1,
+            first + shown,
+            v.layers.len()
+        ));
+    }
     // The explorer's fast evaluation does not quantize activations: say so rather than pass
     // f32 figures off as the plan's (training with f and exports do quantize them).
     if let Some(bits) = v.activation_bits {
