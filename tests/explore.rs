@@ -1219,3 +1219,78 @@ fn a_structured_cut_is_timed_thinned_and_the_session_keeps_each_plans_speed() {
     assert!(s.undo());
     assert_eq!(s.speed().unwrap(), (plain, true));
 }
+
+/// The explorer cuts by batch-norm scales (network slimming) with the scales that came with
+/// the checkpoint: the kept channels are those of largest |γ|, `U` offers the rank only where
+/// a layer has scales, and a plan asking for it where there are none is refused.
+#[test]
+fn the_explorer_cuts_channels_by_the_checkpoints_batch_norm_scales() {
+    let text = r#"
+name = "slim-explore"
+[model]
+name = "bn-net"
+layers = [
+  { type = "conv", name = "conv1", outputs = 6, kernel = 5 },
+  { type = "batch-norm" },
+  { type = "relu" },
+  { type = "max-pool" },
+  { type = "flatten" },
+  { type = "fc", name = "fc1", outputs = 10 },
+]
+[train]
+epochs = 1
+batch_size = 32
+lr = 0.001
+optimizer = "adam"
+schedule = "constant"
+seed = 1
+[layers.conv1]
+structured = { keep = 0.5, rank = "bn-scale" }
+"#;
+    let exp = Experiment::parse(text, "slim").unwrap();
+    let net = Net::new(&exp.arch(), 3).unwrap();
+    let folded = net.folded().unwrap();
+    let weights: Vec<(Vec<f32>, Vec<f32>)> = (0..2)
+        .map(|l| {
+            (
+                folded.weight_values(l).unwrap(),
+                folded.bias_values(l).unwrap(),
+            )
+        })
+        .collect();
+    let scales = vec![Some(vec![0.9, 0.1, 0.5, 0.05, 0.7, 0.3]), None];
+    let baseline = |scales: Vec<Option<Vec<f64>>>| dcx::explore::worker::Baseline {
+        model: folded.arch.clone(),
+        weights: weights.clone(),
+        norm_scales: scales,
+        meta: dcx::model::checkpoint::CheckpointMeta {
+            model: dcx::model::ModelRef::of(&exp.arch()),
+            train: exp.train.clone(),
+            data_fingerprint: String::new(),
+            history: Vec::new(),
+            complete: true,
+            distilled: None,
+        },
+        path: std::path::PathBuf::from("bn-net.safetensors"),
+        reused: true,
+    };
+    let mut s = Session::from_baseline(&baseline(scales), exp.clone()).unwrap();
+    let cut = s.units(0).expect("conv1 is cut");
+    assert_eq!(cut.outputs, [true, false, true, false, true, false]);
+    // Cycling the rank on conv1 reaches bn-scale again; fc1 (the last layer) has no rule.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        s.cycle_unit_rank(0).unwrap();
+        seen.push(s.setting(0).unwrap().plan.structured.unwrap().rank);
+    }
+    assert!(
+        seen.contains(&dcx::experiment::UnitRank::BnScale),
+        "{seen:?}"
+    );
+    // Without scales for conv1 the plan is refused, by name.
+    let err = Session::from_baseline(&baseline(vec![None, None]), exp)
+        .err()
+        .expect("no scales, no bn-scale cut")
+        .to_string();
+    assert!(err.contains("conv1") && err.contains("bn-scale"), "{err}");
+}

@@ -303,8 +303,8 @@ pub(crate) fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError>
     };
     plan.validate().map_err(invalid)?;
     match plan.structured {
-        Some(u) if u.rank.reads_network() => Err(invalid(format!(
-            "structured.rank: '{}' ranks units by activations on training images or batch-norm scales, which the explorer does not have: use `dcx compress`, or rank by l1, l2, random or largest here",
+        Some(u) if u.rank.needs_activations() => Err(invalid(format!(
+            "structured.rank: '{}' ranks units by activations on training images, which the explorer does not measure: use `dcx compress`, or rank by l1, l2, random, largest or bn-scale here",
             u.rank.name()
         ))),
         _ => Ok(()),

@@ -171,7 +171,9 @@ impl Session {
         };
         let ranks: Vec<UnitRank> = UnitRank::ALL
             .into_iter()
-            .filter(|r| !r.reads_network())
+            .filter(|r| {
+                !r.needs_activations() && (*r != UnitRank::BnScale || self.has_norm_scales(layer))
+            })
             .collect();
         let at = ranks.iter().position(|&r| r == rule.rank).unwrap_or(0);
         let rank = ranks[(at + 1) % ranks.len()];
@@ -281,12 +283,23 @@ impl Session {
     pub(super) fn check(&self, layer: usize, s: &LayerSetting) -> Result<(), ExploreError> {
         let name = self.arch.layers[layer].name.as_str();
         crate::explore::layer::validate(name, &s.plan)?;
-        crate::experiment::check_structure(&self.arch, name, s.plan.structured).map_err(
-            |message| ExploreError::InvalidSetting {
+        let mut rule = s.plan.structured;
+        if let Some(u) = rule.as_mut().filter(|u| u.rank == UnitRank::BnScale) {
+            // The session's network is the folded one: the scales came with the checkpoint.
+            if !self.has_norm_scales(layer) {
+                return Err(ExploreError::InvalidSetting {
+                    layer: name.to_string(),
+                    message: "structured.rank: 'bn-scale' reads the batch-norm after the layer, and this network has none there".into(),
+                });
+            }
+            u.rank = UnitRank::L1;
+        }
+        crate::experiment::check_structure(&self.arch, name, rule).map_err(|message| {
+            ExploreError::InvalidSetting {
                 layer: name.to_string(),
                 message,
-            },
-        )?;
+            }
+        })?;
         if s.finetuned && !self.has_tuned(layer) {
             return Err(ExploreError::InvalidSetting {
                 layer: name.to_string(),

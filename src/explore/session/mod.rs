@@ -85,6 +85,8 @@ pub struct Session {
     latest_speed: Option<Arc<LatencyReport>>,
     /// Every layer's structured cut, for the plan and sources it was computed under.
     units: std::sync::Mutex<Option<(UnitsKey, UnitCuts)>>,
+    /// |γ| per unit of each layer a batch-norm followed in the checkpoint (empty: none).
+    norm_scales: Arc<Vec<Option<Vec<f64>>>>,
 }
 
 /// Every layer's structured cut (`None`: the layer keeps all its units).
@@ -108,6 +110,17 @@ impl Session {
         model: Arch,
         values: Vec<(Vec<f32>, Vec<f32>)>,
         template: Experiment,
+    ) -> Result<Session, ExploreError> {
+        Session::with_scales(model, values, template, Vec::new())
+    }
+
+    /// [`Session::from_weights`] with the checkpoint's batch-norm scales (what the
+    /// `bn-scale` rank cuts by); every layer's plan is checked against them.
+    fn with_scales(
+        model: Arch,
+        values: Vec<(Vec<f32>, Vec<f32>)>,
+        template: Experiment,
+        norm_scales: Vec<Option<Vec<f64>>>,
     ) -> Result<Session, ExploreError> {
         // The session holds the network inference runs (batch-norm folded, no dropout).
         if template.arch().inference() != model {
@@ -151,7 +164,7 @@ impl Session {
         for (spec, s) in arch.layers.iter().zip(&initial) {
             super::layer::validate(&spec.name, &s.plan)?;
         }
-        Ok(Session {
+        let session = Session {
             id: next_version(),
             share: ShareParams::of(&template),
             tuned_recipe: Vec::new(),
@@ -181,7 +194,12 @@ impl Session {
             units: Default::default(),
             speeds: HashMap::new(),
             latest_speed: None,
-        })
+            norm_scales: Arc::new(norm_scales),
+        };
+        for l in 0..session.layer_count() {
+            session.check(l, &session.plan[l])?;
+        }
+        Ok(session)
     }
 
     /// A session over a baseline the worker trained or loaded
@@ -190,10 +208,13 @@ impl Session {
         baseline: &super::worker::Baseline,
         template: Experiment,
     ) -> Result<Session, ExploreError> {
-        Ok(
-            Session::from_weights(baseline.model.clone(), baseline.weights.clone(), template)?
-                .with_checkpoint(&baseline.path),
-        )
+        Ok(Session::with_scales(
+            baseline.model.clone(),
+            baseline.weights.clone(),
+            template,
+            baseline.norm_scales.clone(),
+        )?
+        .with_checkpoint(&baseline.path))
     }
 
     /// An experiment to start a session from when there is no file: the paper's defaults for
@@ -217,6 +238,11 @@ impl Session {
             lottery: None,
             dsd: None,
         }
+    }
+
+    /// Whether layer `l` has batch-norm scales to rank its units by.
+    pub fn has_norm_scales(&self, l: usize) -> bool {
+        self.norm_scales.get(l).is_some_and(Option::is_some)
     }
 
     /// Names the checkpoint file the weights came from: the sensitivity sweep is stored beside
@@ -290,14 +316,18 @@ impl Session {
             .map(|l| &self.source(l).expect("layer in range").state)
             .collect();
         let plans: Vec<LayerPlan> = self.plan.iter().map(|s| s.plan).collect();
-        // The explorer's plans rank by weights only (`layer::validate` refuses the others), so
-        // no activations are needed and the cut cannot fail.
+        // The explorer's plans rank by weights or batch-norm scales (`layer::validate` refuses
+        // activation ranks, `check` a bn-scale rank without scales), so the cut cannot fail.
+        let activity = crate::pipeline::structure::Activity {
+            layers: Vec::new(),
+            norm_scales: (*self.norm_scales).clone(),
+        };
         let cuts = crate::pipeline::structure::unit_cuts(
             &self.arch,
             &states,
             &plans,
             self.share.seed,
-            None,
+            Some(&activity),
         )
         .unwrap_or_else(|_| vec![None; self.layer_count()]);
         let cuts = Arc::new(cuts);

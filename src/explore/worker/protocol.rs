@@ -153,6 +153,9 @@ pub struct Baseline {
     /// Weights and biases per layer, as
     /// [`Session::from_weights`](crate::explore::Session::from_weights) takes them.
     pub weights: Vec<(Vec<f32>, Vec<f32>)>,
+    /// |γ| per unit of each layer a batch-norm followed before folding (the `bn-scale`
+    /// rank's evidence).
+    pub norm_scales: Vec<Option<Vec<f64>>>,
     pub meta: CheckpointMeta,
     pub path: PathBuf,
     /// Loaded from the cache rather than trained.

@@ -27,13 +27,18 @@ impl Core {
         };
         let states: Vec<&LayerState> = snap.sources.iter().map(|s| &s.state).collect();
         let plans: Vec<LayerPlan> = snap.settings.iter().map(|s| s.plan).collect();
-        // The session's cut, computed the same way (its plans rank units by weights only).
+        // The session's cut, computed the same way (its plans rank units by weights or by
+        // the checkpoint's batch-norm scales).
+        let activity = crate::pipeline::structure::Activity {
+            layers: Vec::new(),
+            norm_scales: (*snap.norm_scales).clone(),
+        };
         let units = crate::pipeline::structure::unit_cuts(
             &snap.model,
             &states,
             &plans,
             req.share.seed,
-            None,
+            Some(&activity),
         )
         .map_err(ExploreError::Invalid)?;
         let mut prepared =
@@ -94,6 +99,7 @@ impl Core {
         }
         // The explorer works on the network inference runs: batch-norm folded.
         let net = got.net.folded()?;
+        let norm_scales = crate::pipeline::structure::Activity::norm_scales(&got.net)?;
         let weights = (0..net.arch.layers.len())
             .map(|l| Ok((net.weight_values(l)?, net.bias_values(l)?)))
             .collect::<Result<Vec<_>, candle_core::Error>>()?;
@@ -102,6 +108,7 @@ impl Core {
             baseline: Arc::new(Baseline {
                 model: net.arch,
                 weights,
+                norm_scales,
                 meta: got.meta,
                 path: got.path,
                 reused: got.reused,
