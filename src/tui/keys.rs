@@ -225,7 +225,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         context: Context::Main,
         triggers: &[(key('U'), Action::CycleUnitRank)],
-        help: "which units go first: smallest L1, L2, at random, largest L1",
+        help: "which units go first: L1, L2, random, largest, batch-norm γ",
     },
     Binding {
         context: Context::Main,
