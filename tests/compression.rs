@@ -443,6 +443,10 @@ lr = 0.003
 optimizer = "adam"
 schedule = "cosine"
 seed = 3
+# Network slimming's penalty: named by a batch-norm the folded network retrained later
+# no longer has (those steps skip it).
+[train.penalty."conv1.bn"]
+l1 = 0.0001
 [defaults]
 prune = { keep = 0.5 }
 bits = 5
