@@ -148,17 +148,6 @@ impl TrainConfig {
     /// each batch-norm named in `penalty` (network slimming's L1 on the scales; the `[train]`
     /// values never reach a batch-norm).
     pub fn penalties(&self, arch: &crate::model::Arch) -> Result<Vec<(usize, f64, f64)>, String> {
-        self.penalties_of(arch, true)
-    }
-
-    /// [`TrainConfig::penalties`] of `arch`, with `strict` false skipping names `arch` lacks:
-    /// an experiment's recipe names its batch-norms, which the folded network its later
-    /// steps train no longer has (the experiment checked the names against its network).
-    fn penalties_of(
-        &self,
-        arch: &crate::model::Arch,
-        strict: bool,
-    ) -> Result<Vec<(usize, f64, f64)>, String> {
         let layers = arch.layers.len();
         let mut out: Vec<(usize, f64, f64)> =
             (0..layers).map(|l| (2 * l, self.l1, self.l2)).collect();
@@ -168,7 +157,7 @@ impl TrainConfig {
                 out[l] = (2 * l, value.0, value.1);
             } else if let Some(n) = arch.norms.iter().position(|n| &n.name == name) {
                 out.push((2 * layers + 2 * n, value.0, value.1));
-            } else if strict {
+            } else {
                 let names: Vec<&str> = arch
                     .layers
                     .iter()
@@ -183,6 +172,15 @@ impl TrainConfig {
             }
         }
         Ok(out)
+    }
+
+    /// This recipe for the folded network an experiment's steps train after its baseline:
+    /// penalties on batch-norms (network slimming's) go, as folding removed them.
+    pub fn for_folded(&self, folded: &crate::model::Arch) -> TrainConfig {
+        let mut cfg = self.clone();
+        cfg.penalty
+            .retain(|name, _| folded.layer_index(name).is_some());
+        cfg
     }
 
     /// Whether any layer trains with a penalty.
@@ -367,7 +365,7 @@ pub(crate) fn train_taught(
     if let Err(e) = cfg.validate() {
         candle_core::bail!("training settings: {e}");
     }
-    let penalties = match cfg.penalties_of(&net.arch, false) {
+    let penalties = match cfg.penalties(&net.arch) {
         Ok(p) => p,
         Err(e) => candle_core::bail!("training settings: {e}"),
     };

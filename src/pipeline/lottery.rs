@@ -174,7 +174,7 @@ pub(crate) fn run(
         .collect::<candle_core::Result<_>>()?;
     let cfg = TrainConfig {
         epochs: plan.epochs.unwrap_or(exp.train.epochs),
-        ..exp.train.clone()
+        ..exp.train.for_folded(&exp.arch().inference())
     };
     let mut out = LotteryOutcome {
         states: Vec::new(),

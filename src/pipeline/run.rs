@@ -253,7 +253,7 @@ pub fn run(
             }
             StepKind::Dense => "dense retraining (dense-sparse-dense)".to_string(),
         });
-        let cfg = step.train_config(&exp.train);
+        let cfg = step.train_config(&exp.train.for_folded(&arch));
         let out = train::train(&prepared.net, data, &cfg, &prepared.constraints, obs)?;
         match step.kind {
             StepKind::Retrain | StepKind::Dense => {

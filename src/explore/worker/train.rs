@@ -50,7 +50,8 @@ impl Core {
         let net = &prepared.net;
         let out = {
             let mut obs = TrainObserver::new(self, id, kind);
-            train::train(net, &data, &req.config, &prepared.constraints, &mut obs)?
+            let config = req.config.for_folded(&snap.model);
+            train::train(net, &data, &config, &prepared.constraints, &mut obs)?
         };
         if out.cancelled {
             self.report_stop(kind, id);
