@@ -53,7 +53,7 @@ pub enum Command {
     /// Figures of an experiment (PNG / SVG) for a report.
     Plot(plot::PlotArgs),
     /// Compare a training-time method with its control over several seeds: lottery-ticket,
-    /// prune-schedule, l1 or dsd (a table, study.json and a figure).
+    /// prune-schedule, l1, dsd or distill (a table, study.json and, for two, a figure).
     Study(study::StudyArgs),
     /// The explorer's screen as a PNG, without a terminal (for slides and the README).
     Screenshot(screenshot::ScreenshotArgs),
