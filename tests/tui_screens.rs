@@ -480,3 +480,24 @@ fn the_layer_table_scrolls_to_the_selected_layer_60x20() {
     assert!(text.contains("3-4 of 4"), "{text}");
     insta::assert_snapshot!("scrolled_table_60x20", screen.backend());
 }
+
+/// Before the checkpoint is loaded the status line says nothing is known yet, rather than
+/// "baseline 0.00%" and "0 B 0.0x".
+#[test]
+fn the_first_frame_shows_no_zeros_before_anything_is_computed() {
+    let app = app_without_color(ViewModel {
+        model: "course-cnn".into(),
+        ..ViewModel::default()
+    });
+    let screen = format!("{:?}", render(&app, 100, 30).backend());
+    let top = screen
+        .lines()
+        .find(|l| l.contains(" dcx "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        top.contains("baseline …") && top.contains("file size …"),
+        "{top}"
+    );
+    assert!(!top.contains("0.00%") && !top.contains("0 B 0.0x"), "{top}");
+}

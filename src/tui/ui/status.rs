@@ -13,11 +13,17 @@ use crate::tui::view::Accuracy;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let v = &app.view;
+    // Before the checkpoint is loaded nothing is known: say so rather than print zeros.
+    let loaded = !v.layers.is_empty();
     let mut spans = vec![
         Span::styled(" dcx ", theme.title()),
         Span::styled(format!("{} ", v.model), theme.text()),
         Span::styled("│ baseline ", theme.dim()),
-        Span::styled(format!("{:.2}%", v.baseline * 100.0), theme.text()),
+        if loaded {
+            Span::styled(format!("{:.2}%", v.baseline * 100.0), theme.text())
+        } else {
+            Span::styled("…", theme.dim())
+        },
         Span::styled(" │ now ", theme.dim()),
     ];
     let drop_style = |acc: f64| {
@@ -30,6 +36,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     match v.accuracy {
         Accuracy::Unknown => spans.push(Span::styled("…", theme.dim())),
         Accuracy::Estimate(a, se) => {
+            let a = a.clamp(0.0, 1.0);
             spans.push(Span::styled(format!("~{:.2}%", a * 100.0), drop_style(a)));
             spans.push(Span::styled(
                 format!(" ±{:.2} est", se * 100.0),
@@ -39,14 +46,18 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         Accuracy::Exact(a) => spans.push(Span::styled(format!("{:.2}%", a * 100.0), drop_style(a))),
     }
     spans.push(Span::styled(" │ ", theme.dim()));
-    spans.push(Span::styled(
-        format!(
-            "{} {:.1}x",
-            human_bytes(v.totals.file_bytes),
-            v.totals.ratio()
-        ),
-        theme.accent(),
-    ));
+    spans.push(if loaded {
+        Span::styled(
+            format!(
+                "{} {:.1}x",
+                human_bytes(v.totals.file_bytes),
+                v.totals.ratio()
+            ),
+            theme.accent(),
+        )
+    } else {
+        Span::styled("file size …", theme.dim())
+    });
     if let Some(job) = &v.job {
         spans.push(Span::styled(" │ ", theme.dim()));
         let filled = (job.fraction.clamp(0.0, 1.0) * 10.0).round() as usize;
