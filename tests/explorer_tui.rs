@@ -221,6 +221,12 @@ fn explore_scrub_export_undo_and_quit() {
         "{:?}",
         ctl.app.message
     );
+    // The status line names the waiting step beside the running one.
+    let job = ctl.app.view.job.clone().unwrap();
+    assert!(
+        job.label == "retrain" && job.detail.ends_with("· then fine-tune"),
+        "{job:?}"
+    );
     pump_until(&mut ctl, "the retraining", |c| {
         c.app
             .view

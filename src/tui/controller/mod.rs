@@ -242,10 +242,20 @@ impl Controller {
             .values()
             .filter(|r| r.kind != JobKind::Train)
             .max_by_key(|r| priority(r.kind))
-            .map(|r| JobView {
-                label: label(r.kind).into(),
-                fraction: r.fraction,
-                detail: r.detail.clone(),
+            .map(|r| {
+                // Training keys pressed while one trains wait their turn: name them.
+                let mut detail = r.detail.clone();
+                if matches!(r.kind, JobKind::Retrain | JobKind::FineTune)
+                    && !self.queued_training.is_empty()
+                {
+                    let next: Vec<&str> = self.queued_training.iter().map(|&k| label(k)).collect();
+                    detail.push_str(&format!(" · then {}", next.join(", then ")));
+                }
+                JobView {
+                    label: label(r.kind).into(),
+                    fraction: r.fraction,
+                    detail,
+                }
             })
             .or_else(|| {
                 self.figures.as_ref().map(|f| JobView {
