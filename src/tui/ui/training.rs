@@ -59,13 +59,20 @@ pub fn draw(t: &TrainingView, frame: &mut Frame, area: Rect, theme: &Theme) {
     );
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
+    // Loss falls a hundredfold in ten epochs: on a linear axis every epoch after the first
+    // lies flat on the bottom row, so it is drawn on a log scale.
+    let log_loss: Vec<(f64, f64)> = t
+        .loss
+        .iter()
+        .map(|&(x, l)| (x, l.max(1e-6).log10()))
+        .collect();
     chart(
         frame,
         left,
         theme,
-        " training loss ",
-        "loss",
-        &t.loss,
+        " training loss (log scale) ",
+        Scale::Log,
+        &log_loss,
         t.epochs,
         0,
     );
@@ -73,15 +80,15 @@ pub fn draw(t: &TrainingView, frame: &mut Frame, area: Rect, theme: &Theme) {
         frame,
         right,
         theme,
-        " test accuracy ",
-        "acc %",
+        " test accuracy, % ",
+        Scale::Percent,
         &t.accuracy,
         t.epochs,
         2,
     );
     frame.render_widget(
         Paragraph::new(Span::styled(
-            " Esc / q stops training and quits (asks first); nothing is cached from a stopped run",
+            " Esc/q stop, quit (asks first) · a stopped run is saved as .partial, not reused",
             theme.dim(),
         )),
         hint,
@@ -98,13 +105,36 @@ fn eta(secs: f64) -> String {
     }
 }
 
+/// How a chart's y values read: log10 of a loss, or an accuracy in percent.
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    Log,
+    Percent,
+}
+
+impl Scale {
+    fn label(self, v: f64) -> String {
+        match self {
+            Scale::Log => {
+                let loss = 10f64.powf(v);
+                if loss >= 0.1 {
+                    format!("{loss:.2}")
+                } else {
+                    format!("{loss:.3}")
+                }
+            }
+            Scale::Percent => format!("{v:.1}"),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn chart(
     frame: &mut Frame,
     area: Rect,
     theme: &Theme,
     title: &str,
-    y: &str,
+    scale: Scale,
     points: &[(f64, f64)],
     epochs: usize,
     series: usize,
@@ -122,11 +152,18 @@ fn chart(
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
             (lo.min(p.1), hi.max(p.1))
         });
-    let (lo, hi) = if lo.is_finite() {
-        let pad = ((hi - lo) * 0.1).max(0.01);
-        ((lo - pad).max(0.0), hi + pad)
-    } else {
-        (0.0, 1.0)
+    let (lo, hi) = match (lo.is_finite(), scale) {
+        (true, Scale::Log) => {
+            let pad = ((hi - lo) * 0.1).max(0.05);
+            (lo - pad, hi + pad)
+        }
+        (true, Scale::Percent) => {
+            let pad = ((hi - lo) * 0.1).max(0.1);
+            ((lo - pad).max(0.0), (hi + pad).min(100.0))
+        }
+        // Nothing measured yet: the whole range, so the axis reads right from the start.
+        (false, Scale::Log) => (-2.0, 0.5),
+        (false, Scale::Percent) => (0.0, 100.0),
     };
     let x_max = epochs.max(1) as f64;
     let data = [Dataset::default()
@@ -142,20 +179,25 @@ fn chart(
                     .border_style(theme.border(false))
                     .title(Span::styled(title.to_string(), theme.title())),
             )
+            // The axis names ride in the labels: a title on the chart's last row would sit
+            // on the curve's last points.
             .x_axis(
                 Axis::default()
-                    .title("epoch")
                     .bounds([0.0, x_max])
-                    .labels(vec![Span::raw("0"), Span::raw(format!("{x_max:.0}"))])
+                    .labels(vec![
+                        Span::raw("0"),
+                        Span::raw("epoch"),
+                        Span::raw(format!("{x_max:.0}")),
+                    ])
                     .style(theme.dim()),
             )
             .y_axis(
                 Axis::default()
-                    .title(y.to_string())
                     .bounds([lo, hi])
                     .labels(vec![
-                        Span::raw(format!("{lo:.2}")),
-                        Span::raw(format!("{hi:.2}")),
+                        Span::raw(scale.label(lo)),
+                        Span::raw(scale.label((lo + hi) / 2.0)),
+                        Span::raw(scale.label(hi)),
                     ])
                     .style(theme.dim()),
             ),
