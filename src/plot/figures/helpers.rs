@@ -324,6 +324,16 @@ where
     Ok(c)
 }
 
+/// Decimals a tick label needs so that `ticks` evenly spaced ticks over `span` all read
+/// apart ("-0.20 -0.15 -0.10", not "-0.2 -0.2 -0.1").
+pub(super) fn tick_decimals(span: f64, ticks: usize) -> usize {
+    let step = span.abs() / ticks.max(1) as f64;
+    if !(step > 0.0 && step.is_finite()) {
+        return 1;
+    }
+    (-step.log10()).ceil().clamp(0.0, 6.0) as usize
+}
+
 /// The look every chart's axes and grid share (tick labels of size `tick`); the caller adds
 /// what its axes say and draws.
 pub(super) fn axes<'a, 'b, DB, X, Y>(
@@ -449,4 +459,18 @@ pub(super) fn accuracy_range(values: impl Iterator<Item = f64>, floor: f64) -> R
     let lo = min_or(v.iter().copied(), 0.0).max(floor);
     let pad = ((hi - lo) * 0.06).max(0.2);
     (lo - pad).max(0.0)..(hi + pad).min(100.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_labels_get_the_decimals_their_spacing_needs() {
+        assert_eq!(tick_decimals(0.44, 10), 2);
+        assert_eq!(tick_decimals(8.0, 8), 0);
+        assert_eq!(tick_decimals(1800.0, 10), 0);
+        assert_eq!(tick_decimals(0.05, 10), 3);
+        assert_eq!(tick_decimals(0.0, 10), 1);
+    }
 }

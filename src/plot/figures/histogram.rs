@@ -5,7 +5,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::DrawResult;
-use super::helpers::{axes, chart, legend_sized, markers, pct, swatch, titled};
+use super::helpers::{axes, chart, legend_sized, markers, pct, swatch, tick_decimals, titled};
 use crate::analysis::{HistogramData, ReportData};
 use crate::plot::style::{self, Marker, Metrics};
 
@@ -54,11 +54,16 @@ where
             after
         );
         let mut c = chart(panel, &caption, e.lo as f64..e.hi as f64, 0.0..ymax, m)?;
-        // Counts are whole numbers; a tick a rounding error away from 0 must not read -0.0.
+        // Counts are whole numbers; a tick a rounding error away from 0 must not read -0.0;
+        // the weights' ticks get the decimals their spacing needs.
+        let decimals = tick_decimals((e.hi - e.lo) as f64, 10);
         axes(&mut c, m.tick(), m)
             .x_desc("weight value")
             .y_desc("weights per bin")
-            .x_label_formatter(&|v: &f64| format!("{:.1}", if v.abs() < 1e-9 { 0.0 } else { *v }))
+            .x_labels(11)
+            .x_label_formatter(&|v: &f64| {
+                format!("{:.*}", decimals, if v.abs() < 1e-9 { 0.0 } else { *v })
+            })
             .y_label_formatter(&|v: &f64| format!("{v:.0}"))
             .draw()?;
         // The band that pruned the layer: after retraining, survivors may have moved into it,
