@@ -501,3 +501,71 @@ fn the_first_frame_shows_no_zeros_before_anything_is_computed() {
     );
     assert!(!top.contains("0.00%") && !top.contains("0 B 0.0x"), "{top}");
 }
+
+/// WCAG 2 relative luminance of an sRGB colour.
+fn luminance(c: Color) -> Option<f64> {
+    let (r, g, b) = match c {
+        Color::Rgb(r, g, b) => (r, g, b),
+        Color::White => (255, 255, 255),
+        Color::Black => (0, 0, 0),
+        _ => return None,
+    };
+    let lin = |v: u8| {
+        let v = v as f64 / 255.0;
+        if v <= 0.03928 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    Some(0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b))
+}
+
+/// Every cell the theme gives a background (the selection bar) has text at WCAG AA contrast
+/// (4.5:1) against it, in colour, on every curve tab, normal and in lecture mode.
+#[test]
+fn text_on_a_coloured_background_meets_wcag_aa() {
+    for lecture in [false, true] {
+        let mut app = App::new(lenet5_view());
+        app.colors = Colors::On;
+        app.lecture = lecture;
+        app.selected = 2;
+        for _ in 0..3 {
+            let screen = render(&app, 160, 48);
+            let buf = screen.backend().buffer();
+            let mut checked = 0;
+            for cell in buf.content() {
+                let Some(bg) = luminance(cell.bg) else {
+                    continue;
+                };
+                if cell.symbol().trim().is_empty() {
+                    continue;
+                }
+                let fg = match cell.fg {
+                    // The terminal's default text colour: the bar must not rely on it.
+                    Color::Reset => panic!(
+                        "text {:?} on {:?} in the default colour",
+                        cell.symbol(),
+                        cell.bg
+                    ),
+                    c => luminance(c).unwrap_or_else(|| panic!("unmeasurable {c:?}")),
+                };
+                let (hi, lo) = if fg > bg { (fg, bg) } else { (bg, fg) };
+                let ratio = (hi + 0.05) / (lo + 0.05);
+                assert!(
+                    ratio >= 4.5,
+                    "{:?} {:?} on {:?}: contrast {ratio:.2}",
+                    cell.symbol(),
+                    cell.fg,
+                    cell.bg
+                );
+                checked += 1;
+            }
+            assert!(
+                checked > 10,
+                "the selection bar was drawn ({checked} cells)"
+            );
+            app.update(Action::NextCurve);
+        }
+    }
+}

@@ -155,8 +155,14 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         .skip(first)
         .take(shown)
         .map(|(i, r)| {
-            let cells = cols.iter().map(|&c| {
+            let selected = i == app.selected;
+            let cells = cols.iter().map(move |&c| {
                 let text = cell(r, c);
+                // The selection bar's white on blue reads at 5:1; a green or vermillion value
+                // on it would not (about 1.5:1), so the selected row's cells take the bar's.
+                if selected {
+                    return Cell::from(text);
+                }
                 let style = match c {
                     Col::Drop => match r.solo_drop {
                         Some(d) if d < -0.005 => theme.bad(),
