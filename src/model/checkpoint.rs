@@ -207,6 +207,11 @@ fn read_f32(
 }
 
 pub fn load(path: &Path) -> Result<(Net, CheckpointMeta), CheckpointError> {
+    load_with_bytes(path).map(|(net, meta, _)| (net, meta))
+}
+
+/// [`load`], also giving the file's bytes (for a caller that hashes what it read).
+pub fn load_with_bytes(path: &Path) -> Result<(Net, CheckpointMeta, Vec<u8>), CheckpointError> {
     // The course CNN's checkpoint is about 26 MB.
     let bytes = crate::fsutil::read_bounded(path, 512 << 20, "a checkpoint").map_err(|source| {
         CheckpointError::Io {
@@ -214,10 +219,11 @@ pub fn load(path: &Path) -> Result<(Net, CheckpointMeta), CheckpointError> {
             source,
         }
     })?;
-    from_bytes(&bytes).map_err(|reason| CheckpointError::Invalid {
+    let (net, meta) = from_bytes(&bytes).map_err(|reason| CheckpointError::Invalid {
         path: path.to_path_buf(),
         reason,
-    })
+    })?;
+    Ok((net, meta, bytes))
 }
 
 fn from_bytes(bytes: &[u8]) -> Result<(Net, CheckpointMeta), String> {

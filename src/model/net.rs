@@ -420,14 +420,10 @@ impl Net {
             norm.absorb(&batch_mean, &batch_var, count);
             return Ok(y);
         }
-        let over: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
-        let count: usize = over
-            .iter()
-            .map(|&d| x.dim(d))
-            .product::<candle_core::Result<_>>()?;
-        let mean = mean_over(x, &over)?;
+        let count = x.elem_count() / channels.max(1);
+        let mean = channel_mean(x)?;
         let centred = x.broadcast_sub(&mean)?;
-        let var = mean_over(&centred.sqr()?, &over)?;
+        let var = channel_mean(&centred.sqr()?)?;
         let y = centred
             .broadcast_div(&(&var + NORM_EPSILON as f64)?.sqrt()?)?
             .broadcast_mul(&scale)?
@@ -471,11 +467,10 @@ impl Net {
 /// Mean over every dimension but 1 (the channels), kept as size 1. The channels are moved to
 /// the front and the rest flattened first, so the reduction runs over contiguous memory
 /// (strided reductions over batch and pixels are several times slower, forward and back).
-fn mean_over(x: &Tensor, dims: &[usize]) -> candle_core::Result<Tensor> {
+fn channel_mean(x: &Tensor) -> candle_core::Result<Tensor> {
     let channels = x.dim(1)?;
     let mut shape = vec![1usize; x.rank()];
     shape[1] = channels;
-    debug_assert_eq!(dims.len(), x.rank() - 1);
     x.transpose(0, 1)?
         .contiguous()?
         .reshape((channels, ()))?

@@ -803,22 +803,9 @@ impl SparseNet {
 /// How many times each layer's weights are used per image: a conv layer's output pixels, 1
 /// for fc (the factor `Arch::macs_per_image` multiplies each layer's weights by).
 fn layer_outputs_per_weight(arch: &Arch) -> Vec<usize> {
-    let mut times = vec![1; arch.layers.len()];
-    let mut side = 28usize;
-    for stage in &arch.stages {
-        match *stage {
-            Stage::Layer(i) => {
-                let l = &arch.layers[i];
-                if l.kind == LayerKind::Conv {
-                    side = side + 2 * l.padding + 1 - l.kernel;
-                    times[i] = side * side;
-                }
-            }
-            Stage::MaxPool2 => side /= 2,
-            Stage::Relu | Stage::Flatten | Stage::Dropout(_) | Stage::BatchNorm(_) => {}
-        }
-    }
-    times
+    (0..arch.layers.len())
+        .map(|l| arch.output_pixels(l))
+        .collect()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::model::train::Observer;
 use crate::model::train::{Snapshot, TrainConfig};
 use crate::model::{Arch, Net};
 
-/// The experiment's baseline (see [`cache::obtain_taught`]).
+/// The experiment's baseline (see [`cache::obtain_keeping`]).
 pub fn obtain(
     exp: &Experiment,
     data: &Mnist,
@@ -35,10 +35,7 @@ pub fn obtain_keeping(
     keep: &[usize],
     obs: &mut dyn Observer,
 ) -> anyhow::Result<(Obtained, Vec<Snapshot>)> {
-    let soft = match &exp.distill {
-        Some(plan) => Some(soft_targets(plan, data, cache_dir, obs)?),
-        None => None,
-    };
+    let soft = soft_of(exp.distill.as_ref(), data, cache_dir, obs)?;
     cache::obtain_keeping(
         &exp.arch(),
         &exp.train,
@@ -61,10 +58,7 @@ pub fn obtain_for(
     cache_dir: &Path,
     obs: &mut dyn Observer,
 ) -> anyhow::Result<Obtained> {
-    let soft = match distill {
-        Some(plan) => Some(soft_targets(plan, data, cache_dir, obs)?),
-        None => None,
-    };
+    let soft = soft_of(distill, data, cache_dir, obs)?;
     cache::obtain_keeping(
         arch,
         train,
@@ -76,6 +70,18 @@ pub fn obtain_for(
         obs,
     )
     .map(|(got, _)| got)
+}
+
+/// The soft targets of `distill`'s teacher, when the baseline has one.
+fn soft_of(
+    distill: Option<&DistillPlan>,
+    data: &Mnist,
+    cache_dir: &Path,
+    obs: &mut dyn Observer,
+) -> anyhow::Result<Option<SoftTargets>> {
+    distill
+        .map(|plan| soft_targets(plan, data, cache_dir, obs))
+        .transpose()
 }
 
 /// The teacher's logits on the training set, with the settings and the teacher's identity
@@ -105,9 +111,8 @@ pub fn soft_targets(
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
         (got.net, id)
     } else {
-        let bytes = crate::fsutil::read_bounded(path, 512 << 20, "a checkpoint")
-            .map_err(|e| anyhow::anyhow!("distill.teacher: {}: {e}", path.display()))?;
-        let (net, _) = checkpoint::load(path)?;
+        let (net, _, bytes) = checkpoint::load_with_bytes(path)
+            .map_err(|e| anyhow::anyhow!("distill.teacher: {e}"))?;
         (net, hex::encode(&Sha256::digest(&bytes)[..8]))
     };
     soft_targets_of(&teacher.folded()?, &id, plan.config(), data, cache_dir)

@@ -58,20 +58,20 @@ pub fn batch_norm_train(
         let v = View::new(&x, OP)?;
         statistics(v.slice(), n, c, s)
     };
+    let (mean, var) = stats.iter().copied().unzip();
+    // The op keeps the batch's statistics: its forward and backward read them, not recount.
     let y = x.apply_op3(
         &scale.contiguous()?,
         &shift.contiguous()?,
-        BatchNorm { eps },
+        BatchNorm { eps, stats },
     )?;
-    Ok((
-        y,
-        stats.iter().map(|s| s.0).collect(),
-        stats.iter().map(|s| s.1).collect(),
-    ))
+    Ok((y, mean, var))
 }
 
 struct BatchNorm {
     eps: f32,
+    /// Per channel, the batch's mean and (biased) variance.
+    stats: Vec<(f32, f32)>,
 }
 
 impl CustomOp3 for BatchNorm {
@@ -91,7 +91,7 @@ impl CustomOp3 for BatchNorm {
         let (n, c, s) = dims(xl.dims())?;
         let x = layout_slice(xs, xl, OP)?;
         let (gamma, beta) = (layout_slice(gs, gl, OP)?, layout_slice(bs, bl, OP)?);
-        let stats = statistics(x, n, c, s);
+        let stats = &self.stats;
         let mut y = vec![0f32; x.len()];
         // Channel by channel: each writes its own rows of every image.
         let planes: Vec<(usize, Vec<f32>)> = (0..c)
@@ -130,7 +130,7 @@ impl CustomOp3 for BatchNorm {
             View::new(&dy, OP)?,
         );
         let (xs, g, dys) = (xv.slice(), gv.slice(), dyv.slice());
-        let stats = statistics(xs, n, c, s);
+        let stats = &self.stats;
         let count = (n * s) as f32;
         // dx = k / N · (N·dy − Σdy − x̂·Σ(dy·x̂)), k = γ / sqrt(var + eps)
         let per_channel: Vec<(Vec<f32>, f32, f32)> = (0..c)
