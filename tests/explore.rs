@@ -961,6 +961,13 @@ fn baselines_train_in_the_worker_are_cached_and_cancellable() {
     };
     assert!(!baseline.reused && baseline.path.exists());
     assert!(events.iter().any(|e| matches!(e, Event::Training { .. })));
+    // The activation ranks' evidence comes with it: every hidden layer (a ReLU follows each)
+    // has one value per unit, the output layer none.
+    let activity = &baseline.activity.layers;
+    assert_eq!(activity.len(), 3);
+    assert_eq!(activity[0].as_ref().unwrap().zero_fraction.len(), 300);
+    assert_eq!(activity[1].as_ref().unwrap().mean.len(), 100);
+    assert!(activity[2].is_none());
     let s = Session::from_baseline(
         baseline,
         Session::default_experiment(&ModelKind::Lenet300100.arch(), baseline.meta.train.clone()),
@@ -1077,6 +1084,76 @@ fn an_export_re_runs_with_the_pipeline_to_the_same_file() {
         s.evaluation().unwrap().accuracy,
         "the pipeline's final accuracy is the explorer's"
     );
+}
+
+/// Sets `layer`'s structured cut to `keep_tenths` of its units ranked by `rank`, through the
+/// keys' session calls (`<`, then `U` until the rank comes up).
+fn cut_units(s: &mut Session, layer: usize, keep_tenths: i32, rank: dcx::experiment::UnitRank) {
+    s.step_units(layer, keep_tenths - 10).unwrap();
+    for _ in 0..dcx::experiment::UnitRank::ALL.len() {
+        if s.setting(layer).unwrap().plan.structured.unwrap().rank == rank {
+            return;
+        }
+        s.cycle_unit_rank(layer).unwrap();
+    }
+    panic!("U never offered {rank:?}");
+}
+
+#[test]
+fn activation_ranked_cuts_in_the_explorer_re_run_with_the_pipeline_to_the_same_file() {
+    // The explorer measures the activations an `apoz` or `mean-activation` cut reads where
+    // the pipeline does: on the checkpoint for a first cut, and on the retrained network for a
+    // cut made after retraining. The export then re-runs to the same bytes.
+    let data = fixture();
+    let mut exp = Experiment::parse(PIPELINE_EXPERIMENT, "test").unwrap();
+    exp.defaults = Default::default();
+    exp.layers.clear();
+    let cache = tempfile::tempdir().unwrap();
+    let w = worker(data.clone(), 1000);
+    let id = w.submit(dcx::explore::Job::Train(
+        dcx::explore::worker::BaselineRequest {
+            model: exp.arch(),
+            config: exp.train.clone(),
+            cache_dir: cache.path().to_path_buf(),
+            retrain: false,
+            distill: None,
+        },
+    ));
+    let events = until_final(&w, id, Duration::from_secs(180));
+    let Some(Event::Baseline { baseline, .. }) = events.last() else {
+        panic!("{:?}", events.last())
+    };
+    let mut s = Session::from_baseline(baseline, exp.clone()).unwrap();
+    let quick = |c: TrainConfig| TrainConfig { epochs: 1, ..c };
+
+    use dcx::experiment::UnitRank;
+    cut_units(&mut s, 0, 6, UnitRank::Apoz);
+    let first = s.units(0).unwrap().outputs;
+    let t = s.threshold_for_sparsity(2, 0.5).unwrap();
+    s.set_threshold(2, t).unwrap();
+    run_job(&w, &mut s, |s| s.retrain_job(quick(s.retrain_config())));
+    // The cut made before retraining holds; a new one reads the retrained network.
+    assert_eq!(s.units(0).unwrap().outputs, first);
+    cut_units(&mut s, 1, 5, UnitRank::MeanActivation);
+    run_job(&w, &mut s, |s| s.retrain_job(quick(s.retrain_config())));
+    run_job(&w, &mut s, |s| s.eval_job());
+    assert!(s.evaluation().is_some());
+
+    let root = tempfile::tempdir().unwrap();
+    let exported = dcx::explore::export::export(&mut s, root.path(), &Default::default()).unwrap();
+    let file = std::fs::read(exported.dir.join("model.dcz")).unwrap();
+    let again = Experiment::load(&exported.dir.join("experiment.toml")).unwrap();
+    let text = again.to_toml();
+    assert!(
+        text.contains("apoz") && text.contains("mean-activation"),
+        "{text}"
+    );
+    let rerun = pipeline::run(&again, data, cache.path(), &mut Quiet).unwrap();
+    let explored = dcz::from_bytes(&file).unwrap().model;
+    for (a, b) in rerun.model.layers.iter().zip(&explored.layers) {
+        assert!(a.units == b.units, "{}: the re-run cut other units", a.name);
+    }
+    assert!(rerun.bytes == file, "the re-run wrote other bytes");
 }
 
 #[test]
@@ -1220,11 +1297,12 @@ fn a_structured_cut_is_timed_thinned_and_the_session_keeps_each_plans_speed() {
     assert_eq!(s.speed().unwrap(), (plain, true));
 }
 
-/// The explorer cuts by batch-norm scales (network slimming) with the scales that came with
-/// the checkpoint: the kept channels are those of largest |γ|, `U` offers the rank only where
-/// a layer has scales, and a plan asking for it where there are none is refused.
+/// The explorer cuts by batch-norm scales (network slimming) and by activations with the
+/// evidence measured on the checkpoint: the kept channels are those of largest |γ|, of
+/// fewest zero activations (APoZ) or of largest mean activation; `U` offers a rank only
+/// where a layer has its evidence, and a plan asking for one where there is none is refused.
 #[test]
-fn the_explorer_cuts_channels_by_the_checkpoints_batch_norm_scales() {
+fn the_explorer_cuts_channels_by_the_checkpoints_scales_and_activations() {
     let text = r#"
 name = "slim-explore"
 [model]
@@ -1258,11 +1336,22 @@ structured = { keep = 0.5, rank = "bn-scale" }
             )
         })
         .collect();
+    use dcx::pipeline::structure::{Activity, UnitActivity};
     let scales = vec![Some(vec![0.9, 0.1, 0.5, 0.05, 0.7, 0.3]), None];
-    let baseline = |scales: Vec<Option<Vec<f64>>>| dcx::explore::worker::Baseline {
+    let activations = vec![
+        Some(UnitActivity {
+            zero_fraction: vec![0.1, 0.9, 0.2, 0.3, 0.8, 0.7],
+            mean: vec![0.0, 0.5, 0.4, 0.3, 0.2, 0.1],
+        }),
+        None,
+    ];
+    let baseline = |norm_scales: Vec<Option<Vec<f64>>>| dcx::explore::worker::Baseline {
         model: folded.arch.clone(),
         weights: weights.clone(),
-        norm_scales: scales,
+        activity: Activity {
+            layers: activations.clone(),
+            norm_scales,
+        },
         meta: dcx::model::checkpoint::CheckpointMeta {
             model: dcx::model::ModelRef::of(&exp.arch()),
             train: exp.train.clone(),
@@ -1277,16 +1366,50 @@ structured = { keep = 0.5, rank = "bn-scale" }
     let mut s = Session::from_baseline(&baseline(scales), exp.clone()).unwrap();
     let cut = s.units(0).expect("conv1 is cut");
     assert_eq!(cut.outputs, [true, false, true, false, true, false]);
-    // Cycling the rank on conv1 reaches bn-scale again; fc1 (the last layer) has no rule.
+    // Cycling the rank on conv1 visits every rank (it has all the evidence), each cutting
+    // by its own numbers; fc1 (the last layer) has no rule.
+    use dcx::experiment::UnitRank;
     let mut seen = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..UnitRank::ALL.len() {
         s.cycle_unit_rank(0).unwrap();
-        seen.push(s.setting(0).unwrap().plan.structured.unwrap().rank);
+        let rank = s.setting(0).unwrap().plan.structured.unwrap().rank;
+        let kept = s.units(0).unwrap().outputs;
+        match rank {
+            UnitRank::Apoz => assert_eq!(kept, [true, false, true, true, false, false]),
+            UnitRank::MeanActivation => {
+                assert_eq!(kept, [false, true, true, true, false, false])
+            }
+            UnitRank::BnScale => assert_eq!(kept, [true, false, true, false, true, false]),
+            _ => {}
+        }
+        seen.push(rank);
     }
-    assert!(
-        seen.contains(&dcx::experiment::UnitRank::BnScale),
-        "{seen:?}"
-    );
+    seen.sort_by_key(|r| r.name());
+    let mut all = UnitRank::ALL.to_vec();
+    all.sort_by_key(|r| r.name());
+    assert_eq!(seen, all);
+    // Without activations for conv1 an activation rank is refused, by name, and `U` skips it.
+    let mut blind = Session::from_weights(folded.arch.clone(), weights.clone(), {
+        let mut e = exp.clone();
+        e.layers.clear();
+        e
+    })
+    .unwrap();
+    assert!(blind.step_units(0, -5).unwrap());
+    for _ in 0..UnitRank::ALL.len() {
+        blind.cycle_unit_rank(0).unwrap();
+        let rank = blind.setting(0).unwrap().plan.structured.unwrap().rank;
+        assert!(
+            !rank.needs_activations() && rank != UnitRank::BnScale,
+            "{rank:?}"
+        );
+    }
+    let apoz = Experiment::parse(&text.replace("bn-scale", "apoz"), "apoz").unwrap();
+    let err = Session::from_weights(folded.arch.clone(), weights.clone(), apoz)
+        .err()
+        .expect("no activations, no apoz cut")
+        .to_string();
+    assert!(err.contains("conv1") && err.contains("apoz"), "{err}");
     // Without scales for conv1 the plan is refused, by name.
     let err = Session::from_baseline(&baseline(vec![None, None]), exp)
         .err()

@@ -301,14 +301,7 @@ pub(crate) fn validate(name: &str, plan: &LayerPlan) -> Result<(), ExploreError>
         layer: name.to_string(),
         message,
     };
-    plan.validate().map_err(invalid)?;
-    match plan.structured {
-        Some(u) if u.rank.needs_activations() => Err(invalid(format!(
-            "structured.rank: '{}' ranks units by activations on training images, which the explorer does not measure: use `dcx compress`, or rank by l1, l2, random, largest or bn-scale here",
-            u.rank.name()
-        ))),
-        _ => Ok(()),
-    }
+    plan.validate().map_err(invalid)
 }
 
 /// Computes a layer's result from `source` under `setting` (see [`LayerKey`] for what must

@@ -115,8 +115,8 @@ pub struct PlanSnapshot {
     pub sources: Vec<Arc<LayerSource>>,
     /// The experiment TOML a file of this plan would carry.
     pub experiment: String,
-    /// The checkpoint's batch-norm scales per layer (the `bn-scale` rank reads them).
-    pub norm_scales: Arc<Vec<Option<Vec<f64>>>>,
+    /// What the activation and batch-norm ranks read for the weights in use.
+    pub activity: Arc<crate::pipeline::structure::Activity>,
 }
 
 impl PlanSnapshot {

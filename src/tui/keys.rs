@@ -225,7 +225,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         context: Context::Main,
         triggers: &[(key('U'), Action::CycleUnitRank)],
-        help: "which units go first: L1, L2, random, largest, batch-norm γ",
+        help: "units cut first: L1, L2, random, largest, APoZ, mean, BN γ",
     },
     Binding {
         context: Context::Main,

@@ -131,6 +131,7 @@ impl Session {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.tuned = sources.into_iter().map(Some).collect();
+        self.tuned_activity = Some(Arc::new(tuned.activity.clone()));
         self.tuned_recipe = tuned.recipe.clone();
         let plan = self
             .plan

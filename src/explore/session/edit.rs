@@ -163,17 +163,16 @@ impl Session {
         self.edit(Scope::Layer(layer), Edit::Units(rule))
     }
 
-    /// The next rank of a structured cut among those the explorer computes from the weights
-    /// (L1, L2, random, largest L1 first); `Ok(false)` when the layer cuts no units.
+    /// The next rank of a structured cut among those the layer has evidence for (L1, L2,
+    /// random, largest L1 first; APoZ and mean activation where a ReLU follows; batch-norm
+    /// scale where a batch-norm did); `Ok(false)` when the layer cuts no units.
     pub fn cycle_unit_rank(&mut self, layer: usize) -> Result<bool, ExploreError> {
         let Some(rule) = self.setting(layer)?.plan.structured else {
             return Ok(false);
         };
         let ranks: Vec<UnitRank> = UnitRank::ALL
             .into_iter()
-            .filter(|r| {
-                !r.needs_activations() && (*r != UnitRank::BnScale || self.has_norm_scales(layer))
-            })
+            .filter(|&r| self.has_evidence(layer, r))
             .collect();
         let at = ranks.iter().position(|&r| r == rule.rank).unwrap_or(0);
         let rank = ranks[(at + 1) % ranks.len()];
@@ -181,6 +180,15 @@ impl Session {
             Scope::Layer(layer),
             Edit::Units(Some(UnitRule { rank, ..rule })),
         )
+    }
+
+    /// Whether the session has what `rank` ranks `layer`'s units by.
+    fn has_evidence(&self, layer: usize, rank: UnitRank) -> bool {
+        match rank {
+            UnitRank::BnScale => self.has_norm_scales(layer),
+            r if r.needs_activations() => self.has_activations(layer),
+            _ => true,
+        }
     }
 
     pub fn set_index_bits(&mut self, layer: usize, bits: u8) -> Result<bool, ExploreError> {
@@ -293,6 +301,17 @@ impl Session {
                 });
             }
             u.rank = UnitRank::L1;
+        }
+        if let Some(u) = rule.filter(|u| u.rank.needs_activations())
+            && !self.has_evidence(layer, u.rank)
+        {
+            return Err(ExploreError::InvalidSetting {
+                layer: name.to_string(),
+                message: format!(
+                    "structured.rank: '{}' ranks units by their activations on training images, which were not measured for this layer (no ReLU follows it, or the session has no training images)",
+                    u.rank.name()
+                ),
+            });
         }
         crate::experiment::check_structure(&self.arch, name, rule).map_err(|message| {
             ExploreError::InvalidSetting {

@@ -34,7 +34,7 @@ impl Session {
                 .map(|l| Arc::clone(self.source(l).expect("layer in range")))
                 .collect(),
             experiment: self.to_toml(),
-            norm_scales: Arc::clone(&self.norm_scales),
+            activity: self.activity(),
         }
     }
 

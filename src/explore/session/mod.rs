@@ -38,6 +38,7 @@ use crate::model::latency::LatencyReport;
 use crate::model::train::{Evaluation, TrainConfig};
 use crate::model::{Arch, LayerSpec, ModelRef, Net};
 use crate::pipeline::layer::LayerState;
+use crate::pipeline::structure::Activity;
 use cache::Cached;
 
 /// Versions of weight sources and ids of sessions are unique in the process, so the keys of
@@ -85,8 +86,11 @@ pub struct Session {
     latest_speed: Option<Arc<LatencyReport>>,
     /// Every layer's structured cut, for the plan and sources it was computed under.
     units: std::sync::Mutex<Option<(UnitsKey, UnitCuts)>>,
-    /// |γ| per unit of each layer a batch-norm followed in the checkpoint (empty: none).
-    norm_scales: Arc<Vec<Option<Vec<f64>>>>,
+    /// What the ranks that do not read the weights read, for the checkpoint's weights (the
+    /// layers' activations on training images and its batch-norm scales; empty: none) and
+    /// for the trained ones.
+    activity: Arc<Activity>,
+    tuned_activity: Option<Arc<Activity>>,
 }
 
 /// Every layer's structured cut (`None`: the layer keeps all its units).
@@ -111,16 +115,16 @@ impl Session {
         values: Vec<(Vec<f32>, Vec<f32>)>,
         template: Experiment,
     ) -> Result<Session, ExploreError> {
-        Session::with_scales(model, values, template, Vec::new())
+        Session::with_activity(model, values, template, Activity::default())
     }
 
-    /// [`Session::from_weights`] with the checkpoint's batch-norm scales (what the
-    /// `bn-scale` rank cuts by); every layer's plan is checked against them.
-    fn with_scales(
+    /// [`Session::from_weights`] with what the activation and batch-norm ranks cut by
+    /// (measured on the checkpoint); every layer's plan is checked against it.
+    fn with_activity(
         model: Arch,
         values: Vec<(Vec<f32>, Vec<f32>)>,
         template: Experiment,
-        norm_scales: Vec<Option<Vec<f64>>>,
+        activity: Activity,
     ) -> Result<Session, ExploreError> {
         // The session holds the network inference runs (batch-norm folded, no dropout).
         if template.arch().inference() != model {
@@ -194,7 +198,8 @@ impl Session {
             units: Default::default(),
             speeds: HashMap::new(),
             latest_speed: None,
-            norm_scales: Arc::new(norm_scales),
+            activity: Arc::new(activity),
+            tuned_activity: None,
         };
         for l in 0..session.layer_count() {
             session.check(l, &session.plan[l])?;
@@ -208,11 +213,11 @@ impl Session {
         baseline: &super::worker::Baseline,
         template: Experiment,
     ) -> Result<Session, ExploreError> {
-        Ok(Session::with_scales(
+        Ok(Session::with_activity(
             baseline.model.clone(),
             baseline.weights.clone(),
             template,
-            baseline.norm_scales.clone(),
+            baseline.activity.clone(),
         )?
         .with_checkpoint(&baseline.path))
     }
@@ -242,7 +247,28 @@ impl Session {
 
     /// Whether layer `l` has batch-norm scales to rank its units by.
     pub fn has_norm_scales(&self, l: usize) -> bool {
-        self.norm_scales.get(l).is_some_and(Option::is_some)
+        self.activity
+            .norm_scales
+            .get(l)
+            .is_some_and(Option::is_some)
+    }
+
+    /// Whether layer `l`'s activations were measured (the `apoz` and `mean-activation` ranks
+    /// read them).
+    pub fn has_activations(&self, l: usize) -> bool {
+        self.activity.layers.get(l).is_some_and(Option::is_some)
+    }
+
+    /// The evidence of the weights in use: once a layer starts from trained weights, the
+    /// trained network's activations (as the pipeline measures them on the network its last
+    /// step left).
+    pub(crate) fn activity(&self) -> Arc<Activity> {
+        let trained =
+            (0..self.layer_count()).any(|l| self.tuned[l].is_some() && self.plan[l].finetuned);
+        match (&self.tuned_activity, trained) {
+            (Some(a), true) => Arc::clone(a),
+            _ => Arc::clone(&self.activity),
+        }
     }
 
     /// Names the checkpoint file the weights came from: the sensitivity sweep is stored beside
@@ -316,18 +342,13 @@ impl Session {
             .map(|l| &self.source(l).expect("layer in range").state)
             .collect();
         let plans: Vec<LayerPlan> = self.plan.iter().map(|s| s.plan).collect();
-        // The explorer's plans rank by weights or batch-norm scales (`layer::validate` refuses
-        // activation ranks, `check` a bn-scale rank without scales), so the cut cannot fail.
-        let activity = crate::pipeline::structure::Activity {
-            layers: Vec::new(),
-            norm_scales: (*self.norm_scales).clone(),
-        };
+        // `check` refuses a rank whose evidence the session lacks, so the cut cannot fail.
         let cuts = crate::pipeline::structure::unit_cuts(
             &self.arch,
             &states,
             &plans,
             self.share.seed,
-            Some(&activity),
+            Some(&self.activity()),
         )
         .unwrap_or_else(|_| vec![None; self.layer_count()]);
         let cuts = Arc::new(cuts);

@@ -16,6 +16,7 @@ use crate::model::Arch;
 use crate::model::checkpoint::CheckpointMeta;
 use crate::model::train::{EpochStats, Evaluation, Progress, TrainConfig};
 use crate::pipeline::layer::LayerState;
+use crate::pipeline::structure::Activity;
 
 /// Identifies a submitted job; increasing in submission order.
 pub type JobId = u64;
@@ -144,6 +145,10 @@ pub struct Tuned {
     /// Every step from the checkpoint to this job's.
     pub recipe: Vec<RecipeStep>,
     pub history: Vec<EpochStats>,
+    /// The trained network's activations on training images (and the checkpoint's
+    /// batch-norm scales): what a later activation-ranked cut reads, as the pipeline's next
+    /// step would.
+    pub activity: Activity,
 }
 
 /// A trained (or loaded) baseline.
@@ -153,9 +158,10 @@ pub struct Baseline {
     /// Weights and biases per layer, as
     /// [`Session::from_weights`](crate::explore::Session::from_weights) takes them.
     pub weights: Vec<(Vec<f32>, Vec<f32>)>,
-    /// |γ| per unit of each layer a batch-norm followed before folding (the `bn-scale`
-    /// rank's evidence).
-    pub norm_scales: Vec<Option<Vec<f64>>>,
+    /// What the structured ranks that do not read the weights read: each ReLU-followed
+    /// layer's activations on training images (`apoz`, `mean-activation`) and |γ| per unit of
+    /// each layer a batch-norm followed before folding (`bn-scale`).
+    pub activity: Activity,
     pub meta: CheckpointMeta,
     pub path: PathBuf,
     /// Loaded from the cache rather than trained.

@@ -12,6 +12,7 @@ use crate::explore::ExploreError;
 use crate::model::train::{self, EpochStats, Observer, Progress};
 use crate::pipeline::layer::LayerState;
 use crate::pipeline::step;
+use crate::pipeline::structure::Activity;
 
 impl Core {
     pub(super) fn train_plan(
@@ -27,18 +28,13 @@ impl Core {
         };
         let states: Vec<&LayerState> = snap.sources.iter().map(|s| &s.state).collect();
         let plans: Vec<LayerPlan> = snap.settings.iter().map(|s| s.plan).collect();
-        // The session's cut, computed the same way (its plans rank units by weights or by
-        // the checkpoint's batch-norm scales).
-        let activity = crate::pipeline::structure::Activity {
-            layers: Vec::new(),
-            norm_scales: (*snap.norm_scales).clone(),
-        };
+        // The session's cut, computed the same way from the same evidence.
         let units = crate::pipeline::structure::unit_cuts(
             &snap.model,
             &states,
             &plans,
             req.share.seed,
-            Some(&activity),
+            Some(&snap.activity),
         )
         .map_err(ExploreError::Invalid)?;
         let mut prepared =
@@ -58,6 +54,12 @@ impl Core {
             return Ok(());
         }
         let layers = step::conclude(&prepared, Some(&out))?;
+        // As the pipeline's next step would, a later activation-ranked cut reads the network
+        // this step left.
+        let activity = Activity {
+            norm_scales: snap.activity.norm_scales.clone(),
+            ..Activity::measure(&prepared.net, &data.train)?
+        };
         self.send(Event::Tuned {
             id,
             tuned: Arc::new(Tuned {
@@ -69,6 +71,7 @@ impl Core {
                 layers,
                 recipe: req.recipe,
                 history: out.history,
+                activity,
             }),
         });
         Ok(())
@@ -100,7 +103,10 @@ impl Core {
         }
         // The explorer works on the network inference runs: batch-norm folded.
         let net = got.net.folded()?;
-        let norm_scales = crate::pipeline::structure::Activity::norm_scales(&got.net)?;
+        let activity = Activity {
+            norm_scales: Activity::norm_scales(&got.net)?,
+            ..Activity::measure(&net, &data.train)?
+        };
         let weights = (0..net.arch.layers.len())
             .map(|l| Ok((net.weight_values(l)?, net.bias_values(l)?)))
             .collect::<Result<Vec<_>, candle_core::Error>>()?;
@@ -109,7 +115,7 @@ impl Core {
             baseline: Arc::new(Baseline {
                 model: net.arch,
                 weights,
-                norm_scales,
+                activity,
                 meta: got.meta,
                 path: got.path,
                 reused: got.reused,
