@@ -466,6 +466,53 @@ fn help_at_60x20() {
     insta::assert_snapshot!(render(&app, 60, 20).backend());
 }
 
+/// A message shows in the status bar, cut with a pointer to the log when it is too long, and
+/// goes from the bar after a while; `m` opens the log with every message, newest last, and
+/// `m` (or Esc) closes it.
+#[test]
+fn messages_expire_from_the_status_bar_and_stay_in_the_log() {
+    let mut app = app_without_color(lenet5_view());
+    app.say(
+        "loading the lenet-5 checkpoint from a long path/that/goes/on/and/on/x.safetensors…".into(),
+    );
+    app.say(
+        "fine-tune done: the trained weights are in use (u returns to the checkpoint's weights)"
+            .into(),
+    );
+    let screen = format!("{:?}", render(&app, 120, 30).backend());
+    let top = screen
+        .lines()
+        .find(|l| l.contains(" dcx "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        top.contains("fine-tune done") && top.contains("(m: all)"),
+        "{top}"
+    );
+    assert!(!top.contains("loading"), "{top}");
+
+    let later = app.message_at.unwrap() + dcx::tui::app::MESSAGE_SHOWN;
+    assert_eq!(app.current_message(later), None);
+    assert!(app.current_message(app.message_at.unwrap()).is_some());
+
+    app.update(Action::Messages);
+    assert_eq!(app.mode, Mode::Messages);
+    let screen = render(&app, 80, 24);
+    let text = format!("{:?}", screen.backend());
+    assert!(text.contains("messages, newest last"), "{text}");
+    let loading = text
+        .find("loading the lenet-5")
+        .expect("the first message is kept");
+    let done = text
+        .find("fine-tune done")
+        .expect("the second message is kept");
+    assert!(loading < done, "newest last");
+    assert!(text.contains("checkpoint's weights)"), "not cut: {text}");
+    insta::assert_snapshot!("message_log_80x24", screen.backend());
+    app.update(Action::Messages);
+    assert_eq!(app.mode, Mode::Normal);
+}
+
 /// At 60x20 the layer table has room for two layers and the total: moving down to fc2
 /// scrolls it into view, the total row stays, and the title says which layers show.
 #[test]

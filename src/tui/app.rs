@@ -5,6 +5,13 @@
 use super::keys::Action;
 use super::theme::Colors;
 use super::view::{TrainingView, ViewModel};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How long a message stays in the status bar (the log, `m`, keeps every one).
+pub const MESSAGE_SHOWN: Duration = Duration::from_secs(12);
+/// Messages the log keeps (the oldest go first).
+const MESSAGE_LOG_LEN: usize = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Focus {
@@ -41,6 +48,8 @@ impl CurveTab {
 pub enum Mode {
     Normal,
     Help,
+    /// The message log.
+    Messages,
     /// Typing an exact threshold for the selected layer.
     EditThreshold(String),
     /// Background work is running; quitting would discard it.
@@ -121,8 +130,11 @@ pub struct App {
     pub colors: Colors,
     /// Changes apply to every layer, not just the selected one.
     pub apply_all: bool,
-    /// A one-line message for the status bar (export path, errors).
+    /// The latest one-line message for the status bar (export path, errors), and when it
+    /// came: the bar shows it for [`MESSAGE_SHOWN`], the log (`m`) keeps it.
     pub message: Option<String>,
+    pub message_at: Option<Instant>,
+    pub message_log: VecDeque<(Instant, String)>,
     /// Screen row of the first layer-table data row (for mouse clicks), set by drawing.
     pub table_top: std::cell::Cell<u16>,
     /// The layers the table shows when it scrolls: (first, how many), set by drawing.
@@ -149,12 +161,34 @@ impl App {
             colors: Colors::default(),
             apply_all: false,
             message: None,
+            message_at: None,
+            message_log: VecDeque::new(),
             table_top: std::cell::Cell::new(0),
             table_window: std::cell::Cell::new((0, usize::MAX)),
             help_scroll: 0,
             help_page: std::cell::Cell::new((0, 0)),
             should_quit: false,
         }
+    }
+
+    /// Shows `text` in the status bar and keeps it in the message log.
+    pub fn say(&mut self, text: String) {
+        let now = Instant::now();
+        if self.message_log.len() == MESSAGE_LOG_LEN {
+            self.message_log.pop_front();
+        }
+        self.message_log.push_back((now, text.clone()));
+        self.message = Some(text);
+        self.message_at = Some(now);
+    }
+
+    /// The message the status bar shows at `now`: the latest, until it is
+    /// [`MESSAGE_SHOWN`] old.
+    pub fn current_message(&self, now: Instant) -> Option<&str> {
+        let fresh = self
+            .message_at
+            .is_none_or(|at| now.saturating_duration_since(at) < MESSAGE_SHOWN);
+        self.message.as_deref().filter(|_| fresh)
     }
 
     fn layers(&self) -> Vec<usize> {
@@ -171,12 +205,14 @@ impl App {
 
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         match self.mode.clone() {
-            Mode::Help => {
+            Mode::Help | Mode::Messages => {
                 let (page, max) = self.help_page.get();
                 let page = page.max(1);
-                let scroll = self.help_scroll;
+                let scroll = self.help_scroll.min(max);
                 match action {
-                    Action::Back | Action::Help | Action::Submit => self.mode = Mode::Normal,
+                    Action::Back | Action::Help | Action::Messages | Action::Submit => {
+                        self.mode = Mode::Normal
+                    }
                     Action::Interrupt => return self.request_quit(),
                     Action::Suspend => return vec![Effect::Suspend],
                     Action::Up => self.help_scroll = scroll.saturating_sub(1),
@@ -193,7 +229,7 @@ impl App {
                 Action::Suspend => vec![Effect::Suspend],
                 _ => {
                     self.mode = Mode::Normal;
-                    self.message = Some("quit cancelled".into());
+                    self.say("quit cancelled".into());
                     Vec::new()
                 }
             },
@@ -223,7 +259,7 @@ impl App {
                             .map(|layer| Effect::SetKeep { layer, keep })
                             .collect(),
                         None => {
-                            self.message = Some(format!(
+                            self.say(format!(
                                 "'{text}' is not a threshold (0.05), a kept % (8%) or a pruned % (92% pruned)"
                             ));
                             Vec::new()
@@ -275,7 +311,7 @@ impl App {
             Action::ResetLayer => return each(self, &|layer| Effect::ResetLayer { layer }),
             Action::ToggleApplyAll => {
                 self.apply_all = !self.apply_all;
-                self.message = Some(if self.apply_all {
+                self.say(if self.apply_all {
                     "changes now apply to ALL layers (g to undo)".into()
                 } else {
                     "changes apply to the selected layer".into()
@@ -294,7 +330,7 @@ impl App {
                 self.curve_tab = self.curve_tab.next();
                 // The chart is not on the lecture screen: say where it went.
                 if self.lecture {
-                    self.message = Some(format!(
+                    self.say(format!(
                         "next chart: {} (lecture mode shows no charts; z leaves it)",
                         self.curve_tab.title()
                     ));
@@ -310,6 +346,11 @@ impl App {
             Action::Help => {
                 self.mode = Mode::Help;
                 self.help_scroll = 0;
+            }
+            Action::Messages => {
+                self.mode = Mode::Messages;
+                // Opens at the newest: drawing clamps the scroll to the end of the log.
+                self.help_scroll = u16::MAX;
             }
             Action::Back | Action::Interrupt => return self.request_quit(),
             Action::Suspend => return vec![Effect::Suspend],

@@ -44,6 +44,8 @@ pub enum Action {
     NextCurve,
     FocusNext,
     Help,
+    /// Open (or close) the log of every message the status bar showed.
+    Messages,
     /// Esc / q: leave the current mode, or ask to quit.
     Back,
     /// Ctrl-C: quit now (still asks if work is running).
@@ -61,7 +63,7 @@ pub enum Action {
 pub enum Context {
     /// The main screen (and the training screen shown before it).
     Main,
-    /// The help overlay.
+    /// The help overlay and the message log (they scroll and close alike).
     Help,
     /// Typing an exact threshold.
     Prompt,
@@ -80,7 +82,7 @@ impl Context {
     pub(crate) fn title(self) -> &'static str {
         match self {
             Context::Main => "main screen",
-            Context::Help => "this help",
+            Context::Help => "this help and the message log",
             Context::Prompt => "threshold prompt",
             Context::QuitQuestion => "quit question",
         }
@@ -312,6 +314,11 @@ pub const BINDINGS: &[Binding] = &[
     },
     Binding {
         context: Context::Main,
+        triggers: &[(key('m'), Action::Messages)],
+        help: "message log: every status message, newest last",
+    },
+    Binding {
+        context: Context::Main,
         triggers: &[
             (key('q'), Action::Back),
             (code(KeyCode::Esc), Action::Back),
@@ -348,8 +355,9 @@ pub const BINDINGS: &[Binding] = &[
             (code(KeyCode::Esc), Action::Back),
             (key('q'), Action::Back),
             (key('?'), Action::Help),
+            (key('m'), Action::Messages),
         ],
-        help: "close the help",
+        help: "close the help / the log",
     },
     Binding {
         context: Context::Help,
@@ -653,6 +661,7 @@ mod tests {
         Action::NextCurve,
         Action::FocusNext,
         Action::Help,
+        Action::Messages,
         Action::Back,
         Action::Interrupt,
         Action::Suspend,
@@ -705,6 +714,7 @@ mod tests {
                 | Action::NextCurve
                 | Action::FocusNext
                 | Action::Help
+                | Action::Messages
                 | Action::Back
                 | Action::Interrupt
                 | Action::Suspend

@@ -33,7 +33,7 @@ impl Controller {
             return Ok(());
         }
         let Some(session) = self.session.as_mut() else {
-            self.app.message = Some("the baseline is not ready yet".into());
+            self.app.say("the baseline is not ready yet".into());
             return Ok(());
         };
         let changed = match effect {
@@ -72,7 +72,7 @@ impl Controller {
                 if !changed {
                     let plan = session.setting(layer)?.plan;
                     let range = plan.quantizer.bits_range();
-                    self.app.message = Some(format!(
+                    self.app.say(format!(
                         "{}: {} bits is the {} the {} quantizer has ({}..={})",
                         session.spec(layer)?.name,
                         plan.bits,
@@ -87,7 +87,7 @@ impl Controller {
             Effect::IndexBits { layer, delta } => {
                 let changed = session.step_index_bits(layer, delta as i32)?;
                 if !changed {
-                    self.app.message = Some(format!(
+                    self.app.say(format!(
                         "{}: relative indices are 1..=16 bits; {} is the {}",
                         session.spec(layer)?.name,
                         session.setting(layer)?.plan.index_bits,
@@ -101,7 +101,7 @@ impl Controller {
                 let changed = session.cycle_quantizer(layer)?;
                 let name = session.spec(layer)?.name.clone();
                 let plan = session.setting(layer)?.plan;
-                self.app.message = Some(format!(
+                self.app.say(format!(
                     "{name}: {} {}-bit{}",
                     plan.quantizer.name(),
                     plan.bits,
@@ -113,7 +113,7 @@ impl Controller {
                 let changed = session.toggle_per_channel(layer)?;
                 let name = session.spec(layer)?.name.clone();
                 let plan = session.setting(layer)?.plan;
-                self.app.message = Some(if !plan.quantizer.allows_per_channel() {
+                self.app.say(if !plan.quantizer.allows_per_channel() {
                     format!("{name}: k-means has one codebook per layer; Q picks a grid quantizer")
                 } else if plan.per_channel {
                     format!(
@@ -130,18 +130,18 @@ impl Controller {
             }
             Effect::Units { layer, delta } => {
                 let changed = session.step_units(layer, delta as i32)?;
-                self.app.message = Some(units_message(session, layer)?);
+                self.app.say(units_message(session, layer)?);
                 changed
             }
             Effect::CycleUnitRank { layer } => {
                 let changed = session.cycle_unit_rank(layer)?;
-                self.app.message = Some(units_message(session, layer)?);
+                self.app.say(units_message(session, layer)?);
                 changed
             }
             Effect::TogglePruneMethod { layer } => {
                 let changed = session.toggle_random_pruning(layer)?;
                 let name = session.spec(layer)?.name.clone();
-                self.app.message = Some(match session.setting(layer)?.plan.prune {
+                self.app.say(match session.setting(layer)?.plan.prune {
                     PruneRule::Random(k) => format!(
                         "{name}: {:.1}% kept at random, the baseline for magnitude pruning (R: back)",
                         100.0 * k
@@ -162,7 +162,7 @@ impl Controller {
                 let undo = effect == Effect::Undo;
                 let done = if undo { session.undo() } else { session.redo() };
                 let what = if undo { "undid" } else { "redid" };
-                self.app.message = Some(if done {
+                self.app.say(if done {
                     // Say which layers the step gave back, so a merged scrub is visible.
                     let mut names = Vec::new();
                     for (l, was) in before.iter().enumerate() {
@@ -195,7 +195,7 @@ impl Controller {
                 false
             }
             Effect::Sweep if session.sensitivity().is_some() => {
-                self.app.message = Some(
+                self.app.say(
                     "the sensitivity sweep of this checkpoint is done (stored beside it): the sensitivity chart shows it, c cycles charts".into(),
                 );
                 false
@@ -252,7 +252,7 @@ impl Controller {
         }
         if let Some(busy) = self.training_running() {
             self.queued_training.push_back(kind);
-            self.app.message = Some(format!(
+            self.app.say(format!(
                 "{} will start when the {} is done",
                 label(kind),
                 label(busy)

@@ -16,7 +16,7 @@ impl Controller {
             if let Some(r) = self.running.remove(&id)
                 && let Event::Cancelled { .. } = event
             {
-                self.app.message = Some(format!("{} cancelled", label(r.kind)));
+                self.app.say(format!("{} cancelled", label(r.kind)));
             }
         }
         match &event {
@@ -83,7 +83,7 @@ impl Controller {
             }
             Event::Baseline { baseline, .. } => self.on_baseline(baseline),
             Event::Failed { kind, message, .. } => {
-                self.app.message = Some(format!("{} failed: {message}", label(*kind)));
+                self.app.say(format!("{} failed: {message}", label(*kind)));
                 if matches!(kind, JobKind::Train | JobKind::Retrain | JobKind::FineTune) {
                     self.failure = self.app.message.clone();
                 }
@@ -103,7 +103,7 @@ impl Controller {
                 ..
             } => {
                 self.app.training = None;
-                self.app.message = Some("training stopped; nothing was cached".into());
+                self.app.say("training stopped; nothing was cached".into());
             }
             _ => {}
         }
@@ -129,7 +129,7 @@ impl Controller {
                 }
             }
             Event::Tuned { tuned, .. } => {
-                self.app.message = Some(format!(
+                self.app.say(format!(
                     "{} done: the trained weights are in use (u returns to the checkpoint's)",
                     label(tuned.kind)
                 ));
@@ -149,7 +149,7 @@ impl Controller {
             } => self.queued_training.clear(),
             Event::Swept {
                 from_cache: false, ..
-            } => self.app.message = Some("sensitivity sweep done".into()),
+            } => self.app.say("sensitivity sweep done".into()),
             _ => {}
         }
         self.measure_next_alone();
@@ -175,7 +175,7 @@ impl Controller {
         let session = match Session::from_baseline(baseline, self.template.clone()) {
             Ok(s) => s,
             Err(e) => {
-                self.app.message = Some(format!("cannot explore this checkpoint: {e}"));
+                self.app.say(format!("cannot explore this checkpoint: {e}"));
                 self.failure = self.app.message.clone();
                 return;
             }
@@ -207,7 +207,7 @@ impl Controller {
         self.scrub_target = vec![None; session.layer_count()];
         self.worker.submit(session.eval_job());
         self.changed_at = Some(Instant::now());
-        self.app.message = Some(if baseline.reused {
+        self.app.say(if baseline.reused {
             format!("checkpoint {}", baseline.path.display())
         } else {
             format!("trained and cached {}", baseline.path.display())

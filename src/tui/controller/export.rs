@@ -19,7 +19,7 @@ impl Controller {
             any |= done.is_some() || job.stage != stage || job.fraction != fraction;
             if let Some(outcome) = done {
                 let dir = job.dir.display().to_string();
-                self.app.message = Some(match outcome {
+                self.app.say(match outcome {
                     Ok(files) => format!("exported to {dir} with {} figures", files.len()),
                     Err(e) => {
                         self.failure = Some(format!("figures failed: {e}"));
@@ -37,7 +37,8 @@ impl Controller {
             return;
         };
         if session.evaluation().is_none() {
-            self.app.message = Some("export: waiting for the exact accuracy…".into());
+            self.app
+                .say("export: waiting for the exact accuracy…".into());
             // An evaluation of this plan is on its way unless nothing asked for one yet.
             if self.changed_at.is_none() {
                 self.worker.submit(session.eval_job());
@@ -53,7 +54,7 @@ impl Controller {
         };
         match export::export(session, &self.export_root, &ctx) {
             Ok(done) => {
-                self.app.message = Some(format!(
+                self.app.say(format!(
                     "exported to {}; drawing the figures…",
                     done.dir.display()
                 ));
@@ -67,7 +68,7 @@ impl Controller {
                     Arc::clone(&self.data),
                 ));
             }
-            Err(e) => self.app.message = Some(format!("export failed: {e}")),
+            Err(e) => self.app.say(format!("export failed: {e}")),
         }
     }
 
@@ -84,7 +85,7 @@ impl Controller {
         })?;
         let path = export::next_free(&self.export_root, "screen", ".png");
         crate::plot::buffer_to_png(&buffer, &path, &crate::plot::ScreenshotOptions::default())?;
-        self.app.message = Some(format!("screen saved to {}", path.display()));
+        self.app.say(format!("screen saved to {}", path.display()));
         Ok(())
     }
 

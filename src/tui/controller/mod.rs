@@ -106,7 +106,7 @@ impl Controller {
         let mut app = App::new(Default::default());
         app.lecture = setup.lecture;
         app.view.model = model.to_string();
-        app.message = Some(format!("loading the {model} checkpoint…"));
+        app.say(format!("loading the {model} checkpoint…"));
         Ok(Controller {
             app,
             session: None,
@@ -177,7 +177,7 @@ impl Controller {
         });
         for effect in effects {
             if let Err(e) = self.apply(effect) {
-                self.app.message = Some(format!("{e:#}"));
+                self.app.say(format!("{e:#}"));
             }
         }
         if batch && let (Some(s), Some(depth)) = (self.session.as_mut(), depth) {

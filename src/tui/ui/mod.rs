@@ -30,6 +30,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         // The quit question and the help must show over the training screen too.
         match &app.mode {
             Mode::Help => overlay::help(app, frame, area, &theme),
+            Mode::Messages => overlay::messages(app, frame, area, &theme),
             Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, &theme),
             _ => {}
         }
@@ -64,6 +65,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
     status::hints(app, frame, hints, &theme);
     match &app.mode {
         Mode::Help => overlay::help(app, frame, area, &theme),
+        Mode::Messages => overlay::messages(app, frame, area, &theme),
         Mode::EditThreshold(text) => overlay::edit(app, frame, area, &theme, text),
         Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, &theme),
         Mode::Normal => {}

@@ -57,6 +57,53 @@ pub fn help(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             }
         }
     }
+    scrolling(app, frame, area, theme, ("keys", w), lines);
+}
+
+/// The log of every message the status bar showed, newest last, each with its age.
+pub fn messages(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let w = area.width.min(HELP_WIDTH + 20);
+    let now = std::time::Instant::now();
+    let age_w = 9;
+    let text_w = (w as usize).saturating_sub(2 + 1 + age_w + 2).max(10);
+    let mut lines: Vec<Line> = Vec::new();
+    if app.message_log.is_empty() {
+        lines.push(Line::from(Span::styled(" no messages yet", theme.dim())));
+    }
+    for (at, text) in &app.message_log {
+        let age = ago(now.saturating_duration_since(*at));
+        for (j, part) in wrap(text, text_w).into_iter().enumerate() {
+            let age = if j == 0 { age.as_str() } else { "" };
+            lines.push(Line::from(vec![
+                Span::styled(format!(" {age:>age_w$}  "), theme.dim()),
+                Span::styled(part, theme.text()),
+            ]));
+        }
+    }
+    scrolling(app, frame, area, theme, ("messages, newest last", w), lines);
+}
+
+/// "12 s ago", "3 min ago", "2 h ago".
+fn ago(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s ago"),
+        60..3600 => format!("{} min ago", s / 60),
+        _ => format!("{} h ago", s / 3600),
+    }
+}
+
+/// A box of `lines` centred in `area`, `width` wide at most and as tall as the lines or the
+/// screen, scrolled to `app.help_scroll` (kept within the text); the title names `what` and
+/// the keys that close and scroll it.
+fn scrolling(
+    app: &App,
+    frame: &mut Frame,
+    area: Rect,
+    theme: &Theme,
+    (what, w): (&str, u16),
+    lines: Vec<Line>,
+) {
     let total = lines.len() as u16;
     let h = total.saturating_add(2).min(area.height);
     let visible = h.saturating_sub(2);
@@ -72,7 +119,7 @@ pub fn help(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         let keys: Vec<String> = HELP_SCROLL.iter().map(|t| t.name()).collect();
         block = block
             .title(Span::styled(
-                format!(" keys · {close} closes · {} scroll ", keys.join(" ")),
+                format!(" {what} · {close} closes · {} scroll ", keys.join(" ")),
                 theme.title(),
             ))
             .title_bottom(
@@ -88,7 +135,7 @@ pub fn help(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             );
     } else {
         block = block.title(Span::styled(
-            format!(" keys · {close} closes "),
+            format!(" {what} · {close} closes "),
             theme.title(),
         ));
     }

@@ -72,11 +72,29 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             ),
             theme.centroid(),
         ));
-    } else if let Some(msg) = &app.message {
+    } else if let Some(msg) = app.current_message(std::time::Instant::now()) {
         spans.push(Span::styled(" │ ", theme.dim()));
-        spans.push(Span::styled(msg.clone(), theme.text()));
+        let used: usize = spans.iter().map(|s| s.width()).sum();
+        spans.push(Span::styled(
+            fit(msg, (area.width as usize).saturating_sub(used)),
+            theme.text(),
+        ));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// `msg` cut to `width` columns; a cut message ends by saying where the whole of it is.
+fn fit(msg: &str, width: usize) -> String {
+    if msg.chars().count() <= width {
+        return msg.to_string();
+    }
+    const MORE: &str = "… (m: all)";
+    let keep = width.saturating_sub(MORE.chars().count());
+    if keep < 8 {
+        return msg.chars().take(width).collect();
+    }
+    let head: String = msg.chars().take(keep).collect();
+    format!("{}{MORE}", head.trim_end())
 }
 
 pub(crate) fn hints(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
