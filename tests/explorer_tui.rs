@@ -94,7 +94,7 @@ fn explore_scrub_export_undo_and_quit() {
         c.app
             .message
             .as_deref()
-            .is_some_and(|m| m.starts_with("exported to"))
+            .is_some_and(|m| m.starts_with("exported model.dcz"))
     });
     let dirs: Vec<_> = std::fs::read_dir(exports.path())
         .unwrap()
@@ -125,9 +125,11 @@ fn explore_scrub_export_undo_and_quit() {
             .is_some_and(|m| m.contains("figures") && !m.contains("drawing"))
     });
     let message = ctl.app.message.clone().unwrap();
-    let expected = format!("with {} figures", dcx::plot::FIGURES.len());
-    assert!(message.ends_with(&expected), "{message}");
+    let expected = format!("figures done: {} in", dcx::plot::FIGURES.len());
+    assert!(message.starts_with(&expected), "{message}");
     assert!(dirs[0].join("figures/sizes.png").exists());
+    // Drawn whole: the note that says they are not is gone.
+    assert!(!dirs[0].join("FIGURES-NOT-DRAWN-YET.txt").exists());
     assert!(dirs[0].join("figures/figures.json").exists());
 
     // Undo twice: back to the unpruned plan, answered from what the session already knows.

@@ -402,14 +402,20 @@ fn closing_the_terminal_during_an_export_leaves_no_half_written_folder() {
     for name in ["model.dcz", "experiment.toml", "report.json", "report.md"] {
         assert!(files.contains(&folder.join(name)), "{name} in {files:?}");
     }
-    // The figures were being drawn: either all of them made it, or no figures folder at all.
+    // The figures were being drawn: either all of them made it, or no figures folder at all
+    // and a note in the folder that says so and how to draw them.
     let figures = folder.join("figures");
+    let note = folder.join("FIGURES-NOT-DRAWN-YET.txt");
     if files.contains(&figures) {
         let pngs = files
             .iter()
             .filter(|p| p.starts_with(&figures) && p.extension().is_some_and(|e| e == "png"))
             .count();
         assert_eq!(pngs, 9, "a figures folder holds every figure: {files:?}");
+        assert!(!files.contains(&note), "{files:?}");
+    } else {
+        let text = std::fs::read_to_string(dcx.exports.path().join(&note)).unwrap();
+        assert!(text.contains("dcx plot"), "{text}");
     }
     let hidden: Vec<_> = files
         .iter()

@@ -17,6 +17,9 @@ use crate::model::checkpoint;
 use crate::pipeline::CompressionReport;
 use crate::plot::{self, PlotOptions};
 
+/// The file an export folder holds while its figures are not all drawn.
+pub(crate) const PENDING: &str = "FIGURES-NOT-DRAWN-YET.txt";
+
 enum Message {
     Stage(String),
     Progress(f64),
@@ -67,10 +70,24 @@ impl FigureJob {
             stop: Arc::clone(&stop),
         };
         let out = dir.join("figures");
+        // Says, until the figures are in place, that they are not: a folder whose drawing was
+        // stopped (or killed) tells its reader so, and how to finish it.
+        let marker = dir.join(PENDING);
+        let note = format!(
+            "The explorer was drawing this export's figures into figures/ when it wrote this \
+             file, and removes it once they are all there. If you can read it, the drawing \
+             stopped before the end (the explorer was closed, or drawing failed): the other \
+             files are complete, and `dcx plot {}` draws the figures.\n",
+            dir.display()
+        );
+        let _ = crate::fsutil::write_atomic(&marker, note.as_bytes());
         let spawned = std::thread::Builder::new()
             .name("dcx-figures".into())
             .spawn(move || {
                 let done = figures(&out, &experiment, &report, data, &mut reporter);
+                if done.is_ok() {
+                    let _ = std::fs::remove_file(&marker);
+                }
                 let _ = tx.send(Message::Done(done.map_err(|e| format!("{e:#}"))));
             });
         let mut job = FigureJob {

@@ -20,7 +20,7 @@ impl Controller {
             if let Some(outcome) = done {
                 let dir = job.dir.display().to_string();
                 self.app.say(match outcome {
-                    Ok(files) => format!("exported to {dir} with {} figures", files.len()),
+                    Ok(files) => format!("figures done: {} in {dir}/figures", files.len()),
                     Err(e) => {
                         self.failure = Some(format!("figures failed: {e}"));
                         format!("exported to {dir}; the figures failed: {e}")
@@ -54,8 +54,15 @@ impl Controller {
         };
         match export::export(session, &self.export_root, &ctx) {
             Ok(done) => {
+                let names: Vec<String> = done
+                    .files
+                    .iter()
+                    .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
                 self.app.say(format!(
-                    "exported to {}; drawing the figures…",
+                    "exported {} ({} B) to {}; drawing the figures…",
+                    names.join(", "),
+                    done.report.sizes.file_bytes,
                     done.dir.display()
                 ));
                 if let Some(old) = self.figures.take() {
