@@ -77,7 +77,7 @@ impl FigureJob {
             "The explorer was drawing this export's figures into figures/ when it wrote this \
              file, and removes it once they are all there. If you can read it, the drawing \
              stopped before the end (the explorer was closed, or drawing failed): the other \
-             files are complete, and `dcx plot {}` draws the figures.\n",
+             files are complete, and `dcx plot {0} --out {0}/figures` draws the figures.\n",
             dir.display()
         );
         let _ = crate::fsutil::write_atomic(&marker, note.as_bytes());
