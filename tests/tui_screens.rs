@@ -429,6 +429,39 @@ fn every_binding_is_in_the_help() {
     }
 }
 
+/// Tab in the help turns to the glossary: every term the screen shows, with its meaning
+/// (every table column among them: the unit test over the columns holds them there).
+#[test]
+fn the_help_has_a_glossary_page() {
+    let mut app = app_without_color(lenet5_view());
+    app.update(Action::Help);
+    app.update(Action::FocusNext);
+    assert_eq!(app.mode, Mode::Help);
+    let mut seen = String::new();
+    loop {
+        seen.push_str(&screen_text(&render(&app, 100, 40)));
+        let before = app.help_scroll;
+        app.update(Action::PageDown);
+        if app.help_scroll == before {
+            break;
+        }
+    }
+    assert!(seen.contains("glossary · Tab: keys"), "{seen}");
+    for term in [
+        "thresh",
+        "Δacc pt",
+        "huffman",
+        "SSE",
+        "fillers",
+        "percentage points",
+    ] {
+        assert!(seen.contains(term), "{term} missing:\n{seen}");
+    }
+    app.update(Action::FocusNext);
+    let keys = screen_text(&render(&app, 100, 40));
+    assert!(keys.contains("keys · Tab: glossary"), "{keys}");
+}
+
 #[test]
 fn help_taller_than_the_screen_scrolls_to_its_end() {
     let mut app = app_without_color(lenet5_view());

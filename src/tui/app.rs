@@ -141,6 +141,8 @@ pub struct App {
     pub table_window: std::cell::Cell<(usize, usize)>,
     /// First help line shown when the help is taller than the screen.
     pub help_scroll: u16,
+    /// The help shows its glossary page rather than the keys.
+    pub help_glossary: bool,
     /// Help lines that fit on the screen and the largest useful `help_scroll`, set by drawing:
     /// only drawing knows the screen, and scrolling must stop where the text ends.
     pub help_page: std::cell::Cell<(u16, u16)>,
@@ -166,6 +168,7 @@ impl App {
             table_top: std::cell::Cell::new(0),
             table_window: std::cell::Cell::new((0, usize::MAX)),
             help_scroll: 0,
+            help_glossary: false,
             help_page: std::cell::Cell::new((0, 0)),
             should_quit: false,
         }
@@ -219,6 +222,10 @@ impl App {
                     Action::Down => self.help_scroll = scroll.saturating_add(1).min(max),
                     Action::PageUp => self.help_scroll = scroll.saturating_sub(page),
                     Action::PageDown => self.help_scroll = scroll.saturating_add(page).min(max),
+                    Action::FocusNext if self.mode == Mode::Help => {
+                        self.help_glossary = !self.help_glossary;
+                        self.help_scroll = 0;
+                    }
                     _ => {}
                 }
                 Vec::new()
@@ -346,6 +353,7 @@ impl App {
             Action::Help => {
                 self.mode = Mode::Help;
                 self.help_scroll = 0;
+                self.help_glossary = false;
             }
             Action::Messages => {
                 self.mode = Mode::Messages;

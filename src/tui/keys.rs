@@ -361,6 +361,11 @@ pub const BINDINGS: &[Binding] = &[
     },
     Binding {
         context: Context::Help,
+        triggers: &[(code(KeyCode::Tab), Action::FocusNext)],
+        help: "help: keys / glossary of the screen's words and numbers",
+    },
+    Binding {
+        context: Context::Help,
         triggers: &[(ctrl('c'), Action::Interrupt)],
         help: "quit (asks if work is running)",
     },

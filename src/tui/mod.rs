@@ -6,6 +6,7 @@
 pub mod app;
 pub mod controller;
 pub mod figures;
+pub(crate) mod glossary;
 pub mod keys;
 pub(crate) mod present;
 pub(crate) mod signals;

@@ -31,6 +31,26 @@ enum Col {
 }
 
 impl Col {
+    /// Every column the table can show.
+    #[cfg(test)]
+    const ALL: [Col; 15] = [
+        Col::Name,
+        Col::Shape,
+        Col::Params,
+        Col::Threshold,
+        Col::Units,
+        Col::Kept,
+        Col::Bits,
+        Col::Init,
+        Col::Index,
+        Col::Dense,
+        Col::Pruned,
+        Col::Shared,
+        Col::File,
+        Col::Ratio,
+        Col::Drop,
+    ];
+
     fn header(self) -> &'static str {
         match self {
             Col::Name => "layer",
@@ -243,6 +263,19 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A student can look up every column the table shows in the help's glossary.
+    #[test]
+    fn the_glossary_explains_every_column() {
+        for c in Col::ALL {
+            let meaning = crate::tui::glossary::meaning(c.header());
+            assert!(
+                meaning.is_some_and(|m| m.len() > 20),
+                "column '{}' is not in the glossary",
+                c.header()
+            );
+        }
+    }
 
     #[test]
     fn narrow_tables_keep_the_essentials_in_reading_order() {

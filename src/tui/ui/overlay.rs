@@ -57,7 +57,30 @@ pub fn help(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             }
         }
     }
-    scrolling(app, frame, area, theme, ("keys", w), lines);
+    if app.help_glossary {
+        return glossary(app, frame, area, theme, w);
+    }
+    scrolling(app, frame, area, theme, ("keys · Tab: glossary", w), lines);
+}
+
+/// The help's second page: each term the screen shows on a line of its own, its meaning
+/// indented below it.
+fn glossary(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, w: u16) {
+    let meaning_w = (w as usize).saturating_sub(2 + 4).max(10);
+    let mut lines: Vec<Line> = Vec::new();
+    for (term, meaning) in crate::tui::glossary::TERMS {
+        lines.push(Line::from(Span::styled(
+            format!(" {term}"),
+            theme.centroid(),
+        )));
+        for part in wrap(meaning, meaning_w) {
+            lines.push(Line::from(Span::styled(
+                format!("    {part}"),
+                theme.text(),
+            )));
+        }
+    }
+    scrolling(app, frame, area, theme, ("glossary · Tab: keys", w), lines);
 }
 
 /// The log of every message the status bar showed, newest last, each with its age.
