@@ -522,3 +522,68 @@ fn a_network_defined_in_the_experiment_runs_the_whole_pipeline() {
     let want: Vec<bool> = (0..6).map(|u| order[..3].contains(&u)).collect();
     assert_eq!(kept, &want, "gamma {gamma:?}");
 }
+
+const STRIDED: &str = r#"
+name = "fixture-strided"
+[model]
+name = "strided-lenet"
+layers = [
+  { type = "conv", name = "conv1", outputs = 8, kernel = 5, stride = 2 },
+  { type = "relu" },
+  { type = "conv", name = "conv2", outputs = 16, kernel = 3, padding = 1, stride = 2 },
+  { type = "relu" },
+  { type = "flatten" },
+  { type = "fc", name = "fc1", outputs = 32 },
+  { type = "relu" },
+  { type = "fc", name = "fc2", outputs = 10 },
+]
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.003
+optimizer = "adam"
+schedule = "cosine"
+seed = 3
+train_limit = 256
+[defaults]
+prune = { keep = 0.5 }
+bits = 5
+[layers.conv1]
+structured = { keep = 0.5, rank = "l1" }
+[retrain]
+epochs = 1
+lr = 0.001
+batch_size = 32
+"#;
+
+/// Strided convolutions through training (a few batches), pruning (conv1 thinned to half
+/// its filters, so conv2's section is thinned too), sharing and the file: the file alone
+/// gives the in-memory accuracy, and the costs count each stride's output pixels.
+#[test]
+fn a_network_with_strided_convolutions_runs_the_whole_pipeline() {
+    let data = common::fixture();
+    let exp = Experiment::parse(STRIDED, "fixture").unwrap();
+    let arch = exp.arch();
+    // 28 -> 12 (5x5, stride 2) -> 6 (3x3, padding 1, stride 2): fc1 reads 16 x 6 x 6.
+    assert_eq!(arch.layers[2].inputs, 576);
+    let cache = tempfile::tempdir().unwrap();
+    let result = pipeline::run(&exp, &data, cache.path(), &mut Quiet).unwrap();
+    let r = &result.report;
+    // 16 batches of 32 images: well above chance (10%) only if the strided layers learn.
+    assert!(
+        r.baseline().accuracy > 0.4,
+        "baseline {}",
+        r.baseline().accuracy
+    );
+    assert_eq!(result.model.arch, arch);
+    assert_eq!(
+        r.cost.macs_dense(),
+        (12 * 12 * 8 * 25 + 6 * 6 * 16 * 8 * 9 + 576 * 32 + 32 * 10) as u64
+    );
+    // conv1 keeps 4 of 8 filters: its multiply-adds and conv2's halve.
+    assert_eq!(
+        r.cost.macs_thinned(),
+        (12 * 12 * 4 * 25 + 6 * 6 * 16 * 4 * 9 + 576 * 32 + 32 * 10) as u64
+    );
+    the_file_alone_reproduces(&result, &data, &exp);
+}

@@ -405,6 +405,45 @@ fn padded_convolutions_with_relu_and_pool_match_candle() {
     );
 }
 
+/// `experiments/strided-lenet-5.toml`'s network: stride-2 5x5 convolutions, conv2 on 20
+/// channels with an even output (the shape the explorer runs as Winograd at stride 1, which
+/// must not take it), each layer through the sparse and the dense kernel.
+#[test]
+fn strided_convolutions_match_candle() {
+    let test = Mnist {
+        train: fixture().train.clone(),
+        test: fixture().test.clone(),
+        fingerprint: String::new(),
+    }
+    .subset(0, 64)
+    .test;
+    let arch = Experiment::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/strided-lenet-5.toml"
+    )))
+    .unwrap()
+    .arch();
+    assert_eq!(
+        arch.layers.iter().map(|l| l.stride).collect::<Vec<_>>(),
+        [2, 2, 1, 1]
+    );
+    let net = Net::new(&arch, 3).unwrap();
+    let mut s = Session::new(&net, Session::default_experiment(&arch, recipe())).unwrap();
+    let mut ev = Evaluator::new(&arch, &test, EvalOptions::default()).unwrap();
+    assert_eq!(ev.geometry()[1].stride, 2);
+    for keep in [[0.5, 0.4, 0.1, 0.9], [1.0, 1.0, 1.0, 1.0]] {
+        s.set_plan(dcx::explore::session::plan_with_keep(s.arch(), &keep))
+            .unwrap();
+        let ours = evaluate(&mut ev, &mut s, EvalMode::INTERACTIVE);
+        let reference = candle_eval(&mut s, &test);
+        assert_eq!(ours.correct, reference.correct, "keep {keep:?}");
+        assert!(
+            (ours.loss - reference.loss).abs() < 1e-4,
+            "keep {keep:?}: {ours:?} {reference:?}"
+        );
+    }
+}
+
 #[test]
 fn a_tiny_cache_budget_changes_speed_not_results() {
     let test = &fixture().test;

@@ -6,7 +6,36 @@ mod common;
 
 use dcx::model::int8::{Calibration, Int8Net, Kernel};
 use dcx::model::train::{self, Silent, TrainConfig};
-use dcx::model::{ModelKind, Net};
+use dcx::model::{Arch, ModelKind, Net, NetworkSpec};
+
+/// A network with stride-2 and stride-3 convolutions, one padded and one pooled after.
+fn strided() -> Arch {
+    let spec: NetworkSpec = toml::from_str(
+        r#"
+name = "strided"
+layers = [
+  { type = "conv", name = "conv1", outputs = 8, kernel = 5, stride = 2 },
+  { type = "relu" },
+  { type = "conv", name = "conv2", outputs = 12, kernel = 3, padding = 1, stride = 3 },
+  { type = "relu" },
+  { type = "max-pool" },
+  { type = "flatten" },
+  { type = "fc", name = "fc1", outputs = 10 },
+]
+"#,
+    )
+    .unwrap();
+    spec.to_arch().unwrap()
+}
+
+/// Every built-in network and the strided one.
+fn every_arch() -> Vec<Arch> {
+    ModelKind::ALL
+        .iter()
+        .map(|k| k.arch())
+        .chain([strided()])
+        .collect()
+}
 
 /// The largest |int8 − f32| logit, relative to the largest |f32| logit.
 fn relative_logit_error(net: &Net, int8: &Int8Net, images: &[f32], n: usize) -> f32 {
@@ -54,12 +83,13 @@ fn int8_lenet5_on_the_fixture_is_as_accurate_as_f32() {
 }
 
 /// Random (untrained) weights of every network, including the course CNN's padded
-/// convolutions, whose border reads the input's zero point.
+/// convolutions, whose border reads the input's zero point, and strided convolutions.
 #[test]
 fn int8_logits_follow_f32_for_every_architecture() {
     let data = common::fixture().subset(100, 40);
-    for kind in ModelKind::ALL {
-        let net = Net::new(&kind.arch(), 11).unwrap();
+    for arch in every_arch() {
+        let kind = &arch.name;
+        let net = Net::new(&arch, 11).unwrap();
         let int8 = Int8Net::calibrate(
             &net,
             &data.train.images,
@@ -75,8 +105,13 @@ fn int8_logits_follow_f32_for_every_architecture() {
 #[test]
 fn every_kernel_and_every_batching_give_the_same_logits() {
     let data = common::fixture().subset(64, 37);
-    for kind in [ModelKind::Lenet5, ModelKind::Lenet300100] {
-        let net = Net::new(&kind.arch(), 5).unwrap();
+    for arch in [
+        ModelKind::Lenet5.arch(),
+        ModelKind::Lenet300100.arch(),
+        strided(),
+    ] {
+        let kind = &arch.name;
+        let net = Net::new(&arch, 5).unwrap();
         let int8 = Int8Net::calibrate(&net, &data.train.images, 64, Calibration::MinMax).unwrap();
         let (images, n) = (&data.test.images, data.test.len);
         let want = int8.forward(images, n);

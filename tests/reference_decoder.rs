@@ -76,6 +76,12 @@ fn table(text: &str) -> (String, BTreeMap<String, BTreeMap<String, String>>) {
 
 /// Compresses `experiment` on the fixture and checks the decoder against inspect and eval.
 fn decoder_agrees_with_dcx(cache: &Path, dir: &Path, name: &str, experiment: &str) {
+    let file = compress(cache, dir, name, experiment);
+    decoder_agrees_with_dcx_on(cache, dir, name, &file);
+}
+
+/// `dcx compress` of `experiment` on the fixture into `dir/name/`: the `.dcz` written.
+fn compress(cache: &Path, dir: &Path, name: &str, experiment: &str) -> String {
     let toml = dir.join(format!("{name}.toml"));
     std::fs::write(&toml, experiment).unwrap();
     let out = dir.join(name);
@@ -83,7 +89,22 @@ fn decoder_agrees_with_dcx(cache: &Path, dir: &Path, name: &str, experiment: &st
         dcx(cache).arg("compress").arg(&toml).arg("--out").arg(&out),
         "dcx compress",
     );
-    let file = out.join("model.dcz").display().to_string();
+    out.join("model.dcz").display().to_string()
+}
+
+/// `dcx eval`'s correct count of `file` on the fixture, as "correct/total".
+fn dcx_eval_count(cache: &Path, file: &str) -> String {
+    let eval = run(dcx(cache).args(["eval", file]), "dcx eval");
+    eval.split('(')
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("dcx eval prints (correct / total)")
+        .replace(' ', "")
+}
+
+/// The decoder against `dcx inspect` and `dcx eval` on `file`.
+fn decoder_agrees_with_dcx_on(cache: &Path, dir: &Path, name: &str, file: &str) {
+    let file = file.to_string();
 
     let inspect = run(dcx(cache).args(["inspect", &file]), "dcx inspect");
     let decoded = run(&mut decoder(&[&file]), "tools/dcz_decode.py");
@@ -112,13 +133,7 @@ fn decoder_agrees_with_dcx(cache: &Path, dir: &Path, name: &str, experiment: &st
         }
     }
 
-    let eval = run(dcx(cache).args(["eval", &file]), "dcx eval");
-    let count = eval
-        .split('(')
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .expect("dcx eval prints (correct / total)")
-        .replace(' ', "");
+    let count = dcx_eval_count(cache, &file);
     let ours = run(
         &mut decoder(&[&file, "--eval", &fixture()]),
         "tools/dcz_decode.py --eval",
@@ -382,4 +397,96 @@ per_channel = true
             "{what}: {err}"
         );
     }
+}
+
+/// Strided convolutions (stride 2 with and without padding, then stride 3) trained for a few
+/// batches: `dcx eval` on the file gives the accuracy the compress run measured in memory,
+/// the file lists each stride other than 1, and the decoder computes the same convolutions.
+#[test]
+fn a_strided_network_evaluates_from_its_file_and_the_reference_decoder_agrees() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let network = r#"name = "decoder-strided"
+[model]
+name = "strided-lenet"
+layers = [
+  { type = "conv", name = "conv1", outputs = 8, kernel = 5, stride = 2 },
+  { type = "relu" },
+  { type = "conv", name = "conv2", outputs = 16, kernel = 3, padding = 1, stride = 2 },
+  { type = "relu" },
+  { type = "conv", name = "conv3", outputs = 16, kernel = 3, stride = 3 },
+  { type = "flatten" },
+  { type = "fc", name = "fc1", outputs = 10 },
+]
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.003
+optimizer = "adam"
+schedule = "cosine"
+seed = 7
+train_limit = 384
+[defaults]
+prune = { keep = 0.5 }
+bits = 5
+[retrain]
+rounds = 1
+epochs = 1
+lr = 0.0005
+batch_size = 32
+"#;
+    let file = compress(cache.path(), dir.path(), "strided", network);
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("strided").join("report.json")).unwrap(),
+    )
+    .unwrap();
+    let in_memory = report["stages"].as_array().unwrap().last().unwrap()["accuracy"]
+        .as_f64()
+        .unwrap();
+    let count = dcx_eval_count(cache.path(), &file);
+    let (correct, total) = count.split_once('/').unwrap();
+    let (correct, total): (f64, f64) = (correct.parse().unwrap(), total.parse().unwrap());
+    assert_eq!(correct / total, in_memory, "dcx eval {count}");
+    // 24 batches already beat chance (10%) by far (about 44% measured).
+    assert!(in_memory > 0.25, "{in_memory}");
+
+    // 28 -> 12 -> 6 -> 2: fc1 reads 16 x 2 x 2.
+    let (_, _, written) = read_metadata(Path::new(&file));
+    let strides: Vec<Option<u64>> = written["network"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["type"] == "conv")
+        .map(|s| s.get("stride").map(|v| v.as_u64().unwrap()))
+        .collect();
+    assert_eq!(strides, [Some(2), Some(2), Some(3)]);
+    assert_eq!(written["layers"][3]["shape"], serde_json::json!([10, 64]));
+
+    if python3_missing() {
+        return;
+    }
+    decoder_agrees_with_dcx_on(cache.path(), dir.path(), "strided", &file);
+    // Without conv3's stride fc1 would read 16 x 4 x 4: both readers refuse the file.
+    let bad = dir.path().join("strided-no-stride.dcz");
+    std::fs::write(
+        &bad,
+        with_metadata(Path::new(&file), |m| {
+            m["network"][4].as_object_mut().unwrap().remove("stride");
+        }),
+    )
+    .unwrap();
+    let bad = bad.display().to_string();
+    let out = dcx(cache.path()).args(["inspect", &bad]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&bad) && err.contains("does not match strided-lenet's fc1 (Fc [10, 256])"),
+        "{err}"
+    );
+    let out = decoder(&[&bad]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&bad) && err.contains("'shape': [10, 256]"),
+        "{err}"
+    );
 }

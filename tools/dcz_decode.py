@@ -111,15 +111,18 @@ def network_layers(stages, what):
                 raise DczError(f"{at}: outputs {outputs} not in 1..={MAX_UNITS}")
         if kind == "conv":
             kernel, padding = stage["kernel"], stage.get("padding", 0)
-            if shape[0] != "image" or stage.get("stride", 1) != 1:
-                raise DczError(f"{at}: a conv layer needs an image input and stride 1")
+            stride = stage.get("stride", 1)
+            if shape[0] != "image":
+                raise DczError(f"{at}: a conv layer needs an image input")
             _, channels, side = shape
             if kernel == 0 or 2 * padding >= kernel or kernel > side + 2 * padding:
                 raise DczError(f"{at}: kernel {kernel} with padding {padding} does not fit "
                                f"a {side}x{side} input")
+            if not 1 <= stride <= side + 2 * padding:
+                raise DczError(f"{at}: stride {stride} not in 1..={side + 2 * padding}")
             layers.append({"name": name, "kind": "conv",
                            "shape": [outputs, channels, kernel, kernel]})
-            shape = ("image", outputs, side + 2 * padding + 1 - kernel)
+            shape = ("image", outputs, (side + 2 * padding - kernel) // stride + 1)
         elif kind == "fc":
             if shape[0] != "flat":
                 raise DczError(f"{at}: an fc layer needs a flatten before it")
@@ -944,7 +947,8 @@ class Network:
                     x = fc_forward(layer, x)
                     c = len(x)
                 else:
-                    x, c, h, wd = conv_forward(layer, x, c, h, wd, stage.get("padding", 0))
+                    x, c, h, wd = conv_forward(layer, x, c, h, wd, stage.get("padding", 0),
+                                               stage.get("stride", 1))
         return x
 
 
@@ -961,7 +965,7 @@ def fc_forward(layer, x):
     return out
 
 
-def conv_forward(layer, x, c, h, wd, pad):
+def conv_forward(layer, x, c, h, wd, pad, stride):
     _, (out_c, in_c, kh, kw), taps, b = layer
     if pad:
         ph, pw = h + 2 * pad, wd + 2 * pad
@@ -972,16 +976,19 @@ def conv_forward(layer, x, c, h, wd, pad):
                 src = (ch * h + y) * wd
                 padded[dst:dst + wd] = x[src:src + wd]
         x, h, wd = padded, ph, pw
-    oh, ow = h - kh + 1, wd - kw + 1
-    # gathered[i][ky][kx]: the input plane i shifted by (ky, kx), as an oh*ow list
+    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    # gathered[i][ky][kx]: what tap (ky, kx) reads of input plane i for each output pixel,
+    # as an oh*ow list
     gathered = []
     for i in range(in_c):
         per_tap = []
         for ky in range(kh):
             row = []
             for kx in range(kw):
-                idx = [(i * h + y + ky) * wd + xx + kx for y in range(oh) for xx in range(ow)]
-                row.append(itemgetter(*idx)(x))
+                idx = [(i * h + y * stride + ky) * wd + xx * stride + kx
+                       for y in range(oh) for xx in range(ow)]
+                # itemgetter of one index gives the value, not a 1-tuple
+                row.append(itemgetter(*idx)(x) if len(idx) > 1 else (x[idx[0]],))
             per_tap.append(row)
         gathered.append(per_tap)
     out = []

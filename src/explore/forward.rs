@@ -41,6 +41,8 @@ pub struct LayerGeom {
     pub in_w: usize,
     pub pad: usize,
     pub kernel: usize,
+    /// Pixels the kernel moves between outputs (fc: 1).
+    pub stride: usize,
     pub out_c: usize,
     /// Output rows and columns before pooling (fc: 1, 1).
     pub out_h: usize,
@@ -113,20 +115,26 @@ impl LayerGeom {
         for_runs.max(kernels::COL_BLOCK).min(self.fan_in().max(1))
     }
 
-    /// Whether the layer can run as Winograd's F(2x2, 5x5) ([`Rows::Winograd`]).
+    /// Whether the layer can run as Winograd's F(2x2, 5x5) ([`Rows::Winograd`]): its 2x2
+    /// outputs share one 6x6 input window, which needs stride 1.
     fn winograd_fits(&self) -> bool {
         self.kind == LayerKind::Conv
             && self.kernel == 5
+            && self.stride == 1
             && self.out_h.is_multiple_of(2)
             && self.out_w.is_multiple_of(2)
             && self.in_c >= WINOGRAD_MIN_CHANNELS
     }
 
+    /// Offset in a padded input tile of output position `(oy, ox)`'s window origin.
+    fn window(&self, oy: usize, ox: usize) -> usize {
+        (oy * self.stride * self.padded().1 + ox * self.stride) * TILE
+    }
+
     /// Offset in a padded input tile of the last output position's window origin, plus one
     /// tile row: with the largest weight offset added, the extent every access stays within.
     fn position_extent(&self) -> usize {
-        let wp = self.padded().1;
-        ((self.out_h - 1) * wp + self.out_w - 1) * TILE + TILE
+        self.window(self.out_h - 1, self.out_w - 1) + TILE
     }
 }
 
@@ -149,16 +157,19 @@ pub fn geometry(arch: &Arch) -> Result<Vec<LayerGeom>, ExploreError> {
                 let spec = &arch.layers[i];
                 let g = match spec.kind {
                     LayerKind::Conv => {
-                        if spec.inputs != c || h + 2 * spec.padding < spec.kernel {
+                        let (Some(oh), Some(ow)) = (spec.output_side(h), spec.output_side(w))
+                        else {
+                            return Err(unsupported(format!(
+                                "{} does not fit its input",
+                                spec.name
+                            )));
+                        };
+                        if spec.inputs != c || spec.stride == 0 {
                             return Err(unsupported(format!(
                                 "{} does not fit its input",
                                 spec.name
                             )));
                         }
-                        let (oh, ow) = (
-                            h + 2 * spec.padding + 1 - spec.kernel,
-                            w + 2 * spec.padding + 1 - spec.kernel,
-                        );
                         LayerGeom {
                             kind: LayerKind::Conv,
                             in_c: c,
@@ -166,6 +177,7 @@ pub fn geometry(arch: &Arch) -> Result<Vec<LayerGeom>, ExploreError> {
                             in_w: w,
                             pad: spec.padding,
                             kernel: spec.kernel,
+                            stride: spec.stride,
                             out_c: spec.outputs,
                             out_h: oh,
                             out_w: ow,
@@ -187,6 +199,7 @@ pub fn geometry(arch: &Arch) -> Result<Vec<LayerGeom>, ExploreError> {
                             in_w: 1,
                             pad: 0,
                             kernel: 1,
+                            stride: 1,
                             out_c: spec.outputs,
                             out_h: 1,
                             out_w: 1,
@@ -519,6 +532,9 @@ impl PreparedLayer {
         let win = if g.pool { 2 } else { 1 };
         let wp = g.padded().1;
         let xp = x.as_ptr();
+        // Where output position (y, x) of pool cell (py, px) reads.
+        let window =
+            |py: usize, px: usize, dy: usize, dx: usize| g.window(py * win + dy, px * win + dx);
         // Max over the pool window (raw sums), then bias and ReLU: the same numbers as
         // Candle's bias-then-pool, since adding a bias and ReLU are monotone.
         let finish = |dst: &mut [f32], b: f32| {
@@ -545,7 +561,7 @@ impl PreparedLayer {
                             .take(win * win)
                             .enumerate()
                         {
-                            let base = ((py * win + dy) * wp + px * win + dx) * TILE;
+                            let base = window(py, px, dy, dx);
                             // Without a pool the sums build up in the output rows themselves.
                             let direct = win == 1;
                             for o in 0..g.out_c {
@@ -666,7 +682,7 @@ impl PreparedLayer {
                                     .take(win * win)
                                     .enumerate()
                                 {
-                                    let base = ((py * win + dy) * wp + px * win + dx) * TILE + seg;
+                                    let base = window(py, px, dy, dx) + seg;
                                     // SAFETY: base + offset + SEG <= x.len() as above.
                                     unsafe { K::dense_block(xp.add(base), offs, w, &mut block) };
                                     for (r, row) in block.iter().take(rows).enumerate() {
@@ -793,8 +809,8 @@ mod tests {
                                 for ki in 0..k {
                                     for kj in 0..k {
                                         let (iy, ix) = (
-                                            (oy + ki) as isize - g.pad as isize,
-                                            (ox + kj) as isize - g.pad as isize,
+                                            (oy * g.stride + ki) as isize - g.pad as isize,
+                                            (ox * g.stride + kj) as isize - g.pad as isize,
                                         );
                                         if iy < 0
                                             || ix < 0
@@ -841,15 +857,51 @@ mod tests {
             in_w: 4,
             pad: 2,
             kernel: 5,
+            stride: 1,
             out_c: 13,
             out_h: 6,
             out_w: 4,
             pool: false,
             relu: true,
         };
+        // Strided: a 5x5 kernel Winograd would take at stride 1, pooled to an odd output
+        // (the last row dropped); a padded 3x3 at stride 3 that leaves input columns unread.
+        let strided_pooled = LayerGeom {
+            kind: LayerKind::Conv,
+            in_c: 8,
+            in_h: 13,
+            in_w: 12,
+            pad: 1,
+            kernel: 5,
+            stride: 2,
+            out_c: 11,
+            out_h: 6,
+            out_w: 5,
+            pool: true,
+            relu: true,
+        };
+        let strided_3 = LayerGeom {
+            kind: LayerKind::Conv,
+            in_c: 3,
+            in_h: 9,
+            in_w: 10,
+            pad: 2,
+            kernel: 3,
+            stride: 3,
+            out_c: 5,
+            out_h: 4,
+            out_w: 4,
+            pool: false,
+            relu: false,
+        };
+        assert!(!strided_pooled.winograd_fits() && !strided_3.winograd_fits());
         let mut worst = 0.0f64;
-        for g in [&lenet[1], &padded_no_pool] {
-            assert!(g.winograd_fits());
+        for g in [&lenet[1], &padded_no_pool, &strided_pooled, &strided_3] {
+            let paths: &[Path] = if g.winograd_fits() {
+                &[Path::Sparse, Path::Dense, Path::Winograd]
+            } else {
+                &[Path::Sparse, Path::Dense]
+            };
             let n = g.out_c * g.fan_in();
             let mut rng = 0x9e37_79b9_u64;
             let mut next = || {
@@ -877,7 +929,7 @@ mod tests {
                     .enumerate()
                     .filter(|&(_, &v)| v != 0.0)
                     .map(|(i, &v)| (i, v));
-                for path in [Path::Sparse, Path::Dense, Path::Winograd] {
+                for &path in paths {
                     let p = PreparedLayer::build_as(path, g, 1, entries.clone(), bias.clone(), 0);
                     let mut out = vec![f32::NAN; g.out_features() * TILE];
                     p.forward(g, &xp, &mut out, &mut Vec::new());

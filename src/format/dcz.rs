@@ -1024,7 +1024,7 @@ mod tests {
         );
     }
 
-    /// A small network as an experiment defines it, in the metadata's form (stride, a
+    /// A small network as an experiment defines it, in the metadata's form (a stride of 1, a
     /// max-pool's size and a zero padding are left out, as the writer leaves them out).
     fn tiny_lenet_stages() -> serde_json::Value {
         serde_json::json!([
@@ -1040,11 +1040,30 @@ mod tests {
         ])
     }
 
+    /// The same with its second convolution at stride 2 instead of the pool after it.
+    fn strided_stages() -> serde_json::Value {
+        serde_json::json!([
+            {"type": "conv", "name": "conv1", "outputs": 3, "kernel": 5},
+            {"type": "relu"},
+            {"type": "max-pool"},
+            {"type": "conv", "name": "conv2", "outputs": 4, "kernel": 3, "padding": 1, "stride": 2},
+            {"type": "flatten"},
+            {"type": "fc", "name": "fc1", "outputs": 16},
+            {"type": "relu"},
+            {"type": "fc", "name": "fc2", "outputs": 10},
+        ])
+    }
+
     /// That network with random sparse k-means layers.
     fn defined_model(seed: u64) -> CompressedModel {
+        model_of("tiny-lenet", tiny_lenet_stages(), seed)
+    }
+
+    /// The network of `stages` with random sparse k-means layers.
+    fn model_of(name: &str, stages: serde_json::Value, seed: u64) -> CompressedModel {
         let spec: NetworkSpec = serde_json::from_value(serde_json::json!({
-            "name": "tiny-lenet",
-            "layers": tiny_lenet_stages(),
+            "name": name,
+            "layers": stages,
         }))
         .unwrap();
         let arch = spec.to_arch().unwrap();
@@ -1103,6 +1122,15 @@ mod tests {
         assert_eq!(meta["model"], "tiny-lenet");
         assert_eq!(meta["network"], tiny_lenet_stages());
         assert_eq!(from_bytes(&bytes).unwrap().model, model);
+        // A stride other than 1 is written, and read back into the same geometry (conv2:
+        // 12 -> 6, so fc1 reads 4 x 6 x 6).
+        let strided = model_of("tiny-strided", strided_stages(), 5);
+        assert_eq!(strided.arch.layers[1].stride, 2);
+        assert_eq!(strided.arch.layers[2].inputs, 144);
+        let (bytes, _) = file_bytes(&strided);
+        let meta = metadata_json(&bytes);
+        assert_eq!(meta["network"], strided_stages());
+        assert_eq!(from_bytes(&bytes).unwrap().model, strided);
         // A built-in is named only: its files are the bytes they were before networks.
         let builtin = metadata_json(&file_bytes(&random_model(1, 0.1)).0);
         assert_eq!(builtin["model"], "lenet-300-100");
@@ -1116,7 +1144,7 @@ mod tests {
         fn stages(m: &mut serde_json::Value) -> &mut Vec<serde_json::Value> {
             m["network"].as_array_mut().unwrap()
         }
-        let cases: [(&str, Change, &str); 10] = [
+        let cases: [(&str, Change, &str); 11] = [
             (
                 "batch-norm",
                 |m| stages(m).insert(1, serde_json::json!({"type": "batch-norm"})),
@@ -1162,9 +1190,14 @@ mod tests {
                 "metadata: network[5]: fc layer 'fc1': its input is an image (4x6x6)",
             ),
             (
-                "a stride",
+                "a stride the layers were not made with: fc1 gets fewer inputs",
                 |m| stages(m)[0]["stride"] = 2.into(),
-                "network[0]: 'conv1': stride 2 is not supported",
+                "layer fc1 (Fc [16, 144]) does not match tiny-lenet's fc1 (Fc [16, 36])",
+            ),
+            (
+                "a stride of 0",
+                |m| stages(m)[3]["stride"] = 0.into(),
+                "metadata: network[3]: 'conv2': stride 0 on its 12x12 input with padding 1: must be 1..=14",
             ),
             (
                 "a key no stage has",

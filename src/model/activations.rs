@@ -220,7 +220,7 @@ pub fn input_ranges(
                         net.params[l].bias.as_tensor(),
                     );
                     h = match spec.kind {
-                        LayerKind::Conv => kernels::conv2d(&h, w, bias, spec.padding)?,
+                        LayerKind::Conv => kernels::conv2d(&h, w, bias, spec.padding, spec.stride)?,
                         LayerKind::Fc => kernels::linear(&h, w, bias, false)?,
                     };
                 }

@@ -88,6 +88,8 @@ pub struct LayerSpec {
     /// Kernel side for conv layers; 1 for fc.
     pub kernel: usize,
     pub padding: usize,
+    /// How many pixels the kernel moves between outputs (conv); 1 for fc.
+    pub stride: usize,
 }
 
 impl LayerSpec {
@@ -109,6 +111,14 @@ impl LayerSpec {
     /// Fan-in, used for initialisation.
     pub(crate) fn fan_in(&self) -> usize {
         self.inputs * self.kernel * self.kernel
+    }
+
+    /// The output side of a conv layer on a `side`-wide square input (`None` when the kernel
+    /// does not fit the padded input): `⌊(side + 2·padding − kernel) / stride⌋ + 1`.
+    pub fn output_side(&self, side: usize) -> Option<usize> {
+        (side + 2 * self.padding)
+            .checked_sub(self.kernel)
+            .map(|span| span / self.stride.max(1) + 1)
     }
 }
 
@@ -236,7 +246,7 @@ impl Arch {
                 Stage::Layer(i) => {
                     let spec = &self.layers[i];
                     if spec.kind == LayerKind::Conv {
-                        side = side + 2 * spec.padding + 1 - spec.kernel;
+                        side = spec.output_side(side).unwrap_or(0);
                     }
                     if i == l {
                         return if spec.kind == LayerKind::Conv {
@@ -288,7 +298,7 @@ mod tests {
                         let l = &arch.layers[i];
                         if l.kind == LayerKind::Conv {
                             assert_eq!(l.inputs, channels, "{kind} {}", l.name);
-                            side = side + 2 * l.padding + 1 - l.kernel;
+                            side = (side + 2 * l.padding - l.kernel) / l.stride + 1;
                             channels = l.outputs;
                         } else if channels > 0 {
                             assert_eq!(l.inputs, channels * side * side, "{kind} {}", l.name);

@@ -359,15 +359,17 @@ impl Net {
     ) -> candle_core::Result<(Tensor, bool)> {
         if self.backend == Backend::Fast {
             let out = match spec.kind {
-                LayerKind::Conv if relu_next => kernels::conv2d_relu(x, w, b, spec.padding)?,
-                LayerKind::Conv => kernels::conv2d(x, w, b, spec.padding)?,
+                LayerKind::Conv if relu_next => {
+                    kernels::conv2d_relu(x, w, b, spec.padding, spec.stride)?
+                }
+                LayerKind::Conv => kernels::conv2d(x, w, b, spec.padding, spec.stride)?,
                 LayerKind::Fc => kernels::linear(x, w, b, relu_next)?,
             };
             return Ok((out, relu_next));
         }
         let out = match spec.kind {
             LayerKind::Conv => x
-                .conv2d(w, spec.padding, 1, 1, 1)?
+                .conv2d(w, spec.padding, spec.stride, 1, 1)?
                 .broadcast_add(&b.reshape((1, spec.outputs, 1, 1))?)?,
             LayerKind::Fc => candle_nn::Linear::new(w.clone(), Some(b.clone())).forward(x)?,
         };

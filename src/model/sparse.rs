@@ -516,7 +516,7 @@ fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     dst
 }
 
-/// A stride-1, zero-padded convolution with a sparse weight: `x [n, C, H, W]` to
+/// A zero-padded, strided convolution with a sparse weight: `x [n, C, H, W]` to
 /// `[n, O, OH, OW]`, `weight` being `[O × C·KH·KW]` (the dense `[O, C, KH, KW]` flattened).
 #[derive(Clone, Debug)]
 pub(crate) struct SparseConv {
@@ -525,11 +525,18 @@ pub(crate) struct SparseConv {
     channels: usize,
     kernel: (usize, usize),
     padding: usize,
+    stride: usize,
 }
 
 impl SparseConv {
     /// From dense weights `[O, C, KH, KW]` (row-major) and a bias per output.
-    pub(crate) fn new(w: &[f32], bias: Vec<f32>, dims: [usize; 4], padding: usize) -> SparseConv {
+    pub(crate) fn new(
+        w: &[f32],
+        bias: Vec<f32>,
+        dims: [usize; 4],
+        padding: usize,
+        stride: usize,
+    ) -> SparseConv {
         let [o, c, kh, kw] = dims;
         assert_eq!(bias.len(), o, "sparse conv: one bias per output channel");
         SparseConv {
@@ -538,13 +545,14 @@ impl SparseConv {
             channels: c,
             kernel: (kh, kw),
             padding,
+            stride,
         }
     }
 
     fn geom(&self, n: usize, h: usize, w: usize) -> Geom {
         let (kh, kw) = self.kernel;
         let wdims = [self.weight.rows, self.channels, kh, kw];
-        match Geom::new(&[n, self.channels, h, w], &wdims, self.padding) {
+        match Geom::new(&[n, self.channels, h, w], &wdims, self.padding, self.stride) {
             Ok(g) => g,
             Err(e) => panic!("sparse conv: {e}"),
         }
@@ -661,6 +669,7 @@ impl SparseNet {
                     b,
                     [spec.outputs, spec.inputs, spec.kernel, spec.kernel],
                     spec.padding,
+                    spec.stride,
                 )),
                 LayerKind::Fc => SparseLayer::Fc {
                     weight: Csr::from_dense(&w, spec.outputs, spec.inputs),
@@ -812,7 +821,9 @@ fn layer_outputs_per_weight(arch: &Arch) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::model::ModelKind;
-    use crate::model::kernels::test_util::{assert_close_to_terms, term_magnitudes};
+    use crate::model::kernels::test_util::{
+        assert_close_to_terms, reference_conv, term_magnitudes,
+    };
     use candle_core::{Device, Result, Tensor, Var};
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -883,13 +894,22 @@ mod tests {
         Ok(())
     }
 
-    fn conv_reference(t: &[&Tensor], pad: usize) -> Result<Tensor> {
-        t[0].conv2d(t[1], pad, 1, 1, 1)?
-            .broadcast_add(&t[2].reshape((1, (), 1, 1))?)
+    fn conv_reference(t: &[&Tensor], pad: usize, stride: usize) -> Result<Tensor> {
+        reference_conv(t[0], t[1], t[2], pad, stride)
+    }
+
+    fn check_conv(seed: u64, dims: [usize; 7], pad: usize, sparsity: f32) -> Result<()> {
+        check_strided_conv(seed, dims, pad, 1, sparsity)
     }
 
     /// `SparseConv::forward` against Candle's dense convolution of the same pruned weights.
-    fn check_conv(seed: u64, dims: [usize; 7], pad: usize, sparsity: f32) -> Result<()> {
+    fn check_strided_conv(
+        seed: u64,
+        dims: [usize; 7],
+        pad: usize,
+        stride: usize,
+        sparsity: f32,
+    ) -> Result<()> {
         let [n, c, h, wd, o, kh, kw] = dims;
         let mut rng = StdRng::seed_from_u64(seed);
         let x = uniform(&mut rng, n * c * h * wd);
@@ -901,14 +921,15 @@ mod tests {
             var(&b, &[o])?,
         ];
         let refs: Vec<&Var> = vars.iter().collect();
-        let (terms, _) = term_magnitudes(|t| conv_reference(t, pad), &refs, seed + 1)?;
+        let (terms, _) = term_magnitudes(|t| conv_reference(t, pad, stride), &refs, seed + 1)?;
         let ts: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
-        let want = conv_reference(&ts, pad)?;
-        let conv = SparseConv::new(&w, b.clone(), [o, c, kh, kw], pad);
+        let want = conv_reference(&ts, pad, stride)?;
+        let conv = SparseConv::new(&w, b.clone(), [o, c, kh, kw], pad, stride);
         for isa in Isa::available() {
             for relu in [false, true] {
                 let ctx = format!(
-                    "n{n} c{c} {h}x{wd} o{o} k{kh}x{kw} pad{pad} sparsity {sparsity} {isa:?} \
+                    "n{n} c{c} {h}x{wd} o{o} k{kh}x{kw} pad{pad} stride{stride} sparsity {sparsity} \
+                     {isa:?} \
                      relu {relu}"
                 );
                 let ours = tensor(conv.forward(&x, n, h, wd, relu, isa), want.dims())?;
@@ -946,13 +967,14 @@ mod tests {
             kh in 1usize..5,
             kw in 1usize..5,
             pad in 0usize..3,
+            stride in 1usize..4,
             s in 0usize..SPARSITIES.len(),
             threads in 1usize..4,
             seed in 0u64..10_000,
         ) {
             proptest::prop_assume!(h + 2 * pad >= kh && wd + 2 * pad >= kw);
             on_threads(threads, || {
-                check_conv(seed, [n, c, h, wd, o, kh, kw], pad, SPARSITIES[s])
+                check_strided_conv(seed, [n, c, h, wd, o, kh, kw], pad, stride, SPARSITIES[s])
             })
             .unwrap();
         }
@@ -971,7 +993,9 @@ mod tests {
                 check_linear(seed + 1, 256, 800, 500, s)?;
                 check_conv(seed + 2, [1, 20, 12, 12, 50, 5, 5], 0, s)?;
                 check_conv(seed + 3, [5, 1, 28, 28, 20, 5, 5], 0, s)?;
-                check_conv(seed + 4, [2, 8, 14, 14, 32, 3, 3], 1, s)
+                check_conv(seed + 4, [2, 8, 14, 14, 32, 3, 3], 1, s)?;
+                check_strided_conv(seed + 5, [1, 8, 28, 28, 16, 5, 5], 0, 2, s)?;
+                check_strided_conv(seed + 6, [4, 8, 13, 13, 16, 3, 3], 1, 3, s)
             })?;
         }
         Ok(())
@@ -998,7 +1022,11 @@ mod tests {
 
     /// A network with `sparsity` of every layer's weights set to zero.
     fn pruned_net(kind: ModelKind, seed: u64, sparsity: f32) -> Net {
-        let net = Net::new(&kind.arch(), seed).unwrap();
+        pruned_arch(&kind.arch(), seed, sparsity)
+    }
+
+    fn pruned_arch(arch: &Arch, seed: u64, sparsity: f32) -> Net {
+        let net = Net::new(arch, seed).unwrap();
         let mut rng = StdRng::seed_from_u64(seed + 1);
         let values = (0..net.arch.layers.len())
             .map(|l| {
@@ -1011,7 +1039,7 @@ mod tests {
                 (w, net.bias_values(l).unwrap())
             })
             .collect();
-        Net::from_values(&kind.arch(), values).unwrap()
+        Net::from_values(arch, values).unwrap()
     }
 
     /// The same network with every weight and bias replaced by its magnitude: on `|images|`,
@@ -1032,16 +1060,21 @@ mod tests {
 
     #[test]
     fn sparse_net_logits_equal_the_dense_net() -> Result<()> {
-        for (kind, sparsity) in [
-            (ModelKind::Lenet5, 0.9),
-            (ModelKind::Lenet300100, 0.92),
-            (ModelKind::Lenet5, 0.0),
+        let strided = crate::model::spec::NetworkSpec::strided_example()
+            .to_arch()
+            .unwrap();
+        for (arch, sparsity) in [
+            (ModelKind::Lenet5.arch(), 0.9),
+            (ModelKind::Lenet300100.arch(), 0.92),
+            (ModelKind::Lenet5.arch(), 0.0),
+            (strided, 0.7),
         ] {
-            let net = pruned_net(kind, 7, sparsity);
+            let kind = &arch.name;
+            let net = pruned_arch(&arch, 7, sparsity);
             let bound = magnitude_net(&net);
             let sparse = SparseNet::new(&net)?;
             let (nz, all) = sparse.weights();
-            assert_eq!(all, kind.arch().weight_count());
+            assert_eq!(all, arch.weight_count());
             let share = nz as f32 / all as f32;
             assert!((share - (1.0 - sparsity)).abs() < 0.01, "{kind}: {share}");
             let mut rng = StdRng::seed_from_u64(11);
@@ -1088,6 +1121,12 @@ mod tests {
             layer_outputs_per_weight(&ModelKind::Lenet5.arch()),
             [576, 64, 1, 1]
         );
+        // Strides: 28x28 (stride 1, padded), 12x12 (5x5 stride 2), 2x2 (after the pool,
+        // stride 3).
+        let strided = crate::model::spec::NetworkSpec::strided_example()
+            .to_arch()
+            .unwrap();
+        assert_eq!(layer_outputs_per_weight(&strided), [784, 144, 4, 1, 1]);
         let net = pruned_net(ModelKind::Lenet5, 3, 0.5);
         let sparse = SparseNet::new(&net).unwrap();
         let nz: Vec<usize> = sparse

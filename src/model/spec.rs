@@ -71,12 +71,22 @@ pub enum StageSpec {
 
 impl StageSpec {
     fn conv(name: &str, outputs: usize, kernel: usize, padding: usize) -> StageSpec {
+        StageSpec::strided_conv(name, outputs, kernel, padding, 1)
+    }
+
+    fn strided_conv(
+        name: &str,
+        outputs: usize,
+        kernel: usize,
+        padding: usize,
+        stride: usize,
+    ) -> StageSpec {
         StageSpec::Conv {
             name: name.to_string(),
             outputs,
             kernel,
             padding,
-            stride: 1,
+            stride,
         }
     }
 
@@ -243,28 +253,36 @@ impl NetworkSpec {
                             "conv layer '{name}' after a flatten: its input is {shape}, not an image"
                         )));
                     };
-                    if *stride != 1 {
-                        return Err(at(format!(
-                            "'{name}': stride {stride} is not supported: dcx's convolutions (training, sparse, INT8 and the explorer's) step by 1; use a max-pool to shrink the image"
-                        )));
-                    }
                     if *kernel == 0 || 2 * padding >= *kernel || *kernel > side + 2 * padding {
                         return Err(at(format!(
                             "'{name}': kernel {kernel} with padding {padding} does not fit its {side}x{side} input (kernel 1..={}, padding at most half the kernel less one)",
                             side + 2 * padding
                         )));
                     }
-                    layers.push(LayerSpec {
+                    // Past the padded side every stride gives the same 1x1 output: a larger
+                    // one is a mistake, not another network.
+                    if *stride == 0 || *stride > side + 2 * padding {
+                        return Err(at(format!(
+                            "'{name}': stride {stride} on its {side}x{side} input with padding {padding}: must be 1..={}",
+                            side + 2 * padding
+                        )));
+                    }
+                    let layer = LayerSpec {
                         name: name.clone(),
                         kind: LayerKind::Conv,
                         inputs: channels,
                         outputs: *outputs,
                         kernel: *kernel,
                         padding: *padding,
-                    });
+                        stride: *stride,
+                    };
+                    let out = layer
+                        .output_side(side)
+                        .ok_or_else(|| at(format!("'{name}': its output would be empty")))?;
+                    layers.push(layer);
                     shape = Shape::Image {
                         channels: *outputs,
-                        side: side + 2 * padding + 1 - kernel,
+                        side: out,
                     };
                 }
                 StageSpec::Fc { name, outputs } => {
@@ -282,6 +300,7 @@ impl NetworkSpec {
                         outputs: *outputs,
                         kernel: 1,
                         padding: 0,
+                        stride: 1,
                     });
                     shape = Shape::Flat(*outputs);
                 }
@@ -386,9 +405,13 @@ impl Arch {
                 Stage::Layer(l) => {
                     let spec = &self.layers[l];
                     match spec.kind {
-                        LayerKind::Conv => {
-                            StageSpec::conv(&spec.name, spec.outputs, spec.kernel, spec.padding)
-                        }
+                        LayerKind::Conv => StageSpec::strided_conv(
+                            &spec.name,
+                            spec.outputs,
+                            spec.kernel,
+                            spec.padding,
+                            spec.stride,
+                        ),
                         LayerKind::Fc => StageSpec::fc(&spec.name, spec.outputs),
                     }
                 }
@@ -408,6 +431,35 @@ impl Arch {
         NetworkSpec {
             name: self.name.clone(),
             layers,
+        }
+    }
+}
+
+#[cfg(test)]
+impl NetworkSpec {
+    /// A small network with strided convolutions for the inference engines' tests: a 5x5
+    /// stride-2 conv on 8 channels with an even output (the shape the explorer's Winograd
+    /// path takes at stride 1), a max-pool after it, and a padded stride-3 conv.
+    pub(crate) fn strided_example() -> NetworkSpec {
+        use StageSpec::*;
+        NetworkSpec {
+            name: "strided-example".into(),
+            layers: vec![
+                StageSpec::conv("conv1", 8, 3, 1),
+                Relu {},
+                // 28 -> 12
+                StageSpec::strided_conv("conv2", 16, 5, 0, 2),
+                Relu {},
+                // 12 -> 6
+                MaxPool { size: 2 },
+                // 6 -> 2
+                StageSpec::strided_conv("conv3", 12, 3, 1, 3),
+                Relu {},
+                Flatten {},
+                StageSpec::fc("fc1", 32),
+                Relu {},
+                StageSpec::fc("fc2", 10),
+            ],
         }
     }
 }
@@ -599,6 +651,42 @@ layers = [
         assert_eq!(inference.stages.len(), arch.stages.len() - 2);
     }
 
+    const STRIDED: &str = r#"
+[model]
+name = "strided"
+layers = [
+  { type = "conv", name = "conv1", outputs = 6, kernel = 5, stride = 2 },
+  { type = "relu" },
+  { type = "conv", name = "conv2", outputs = 8, kernel = 3, padding = 1, stride = 3 },
+  { type = "flatten" },
+  { type = "fc", name = "fc1", outputs = 10 },
+]
+"#;
+
+    #[test]
+    fn a_strided_network_infers_its_sizes_and_keeps_its_stride() {
+        let model = parse(STRIDED).unwrap();
+        let arch = model.arch();
+        // 28 -> 5x5 stride 2: 12 -> 3x3 pad 1 stride 3: 4, so fc1 sees 8 x 4 x 4.
+        assert_eq!(arch.layers[2].inputs, 128);
+        let strides: Vec<usize> = arch.layers.iter().map(|l| l.stride).collect();
+        assert_eq!(strides, vec![2, 3, 1]);
+        assert_eq!(arch.output_pixels(0), 144);
+        assert_eq!(arch.output_pixels(1), 16);
+        let text = toml::to_string(&Holder {
+            model: model.clone(),
+        })
+        .unwrap();
+        assert!(text.contains("stride = 2"), "{text}");
+        assert_eq!(parse(&text).unwrap(), model, "{text}");
+        // Stride 1 is not written, so networks without strides read and write as before.
+        let plain = toml::to_string(&Holder {
+            model: ModelRef::Defined(ModelKind::Lenet5.arch().spec()),
+        })
+        .unwrap();
+        assert!(!plain.contains("stride"), "{plain}");
+    }
+
     #[test]
     fn bad_networks_say_which_stage_and_why() {
         let cases = [
@@ -616,8 +704,22 @@ layers = [
                 "layers[1]: fc layer 'fc': its input is an image (4x26x26)",
             ),
             (
-                r#"model = { name = "n", layers = [{ type = "conv", name = "c", outputs = 4, kernel = 3, stride = 2 }, { type = "flatten" }, { type = "fc", name = "fc", outputs = 10 }] }"#,
-                "stride 2 is not supported",
+                r#"model = { name = "n", layers = [{ type = "conv", name = "c", outputs = 4, kernel = 3, stride = 0 }, { type = "flatten" }, { type = "fc", name = "fc", outputs = 10 }] }"#,
+                "layers[0]: 'c': stride 0 on its 28x28 input with padding 0: must be 1..=28",
+            ),
+            (
+                r#"model = { name = "n", layers = [{ type = "conv", name = "c", outputs = 4, kernel = 3, padding = 1, stride = 31 }, { type = "flatten" }, { type = "fc", name = "fc", outputs = 10 }] }"#,
+                "layers[0]: 'c': stride 31 on its 28x28 input with padding 1: must be 1..=30",
+            ),
+            (
+                // 28 -> stride-2 3x3 13: an odd side for the pool.
+                r#"model = { name = "n", layers = [{ type = "conv", name = "c", outputs = 4, kernel = 3, stride = 2 }, { type = "max-pool" }, { type = "flatten" }, { type = "fc", name = "fc", outputs = 10 }] }"#,
+                "layers[1]: max-pool of a 13x13 image",
+            ),
+            (
+                // 28 -> 14 -> 7 -> 3: a 5x5 kernel does not fit 3x3.
+                r#"model = { name = "n", layers = [{ type = "conv", name = "a", outputs = 4, kernel = 3, padding = 1, stride = 2 }, { type = "conv", name = "b", outputs = 4, kernel = 3, padding = 1, stride = 2 }, { type = "conv", name = "c", outputs = 4, kernel = 3, stride = 2 }, { type = "conv", name = "d", outputs = 4, kernel = 5 }, { type = "flatten" }, { type = "fc", name = "fc", outputs = 10 }] }"#,
+                "layers[3]: 'd': kernel 5 with padding 0 does not fit its 3x3 input",
             ),
             (
                 r#"model = { name = "n", layers = [{ type = "conv", name = "c", outputs = 4, kernel = 3 }, { type = "max-pool" }, { type = "max-pool" }, { type = "flatten" }, { type = "fc", name = "fc", outputs = 10 }] }"#,

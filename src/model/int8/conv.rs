@@ -1,4 +1,4 @@
-//! Stride-1 convolution on int8 codes in channels-last layout: im2col into one row of taps
+//! Strided convolution on int8 codes in channels-last layout: im2col into one row of taps
 //! per output pixel, then the int8 product against the weights.
 //!
 //! Channels last (`[H, W, C]` per image) makes im2col cheap: a kernel row's taps over all
@@ -18,15 +18,17 @@ pub(crate) struct ConvGeom {
     pub kh: usize,
     pub kw: usize,
     pub pad: usize,
+    /// Pixels the kernel moves between outputs.
+    pub step: usize,
 }
 
 impl ConvGeom {
     pub(crate) fn oh(&self) -> usize {
-        self.h + 2 * self.pad + 1 - self.kh
+        (self.h + 2 * self.pad - self.kh) / self.step + 1
     }
 
     pub(crate) fn ow(&self) -> usize {
-        self.w + 2 * self.pad + 1 - self.kw
+        (self.w + 2 * self.pad - self.kw) / self.step + 1
     }
 
     /// Output pixels.
@@ -47,8 +49,9 @@ impl ConvGeom {
 }
 
 /// One row per output pixel `r·OW + q`: tap `(ki·KW + kj)·C + c` is
-/// `x[r + ki − pad][q + kj − pad][c]`, or `zero` (the code of 0.0) outside the image; the
-/// row's tail past `k` is 0. `x` is `[H, W, C]`; `col` holds `P · stride` codes.
+/// `x[r·s + ki − pad][q·s + kj − pad][c]` (`s` the step), or `zero` (the code of 0.0) outside
+/// the image; the row's tail past `k` is 0. `x` is `[H, W, C]`; `col` holds `P · stride`
+/// codes.
 pub(crate) fn im2col(g: &ConvGeom, x: &[i8], zero: i8, col: &mut [i8]) {
     let (k, stride, ow, c) = (g.k(), g.stride(), g.ow(), g.c);
     let run = g.kw * c;
@@ -58,7 +61,7 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[i8], zero: i8, col: &mut [i8]) {
         for r in 0..g.oh() {
             for q in 0..ow {
                 let row = rows.next().expect("P rows");
-                let start = (r * g.w + q) * c;
+                let start = (r * g.w + q) * g.step * c;
                 for ki in 0..g.kh {
                     copy_run(row, ki * run, run, x, start + ki * g.w * c);
                 }
@@ -68,7 +71,8 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[i8], zero: i8, col: &mut [i8]) {
         return;
     }
     for (pixel, row) in col.chunks_exact_mut(stride).take(g.p()).enumerate() {
-        let (r, q) = (pixel / ow, pixel % ow);
+        // The padded image's row and column of the window's top-left tap.
+        let (r, q) = (pixel / ow * g.step, pixel % ow * g.step);
         // Kernel columns kj in lo..hi read inside the image for this q.
         let lo = g.pad.saturating_sub(q).min(g.kw);
         let hi = (g.w + g.pad).saturating_sub(q).min(g.kw).max(lo);
@@ -157,7 +161,7 @@ mod tests {
                     for ki in 0..g.kh {
                         for kj in 0..g.kw {
                             for c in 0..g.c {
-                                let (ih, iw) = (r + ki, q + kj);
+                                let (ih, iw) = (r * g.step + ki, q * g.step + kj);
                                 let inside = ih >= g.pad
                                     && iw >= g.pad
                                     && ih - g.pad < g.h
@@ -188,12 +192,13 @@ mod tests {
             1usize..=5,
             1usize..=5,
             0usize..=2,
+            1usize..=3,
         )
             .prop_filter(
                 "kernel fits the padded input",
-                |&(_, h, w, _, kh, kw, pad)| kh <= h + 2 * pad && kw <= w + 2 * pad,
+                |&(_, h, w, _, kh, kw, pad, _)| kh <= h + 2 * pad && kw <= w + 2 * pad,
             )
-            .prop_map(|(c, h, w, o, kh, kw, pad)| ConvGeom {
+            .prop_map(|(c, h, w, o, kh, kw, pad, step)| ConvGeom {
                 c,
                 h,
                 w,
@@ -201,6 +206,7 @@ mod tests {
                 kh,
                 kw,
                 pad,
+                step,
             })
     }
 
@@ -212,7 +218,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
         /// im2col + the int8 product equals the direct convolution, padding reading the zero
-        /// point, for odd sizes and kernels wider than the image's unpadded side.
+        /// point, for odd sizes, kernels wider than the image's unpadded side and steps 1 to 3.
         #[test]
         fn im2col_conv_equals_direct_convolution(
             (g, x, w, zero) in geom().prop_flat_map(|g| (

@@ -429,6 +429,7 @@ impl Int8Net {
             kh: spec.kernel,
             kw: spec.kernel,
             pad: spec.padding,
+            step: spec.stride,
         };
         debug_assert_eq!(g.stride(), layer.stride);
         let (p, per_in) = (g.p(), h * w * c);
@@ -589,7 +590,7 @@ fn input_shapes(arch: &Arch) -> Vec<(usize, usize, usize)> {
                 shapes[l] = shape;
                 shape = match spec.kind {
                     LayerKind::Conv => {
-                        let side = |s: usize| s + 2 * spec.padding + 1 - spec.kernel;
+                        let side = |s: usize| spec.output_side(s).unwrap_or(0);
                         (spec.outputs, side(shape.1), side(shape.2))
                     }
                     LayerKind::Fc => (spec.outputs, 1, 1),

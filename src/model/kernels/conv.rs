@@ -1,4 +1,4 @@
-//! Stride-1 2-D convolution with bias: im2col + gemm forward, gemm + col2im backward.
+//! Strided 2-D convolution with bias: im2col + gemm forward, gemm + col2im backward.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -11,35 +11,57 @@ use super::relu::mask;
 
 const OP: &str = "conv2d";
 
-/// `x [N,C,H,W]` ⋆ `w [O,C,KH,KW]` + `b [O]`, stride 1, `padding` zeros on every side.
+/// `x [N,C,H,W]` ⋆ `w [O,C,KH,KW]` + `b [O]`, `padding` zeros on every side, the kernel
+/// moving `stride` pixels at a time.
 ///
-/// Output `[N, O, H + 2·padding − KH + 1, W + 2·padding − KW + 1]`. Backward gives the input,
-/// weight and bias gradients; the input gradient is skipped when `x` needs none.
-pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
-    apply(x, w, b, padding, false)
+/// Output `[N, O, ⌊(H + 2·padding − KH) / stride⌋ + 1, ⌊(W + 2·padding − KW) / stride⌋ + 1]`
+/// (input rows and columns past the last whole window are not read). Backward gives the
+/// input, weight and bias gradients; the input gradient is skipped when `x` needs none.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+    apply(x, w, b, padding, stride, false)
 }
 
-/// `relu(conv2d(x, w, b, padding))` in one op: the ReLU is applied while each image's output
-/// is in cache, and its backward mask is folded into the convolution's, which saves the
-/// separate ReLU node's two passes and its gradient buffer over the largest activation.
-pub fn conv2d_relu(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
-    apply(x, w, b, padding, true)
+/// `relu(conv2d(x, w, b, padding, stride))` in one op: the ReLU is applied while each image's
+/// output is in cache, and its backward mask is folded into the convolution's, which saves
+/// the separate ReLU node's two passes and its gradient buffer over the largest activation.
+pub fn conv2d_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    apply(x, w, b, padding, stride, true)
 }
 
-fn apply(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, relu: bool) -> Result<Tensor> {
+fn apply(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    padding: usize,
+    stride: usize,
+    relu: bool,
+) -> Result<Tensor> {
     for t in [x, w, b] {
         check_cpu_f32(t, OP)?;
     }
-    let g = Geom::new(x.dims(), w.dims(), padding)?;
+    let g = Geom::new(x.dims(), w.dims(), padding, stride)?;
     if b.dims() != [g.o] {
         bail!("{OP}: bias must be [{}], got {:?}", g.o, b.dims());
     }
+    let op = Conv2d {
+        padding,
+        stride,
+        relu,
+    };
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv2d { padding, relu })
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
 /// Sizes of one convolution. Per image, im2col turns the input into a `K×P` matrix
 /// (`K = C·KH·KW` taps, `P = OH·OW` output pixels) so the output is `W[O×K] · col[K×P]`.
+/// Output pixel `(r, q)` reads input rows `r·stride + ki − pad` and columns
+/// `q·stride + kj − pad`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Geom {
     pub(crate) n: usize,
@@ -50,12 +72,13 @@ pub(crate) struct Geom {
     kh: usize,
     kw: usize,
     pad: usize,
+    stride: usize,
     pub(crate) oh: usize,
     pub(crate) ow: usize,
 }
 
 impl Geom {
-    pub(crate) fn new(x: &[usize], w: &[usize], pad: usize) -> Result<Geom> {
+    pub(crate) fn new(x: &[usize], w: &[usize], pad: usize, stride: usize) -> Result<Geom> {
         let &[n, c, h, wd] = x else {
             bail!("{OP}: input must be [N,C,H,W], got {x:?}");
         };
@@ -71,6 +94,9 @@ impl Geom {
         if h + 2 * pad < kh || wd + 2 * pad < kw {
             bail!("{OP}: kernel {kh}x{kw} larger than the padded input {h}x{wd} (padding {pad})");
         }
+        if stride == 0 {
+            bail!("{OP}: stride must be at least 1");
+        }
         Ok(Geom {
             n,
             c,
@@ -80,8 +106,9 @@ impl Geom {
             kh,
             kw,
             pad,
-            oh: h + 2 * pad - kh + 1,
-            ow: wd + 2 * pad - kw + 1,
+            stride,
+            oh: (h + 2 * pad - kh) / stride + 1,
+            ow: (wd + 2 * pad - kw) / stride + 1,
         })
     }
 
@@ -101,21 +128,36 @@ impl Geom {
         self.o * self.p()
     }
 
-    /// A 1x1 unpadded kernel's im2col matrix is the image itself.
+    /// A 1x1 unpadded kernel's im2col matrix at stride 1 is the image itself.
     pub(crate) fn direct(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.pad == 0
+        self.kh == 1 && self.kw == 1 && self.pad == 0 && self.stride == 1
     }
 
-    /// The output columns `[lo, hi)` whose input column `ow + kj − pad` is inside the image.
+    /// The output columns `[lo, hi)` whose input column `q·stride + kj − pad` is inside the
+    /// image.
     fn valid_cols(&self, kj: usize) -> (usize, usize) {
-        let lo = self.pad.saturating_sub(kj).min(self.ow);
-        let hi = (self.w + self.pad).saturating_sub(kj).min(self.ow).max(lo);
+        let s = self.stride;
+        let lo = self.pad.saturating_sub(kj).div_ceil(s).min(self.ow);
+        // The last valid q has q·s ≤ w − 1 + pad − kj.
+        let hi = (self.w + self.pad)
+            .checked_sub(kj + 1)
+            .map_or(0, |last| last / s + 1)
+            .min(self.ow)
+            .max(lo);
         (lo, hi)
+    }
+
+    /// The input column output column `lo` reads through kernel column `kj` (`lo` from
+    /// [`Geom::valid_cols`], so inside the image).
+    fn first_col(&self, lo: usize, kj: usize) -> usize {
+        lo * self.stride + kj - self.pad
     }
 
     /// The input row that output row `r` reads through kernel row `ki`, if inside the image.
     fn in_row(&self, r: usize, ki: usize) -> Option<usize> {
-        (r + ki).checked_sub(self.pad).filter(|&ih| ih < self.h)
+        (r * self.stride + ki)
+            .checked_sub(self.pad)
+            .filter(|&ih| ih < self.h)
     }
 
     /// With fewer images than threads, splitting the batch would leave threads idle, so the
@@ -129,8 +171,32 @@ impl Geom {
     }
 }
 
-/// `col[(c·KH + ki)·KW + kj][r·OW + q] = x[c][r + ki − pad][q + kj − pad]` (0 outside).
+/// `dst[q] = src[q·stride]`: a row segment of im2col (a plain copy at stride 1).
+fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
+    if stride == 1 {
+        copy_short(dst, src);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            *d = *s;
+        }
+    }
+}
+
+/// `dst[q·stride] += src[q]`: the adjoint of [`gather`].
+fn scatter_add(dst: &mut [f32], src: &[f32], stride: usize) {
+    if stride == 1 {
+        add_into(&mut dst[..src.len()], src);
+    } else {
+        for (d, s) in dst.iter_mut().step_by(stride).zip(src) {
+            *d += s;
+        }
+    }
+}
+
+/// `col[(c·KH + ki)·KW + kj][r·OW + q] = x[c][r·s + ki − pad][q·s + kj − pad]` (0 outside),
+/// `s` the stride.
 pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+    let s = g.stride;
     let mut rows = col.chunks_exact_mut(g.p());
     for plane in x.chunks_exact(g.h * g.w) {
         for ki in 0..g.kh {
@@ -140,7 +206,7 @@ pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
                 if g.pad == 0 {
                     // The common unpadded case: every row segment is a plain copy.
                     for (r, out) in row.chunks_exact_mut(g.ow).enumerate() {
-                        copy_short(out, &plane[(r + ki) * g.w + kj..]);
+                        gather(out, &plane[(r * s + ki) * g.w + kj..], s);
                     }
                     continue;
                 }
@@ -150,7 +216,11 @@ pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
                             // Only the border columns are padding; `fill` on them would be a
                             // `memset` call per segment.
                             out[..lo].iter_mut().for_each(|v| *v = 0.0);
-                            copy_short(&mut out[lo..hi], &plane[ih * g.w + kj + lo - g.pad..]);
+                            gather(
+                                &mut out[lo..hi],
+                                &plane[ih * g.w + g.first_col(lo, kj)..],
+                                s,
+                            );
                             out[hi..].iter_mut().for_each(|v| *v = 0.0);
                         }
                         _ => out.fill(0.0),
@@ -163,6 +233,7 @@ pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
 
 /// The adjoint of `im2col`: scatter-adds every column entry back onto its input pixel.
 fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
+    let s = g.stride;
     let mut rows = col.chunks_exact(g.p());
     for plane in dx.chunks_exact_mut(g.h * g.w) {
         for ki in 0..g.kh {
@@ -170,7 +241,7 @@ fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
                 let row = rows.next().expect("col has K rows");
                 if g.pad == 0 {
                     for (r, src) in row.chunks_exact(g.ow).enumerate() {
-                        add_into(&mut plane[(r + ki) * g.w + kj..][..g.ow], src);
+                        scatter_add(&mut plane[(r * s + ki) * g.w + kj..], src, s);
                     }
                     continue;
                 }
@@ -180,8 +251,8 @@ fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
                 }
                 for (r, src) in row.chunks_exact(g.ow).enumerate() {
                     if let Some(ih) = g.in_row(r, ki) {
-                        let dst = &mut plane[ih * g.w + kj + lo - g.pad..][..hi - lo];
-                        add_into(dst, &src[lo..hi]);
+                        let dst = &mut plane[ih * g.w + g.first_col(lo, kj)..];
+                        scatter_add(dst, &src[lo..hi], s);
                     }
                 }
             }
@@ -356,6 +427,7 @@ impl Backward<'_> {
 
 struct Conv2d {
     padding: usize,
+    stride: usize,
     relu: bool,
 }
 
@@ -377,7 +449,7 @@ impl CustomOp3 for Conv2d {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self.padding)?;
+        let g = Geom::new(l1.dims(), l2.dims(), self.padding, self.stride)?;
         let x = layout_slice(s1, l1, OP)?;
         let w = layout_slice(s2, l2, OP)?;
         let b = layout_slice(s3, l3, OP)?;
@@ -393,7 +465,7 @@ impl CustomOp3 for Conv2d {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = Geom::new(x.dims(), w.dims(), self.padding)?;
+        let g = Geom::new(x.dims(), w.dims(), self.padding, self.stride)?;
         let (need_dw, need_db) = (w.track_op(), b.track_op());
         let dy = grad.contiguous()?;
         let (dx, sums) = {
@@ -426,38 +498,51 @@ impl CustomOp3 for Conv2d {
 mod tests {
     use super::*;
     use crate::model::kernels::test_util::{
-        assert_close, assert_close_to_terms, grads_of, rand_tensor, rand_var, term_magnitudes,
+        assert_close, assert_close_to_terms, grads_of, rand_tensor, rand_var, reference_conv,
+        term_magnitudes,
     };
     use candle_core::Var;
 
-    fn reference(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize) -> Result<Tensor> {
-        x.conv2d(w, pad, 1, 1, 1)?
-            .broadcast_add(&b.reshape((1, (), 1, 1))?)
+    fn reference(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, stride: usize) -> Result<Tensor> {
+        reference_conv(x, w, b, pad, stride)
     }
 
-    fn reference_relu(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize) -> Result<Tensor> {
-        reference(x, w, b, pad)?.relu()
+    fn reference_relu(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        pad: usize,
+        stride: usize,
+    ) -> Result<Tensor> {
+        reference(x, w, b, pad, stride)?.relu()
     }
 
     /// Forward values and all three gradients against Candle's conv2d + broadcast_add, each
     /// element within the rounding of its own sum (the summation order differs by machine).
     fn check(seed: u64, dims: [usize; 7], pad: usize) -> Result<()> {
+        check_strided(seed, dims, pad, 1)
+    }
+
+    fn check_strided(seed: u64, dims: [usize; 7], pad: usize, stride: usize) -> Result<()> {
         let [n, c, h, wd, o, kh, kw] = dims;
-        let ctx = format!("n{n} c{c} {h}x{wd} o{o} k{kh}x{kw} pad{pad}");
+        let ctx = format!("n{n} c{c} {h}x{wd} o{o} k{kh}x{kw} pad{pad} stride{stride}");
         let x = rand_var(seed, &[n, c, h, wd])?;
         let w = rand_var(seed + 1, &[o, c, kh, kw])?;
         let b = rand_var(seed + 2, &[o])?;
         let vars: [&Var; 3] = [&x, &w, &b];
-        let (terms, grad_terms) =
-            term_magnitudes(|t| reference(t[0], t[1], t[2], pad), &vars, seed + 3)?;
-        type Conv = fn(&Tensor, &Tensor, &Tensor, usize) -> Result<Tensor>;
+        let (terms, grad_terms) = term_magnitudes(
+            |t| reference(t[0], t[1], t[2], pad, stride),
+            &vars,
+            seed + 3,
+        )?;
+        type Conv = fn(&Tensor, &Tensor, &Tensor, usize, usize) -> Result<Tensor>;
         let pairs: [(&str, Conv, Conv); 2] = [
             ("", conv2d, reference),
             (" relu", conv2d_relu, reference_relu),
         ];
         for (variant, ours, want) in pairs {
-            let ours = ours(&x, &w, &b, pad)?;
-            let want = want(&x, &w, &b, pad)?;
+            let ours = ours(&x, &w, &b, pad, stride)?;
+            let want = want(&x, &w, &b, pad, stride)?;
             assert_close_to_terms(&ours, &want, &terms, &format!("{ctx}{variant} forward"))?;
             let g_ours = grads_of(&ours, seed + 3, &vars)?;
             let g_want = grads_of(&want, seed + 3, &vars)?;
@@ -507,8 +592,9 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
 
-        /// Any valid geometry, including kernels wider than the unpadded input and padding
-        /// larger than the kernel overhang, on one or two threads.
+        /// Any valid geometry, including kernels wider than the unpadded input, padding
+        /// larger than the kernel overhang and strides that leave input rows and columns
+        /// unread, on one or two threads.
         #[test]
         fn matches_candle_on_arbitrary_geometry(
             n in 1usize..4,
@@ -519,11 +605,15 @@ mod tests {
             kh in 1usize..5,
             kw in 1usize..5,
             pad in 0usize..3,
+            stride in 1usize..4,
             threads in 1usize..3,
             seed in 0u64..1000,
         ) {
             proptest::prop_assume!(h + 2 * pad >= kh && wd + 2 * pad >= kw);
-            on_threads(threads, || check(seed * 4, [n, c, h, wd, o, kh, kw], pad)).unwrap();
+            on_threads(threads, || {
+                check_strided(seed * 4, [n, c, h, wd, o, kh, kw], pad, stride)
+            })
+            .unwrap();
         }
     }
 
@@ -548,6 +638,44 @@ mod tests {
         Ok(())
     }
 
+    /// Strides 2 and 3 over every kernel side and padding on odd and even inputs, the
+    /// batch split over threads and single images split by gemm.
+    #[test]
+    fn strided_matches_candle() -> Result<()> {
+        let mut seed = 5000;
+        for stride in [2, 3] {
+            for (h, wd) in [(7, 7), (8, 9), (12, 12)] {
+                for (kh, kw) in [(1, 1), (2, 3), (3, 3), (5, 5)] {
+                    for pad in [0, 1, 2] {
+                        seed += 10;
+                        for (n, threads) in [(1, 2), (4, 2)] {
+                            on_threads(threads, || {
+                                check_strided(seed, [n, 2, h, wd, 3, kh, kw], pad, stride)
+                            })?;
+                        }
+                    }
+                }
+            }
+        }
+        // A LeNet-sized layer: a 28x28 image down to 12x12 by a stride-2 5x5 kernel.
+        check_strided(1, [2, 1, 28, 28, 8, 5, 5], 0, 2)?;
+        check_strided(2, [2, 8, 12, 12, 16, 3, 3], 1, 2)
+    }
+
+    #[test]
+    fn strided_output_sides() -> Result<()> {
+        // ⌊(H + 2p − K) / s⌋ + 1: the last input row of an even side is not read by a
+        // stride-2 3x3 kernel without padding.
+        let x = rand_tensor(40, &[1, 1, 8, 7])?;
+        let w = rand_tensor(41, &[1, 1, 3, 3])?;
+        let b = rand_tensor(42, &[1])?;
+        assert_eq!(conv2d(&x, &w, &b, 0, 2)?.dims(), [1, 1, 3, 3]);
+        assert_eq!(conv2d(&x, &w, &b, 1, 2)?.dims(), [1, 1, 4, 4]);
+        assert_eq!(conv2d(&x, &w, &b, 1, 3)?.dims(), [1, 1, 3, 3]);
+        assert!(conv2d(&x, &w, &b, 0, 0).is_err());
+        Ok(())
+    }
+
     #[test]
     fn padding_wider_than_the_kernel_overhang() -> Result<()> {
         check(7, [2, 2, 4, 3, 3, 3, 2], 2)?;
@@ -561,8 +689,8 @@ mod tests {
         let x = base.transpose(2, 3)?;
         let w = rand_var(21, &[4, 3, 3, 3])?;
         let b = rand_var(22, &[4])?;
-        let ours = conv2d(&x, &w, &b, 1)?;
-        let want = reference(&x.contiguous()?, &w, &b, 1)?;
+        let ours = conv2d(&x, &w, &b, 1, 1)?;
+        let want = reference(&x.contiguous()?, &w, &b, 1, 1)?;
         assert_close(&ours, &want, "transposed forward")?;
         let g_ours = grads_of(&ours, 23, &[&base, &w, &b])?;
         let g_want = grads_of(&want, 23, &[&base, &w, &b])?;
@@ -571,8 +699,8 @@ mod tests {
         }
         // An input that is not a variable (the images) gets no gradient, the weights still do.
         let frozen = rand_tensor(24, &[3, 3, 8, 8])?;
-        let ours = conv2d(&frozen, &w, &b, 0)?;
-        let want = reference(&frozen, &w, &b, 0)?;
+        let ours = conv2d(&frozen, &w, &b, 0, 1)?;
+        let want = reference(&frozen, &w, &b, 0, 1)?;
         let g_ours = grads_of(&ours, 25, &[&w, &b])?;
         let g_want = grads_of(&want, 25, &[&w, &b])?;
         for (a, e) in g_ours.iter().zip(&g_want) {
@@ -585,9 +713,9 @@ mod tests {
     fn rejects_bad_shapes() -> Result<()> {
         let x = rand_tensor(30, &[1, 2, 4, 4])?;
         let b = rand_tensor(31, &[3])?;
-        assert!(conv2d(&x, &rand_tensor(32, &[3, 1, 3, 3])?, &b, 0).is_err());
-        assert!(conv2d(&x, &rand_tensor(33, &[3, 2, 5, 5])?, &b, 0).is_err());
-        assert!(conv2d(&x, &rand_tensor(34, &[2, 2, 3, 3])?, &b, 0).is_err());
+        assert!(conv2d(&x, &rand_tensor(32, &[3, 1, 3, 3])?, &b, 0, 1).is_err());
+        assert!(conv2d(&x, &rand_tensor(33, &[3, 2, 5, 5])?, &b, 0, 1).is_err());
+        assert!(conv2d(&x, &rand_tensor(34, &[2, 2, 3, 3])?, &b, 0, 1).is_err());
         Ok(())
     }
 }

@@ -14,8 +14,8 @@
 //!
 //! | op | computes | shapes | backward returns |
 //! |---|---|---|---|
-//! | [`conv2d`]`(x, w, b, padding)` | stride-1 cross-correlation plus bias | x `[N,C,H,W]`, w `[O,C,KH,KW]`, b `[O]` → `[N,O,H+2p−KH+1,W+2p−KW+1]` | dx, dw, db; dx skipped when x needs no gradient (the images) |
-//! | [`conv2d_relu`]`(x, w, b, padding)` | `relu(conv2d(..))` in one op | as `conv2d` | as `conv2d`, through the ReLU mask |
+//! | [`conv2d`]`(x, w, b, padding, stride)` | cross-correlation plus bias, the kernel moving `stride` pixels at a time | x `[N,C,H,W]`, w `[O,C,KH,KW]`, b `[O]` → `[N,O,⌊(H+2p−KH)/s⌋+1,⌊(W+2p−KW)/s⌋+1]` | dx, dw, db; dx skipped when x needs no gradient (the images) |
+//! | [`conv2d_relu`]`(x, w, b, padding, stride)` | `relu(conv2d(..))` in one op | as `conv2d` | as `conv2d`, through the ReLU mask |
 //! | [`max_pool2x2`]`(x)` | 2x2 max, stride 2 (odd last row/column dropped) | `[N,C,H,W]` → `[N,C,⌊H/2⌋,⌊W/2⌋]` | dx: each window's gradient at its first maximum, 0 elsewhere |
 //! | [`relu`]`(x)` | `max(x, 0)` | any | dx = dy where x > 0 |
 //! | [`linear`]`(x, w, b, relu)` | `x·wᵀ + b`, then ReLU when `relu` | x `[B,I]`, w `[O,I]`, b `[O]` → `[B,O]` | dx, dw, db (through the ReLU mask); dx skipped as for conv |
@@ -36,8 +36,8 @@
 //! batch (each thread reuses one scratch buffer for all its images) and let `gemm` split single
 //! images when the batch is smaller than the pool; the fc layers let `gemm` split the product.
 //!
-//! Switching a model over: replace `x.conv2d(w, p, 1, 1, 1)?.broadcast_add(&b.reshape(..))?`
-//! by `conv2d(x, w, b, p)` (or `conv2d_relu` when a ReLU follows), `x.max_pool2d(2)` by
+//! Switching a model over: replace `x.conv2d(w, p, s, 1, 1)?.broadcast_add(&b.reshape(..))?`
+//! by `conv2d(x, w, b, p, s)` (or `conv2d_relu` when a ReLU follows), `x.max_pool2d(2)` by
 //! `max_pool2x2(x)`, `Linear::forward` (+ `relu`) by `linear(x, w, b, relu)`, and
 //! `candle_nn::loss::cross_entropy` by `cross_entropy`. Weights stay plain `Var`s; a substitute
 //! weight tensor (not a `Var`) works too and simply gets no gradient.
@@ -161,8 +161,8 @@ mod tests {
         let f2 = (rand_var(807, &[10, 16])?, rand_var(808, &[10])?);
 
         // 13x13 -conv,relu-> 13x13 -pool-> 6x6 -conv-> 6x6 -relu,pool-> 3x3, 6 channels = 54.
-        let h = max_pool2x2(&conv2d_relu(&x, &c1.0, &c1.1, 1)?)?;
-        let h = max_pool2x2(&relu(&conv2d(&h, &c2.0, &c2.1, 1)?)?)?.flatten_from(1)?;
+        let h = max_pool2x2(&conv2d_relu(&x, &c1.0, &c1.1, 1, 1)?)?;
+        let h = max_pool2x2(&relu(&conv2d(&h, &c2.0, &c2.1, 1, 1)?)?)?.flatten_from(1)?;
         let logits = linear(&linear(&h, &f1.0, &f1.1, true)?, &f2.0, &f2.1, false)?;
         let loss = cross_entropy(&logits, &y)?;
 

@@ -33,6 +33,33 @@ fn grads_with(out: &Tensor, r: &Tensor, vars: &[&Var]) -> Result<Vec<Tensor>> {
         .collect()
 }
 
+/// Candle's conv2d of `x [N,C,H,W]` with `w [O,C,KH,KW]`, plus the bias `b [O]`. Strided,
+/// the input is zero-padded and cut to the rows and columns the windows read before an
+/// unpadded conv2d (the same sums): Candle 0.11's conv2d backward sizes the input gradient's
+/// unread margin from the rows alone, so its shape is wrong when rows and columns leave
+/// different margins.
+pub(crate) fn reference_conv(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    pad: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let y = if stride == 1 {
+        x.conv2d(w, pad, 1, 1, 1)?
+    } else {
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let read = |side: usize, k: usize| (side + 2 * pad - k) / stride * stride + k;
+        x.pad_with_zeros(2, pad, pad)?
+            .pad_with_zeros(3, pad, pad)?
+            .narrow(2, 0, read(h, kh))?
+            .narrow(3, 0, read(wd, kw))?
+            .conv2d(w, 0, stride, 1, 1)?
+    };
+    y.broadcast_add(&b.reshape((1, (), 1, 1))?)
+}
+
 /// Fails unless `max|a − b| ≤ 1e-4 · max(|b|)` and the shapes agree.
 pub(crate) fn assert_close(a: &Tensor, b: &Tensor, ctx: &str) -> Result<()> {
     assert_eq!(a.dims(), b.dims(), "{ctx}: shapes differ");
