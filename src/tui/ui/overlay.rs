@@ -66,7 +66,7 @@ pub fn help(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
 /// The help's second page: each term the screen shows on a line of its own, its meaning
 /// indented below it.
 fn glossary(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, w: u16) {
-    let meaning_w = (w as usize).saturating_sub(2 + 4).max(10);
+    let meaning_w = (w as usize).saturating_sub(2 + 4 + 1).max(10);
     let mut lines: Vec<Line> = Vec::new();
     for (term, meaning) in crate::tui::glossary::TERMS {
         lines.push(Line::from(Span::styled(
@@ -167,12 +167,23 @@ fn scrolling(
     frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)).block(block), rect);
 }
 
-/// Splits `text` at spaces into lines of at most `width` characters (a longer word gets a
-/// line of its own): the help wraps its text column itself so that continuation lines stay
-/// under the text, not under the keys, and scrolling counts the lines it really draws.
+/// Splits `text` at spaces into lines of at most `width` characters (a longer word, such as
+/// a path, is cut into pieces of `width`): the help wraps its text column itself so that
+/// continuation lines stay under the text, not under the keys, and scrolling counts the
+/// lines it really draws.
 fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
     let mut lines = vec![String::new()];
-    for word in text.split(' ') {
+    let pieces = text.split(' ').flat_map(|word| {
+        let chars: Vec<char> = word.chars().collect();
+        if chars.len() <= width {
+            vec![word.to_string()]
+        } else {
+            chars.chunks(width).map(|c| c.iter().collect()).collect()
+        }
+    });
+    for word in pieces {
+        let word = word.as_str();
         let line = lines.last_mut().expect("starts with one line");
         let len = line.chars().count();
         if len == 0 {
@@ -252,9 +263,13 @@ mod tests {
     use super::wrap;
 
     #[test]
-    fn wrapping_keeps_words_whole() {
+    fn wrapping_keeps_words_whole_and_cuts_only_words_wider_than_the_line() {
         assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
-        assert_eq!(wrap("toolongword x", 4), ["toolongword", "x"]);
+        assert_eq!(wrap("toolongword x", 4), ["tool", "ongw", "ord", "x"]);
+        assert_eq!(
+            wrap("/a/path/x.safetensors", 10),
+            ["/a/path/x.", "safetensor", "s"]
+        );
         assert_eq!(wrap("fits", 10), ["fits"]);
     }
 }
