@@ -70,6 +70,13 @@ fn explore_scrub_export_undo_and_quit() {
     pump_until(&mut ctl, "the scrubbed plan's accuracy", exact);
     let row = &ctl.app.view.layers[1];
     assert!((row.kept - 0.90).abs() < 0.005, "kept {}", row.kept);
+    // The context line says in words what the change did.
+    let message = ctl.app.message.clone().unwrap();
+    assert!(
+        message.starts_with("fc2 now keeps 90.0% of its 30,000 weights: the file ")
+            && message.contains("accuracy"),
+        "{message}"
+    );
     assert!(row.threshold > 0.0);
     assert!(ctl.last_latency.is_some());
     let session = ctl.session().unwrap();
@@ -240,13 +247,20 @@ fn explore_scrub_export_undo_and_quit() {
     pump_until(&mut ctl, "the fine-tuning", |c| c.app.view.job.is_none());
     assert!(
         ctl.app
+            .message_log
+            .iter()
+            .any(|(_, m)| m.contains("fine-tune done")),
+        "{:?}",
+        ctl.app.message_log
+    );
+    // Once its accuracy is in, the context line says what the fine-tuning did.
+    pump_until(&mut ctl, "the fine-tuned plan's accuracy", exact);
+    pump_until(&mut ctl, "the explanation", |c| {
+        c.app
             .message
             .as_deref()
-            .unwrap()
-            .contains("fine-tune done"),
-        "{:?}",
-        ctl.app.message
-    );
+            .is_some_and(|m| m.starts_with("after fine-tuning: "))
+    });
     let curves: Vec<&str> = ctl
         .app
         .view

@@ -218,7 +218,17 @@ impl Controller {
             Effect::Suspend | Effect::Quit => false,
         };
         if changed {
-            self.plan_changed(effect_layer(&effect));
+            let layer = effect_layer(&effect);
+            self.plan_changed(layer);
+            self.change = Some(match layer {
+                Some(l) if !self.app.apply_all => super::explain::Change::Layer(l),
+                _ => super::explain::Change::Plan,
+            });
+            // A layer edit back to a plan seen before has its figures already: explain it
+            // now. (An undo's own message says what it undid.)
+            if self.changed_at.is_none() && layer.is_some() {
+                self.explain();
+            }
         }
         Ok(())
     }

@@ -124,6 +124,7 @@ impl Controller {
                 if let Some(t) = self.changed_at.take() {
                     self.last_latency = Some(t.elapsed());
                 }
+                self.explain();
                 if self.export_pending {
                     self.try_export();
                 }
@@ -135,6 +136,10 @@ impl Controller {
                 ));
                 self.scrub_target.iter_mut().for_each(|s| *s = None);
                 self.plan_changed(None);
+                self.change = Some(super::explain::Change::Trained(match tuned.kind {
+                    JobKind::FineTune => "fine-tuning",
+                    _ => "retraining",
+                }));
                 if let Some(next) = self.queued_training.pop_front() {
                     self.start_training(next);
                 }

@@ -5,6 +5,7 @@
 
 mod effects;
 mod events;
+mod explain;
 mod export;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -87,6 +88,10 @@ pub struct Controller {
     queued_training: VecDeque<JobKind>,
     /// Measure every layer alone in the background (off after a measurement fails).
     auto_alone: bool,
+    /// The exact accuracy and file bytes the last explanation started from, and what
+    /// changed the plan since (see [`explain`]).
+    explained: Option<(f64, u64)>,
+    change: Option<explain::Change>,
     dirty: bool,
 }
 
@@ -131,6 +136,8 @@ impl Controller {
             queued_training: VecDeque::new(),
             figures: None,
             auto_alone: true,
+            explained: None,
+            change: None,
             dirty: true,
         })
     }
