@@ -165,17 +165,20 @@ impl Histogram<'_> {
             };
             notes.push(Note::new(&forms, t.centroid()));
         }
-        notes.push(if v.random {
-            Note::new(&["pruned at random".into()], t.pruned())
-        } else {
-            Note::new(
+        if v.random {
+            notes.push(Note::new(&["pruned at random".into()], t.pruned()));
+        } else if v.threshold > 0.0 {
+            notes.push(Note::new(
                 &[
                     format!("shaded: pruned, |w| < {:.4}", v.threshold),
                     format!("pruned |w|<{:.4}", v.threshold),
                 ],
                 t.pruned(),
-            )
-        });
+            ));
+        } else if v.zeros == 0 {
+            // Without a cut of its own a layer with zeros says what earlier cuts left above.
+            notes.push(Note::new(&["nothing pruned".into()], t.dim()));
+        }
         let sse = if v.sse >= 1.0 {
             format!("{:.3}", v.sse)
         } else {
@@ -267,12 +270,14 @@ impl Histogram<'_> {
         let step = if bars >= 12 { 4 } else { 3 };
         for row in 0..bars {
             let y = area.y + row;
-            let labelled = top > 0.0 && row.is_multiple_of(step);
+            let edge = top * f64::from(bars - row) / f64::from(bars);
+            let count = if self.log { edge.exp_m1() } else { edge };
+            // Columns hold fractions of bins split between them: on a log scale the rows
+            // under one weight are those fractions, not worth a number.
+            let labelled = top > 0.0 && row.is_multiple_of(step) && !(self.log && count < 1.0);
             let axis = if labelled { "┤" } else { "│" };
             buf.set_string(area.x + GUTTER - 1, y, axis, self.theme.dim());
             if labelled {
-                let edge = top * f64::from(bars - row) / f64::from(bars);
-                let count = if self.log { edge.exp_m1() } else { edge };
                 let label = short_count(count);
                 buf.set_string(
                     area.x + (GUTTER - 1).saturating_sub(label.len() as u16),
@@ -579,6 +584,43 @@ mod tests {
         assert_eq!(h.markers(40).step, 1);
         assert_eq!(h.markers(40).columns, vec![10, 20, 29]);
         assert_eq!(h.x_of(2.0, 50), None);
+    }
+
+    #[test]
+    fn a_layer_without_a_cut_says_nothing_is_pruned_unless_zeros_remain() {
+        let texts = |view: &HistogramView| -> Vec<String> {
+            let h = Histogram {
+                view,
+                log: false,
+                theme: theme(),
+                focused: false,
+            };
+            h.notes(&h.markers(40))
+                .into_iter()
+                .flat_map(|n| n.forms)
+                .collect()
+        };
+        let dense = HistogramView {
+            min: -1.0,
+            max: 1.0,
+            counts: vec![5; 8],
+            total: 40,
+            ..HistogramView::default()
+        };
+        assert!(texts(&dense).contains(&"nothing pruned".to_string()));
+        assert!(texts(&dense).contains(&"all in range".to_string()));
+        let held = HistogramView {
+            zeros: 30,
+            total: 70,
+            ..dense.clone()
+        };
+        let held = texts(&held);
+        assert!(
+            !held
+                .iter()
+                .any(|t| t.contains("pruned |w|") || t == "nothing pruned")
+        );
+        assert!(held.contains(&"zeros 43% (pruned)".to_string()), "{held:?}");
     }
 
     #[test]
