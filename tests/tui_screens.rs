@@ -213,6 +213,24 @@ fn a_retrained_layer_histogram_states_what_it_leaves_out() {
     assert!(text.contains("count (log)"), "{text}");
 }
 
+/// At 200 columns the table keeps its natural width and the sizes sit beside it, the
+/// histogram and chart below split at the table's edge.
+#[test]
+fn wide_terminals_put_the_sizes_beside_the_table_200x60() {
+    let app = app_without_color(lenet5_view());
+    let t = render(&app, 200, 60);
+    let text = screen_text(&t);
+    let table_top = text.lines().nth(1).unwrap();
+    assert!(
+        table_top.contains("Layers") && table_top.contains("Size"),
+        "{table_top}"
+    );
+    insta::assert_snapshot!(t.backend());
+    // Below that width the sizes stay under the chart.
+    let narrower = screen_text(&render(&app, 180, 60));
+    assert!(!narrower.lines().nth(1).unwrap().contains("Size"));
+}
+
 #[test]
 fn structured_pruning_shows_the_units_kept_80x24() {
     let mut view = lenet5_view();
