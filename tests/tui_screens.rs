@@ -52,18 +52,15 @@ fn lenet5_view() -> ViewModel {
         row("fc1", "500x800", 400000, 0.0612, 0.08, 5, 31400),
         row("fc2", "10x500", 5000, 0.1633, 0.19, 5, 1100),
     ];
-    let bins = 120;
-    let all: Vec<u64> = (0..bins)
+    // conv1 before retraining: a bell of weights, the middle 99% drawn.
+    let bins = 1024;
+    let counts: Vec<u64> = (0..bins)
         .map(|i| {
-            let x = (i as f64 - 60.0) / 12.0;
-            (4000.0 * (-x * x / 2.0).exp()) as u64
+            let x = (i as f64 + 0.5) / bins as f64 * 0.6 - 0.3;
+            (40.0 * (-x * x / 0.02).exp()) as u64
         })
         .collect();
-    let kept = all
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| if (i as i64 - 60).abs() > 8 { c } else { 0 })
-        .collect();
+    let drawn: u64 = counts.iter().sum();
     ViewModel {
         model: "lenet-5".into(),
         totals: Totals {
@@ -77,10 +74,13 @@ fn lenet5_view() -> ViewModel {
         layers,
         histogram: HistogramView {
             layer: "conv1".into(),
-            min: -0.5,
-            max: 0.5,
-            all,
-            kept,
+            min: -0.3,
+            max: 0.3,
+            counts,
+            below: 61,
+            above: 58,
+            zeros: 0,
+            total: drawn + 119,
             threshold: 0.0612,
             random: false,
             centroids: (0..32).map(|i| -0.45 + i as f32 * 0.03).collect(),
@@ -142,6 +142,93 @@ fn app_without_color(view: ViewModel) -> App {
 fn main_screen_80x24() {
     let app = app_without_color(lenet5_view());
     insta::assert_snapshot!(render(&app, 80, 24).backend());
+}
+
+/// conv2 pruned to 12% and retrained, shared with 8 bits: the pruned weights are exact zeros,
+/// the survivors two lobes outside the cut, a few far out, 256 centroids.
+fn retrained_conv2() -> HistogramView {
+    let (lo, hi, threshold) = (-0.24f32, 0.25f32, 0.0954f32);
+    let bins = 1024;
+    let counts: Vec<u64> = (0..bins)
+        .map(|i| {
+            let x = lo + (i as f32 + 0.5) / bins as f32 * (hi - lo);
+            let lobe = (x.abs() - threshold).max(0.0) / 0.05;
+            if x.abs() < threshold {
+                // Retraining moved a few survivors back into the band.
+                u64::from(i % 7 == 0)
+            } else {
+                (12.0 * (-lobe * lobe / 2.0).exp()) as u64
+            }
+        })
+        .collect();
+    // 12% of 25,000 survive, 31 of them beyond the range: the rest are in the counts.
+    let mut counts = counts;
+    let short = 3000 - 31 - counts.iter().sum::<u64>();
+    for c in counts.iter_mut().filter(|c| **c > 5).take(short as usize) {
+        *c += 1;
+    }
+    HistogramView {
+        layer: "conv2".into(),
+        min: lo,
+        max: hi,
+        counts,
+        below: 14,
+        above: 17,
+        zeros: 22_000,
+        total: 25_000,
+        threshold,
+        random: false,
+        centroids: (0..256).map(|i| -0.3 + i as f32 * 0.6 / 255.0).collect(),
+        markers: "256 centroids".into(),
+        sse: 0.0412,
+    }
+}
+
+/// The histogram leaves the pruned zeros and the outliers out and says so, and marks only
+/// as many of 256 centroids as the width can tell apart, at every size.
+#[test]
+fn a_retrained_layer_histogram_states_what_it_leaves_out() {
+    let mut view = lenet5_view();
+    view.histogram = retrained_conv2();
+    let mut app = app_without_color(view);
+    app.selected = 1;
+    for (w, h) in [(60, 20), (80, 24), (200, 60)] {
+        let t = render(&app, w, h);
+        let text = screen_text(&t);
+        assert!(
+            text.contains("zeros 88%") || text.contains("zeros: 88%"),
+            "{w}x{h}: the zeros\n{text}"
+        );
+        assert!(text.contains("beyond"), "{w}x{h}: the outliers\n{text}");
+        assert!(
+            text.contains("▲ every") || text.contains("▲ 1 in"),
+            "{w}x{h}: the thinned markers\n{text}"
+        );
+        let markers = text.lines().find(|l| l.contains("▲ ▲")).unwrap_or_default();
+        assert!(!markers.contains("▲▲"), "{w}x{h}: markers apart: {markers}");
+        insta::assert_snapshot!(format!("retrained_histogram_{w}x{h}"), t.backend());
+    }
+    app.log_counts = true;
+    let text = screen_text(&render(&app, 80, 24));
+    assert!(text.contains("count (log)"), "{text}");
+}
+
+/// At 200 columns the table keeps its natural width and the sizes sit beside it, the
+/// histogram and chart below split at the table's edge.
+#[test]
+fn wide_terminals_put_the_sizes_beside_the_table_200x60() {
+    let app = app_without_color(lenet5_view());
+    let t = render(&app, 200, 60);
+    let text = screen_text(&t);
+    let table_top = text.lines().nth(1).unwrap();
+    assert!(
+        table_top.contains("Layers") && table_top.contains("Size"),
+        "{table_top}"
+    );
+    insta::assert_snapshot!(t.backend());
+    // Below that width the sizes stay under the chart.
+    let narrower = screen_text(&render(&app, 180, 60));
+    assert!(!narrower.lines().nth(1).unwrap().contains("Size"));
 }
 
 #[test]

@@ -145,6 +145,85 @@ impl HistEdges {
     }
 }
 
+/// Fine bins of [`WeightSpread`]: a screen merges them down to its width.
+const SPREAD_BINS: usize = 1024;
+/// [`WeightSpread`] spans the nonzero weights from this fraction to one minus it.
+const SPREAD_TAIL: f64 = 0.005;
+
+/// The weights as a screen draws them: the middle 99% of the nonzero weights over fine bins,
+/// with the outliers beyond that range and the exact zeros counted apart. One large weight
+/// would otherwise squeeze the bulk into a few columns (LeNet-300-100's fc1), and the zeros
+/// that retraining leaves would dwarf every other bar.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WeightSpread {
+    /// The drawn range: the 0.5th and 99.5th percentiles of the nonzero weights.
+    pub lo: f32,
+    pub hi: f32,
+    /// Nonzero weights in `[lo, hi]`, in equal bins.
+    pub counts: Vec<u32>,
+    /// Nonzero weights below `lo` and above `hi`.
+    pub below: usize,
+    pub above: usize,
+    /// Weights exactly zero (or not finite: neither can be placed on the axis).
+    pub zeros: usize,
+    pub total: usize,
+}
+
+impl WeightSpread {
+    pub(crate) fn of(weights: &[f32]) -> WeightSpread {
+        let mut nonzero: Vec<f32> = weights
+            .iter()
+            .copied()
+            .filter(|w| *w != 0.0 && w.is_finite())
+            .collect();
+        let zeros = weights.len() - nonzero.len();
+        if nonzero.is_empty() {
+            return WeightSpread {
+                zeros,
+                total: weights.len(),
+                ..WeightSpread::default()
+            };
+        }
+        let last = nonzero.len() - 1;
+        let lo_at = (SPREAD_TAIL * last as f64).floor() as usize;
+        let hi_at = ((1.0 - SPREAD_TAIL) * last as f64).ceil() as usize;
+        let lo = *nonzero.select_nth_unstable_by(lo_at, f32::total_cmp).1;
+        let hi = *nonzero.select_nth_unstable_by(hi_at, f32::total_cmp).1;
+        // All the nonzero weights equal: a narrow range around that value still shows it.
+        let (lo, hi) = if hi > lo {
+            (lo, hi)
+        } else {
+            let pad = (lo.abs() * 0.01).max(f32::MIN_POSITIVE);
+            (lo - pad, hi + pad)
+        };
+        let edges = HistEdges {
+            lo,
+            hi,
+            bins: SPREAD_BINS,
+        };
+        let mut counts = vec![0u32; SPREAD_BINS];
+        let (mut below, mut above) = (0, 0);
+        for &w in &nonzero {
+            if w < lo {
+                below += 1;
+            } else if w > hi {
+                above += 1;
+            } else {
+                counts[edges.bin(w)] += 1;
+            }
+        }
+        WeightSpread {
+            lo,
+            hi,
+            counts,
+            below,
+            above,
+            zeros,
+            total: weights.len(),
+        }
+    }
+}
+
 /// The weights a layer's result starts from: the checkpoint's, or a training job's (with the
 /// mask and codebook that job held), plus what the explorer derives from them once.
 #[derive(Debug)]
@@ -158,6 +237,8 @@ pub struct LayerSource {
     pub edges: HistEdges,
     /// Histogram of the weights.
     pub all_hist: Arc<Vec<u32>>,
+    /// The weights as a screen draws them (this version's own range).
+    pub spread: Arc<WeightSpread>,
     /// Fingerprint of the weights and biases as dense values.
     pub fingerprint: u64,
 }
@@ -193,6 +274,7 @@ impl LayerSource {
             layer,
             version,
             all_hist: Arc::new(edges.count(state.weights.iter())),
+            spread: Arc::new(WeightSpread::of(&state.weights)),
             fingerprint: fingerprint::dense(layer, &state.weights, &state.bias),
             spec,
             state,
@@ -229,6 +311,8 @@ pub struct Histograms {
     pub kept: Vec<u32>,
     /// The surviving weights after sharing (each at its centroid).
     pub shared: Vec<u32>,
+    /// Every weight of the source over its own clipped range, zeros apart.
+    pub spread: Arc<WeightSpread>,
 }
 
 /// One layer's result under one setting: everything the explorer shows, as plain data.
@@ -284,6 +368,7 @@ impl LayerResult {
             + 4 * (self.compressed.codebook.len() + self.compressed.bias.len())
             + 8 * self.sharing.cluster_sizes.len()
             + 8 * HIST_BINS
+            + 4 * SPREAD_BINS
             + self.encoded.weight_stream.len()
             + self.encoded.gap_stream.len()
             + self.encoded.table_bytes.len()
@@ -418,9 +503,43 @@ pub fn finish(
             all: Arc::clone(&source.all_hist),
             kept: kept_hist,
             shared,
+            spread: Arc::clone(&source.spread),
         },
         bias_kept,
         fine_tuned_codebook,
         compressed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_clips_outliers_and_counts_zeros_apart() {
+        // 1000 weights in [-0.1, 0.1), 900 zeros, and two far outliers.
+        let mut w: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) / 5000.0).collect();
+        w.extend(std::iter::repeat_n(0.0, 900));
+        w.extend([-5.0, 7.0]);
+        let s = WeightSpread::of(&w);
+        assert_eq!(s.total, 1902);
+        // The weight 0.0 at i = 500 is a zero too.
+        assert_eq!(s.zeros, 901);
+        assert!(s.lo > -0.11 && s.lo < -0.09, "lo {}", s.lo);
+        assert!(s.hi > 0.09 && s.hi < 0.11, "hi {}", s.hi);
+        assert!(s.below >= 1 && s.above >= 1);
+        // Nothing is lost: drawn + beyond + zeros = every weight.
+        let drawn: usize = s.counts.iter().map(|&c| c as usize).sum();
+        assert_eq!(drawn + s.below + s.above + s.zeros, s.total);
+        assert!(drawn as f64 >= 0.98 * (s.total - s.zeros) as f64);
+    }
+
+    #[test]
+    fn a_spread_of_equal_or_no_weights_is_drawable() {
+        let s = WeightSpread::of(&[0.25; 10]);
+        assert!(s.lo < 0.25 && s.hi > 0.25);
+        assert_eq!(s.counts.iter().sum::<u32>(), 10);
+        let z = WeightSpread::of(&[0.0; 10]);
+        assert_eq!((z.zeros, z.total, z.counts.len()), (10, 10, 0));
+    }
 }

@@ -157,16 +157,19 @@ fn histogram(session: &Session, l: usize) -> HistogramView {
             ..HistogramView::default()
         };
     };
-    let h = &r.histograms;
+    let s = &r.histograms.spread;
     HistogramView {
         layer: session
             .spec(l)
             .map(|s| s.name.to_string())
             .unwrap_or_default(),
-        min: h.edges.lo,
-        max: h.edges.hi,
-        all: h.all.iter().map(|&c| c as u64).collect(),
-        kept: h.kept.iter().map(|&c| c as u64).collect(),
+        min: s.lo,
+        max: s.hi,
+        counts: s.counts.iter().map(|&c| u64::from(c)).collect(),
+        below: s.below as u64,
+        above: s.above as u64,
+        zeros: s.zeros as u64,
+        total: s.total as u64,
         threshold: r.threshold,
         random: matches!(r.setting.plan.prune, PruneRule::Random(_)),
         centroids: r.codebook().to_vec(),

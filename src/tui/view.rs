@@ -67,15 +67,21 @@ impl Totals {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistogramView {
     pub layer: String,
-    /// Range of the fixed bins.
+    /// The drawn range: the middle 99% of the nonzero weights.
     pub min: f32,
     pub max: f32,
-    /// Counts of all (trained) weights and of the surviving ones, per bin.
-    pub all: Vec<u64>,
-    pub kept: Vec<u64>,
+    /// Nonzero weights in `[min, max]`, in equal bins.
+    pub counts: Vec<u64>,
+    /// Nonzero weights beyond the drawn range, below and above it: counted, not drawn.
+    pub below: u64,
+    pub above: u64,
+    /// Weights exactly zero (what pruning leaves after retraining): counted, not drawn.
+    pub zeros: u64,
+    /// Every weight of the layer.
+    pub total: u64,
     /// Weights with |w| < threshold are pruned: the band shown shaded.
     pub threshold: f32,
-    /// Pruned at random: no band, the kept histogram shows which survived.
+    /// Pruned at random: no band.
     pub random: bool,
     pub centroids: Vec<f32>,
     /// What the markers are: "32 centroids", "16 uniform levels", "2 levels per channel".

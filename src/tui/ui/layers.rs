@@ -119,6 +119,13 @@ fn columns(width: u16, lecture: bool, units: bool) -> Vec<Col> {
     natural.into_iter().filter(|c| chosen.contains(c)).collect()
 }
 
+/// The width that shows every column, the units column included (so the layout does not
+/// change when structured pruning first cuts a unit).
+pub(crate) fn natural_width(lecture: bool) -> u16 {
+    let all = columns(u16::MAX, lecture, true);
+    2 + all.iter().map(|c| c.width() + 1).sum::<u16>()
+}
+
 fn cell(row: &LayerRow, c: Col) -> String {
     match c {
         Col::Name => row.name.clone(),

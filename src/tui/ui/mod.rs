@@ -17,6 +17,8 @@ use super::theme::Theme;
 /// Below this the layout cannot show the layer table and a chart legibly.
 pub(crate) const MIN_WIDTH: u16 = 60;
 pub(crate) const MIN_HEIGHT: u16 = 18;
+/// The sizes panel goes beside the table when this much is left of the width beside it.
+const SIDE_MIN_WIDTH: u16 = 68;
 
 pub fn draw(app: &App, frame: &mut Frame) {
     let area = frame.area();
@@ -37,6 +39,30 @@ pub fn draw(app: &App, frame: &mut Frame) {
         return;
     }
     let table_rows = app.view.layers.len() as u16 + 4;
+    let table_width = layers::natural_width(app.lecture);
+    if !app.lecture && area.width >= table_width + SIDE_MIN_WIDTH {
+        // A wide terminal: the table at its natural width, the sizes beside it, and the
+        // histogram and chart under them split at the same edge.
+        let band = table_rows.max(sizes::HEIGHT);
+        let [top, band, middle, hints] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(band),
+            Constraint::Min(6),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        let columns = [Constraint::Length(table_width), Constraint::Min(0)];
+        let [table, side] = Layout::horizontal(columns).areas(band);
+        let [left, right] = Layout::horizontal(columns).areas(middle);
+        status::draw(app, frame, top, &theme);
+        layers::draw(app, frame, table, &theme);
+        sizes::draw(app, frame, side, &theme);
+        histogram::draw(app, frame, left, &theme, app.focus == Focus::Histogram);
+        curves::draw(app, frame, right, &theme, app.focus == Focus::Curves);
+        status::hints(app, frame, hints, &theme);
+        overlay(app, frame, area, &theme);
+        return;
+    }
     let [top, table, middle, bottom, hints] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(table_rows),
@@ -63,11 +89,16 @@ pub fn draw(app: &App, frame: &mut Frame) {
         sizes::draw(app, frame, bottom, &theme);
     }
     status::hints(app, frame, hints, &theme);
+    overlay(app, frame, area, &theme);
+}
+
+/// The help, the threshold prompt or the quit question over the main screen.
+fn overlay(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     match &app.mode {
-        Mode::Help => overlay::help(app, frame, area, &theme),
-        Mode::Messages => overlay::messages(app, frame, area, &theme),
-        Mode::EditThreshold(text) => overlay::edit(app, frame, area, &theme, text),
-        Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, &theme),
+        Mode::Help => overlay::help(app, frame, area, theme),
+        Mode::Messages => overlay::messages(app, frame, area, theme),
+        Mode::EditThreshold(text) => overlay::edit(app, frame, area, theme, text),
+        Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, theme),
         Mode::Normal => {}
     }
 }

@@ -36,15 +36,18 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         .title(Span::styled(format!(" Size{speed} "), theme.title()));
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    // The selected layer's lines need about 36 columns; the waterfall takes the rest.
+    let right_width = (inner.width * 45 / 100).max(36.min(inner.width.saturating_sub(33)));
     let [left, right] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(inner);
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(right_width)]).areas(inner);
     let stages = [
         ("dense", t.dense_bytes),
         ("pruned", t.pruned_bytes),
         ("shared", t.shared_bytes),
         ("huffman", t.file_bytes),
     ];
-    let label_w = 28u16;
+    // "huffman " and " 165.0 KB 10.5x".
+    let label_w = 24u16;
     let bar_w = left.width.saturating_sub(label_w) as f64;
     let lines: Vec<Line> = stages
         .iter()
