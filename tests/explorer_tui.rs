@@ -233,7 +233,7 @@ fn explore_scrub_export_undo_and_quit() {
     // The status line names the waiting step beside the running one.
     let job = ctl.app.view.job.clone().unwrap();
     assert!(
-        job.label == "retrain" && job.detail.ends_with("· then fine-tune"),
+        job.label == "retrain" && job.then == ["fine-tune"],
         "{job:?}"
     );
     pump_until(&mut ctl, "the retraining", |c| {

@@ -341,6 +341,7 @@ fn job_progress_and_quit_question() {
         label: "retrain".into(),
         fraction: 0.4,
         detail: "epoch 1/3".into(),
+        then: Vec::new(),
     });
     view.accuracy = Accuracy::Estimate(0.991, 0.003);
     let mut app = app_without_color(view);
@@ -348,6 +349,41 @@ fn job_progress_and_quit_question() {
     assert_eq!(app.mode, Mode::ConfirmQuit);
     insta::assert_snapshot!(render(&app, 80, 24).backend());
     assert_eq!(app.update(Action::Char('y')), vec![Effect::Quit]);
+}
+
+/// The status names the running job, its progress and the steps queued behind it at every
+/// width (on a narrow screen in the hint line's place); the epoch detail gives way first.
+#[test]
+fn the_status_shows_the_queue_behind_a_job_at_every_width() {
+    let mut view = lenet5_view();
+    view.job = Some(JobView {
+        label: "retrain".into(),
+        fraction: 0.28,
+        detail: "epoch 1/1 2359 img/s".into(),
+        then: vec!["retrain".into(), "fine-tune".into()],
+    });
+    let app = app_without_color(view);
+    for (w, h, detail) in [
+        (60, 20, false),
+        (80, 24, true),
+        (120, 40, false),
+        (200, 60, true),
+    ] {
+        // The status line, or on a narrow screen the hint line in its place.
+        let screen = screen_text(&render(&app, w, h));
+        let line = screen
+            .lines()
+            .find(|l| l.contains("28%"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.contains("retrain 28%") || line.contains("retrain █"),
+            "{w}x{h}: {screen}"
+        );
+        assert!(line.contains("then retrain, fine-tune"), "{w}x{h}: {line}");
+        assert!(line.contains("███░░░░░░░"), "{w}x{h}: {line}");
+        assert_eq!(line.contains("epoch 1/1"), detail, "{w}x{h}: {line}");
+    }
 }
 
 #[test]
@@ -367,6 +403,7 @@ fn ctrl_z_suspends_from_the_prompt_and_the_quit_question_and_both_wait_for_fg() 
         label: "retrain".into(),
         fraction: 0.4,
         detail: "epoch 1/3".into(),
+        then: Vec::new(),
     });
     app.update(Action::Back);
     assert_eq!(app.mode, Mode::ConfirmQuit);

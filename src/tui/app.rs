@@ -550,6 +550,7 @@ mod tests {
             label: "retrain".into(),
             fraction: 0.5,
             detail: String::new(),
+            then: Vec::new(),
         });
         assert!(b.update(Action::Back).is_empty());
         assert_eq!(b.mode, Mode::ConfirmQuit);

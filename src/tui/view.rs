@@ -134,6 +134,8 @@ pub struct JobView {
     /// 0..=1
     pub fraction: f64,
     pub detail: String,
+    /// Training steps waiting for this one, in order ("retrain", "fine-tune").
+    pub then: Vec<String>,
 }
 
 /// Training in progress (first start without a checkpoint).

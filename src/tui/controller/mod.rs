@@ -251,17 +251,19 @@ impl Controller {
             .max_by_key(|r| priority(r.kind))
             .map(|r| {
                 // Training keys pressed while one trains wait their turn: name them.
-                let mut detail = r.detail.clone();
-                if matches!(r.kind, JobKind::Retrain | JobKind::FineTune)
-                    && !self.queued_training.is_empty()
-                {
-                    let next: Vec<&str> = self.queued_training.iter().map(|&k| label(k)).collect();
-                    detail.push_str(&format!(" · then {}", next.join(", then ")));
-                }
+                let then = if matches!(r.kind, JobKind::Retrain | JobKind::FineTune) {
+                    self.queued_training
+                        .iter()
+                        .map(|&k| label(k).to_string())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 JobView {
                     label: label(r.kind).into(),
                     fraction: r.fraction,
-                    detail,
+                    detail: r.detail.clone(),
+                    then,
                 }
             })
             .or_else(|| {
@@ -269,6 +271,7 @@ impl Controller {
                     label: "figures".into(),
                     fraction: f.fraction,
                     detail: f.stage.clone(),
+                    then: Vec::new(),
                 })
             });
         let Some(session) = self.session.as_ref() else {

@@ -12,6 +12,26 @@ use crate::tui::theme::Theme;
 use crate::tui::view::Accuracy;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let mut spans = figures(app, theme);
+    let used: usize = spans.iter().map(|s| s.width()).sum::<usize>() + 3;
+    let room = (area.width as usize).saturating_sub(used);
+    if let Some(job) = &app.view.job {
+        // Where even the job's name and progress do not fit, the hint line shows it.
+        if room >= job_text_min(job) {
+            spans.push(Span::styled(" │ ", theme.dim()));
+            spans.push(Span::styled(job_text(job, room), theme.centroid()));
+        }
+    } else if let Some(msg) = app.current_message(std::time::Instant::now())
+        && room >= MESSAGE_MIN
+    {
+        spans.push(Span::styled(" │ ", theme.dim()));
+        spans.push(Span::styled(fit(msg, room), theme.text()));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The status line's figures: model, baseline and current accuracy, file size and ratio.
+fn figures<'a>(app: &App, theme: &Theme) -> Vec<Span<'a>> {
     let v = &app.view;
     // Before the checkpoint is loaded nothing is known: say so rather than print zeros.
     let loaded = !v.layers.is_empty();
@@ -58,29 +78,40 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     } else {
         Span::styled("file size …", theme.dim())
     });
-    if let Some(job) = &v.job {
-        spans.push(Span::styled(" │ ", theme.dim()));
-        let filled = (job.fraction.clamp(0.0, 1.0) * 10.0).round() as usize;
-        spans.push(Span::styled(
-            format!(
-                "{} {}{} {:.0}% {}",
-                job.label,
-                "█".repeat(filled),
-                "░".repeat(10 - filled),
-                job.fraction * 100.0,
-                job.detail
-            ),
-            theme.centroid(),
-        ));
-    } else if let Some(msg) = app.current_message(std::time::Instant::now()) {
-        spans.push(Span::styled(" │ ", theme.dim()));
-        let used: usize = spans.iter().map(|s| s.width()).sum();
-        spans.push(Span::styled(
-            fit(msg, (area.width as usize).saturating_sub(used)),
-            theme.text(),
-        ));
-    }
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    spans
+}
+
+/// Columns the shortest form of [`job_text`] takes.
+fn job_text_min(job: &crate::tui::view::JobView) -> usize {
+    let then: usize = job.then.iter().map(|t| t.chars().count() + 2).sum();
+    job.label.chars().count() + 5 + then + if job.then.is_empty() { 0 } else { 5 }
+}
+
+/// A running job in at most `width` columns: its name, progress and what waits for it come
+/// first; the bar and the detail (epoch, speed) only where they fit.
+fn job_text(job: &crate::tui::view::JobView, width: usize) -> String {
+    let pct = format!("{:.0}%", job.fraction * 100.0);
+    let filled = (job.fraction.clamp(0.0, 1.0) * 10.0).round() as usize;
+    let bar = format!("{}{}", "█".repeat(filled), "░".repeat(10 - filled));
+    let then = if job.then.is_empty() {
+        String::new()
+    } else {
+        format!(" · then {}", job.then.join(", "))
+    };
+    let detail = if job.detail.is_empty() {
+        String::new()
+    } else {
+        format!(" · {}", job.detail)
+    };
+    let label = &job.label;
+    [
+        format!("{label} {bar} {pct}{then}{detail}"),
+        format!("{label} {bar} {pct}{then}"),
+        format!("{label} {pct}{then}"),
+    ]
+    .into_iter()
+    .find(|t| t.chars().count() <= width)
+    .unwrap_or_else(|| fit(&format!("{label} {pct}{then}"), width))
 }
 
 /// `msg` cut to `width` columns; a cut message ends by saying where the whole of it is.
@@ -97,7 +128,30 @@ fn fit(msg: &str, width: usize) -> String {
     format!("{}{MORE}", head.trim_end())
 }
 
+/// Columns a message needs beside the figures; with fewer it shows on the hint line.
+const MESSAGE_MIN: usize = 24;
+
 pub(crate) fn hints(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    // On a narrow screen the status line holds only the figures: the job, or else the latest
+    // message, takes the hint line's place while it lasts.
+    let used: usize = figures(app, theme).iter().map(|s| s.width()).sum::<usize>() + 3;
+    let room = (area.width as usize).saturating_sub(used);
+    let width = (area.width as usize).saturating_sub(1);
+    let instead = match &app.view.job {
+        Some(job) if room < job_text_min(job) => Some((job_text(job, width), theme.centroid())),
+        Some(_) => None,
+        None => app
+            .current_message(std::time::Instant::now())
+            .filter(|_| room < MESSAGE_MIN)
+            .map(|m| (fit(m, width), theme.text())),
+    };
+    if let Some((text, style)) = instead {
+        frame.render_widget(
+            Paragraph::new(Span::styled(format!(" {text}"), style)),
+            area,
+        );
+        return;
+    }
     let all = if app.apply_all { "  [ALL LAYERS]" } else { "" };
     let text = format!("{}{all}", keys::hint_line());
     frame.render_widget(Paragraph::new(Span::styled(text, theme.dim())), area);
