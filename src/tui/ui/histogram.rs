@@ -122,10 +122,7 @@ impl Histogram<'_> {
                             grouped(v.below),
                             grouped(v.above)
                         ),
-                        format!(
-                            "{shown:.0}% in range, {} beyond",
-                            short_count(beyond as f64)
-                        ),
+                        format!("{shown:.0}% in range, {} beyond", whole_count(beyond)),
                     ],
                     t.dim(),
                 )
@@ -491,6 +488,15 @@ fn short_count(c: f64) -> String {
     }
 }
 
+/// A count of weights, short: "8", "312", "4.2k" (never "8.0").
+fn whole_count(n: u64) -> String {
+    if n < 1000 {
+        n.to_string()
+    } else {
+        short_count(n as f64)
+    }
+}
+
 /// 12345 -> "12,345".
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -626,6 +632,8 @@ mod tests {
     #[test]
     fn numbers_read_short() {
         assert_eq!(short_count(7.46), "7.5");
+        assert_eq!(whole_count(8), "8");
+        assert_eq!(whole_count(4_210), "4.2k");
         assert_eq!(short_count(312.2), "312");
         assert_eq!(short_count(4_210.0), "4.2k");
         assert_eq!(short_count(35_400.0), "35k");
