@@ -117,8 +117,9 @@ pub enum Chart {
     Training,
 }
 
-/// One measured condition. Exactly one of `accuracy`, `file_bytes` (of the whole file, or of
-/// `layer`'s section) and `ratio`.
+/// One measured condition. Exactly one of `accuracy`, `ratio` and the bytes at a stage of the
+/// size waterfall (`pruned_bytes`, `shared_bytes`, `file_bytes`: of the whole plan, or of
+/// `layer`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
@@ -127,7 +128,14 @@ pub struct Check {
     pub accuracy: Option<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,
-    /// e.g. `"< 45 KB"` (1 KB = 1000 bytes).
+    /// After pruning: kept weights at 32 bits plus their relative indices, e.g. `"> 1600 KB"`
+    /// (1 KB = 1000 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_bytes: Option<Condition>,
+    /// After weight sharing: codebook indices plus relative indices, the codebook, biases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_bytes: Option<Condition>,
+    /// After Huffman coding: the `.dcz` file (or the layer's section of it), e.g. `"< 45 KB"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_bytes: Option<Condition>,
     /// Compression ratio (dense f32 over file), e.g. `">= 30x"`.
@@ -212,10 +220,15 @@ impl TryFrom<String> for Condition {
             )
         };
         let t = text.trim();
-        let (cmp, rest) = [("<=", Cmp::Le), (">=", Cmp::Ge), ("<", Cmp::Lt), (">", Cmp::Gt)]
-            .into_iter()
-            .find_map(|(s, c)| t.strip_prefix(s).map(|r| (c, r.trim())))
-            .ok_or_else(bad)?;
+        let (cmp, rest) = [
+            ("<=", Cmp::Le),
+            (">=", Cmp::Ge),
+            ("<", Cmp::Lt),
+            (">", Cmp::Gt),
+        ]
+        .into_iter()
+        .find_map(|(s, c)| t.strip_prefix(s).map(|r| (c, r.trim())))
+        .ok_or_else(bad)?;
         let split = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
@@ -265,10 +278,21 @@ impl fmt::Display for Condition {
 pub struct Measured {
     /// Fraction of the test set right.
     pub accuracy: f64,
-    pub file_bytes: u64,
     pub ratio: f64,
-    /// Each layer's name and the bytes of its section of the file.
-    pub layers: Vec<(String, u64)>,
+    /// The whole plan's bytes at each stage (`name` is empty).
+    pub total: StageBytes,
+    pub layers: Vec<StageBytes>,
+}
+
+/// Bytes of a layer (or of the plan) after each stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageBytes {
+    pub name: String,
+    pub dense: u64,
+    pub pruned: u64,
+    pub shared: u64,
+    /// The section of the `.dcz` file (the whole file, header included, for the plan).
+    pub file: u64,
 }
 
 impl Measured {
@@ -278,12 +302,24 @@ impl Measured {
         let sizes = session.sizes()?;
         Some(Measured {
             accuracy: eval.accuracy,
-            file_bytes: sizes.file_bytes,
             ratio: sizes.ratio(),
+            total: StageBytes {
+                name: String::new(),
+                dense: sizes.dense_bytes,
+                pruned: sizes.pruned_bytes,
+                shared: sizes.shared_bytes,
+                file: sizes.file_bytes,
+            },
             layers: sizes
                 .layers
                 .iter()
-                .map(|l| (l.name.clone(), l.file_bytes))
+                .map(|l| StageBytes {
+                    name: l.name.clone(),
+                    dense: l.dense_bytes,
+                    pruned: l.pruned_bytes,
+                    shared: l.shared_bytes,
+                    file: l.file_bytes,
+                })
                 .collect(),
         })
     }
@@ -327,19 +363,23 @@ impl Check {
                 met: c.cmp.holds(m.ratio, c.value),
             });
         }
-        let c = self
-            .file_bytes
-            .ok_or("a check needs accuracy, file_bytes or ratio")?;
+        let (stage, c, pick): (&str, _, fn(&StageBytes) -> u64) =
+            match (self.pruned_bytes, self.shared_bytes, self.file_bytes) {
+                (Some(c), _, _) => ("pruned", c, |b| b.pruned),
+                (_, Some(c), _) => ("shared", c, |b| b.shared),
+                (_, _, Some(c)) => ("file", c, |b| b.file),
+                _ => return Err("a check needs accuracy, ratio or a bytes key".into()),
+            };
         let (label, bytes) = match &self.layer {
-            None => ("file".to_string(), m.file_bytes),
+            None => (stage.to_string(), pick(&m.total)),
             Some(name) => {
                 let bytes = m
                     .layers
                     .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|&(_, b)| b)
+                    .find(|l| &l.name == name)
+                    .map(pick)
                     .ok_or_else(|| format!("no layer {name}"))?;
-                (format!("{name} file"), bytes)
+                (format!("{name} {stage}"), bytes)
             }
         };
         Ok(CheckResult {
@@ -519,7 +559,14 @@ fn parse_step(file: &str, n: usize, value: &toml::Value) -> Result<Step, LessonE
         .map(|(j, v)| {
             let key = format!("actions[{j}]");
             let a: Action = strict(table(v, &at, &key)?).map_err(|(k, e)| {
-                at.error(&if k.is_empty() { key.clone() } else { format!("{key}.{k}") }, e)
+                at.error(
+                    &if k.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{key}.{k}")
+                    },
+                    e,
+                )
             })?;
             a.validate()
                 .map_err(|(k, e)| at.error(&format!("{key}{k}"), e))?;
@@ -532,7 +579,14 @@ fn parse_step(file: &str, n: usize, value: &toml::Value) -> Result<Step, LessonE
         .map(|(j, v)| {
             let key = format!("checks[{j}]");
             let c: Check = strict(table(v, &at, &key)?).map_err(|(k, e)| {
-                at.error(&if k.is_empty() { key.clone() } else { format!("{key}.{k}") }, e)
+                at.error(
+                    &if k.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{key}.{k}")
+                    },
+                    e,
+                )
             })?;
             c.validate()
                 .map_err(|(k, e)| at.error(&format!("{key}{k}"), e))?;
@@ -585,7 +639,10 @@ impl Action {
         }
         if kinds[0] {
             if self.layer.is_none() {
-                return Err((".layer".into(), "a layer setting needs layer = \"NAME\" or \"all\"".into()));
+                return Err((
+                    ".layer".into(),
+                    "a layer setting needs layer = \"NAME\" or \"all\"".into(),
+                ));
             }
             if !self.has_setting() {
                 return Err((
@@ -596,7 +653,10 @@ impl Action {
             }
         }
         if self.keep.is_some() && self.threshold.is_some() {
-            return Err((".threshold".into(), "give keep or threshold, not both".into()));
+            return Err((
+                ".threshold".into(),
+                "give keep or threshold, not both".into(),
+            ));
         }
         if let Some(k) = self.keep
             && !(k > 0.0 && k <= 1.0)
@@ -628,25 +688,30 @@ impl Action {
 
 impl Check {
     fn validate(&self) -> Result<(), (String, String)> {
-        let set = [
-            self.accuracy.is_some(),
-            self.file_bytes.is_some(),
-            self.ratio.is_some(),
-        ];
-        if set.iter().filter(|&&s| s).count() != 1 {
+        let bytes = [self.pruned_bytes, self.shared_bytes, self.file_bytes];
+        let set = [self.accuracy.is_some(), self.ratio.is_some()]
+            .into_iter()
+            .chain(bytes.iter().map(Option::is_some));
+        if set.filter(|&s| s).count() != 1 {
             return Err((
                 String::new(),
-                "a check is exactly one of accuracy, file_bytes or ratio".into(),
+                "a check is exactly one of accuracy, ratio, pruned_bytes, shared_bytes or file_bytes".into(),
             ));
         }
-        if self.layer.is_some() && self.file_bytes.is_none() {
-            return Err((".layer".into(), "only with file_bytes".into()));
+        if self.layer.is_some() && bytes.iter().all(Option::is_none) {
+            return Err((
+                ".layer".into(),
+                "only with pruned_bytes, shared_bytes or file_bytes".into(),
+            ));
         }
         let unit = |key: &str, c: Condition, ok: &[Unit], want: &str| {
             if ok.contains(&c.unit) {
                 Ok(())
             } else {
-                Err((format!(".{key}"), format!("\"{c}\": the unit must be {want}")))
+                Err((
+                    format!(".{key}"),
+                    format!("\"{c}\": the unit must be {want}"),
+                ))
             }
         };
         if let Some(c) = self.accuracy {
@@ -655,13 +720,18 @@ impl Check {
                 return Err((".accuracy".into(), format!("\"{c}\": at most 100%")));
             }
         }
-        if let Some(c) = self.file_bytes {
-            unit(
-                "file_bytes",
-                c,
-                &[Unit::Bytes, Unit::Kilobytes, Unit::Megabytes],
-                "B, KB or MB",
-            )?;
+        for (key, c) in ["pruned_bytes", "shared_bytes", "file_bytes"]
+            .into_iter()
+            .zip(bytes)
+        {
+            if let Some(c) = c {
+                unit(
+                    key,
+                    c,
+                    &[Unit::Bytes, Unit::Kilobytes, Unit::Megabytes],
+                    "B, KB or MB",
+                )?;
+            }
         }
         if let Some(c) = self.ratio {
             unit("ratio", c, &[Unit::Times], "x")?;
@@ -684,7 +754,8 @@ text = "Cut *most* of fc1.\n- one\n- two"
 actions = [{ layer = "fc1", keep = 0.08 }, { layer = "all", bits = 5 }, { do = "retrain", epochs = 1 },
            { select = "fc1" }, { show = "history" }, { layer = "conv2", quantizer = "uniform", bits = 4 },
            { layer = "fc1", init = "kmeans++" }, { do = "sweep" }]
-checks = [{ accuracy = ">= 99%" }, { layer = "fc1", file_bytes = "< 45 KB" }, { ratio = ">= 30x" }]
+checks = [{ accuracy = ">= 99%" }, { layer = "fc1", file_bytes = "< 45 KB" }, { ratio = ">= 30x" },
+          { pruned_bytes = "> 1.6 MB" }, { layer = "conv1", shared_bytes = "<= 900 B" }]
 
 [[step]]
 title = "Two"
@@ -723,11 +794,17 @@ text = "x"
             "{e}"
         );
         let e = err(&with_action("{ layer = \"fc1\", bits = \"five\" }"));
-        assert!(e.starts_with("lessons/x.toml: step 2 \"Share fc1\": actions[1].bits: "), "{e}");
+        assert!(
+            e.starts_with("lessons/x.toml: step 2 \"Share fc1\": actions[1].bits: "),
+            "{e}"
+        );
         let e = err(&with_action("{ do = \"dance\" }"));
         assert!(e.contains("actions[1].do: unknown variant `dance`"), "{e}");
         let e = err(&with_action("{ layer = \"fc1\", keep = 1.5 }"));
-        assert!(e.ends_with("actions[1].keep: must be in (0, 1], got 1.5"), "{e}");
+        assert!(
+            e.ends_with("actions[1].keep: must be in (0, 1], got 1.5"),
+            "{e}"
+        );
         let e = err(&with_action("{ do = \"sweep\", select = \"fc1\" }"));
         assert!(e.contains("actions[1]: an action is exactly one of"), "{e}");
         let e = err(&with_action("{ do = \"sweep\", epochs = 2 }"));
@@ -738,13 +815,25 @@ text = "x"
             "{e}"
         );
         let e = err(&GOOD.replace("\">= 99%\"", "\">= 99 KB\""));
-        assert!(e.contains("checks[0].accuracy: \">= 99 KB\": the unit must be %"), "{e}");
+        assert!(
+            e.contains("checks[0].accuracy: \">= 99 KB\": the unit must be %"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("text = \"x\"", "txt = \"x\""));
-        assert!(e.starts_with("lessons/x.toml: step 2 \"Two\": txt: unknown field"), "{e}");
+        assert!(
+            e.starts_with("lessons/x.toml: step 2 \"Two\": txt: unknown field"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("text = \"x\"", ""));
-        assert!(e.starts_with("lessons/x.toml: step 2 \"Two\": missing field `text`"), "{e}");
+        assert!(
+            e.starts_with("lessons/x.toml: step 2 \"Two\": missing field `text`"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("model = \"lenet-5\"", "model = \"lenet-6\""));
-        assert!(e.starts_with("lessons/x.toml: model: unknown model 'lenet-6'"), "{e}");
+        assert!(
+            e.starts_with("lessons/x.toml: model: unknown model 'lenet-6'"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("title = \"t\"", "titel = \"t\""));
         assert!(e.starts_with("lessons/x.toml: titel: unknown field"), "{e}");
     }
@@ -766,9 +855,18 @@ text = "x"
         let checks = &lesson.steps[0].checks;
         let m = Measured {
             accuracy: 0.9912,
-            file_bytes: 41_661,
             ratio: 41.4,
-            layers: vec![("fc1".into(), 46_000)],
+            total: StageBytes {
+                file: 41_661,
+                ..StageBytes::default()
+            },
+            layers: vec![StageBytes {
+                name: "fc1".into(),
+                dense: 1_600_000,
+                pruned: 1_665_000,
+                shared: 50_000,
+                file: 46_000,
+            }],
         };
         let r: Vec<_> = checks.iter().map(|c| c.evaluate(&m).unwrap()).collect();
         assert!(r[0].met && r[0].measured == "99.12%", "{r:?}");
@@ -780,6 +878,19 @@ text = "x"
             ..m
         };
         assert!(!checks[0].evaluate(&low).unwrap().met);
-        assert!(checks[2].evaluate(&low).unwrap().met, ">= includes equality");
+        assert!(
+            checks[2].evaluate(&low).unwrap().met,
+            ">= includes equality"
+        );
+        let bigger = Check {
+            layer: Some("fc1".into()),
+            pruned_bytes: Some(Condition::try_from("> 1600 KB".to_string()).unwrap()),
+            ..Check::default()
+        };
+        let r = bigger.evaluate(&low).unwrap();
+        assert!(
+            r.met && r.label == "fc1 pruned > 1600 KB" && r.measured == "1.67 MB",
+            "{r:?}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 mod effects;
 mod events;
 mod export;
+mod lesson;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use crate::experiment::Experiment;
 use crate::explore::worker::{BaselineRequest, Job, JobId, JobKind};
 use crate::explore::{Session, Worker, WorkerOptions};
 use crate::model::train::{EpochStats, Evaluation};
+pub use lesson::render_slide;
 
 /// Everything the explorer starts from.
 pub struct Setup {
