@@ -860,18 +860,30 @@ text = "x"
                 file: 41_661,
                 ..StageBytes::default()
             },
-            layers: vec![StageBytes {
-                name: "fc1".into(),
-                dense: 1_600_000,
-                pruned: 1_665_000,
-                shared: 50_000,
-                file: 46_000,
-            }],
+            layers: vec![
+                StageBytes {
+                    name: "fc1".into(),
+                    dense: 1_600_000,
+                    pruned: 1_665_000,
+                    shared: 50_000,
+                    file: 46_000,
+                },
+                StageBytes {
+                    name: "conv1".into(),
+                    shared: 900,
+                    ..StageBytes::default()
+                },
+            ],
         };
         let r: Vec<_> = checks.iter().map(|c| c.evaluate(&m).unwrap()).collect();
         assert!(r[0].met && r[0].measured == "99.12%", "{r:?}");
         assert!(!r[1].met && r[1].measured == "46.0 KB", "{r:?}");
         assert!(r[2].met && r[2].label == "ratio >= 30x", "{r:?}");
+        assert!(
+            !r[3].met && r[3].label == "pruned > 1.6 MB",
+            "the plan's total: {r:?}"
+        );
+        assert!(r[4].met && r[4].label == "conv1 shared <= 900 B", "{r:?}");
         let low = Measured {
             accuracy: 0.9899,
             ratio: 30.0,
