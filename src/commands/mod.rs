@@ -7,6 +7,7 @@ pub mod compress;
 pub mod data;
 pub mod eval;
 pub(crate) mod inspect;
+pub mod lesson;
 pub mod plot;
 pub mod progress;
 pub mod screenshot;
@@ -57,6 +58,9 @@ pub enum Command {
     Study(study::StudyArgs),
     /// The explorer's screen as a PNG, without a terminal (for slides and the README).
     Screenshot(screenshot::ScreenshotArgs),
+    /// Run a lesson (lessons/*.toml) in the explorer without a terminal: a table of each
+    /// step's accuracy, size and checks, and with --slides one PNG per step and slides.md.
+    Lesson(lesson::LessonArgs),
     /// Measure speed and print a table.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -72,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Plot(args)) => plot::run(cli.data.as_deref(), &args),
         Some(Command::Study(args)) => study::run(cli.data.as_deref(), &args),
         Some(Command::Screenshot(args)) => screenshot::run(cli.data.as_deref(), &args),
+        Some(Command::Lesson(args)) => lesson::run(cli.data.as_deref(), &args),
         Some(Command::Bench(cmd)) => bench::run(cli.data.as_deref(), &cmd),
         Some(Command::Explore(args)) => tui::run(cli.data.as_deref(), &args),
         None => tui::run(cli.data.as_deref(), &cli.explore),

@@ -68,6 +68,7 @@ pub(crate) mod forward;
 pub mod history;
 pub mod kernels;
 pub mod layer;
+pub mod lesson;
 pub mod plan;
 pub mod runs;
 pub mod sensitivity;

@@ -257,6 +257,12 @@ impl Controller {
     /// runs, queues it to start from that one's weights when it is done (so `p` then `f`
     /// fine-tunes the retrained network, not the one before).
     pub(super) fn start_training(&mut self, kind: JobKind) {
+        self.start_training_for(kind, None);
+    }
+
+    /// [`Controller::start_training`] for `epochs` instead of the recipe's (a lesson's
+    /// `epochs`); a queued one runs the recipe's.
+    pub(super) fn start_training_for(&mut self, kind: JobKind, epochs: Option<usize>) {
         if self.session.is_none() {
             return;
         }
@@ -272,10 +278,18 @@ impl Controller {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        let job = if kind == JobKind::Retrain {
-            session.retrain_job(session.retrain_config())
+        let mut config = if kind == JobKind::Retrain {
+            session.retrain_config()
         } else {
-            session.finetune_job(session.finetune_config())
+            session.finetune_config()
+        };
+        if let Some(e) = epochs {
+            config.epochs = e;
+        }
+        let job = if kind == JobKind::Retrain {
+            session.retrain_job(config)
+        } else {
+            session.finetune_job(config)
         };
         let id = self.worker.submit(job);
         self.track(id, kind);

@@ -7,6 +7,7 @@ mod effects;
 mod events;
 mod explain;
 mod export;
+mod lesson;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use crate::experiment::Experiment;
 use crate::explore::worker::{BaselineRequest, Job, JobId, JobKind};
 use crate::explore::{Session, Worker, WorkerOptions};
 use crate::model::train::{EpochStats, Evaluation};
+pub use lesson::render_slide;
 
 /// Everything the explorer starts from.
 pub struct Setup {

@@ -3,6 +3,7 @@
 mod curves;
 mod histogram;
 mod layers;
+pub mod lesson;
 mod overlay;
 mod sizes;
 mod status;

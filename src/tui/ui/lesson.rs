@@ -1,0 +1,207 @@
+//! A lesson's panel beside the explorer's screen on a slide (`dcx lesson --slides`): the step
+//! number, its title, its text (with `*emphasis*` and `- ` list lines) and its checks, each
+//! met (✓) or not (✗) with the measured value.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Widget, Wrap};
+
+use crate::tui::theme::{Colors, Theme};
+
+/// One check as the panel shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PanelCheck {
+    pub label: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+/// What the panel shows of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LessonPanel {
+    pub lesson: String,
+    /// 1-based.
+    pub step: usize,
+    pub steps: usize,
+    pub title: String,
+    pub text: String,
+    pub checks: Vec<PanelCheck>,
+}
+
+/// `*word*` in bold with `base`, the rest in `base`; an unmatched `*` stays as it is.
+fn emphasised(text: &str, base: Style) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('*') {
+        let Some(len) = rest[open + 1..].find('*') else {
+            break;
+        };
+        if len == 0 {
+            spans.push(Span::styled(rest[..open + 2].to_string(), base));
+            rest = &rest[open + 2..];
+            continue;
+        }
+        if open > 0 {
+            spans.push(Span::styled(rest[..open].to_string(), base));
+        }
+        let word = &rest[open + 1..open + 1 + len];
+        spans.push(Span::styled(
+            word.to_string(),
+            base.add_modifier(Modifier::BOLD),
+        ));
+        rest = &rest[open + 2 + len..];
+    }
+    if !rest.is_empty() {
+        spans.push(Span::styled(rest.to_string(), base));
+    }
+    spans
+}
+
+/// The step's text as lines, read as Markdown reads it: lines of a paragraph join (the file
+/// wraps them, the panel wraps them again to its width), a blank line ends one, and a `- `
+/// line starts a bullet item that later lines continue.
+fn text_lines(text: &str, theme: &Theme) -> Vec<Line<'static>> {
+    let mut blocks: Vec<(bool, String)> = Vec::new();
+    let mut open = false;
+    for line in text.trim().lines().map(str::trim) {
+        if line.is_empty() {
+            open = false;
+            blocks.push((false, String::new()));
+        } else if let Some(item) = line.strip_prefix("- ") {
+            blocks.push((true, item.to_string()));
+            open = true;
+        } else if open && let Some((_, last)) = blocks.last_mut() {
+            last.push(' ');
+            last.push_str(line);
+        } else {
+            blocks.push((false, line.to_string()));
+            open = true;
+        }
+    }
+    blocks
+        .into_iter()
+        .map(|(item, text)| {
+            if item {
+                let mut spans = vec![Span::styled(" • ", theme.accent())];
+                spans.extend(emphasised(&text, theme.text()));
+                Line::from(spans)
+            } else {
+                Line::from(emphasised(&text, theme.text()))
+            }
+        })
+        .collect()
+}
+
+/// Draws `panel` into `area` of `buf`.
+pub fn render_panel(
+    panel: &LessonPanel,
+    area: Rect,
+    buf: &mut Buffer,
+    colors: Colors,
+    lecture: bool,
+) {
+    let theme = Theme::new(colors, lecture);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(theme.border(true))
+        .title(Span::styled(
+            format!(" {} · step {}/{} ", panel.lesson, panel.step, panel.steps),
+            theme.title(),
+        ));
+    let mut lines = vec![
+        Line::from(Span::styled(
+            panel.title.clone(),
+            theme.title().add_modifier(Modifier::BOLD),
+        )),
+        Line::default(),
+    ];
+    lines.extend(text_lines(&panel.text, &theme));
+    if !panel.checks.is_empty() {
+        lines.push(Line::default());
+        lines.push(Line::from(Span::styled("Checks", theme.title())));
+        for c in &panel.checks {
+            let (mark, style) = if c.met {
+                ("✓", theme.good())
+            } else {
+                ("✗", theme.bad())
+            };
+            lines.push(Line::from(vec![
+                Span::styled(format!(" {mark} "), style),
+                Span::styled(c.label.clone(), theme.text()),
+                Span::styled(format!(": {}", c.measured), style),
+            ]));
+        }
+    }
+    Paragraph::new(lines)
+        .block(block)
+        .wrap(Wrap { trim: false })
+        .render(area, buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_of(buf: &Buffer) -> String {
+        let a = buf.area;
+        (a.y..a.y + a.height)
+            .map(|y| {
+                (a.x..a.x + a.width)
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_panel_shows_step_text_list_and_checks() {
+        let panel = LessonPanel {
+            lesson: "Deep Compression".into(),
+            step: 2,
+            steps: 7,
+            title: "Prune".into(),
+            text: "Cut the *small*\nweights.\n- fc1 keeps\n  8%\n- conv1 66%".into(),
+            checks: vec![
+                PanelCheck {
+                    label: "accuracy >= 99%".into(),
+                    measured: "98.10%".into(),
+                    met: false,
+                },
+                PanelCheck {
+                    label: "ratio >= 10x".into(),
+                    measured: "12.5x".into(),
+                    met: true,
+                },
+            ],
+        };
+        let area = Rect::new(0, 0, 50, 14);
+        let mut buf = Buffer::empty(area);
+        render_panel(&panel, area, &mut buf, Colors::On, false);
+        let text = text_of(&buf);
+        assert!(text.contains("Deep Compression · step 2/7"), "{text}");
+        assert!(text.contains("Cut the small weights."), "{text}");
+        assert!(text.contains(" • fc1 keeps 8%"), "{text}");
+        assert!(text.contains(" ✗ accuracy >= 99%: 98.10%"), "{text}");
+        assert!(text.contains(" ✓ ratio >= 10x: 12.5x"), "{text}");
+        // The emphasised word is bold, its neighbours not.
+        let (row, line) = text
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.contains("Cut the"))
+            .unwrap();
+        let x = line[..line.find("small").unwrap()].chars().count() as u16;
+        let row = row as u16;
+        assert!(buf[(x, row)].modifier.contains(Modifier::BOLD));
+        assert!(!buf[(x - 2, row)].modifier.contains(Modifier::BOLD));
+    }
+
+    #[test]
+    fn emphasis_needs_a_closing_star() {
+        let s = emphasised("a *b* c * d", Style::default());
+        let texts: Vec<_> = s.iter().map(|s| s.content.to_string()).collect();
+        assert_eq!(texts, ["a ", "b", " c * d"]);
+    }
+}

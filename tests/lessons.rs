@@ -1,0 +1,251 @@
+//! Lessons (`lessons/*.toml`, `dcx lesson`): the shipped ones parse and run on the fixture
+//! with every step applied and every check evaluated; bad files are refused naming the step
+//! and the key; `--slides` writes a PNG per step and slides.md, and a failed run no folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dcx::explore::lesson::Lesson;
+use dcx::model::ModelKind;
+
+const SHIPPED: [&str; 2] = ["lessons/deep-compression.toml", "lessons/storage.toml"];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `dcx lesson` on the fixture, with a cache of its own and one epoch per training.
+fn run_lesson(cache: &Path, file: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dcx"))
+        .current_dir(root())
+        .env("DCX_CACHE", cache)
+        .env("NO_COLOR", "1")
+        .args(["--data", "tests/fixtures/mnist-small", "lesson"])
+        .arg(file)
+        .args(["--max-epochs", "1"])
+        .args(extra)
+        .output()
+        .expect("dcx runs")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn lenet5_layers() -> Vec<String> {
+    ModelKind::Lenet5
+        .arch()
+        .layers
+        .iter()
+        .map(|l| l.name.clone())
+        .collect()
+}
+
+#[test]
+fn the_shipped_lessons_parse_and_name_only_lenet5_layers() {
+    for file in SHIPPED {
+        let lesson = Lesson::load(&root().join(file)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lesson.model.as_deref(), Some("lenet-5"), "{file}");
+        assert!(
+            lesson.steps.len() >= 5,
+            "{file}: {} steps",
+            lesson.steps.len()
+        );
+        assert!(lesson.steps.iter().all(|s| !s.checks.is_empty()), "{file}");
+        lesson.check_layers(file, &lenet5_layers()).unwrap();
+        assert_eq!(Lesson::parse(&lesson.to_toml(), file).unwrap(), lesson);
+    }
+}
+
+/// The table's step rows: one per step, each with its checks evaluated (✓ or ✗ with the
+/// measured value in parentheses).
+fn step_rows(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| {
+            l.contains(" KB")
+                && l.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.parse::<usize>().is_ok())
+        })
+        .collect()
+}
+
+#[test]
+fn the_shipped_lessons_run_on_the_fixture_with_every_check_evaluated() {
+    let cache = tempfile::tempdir().unwrap();
+    for file in SHIPPED {
+        let lesson = Lesson::load(&root().join(file)).unwrap();
+        let out = run_lesson(cache.path(), Path::new(file), &[]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{file}: {stderr}");
+        for (i, step) in lesson.steps.iter().enumerate() {
+            assert!(
+                stderr.contains(&format!(
+                    "-> step {}/{}: {}",
+                    i + 1,
+                    lesson.steps.len(),
+                    step.title
+                )),
+                "{file}: step {} not run: {stderr}",
+                i + 1
+            );
+        }
+        let rows = step_rows(&stdout);
+        assert_eq!(rows.len(), lesson.steps.len(), "{stdout}");
+        for (row, step) in rows.iter().zip(&lesson.steps) {
+            assert!(row.contains(&step.title), "{row}");
+            let evaluated = row.matches('✓').count() + row.matches('✗').count();
+            assert_eq!(evaluated, step.checks.len(), "{file}: {row}");
+            assert!(
+                row.contains('%') && row.contains(" KB"),
+                "measured values: {row}"
+            );
+        }
+        let total: usize = lesson.steps.iter().map(|s| s.checks.len()).sum();
+        assert!(
+            stdout.contains(&format!(" of {total} checks met")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_storage_lesson_finds_pruning_alone_bigger_than_dense_above_the_crossover() {
+    // Sizes do not depend on how well the network is trained: these hold on the fixture.
+    let cache = tempfile::tempdir().unwrap();
+    let out = run_lesson(cache.path(), Path::new("lessons/storage.toml"), &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let rows = step_rows(&stdout);
+    assert!(rows[1].contains("✓ fc1 pruned > 1600 KB"), "{}", rows[1]);
+    assert!(rows[2].contains("✓ fc1 pruned < 1600 KB"), "{}", rows[2]);
+    assert!(rows[4].contains("✓ fc1 shared < 45 KB"), "{}", rows[4]);
+}
+
+fn write_lesson(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("x.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "title = \"t\"\nmodel = \"lenet-5\"\n[[step]]\ntitle = \"Start\"\ntext = \"a\"\n{body}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn bad_lessons_are_refused_naming_the_step_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[[step]]\ntitle = \"Share fc1\"\ntext = \"b\"\nactions = [{ layer = \"fc1\", keep = 0.1 }, { layer = \"fc1\", bits = 12 }]\n",
+            "x.toml: step 2 \"Share fc1\": actions[1].bits: must be 1..=8, got 12",
+        ),
+        (
+            "[[step]]\ntitle = \"Two\"\ntext = \"b\"\nactions = [{ layer = \"fc1\", kep = 0.1 }]\n",
+            "x.toml: step 2 \"Two\": actions[0].kep: unknown field `kep`",
+        ),
+        (
+            "[[step]]\ntitle = \"Two\"\ntext = \"b\"\nchecks = [{ accuracy = \"about 99\" }]\n",
+            "x.toml: step 2 \"Two\": checks[0].accuracy: \"about 99\" is not a condition",
+        ),
+        (
+            "[[step]]\ntitle = \"Two\"\ntext = \"b\"\nactions = [{ do = \"retrain\", epochs = 0 }]\n",
+            "x.toml: step 2 \"Two\": actions[0].epochs: must be 1..=100, got 0",
+        ),
+        (
+            "[[step]]\ntitle = \"Two\"\ntxt = \"b\"\n",
+            "x.toml: step 2 \"Two\": txt: unknown field `txt`",
+        ),
+    ];
+    let cache = tempfile::tempdir().unwrap();
+    for (body, want) in cases {
+        let path = write_lesson(dir.path(), body);
+        let out = run_lesson(cache.path(), &path, &[]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{body}");
+        assert!(stderr.contains(want), "want {want:?} in {stderr:?}");
+    }
+}
+
+#[test]
+fn slides_are_one_png_per_step_and_a_markdown_index() {
+    let cache = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let slides = out_dir.path().join("slides");
+    let file = "lessons/storage.toml";
+    let lesson = Lesson::load(&root().join(file)).unwrap();
+    let out = run_lesson(
+        cache.path(),
+        Path::new(file),
+        &["--slides", slides.to_str().unwrap(), "--size", "120x40"],
+    );
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let n = lesson.steps.len();
+    let mut names: Vec<String> = std::fs::read_dir(&slides)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = (1..=n).map(|i| format!("step-{i:02}.png")).collect();
+    want.push("slides.md".into());
+    want.sort();
+    assert_eq!(names, want);
+    // Each slide is the explorer's 120 columns plus the panel's 56, 40 rows high.
+    let png = image::open(slides.join("step-01.png")).unwrap();
+    let wide = image::open(slides.join("step-02.png")).unwrap();
+    assert_eq!(png.height(), wide.height());
+    assert!(
+        png.width() > 4 * png.height() / 3,
+        "{}x{}",
+        png.width(),
+        png.height()
+    );
+    let md = std::fs::read_to_string(slides.join("slides.md")).unwrap();
+    for (i, step) in lesson.steps.iter().enumerate() {
+        assert!(
+            md.contains(&format!("## {}. {}", i + 1, step.title)),
+            "{md}"
+        );
+        assert!(md.contains(&format!("](step-{:02}.png)", i + 1)), "{md}");
+    }
+    assert_eq!(
+        md.matches("- ✓").count() + md.matches("- ✗").count(),
+        6,
+        "{md}"
+    );
+    // No temporary folder is left beside it.
+    let left: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1);
+}
+
+#[test]
+fn a_failed_run_leaves_no_slides_folder_and_exits_non_zero() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Step 1 applies (its slide is drawn); step 2 asks fc2, binary now, for 5 bits.
+    let path = write_lesson(
+        dir.path(),
+        "actions = [{ layer = \"fc2\", quantizer = \"binary\" }]\n[[step]]\ntitle = \"Widen fc2\"\ntext = \"b\"\nactions = [{ layer = \"fc2\", bits = 5 }]\n",
+    );
+    let slides = dir.path().join("slides");
+    let out = run_lesson(cache.path(), &path, &["--slides", slides.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("-> step 2/2: Widen fc2"), "{stderr}");
+    assert!(
+        stderr.contains("step 2 \"Widen fc2\": actions[0]: bits:"),
+        "{stderr}"
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["x.toml"], "no slides folder, no temporary one");
+}
