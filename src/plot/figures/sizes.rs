@@ -26,6 +26,9 @@ where
     DB::ErrorType: 'static,
 {
     let n = names.len().max(1);
+    // Whole numbers where the ticks fall on them ("1800", "8"), not "1800.0".
+    let decimals = step_decimals(y.end - y.start, Y_TICKS);
+    let y_fmt = move |v: &f64| format!("{v:.decimals$}");
     let mut c = chart(area, caption, 0.0..n as f64, y, m)?;
     let names = names.to_vec();
     let fmt = move |x: &f64| {
@@ -41,9 +44,30 @@ where
         .disable_x_mesh()
         .x_labels(2 * n + 1)
         .x_label_formatter(&fmt)
+        .y_labels(Y_TICKS)
+        .y_label_formatter(&y_fmt)
         .y_desc(y_desc)
         .draw()?;
     Ok(c)
+}
+
+/// Tick labels a category chart's value axis asks for.
+const Y_TICKS: usize = 10;
+
+/// Decimals the ticks of a "nice" step (1, 2 or 5 times a power of ten) need when about
+/// `ticks` of them span `span`: 0 for steps of 1 or more.
+fn step_decimals(span: f64, ticks: usize) -> usize {
+    let raw = span.abs() / ticks.max(1) as f64;
+    if !(raw > 0.0 && raw.is_finite()) {
+        return 1;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|k| k * magnitude)
+        .find(|&s| s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude);
+    (-step.log10().floor()).clamp(0.0, 6.0) as usize
 }
 
 /// A text label centred above `(x, y)`.
@@ -260,13 +284,21 @@ pub(super) fn sizes<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics)
         let ratio = s.dense_bytes as f64 / bytes.max(1) as f64;
         let label = match i {
             0 => format!("{top:.1} KB"),
-            3 => format!(
-                "{top:.1} KB ({ratio:.1}x smaller; header, metadata, checksum {} B in black)",
-                s.header_bytes + s.trailer_bytes
-            ),
             _ => format!("{top:.1} KB ({ratio:.1}x smaller)"),
         };
         let y = if i == 0 { top } else { kb(stages[i - 1].1) };
+        if i + 1 == stages.len() {
+            // A second line above, so neither runs past the plot's right edge.
+            c.draw_series(std::iter::once(bar_label(
+                format!(
+                    "header, metadata, checksum: {} B (black)",
+                    s.header_bytes + s.trailer_bytes
+                ),
+                i as f64 + 0.5,
+                y + ymax * 0.045,
+                m,
+            )))?;
+        }
         c.draw_series(std::iter::once(bar_label(
             label,
             i as f64 + 0.5,
@@ -275,4 +307,17 @@ pub(super) fn sizes<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics)
         )))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_decimals;
+
+    #[test]
+    fn value_ticks_are_whole_where_the_step_is() {
+        assert_eq!(step_decimals(1983.0, 10), 0); // steps of 200: "1800"
+        assert_eq!(step_decimals(8.5, 10), 0); // steps of 1: "8"
+        assert_eq!(step_decimals(1.0, 10), 1); // steps of 0.1
+        assert_eq!(step_decimals(0.05, 10), 3); // steps of 0.005
+    }
 }
