@@ -276,8 +276,8 @@ fn finished_runs_appear_with_their_labels_160x48() {
     let history = render(&app, 160, 48);
     let text = format!("{:?}", history.backend());
     assert!(
-        text.contains("run lottery-lenet-5") && text.contains("run student-lenet-5"),
-        "the legend names each run"
+        text.contains("█ lottery-lenet-5") && text.contains("█ student-lenet-5"),
+        "the title names each run in its colour"
     );
     insta::assert_snapshot!("runs_history", history.backend());
     app.update(Action::NextCurve);

@@ -2,7 +2,7 @@
 //! tried (with its Pareto front and the paper's point), and training curves. `c` cycles.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Rect;
 use ratatui::symbols::Marker;
 use ratatui::text::Span;
 use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph};
@@ -45,8 +45,8 @@ fn chart<'a>(
 ) -> Chart<'a> {
     Chart::new(sets)
         .block(block)
-        // A legend with a run or two more than the default quarter of the chart still shows.
-        .hidden_legend_constraints((Constraint::Percentage(45), Constraint::Percentage(60)))
+        // No legend box over the data: every series is named in the title, in its colour.
+        .legend_position(None)
         .x_axis(
             Axis::default()
                 .title(x.0)
@@ -65,32 +65,49 @@ fn chart<'a>(
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bool) {
     let c = &app.view.curves;
-    let mut title = vec![Span::styled(
-        format!(" {} (c: next) ", app.curve_tab.title()),
-        theme.title(),
-    )];
-    // Two sensitivity lines: their names ride in the title, in their colours, where no
-    // legend box can cover them.
-    if app.curve_tab == CurveTab::Sensitivity
-        && let (Some(w), Some(u)) = (&c.sensitivity, &c.sensitivity_units)
-    {
-        title = vec![
-            Span::styled(" ", theme.title()),
-            Span::styled(format!("━ {}", w.label), theme.series(0)),
-            Span::styled(format!(" ━ {}", u.label), theme.series(1)),
-            Span::styled(" · c: next ", theme.title()),
-        ];
-    }
-    // Finished runs are named in the title too, in their colours: a small chart hides its
-    // legend, and a run's block would then be a mark without a name.
-    if app.curve_tab == CurveTab::History && !c.runs.is_empty() {
-        title.pop();
-        title.push(Span::styled(" accuracy vs compression ·", theme.title()));
-        for (i, (label, _)) in c.runs.iter().enumerate() {
-            title.push(Span::styled(format!(" █ {label}"), theme.series(3 + i)));
+    // Each series is named in the title, in its colour, where nothing covers the data (a
+    // legend box inside the plot hid the points that matter, and a small chart hid the box).
+    // The names come first: where the title is cut, the chart's own name and key go.
+    let mut title = Vec::new();
+    let mut name = |text: String, style| title.push(Span::styled(format!(" {text}"), style));
+    match app.curve_tab {
+        CurveTab::Sensitivity => {
+            if let Some(w) = &c.sensitivity {
+                name(format!("━ {}", w.label), theme.series(0));
+            }
+            if let Some(u) = &c.sensitivity_units {
+                name(format!("━ {}", u.label), theme.series(1));
+            }
+            if c.sensitivity.is_some() && c.sensitivity_marker.is_some() {
+                name("• now".into(), theme.centroid());
+            }
         }
-        title.push(Span::styled(" · c: next ", theme.title()));
+        CurveTab::History => {
+            if !c.history.is_empty() {
+                name("⠶ tried".into(), theme.series(0));
+                name("━ Pareto".into(), theme.series(2));
+                if c.paper.is_some() {
+                    name("• paper".into(), theme.bad());
+                }
+            }
+            for (i, (label, _)) in c.runs.iter().enumerate() {
+                name(format!("█ {label}"), theme.series(3 + i));
+            }
+        }
+        CurveTab::Training => {
+            for (i, t) in c.training.iter().chain(&c.run_training).enumerate() {
+                name(format!("━ {}", t.label), theme.series(i));
+            }
+        }
     }
+    title.push(Span::styled(
+        format!(
+            "{}{} · c: next ",
+            if title.is_empty() { " " } else { " · " },
+            app.curve_tab.title()
+        ),
+        theme.title(),
+    ));
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.border(focused))
