@@ -135,6 +135,9 @@ pub struct App {
     pub message: Option<String>,
     pub message_at: Option<Instant>,
     pub message_log: VecDeque<(Instant, String)>,
+    /// The exact accuracy and file bytes before the last change that moved them (projector
+    /// mode shows what they were).
+    pub before_change: Option<(f64, u64)>,
     /// Screen row of the first layer-table data row (for mouse clicks), set by drawing.
     pub table_top: std::cell::Cell<u16>,
     /// The layers the table shows when it scrolls: (first, how many), set by drawing.
@@ -165,6 +168,7 @@ impl App {
             message: None,
             message_at: None,
             message_log: VecDeque::new(),
+            before_change: None,
             table_top: std::cell::Cell::new(0),
             table_window: std::cell::Cell::new((0, usize::MAX)),
             help_scroll: 0,
@@ -333,16 +337,7 @@ impl App {
             Action::Screenshot => return vec![Effect::Screenshot],
             Action::ToggleLog => self.log_counts = !self.log_counts,
             Action::ToggleLecture => self.lecture = !self.lecture,
-            Action::NextCurve => {
-                self.curve_tab = self.curve_tab.next();
-                // The chart is not on the lecture screen: say where it went.
-                if self.lecture {
-                    self.say(format!(
-                        "next chart: {} (lecture mode shows no charts; z leaves it)",
-                        self.curve_tab.title()
-                    ));
-                }
-            }
+            Action::NextCurve => self.curve_tab = self.curve_tab.next(),
             Action::FocusNext => {
                 self.focus = match self.focus {
                     Focus::Layers => Focus::Histogram,

@@ -38,6 +38,7 @@ impl Controller {
         if before == now {
             return;
         }
+        self.app.before_change = Some(before);
         let what = match change {
             Change::Layer(l) => match (session.spec(l), session.layer_or_latest(l)) {
                 (Ok(spec), Some((r, _))) => format!(

@@ -161,7 +161,11 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                 sets.push(
                     Dataset::default()
                         .name("now")
-                        .marker(Marker::Dot)
+                        .marker(if app.lecture {
+                            Marker::Block
+                        } else {
+                            Marker::Dot
+                        })
                         .graph_type(GraphType::Scatter)
                         .style(theme.centroid())
                         .data(&mark),
@@ -205,7 +209,11 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                 sets.push(
                     Dataset::default()
                         .name("paper")
-                        .marker(Marker::Dot)
+                        .marker(if app.lecture {
+                            Marker::Block
+                        } else {
+                            Marker::Dot
+                        })
                         .graph_type(GraphType::Scatter)
                         .style(theme.bad())
                         .data(&paper),

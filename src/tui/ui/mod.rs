@@ -1,5 +1,6 @@
 //! Drawing: a pure function of `App`. One file per panel.
 
+mod big;
 mod curves;
 mod histogram;
 mod layers;
@@ -64,20 +65,40 @@ pub fn draw(app: &App, frame: &mut Frame) {
         overlay(app, frame, area, &theme);
         return;
     }
+    if app.lecture {
+        // For a projector: the two numbers that matter in large digits, the table, and the
+        // selected layer's weights and curve.
+        let [top, headline, table, middle, hints] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(big::HEIGHT),
+            Constraint::Length(table_rows),
+            Constraint::Min(6),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        status::draw(app, frame, top, &theme);
+        big::draw(app, frame, headline, &theme);
+        layers::draw(app, frame, table, &theme);
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(middle);
+        histogram::draw(app, frame, left, &theme, app.focus == Focus::Histogram);
+        curves::draw(app, frame, right, &theme, app.focus == Focus::Curves);
+        status::hints(app, frame, hints, &theme);
+        overlay(app, frame, area, &theme);
+        return;
+    }
     let [top, table, middle, bottom, hints] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(table_rows),
         Constraint::Min(6),
-        Constraint::Length(if app.lecture { 0 } else { sizes::HEIGHT }),
+        Constraint::Length(sizes::HEIGHT),
         Constraint::Length(1),
     ])
     .areas(area);
     status::draw(app, frame, top, &theme);
     layers::draw(app, frame, table, &theme);
-    if app.lecture {
-        // Fewer, larger elements for a projector: the histogram gets the whole middle.
-        histogram::draw(app, frame, middle, &theme, app.focus == Focus::Histogram);
-    } else {
+    {
         let [left, right] = if middle.width >= 100 {
             Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
                 .areas(middle)
