@@ -436,6 +436,35 @@ fn strict<T: DeserializeOwned>(table: &toml::Table) -> Result<T, (String, String
         .map_err(|e| (String::new(), e.to_string().trim().to_string()))
 }
 
+/// The tables of the array `value` at `name` (`actions`, `checks`), each read strictly and
+/// checked by `validate`; an error names the entry (`actions[1].bits`).
+fn entries<T: DeserializeOwned>(
+    value: Option<&toml::Value>,
+    at: &At,
+    name: &str,
+    validate: fn(&T) -> Result<(), (String, String)>,
+) -> Result<Vec<T>, LessonError> {
+    array(value, at, name)?
+        .iter()
+        .enumerate()
+        .map(|(j, v)| {
+            let key = format!("{name}[{j}]");
+            let entry: T = strict(table(v, at, &key)?).map_err(|(k, e)| {
+                at.error(
+                    &if k.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{key}.{k}")
+                    },
+                    e,
+                )
+            })?;
+            validate(&entry).map_err(|(k, e)| at.error(&format!("{key}{k}"), e))?;
+            Ok(entry)
+        })
+        .collect()
+}
+
 fn table<'a>(value: &'a toml::Value, at: &At, key: &str) -> Result<&'a toml::Table, LessonError> {
     value
         .as_table()
@@ -553,46 +582,8 @@ fn parse_step(file: &str, n: usize, value: &toml::Value) -> Result<Step, LessonE
     let actions = t.remove("actions");
     let checks = t.remove("checks");
     let head: StepHead = strict(&t).map_err(|(k, e)| at.error(&k, e))?;
-    let actions = array(actions.as_ref(), &at, "actions")?
-        .iter()
-        .enumerate()
-        .map(|(j, v)| {
-            let key = format!("actions[{j}]");
-            let a: Action = strict(table(v, &at, &key)?).map_err(|(k, e)| {
-                at.error(
-                    &if k.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{key}.{k}")
-                    },
-                    e,
-                )
-            })?;
-            a.validate()
-                .map_err(|(k, e)| at.error(&format!("{key}{k}"), e))?;
-            Ok(a)
-        })
-        .collect::<Result<Vec<_>, LessonError>>()?;
-    let checks = array(checks.as_ref(), &at, "checks")?
-        .iter()
-        .enumerate()
-        .map(|(j, v)| {
-            let key = format!("checks[{j}]");
-            let c: Check = strict(table(v, &at, &key)?).map_err(|(k, e)| {
-                at.error(
-                    &if k.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{key}.{k}")
-                    },
-                    e,
-                )
-            })?;
-            c.validate()
-                .map_err(|(k, e)| at.error(&format!("{key}{k}"), e))?;
-            Ok(c)
-        })
-        .collect::<Result<Vec<_>, LessonError>>()?;
+    let actions = entries(actions.as_ref(), &at, "actions", Action::validate)?;
+    let checks = entries(checks.as_ref(), &at, "checks", Check::validate)?;
     Ok(Step {
         title: head.title,
         text: head.text,
