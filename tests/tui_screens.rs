@@ -435,7 +435,7 @@ fn lecture_mode_shows_the_two_numbers_in_large_digits_100x30() {
     assert!(text.contains("███ ███   ███ ███"), "{text}");
     assert!(text.contains("█ █ ███   ███"), "{text}");
     assert!(text.contains("was 99.39% (-0.14 points)"), "{text}");
-    assert!(text.contains("was 48.3 KB"), "{text}");
+    assert!(text.contains("was 48.3 KB (-11000 B)"), "{text}");
     insta::assert_snapshot!("lecture_100x30", render(&app, 100, 30).backend());
 }
 

@@ -75,9 +75,11 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         String::new()
     };
     let size_was = match before {
-        Some((_, b)) if loaded && b != v.totals.file_bytes => {
-            format!("was {}", human_bytes(b))
-        }
+        Some((_, b)) if loaded && b != v.totals.file_bytes => format!(
+            "was {} ({:+} B)",
+            human_bytes(b),
+            v.totals.file_bytes as i64 - b as i64
+        ),
         _ => String::new(),
     };
     let size_note = if loaded {
