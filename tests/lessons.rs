@@ -8,7 +8,11 @@ use std::process::{Command, Output};
 use dcx::explore::lesson::Lesson;
 use dcx::model::ModelKind;
 
-const SHIPPED: [&str; 2] = ["lessons/deep-compression.toml", "lessons/storage.toml"];
+const SHIPPED: [&str; 3] = [
+    "lessons/deep-compression.toml",
+    "lessons/storage.toml",
+    "lessons/centroid-init.toml",
+];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
