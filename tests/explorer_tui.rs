@@ -19,7 +19,7 @@ use dcx::tui::view::Accuracy;
 
 fn pump_until(ctl: &mut Controller, what: &str, done: impl Fn(&Controller) -> bool) {
     if let Err(e) = ctl.pump_until(what, Duration::from_secs(300), &|| false, done) {
-        panic!("{e:#}; status: {:?}", ctl.app.message);
+        panic!("{e:#}; status: {:?}", ctl.app.message());
     }
 }
 
@@ -71,7 +71,7 @@ fn explore_scrub_export_undo_and_quit() {
     let row = &ctl.app.view.layers[1];
     assert!((row.kept - 0.90).abs() < 0.005, "kept {}", row.kept);
     // The context line says in words what the change did.
-    let message = ctl.app.message.clone().unwrap();
+    let message = ctl.app.message().unwrap().to_string();
     assert!(
         message.starts_with("fc2 now keeps 90.0% of its 30,000 weights: the file ")
             && message.contains("accuracy"),
@@ -99,8 +99,7 @@ fn explore_scrub_export_undo_and_quit() {
     ctl.act(Action::Export);
     pump_until(&mut ctl, "the export", |c| {
         c.app
-            .message
-            .as_deref()
+            .message()
             .is_some_and(|m| m.starts_with("exported model.dcz"))
     });
     let dirs: Vec<_> = std::fs::read_dir(exports.path())
@@ -127,11 +126,10 @@ fn explore_scrub_export_undo_and_quit() {
     // The figures follow in the background, from the same results.
     pump_until(&mut ctl, "the export's figures", |c| {
         c.app
-            .message
-            .as_deref()
+            .message()
             .is_some_and(|m| m.contains("figures") && !m.contains("drawing"))
     });
-    let message = ctl.app.message.clone().unwrap();
+    let message = ctl.app.message().unwrap().to_string();
     let expected = format!("figures done: {} in", dcx::plot::FIGURES.len());
     assert!(message.starts_with(&expected), "{message}");
     assert!(dirs[0].join("figures/sizes.png").exists());
@@ -164,7 +162,7 @@ fn explore_scrub_export_undo_and_quit() {
     let mut shots = Vec::new();
     for _ in 0..2 {
         ctl.act(Action::Screenshot);
-        let message = ctl.app.message.clone().unwrap();
+        let message = ctl.app.message().unwrap().to_string();
         let png = message
             .strip_prefix("screen saved to ")
             .expect(&message)
@@ -193,7 +191,7 @@ fn explore_scrub_export_undo_and_quit() {
 
     // Keys that change nothing say why.
     ctl.act(Action::Sweep);
-    let message = ctl.app.message.clone().unwrap();
+    let message = ctl.app.message().unwrap().to_string();
     assert!(
         message.contains("sweep of this checkpoint is done"),
         "{message}"
@@ -201,17 +199,17 @@ fn explore_scrub_export_undo_and_quit() {
     for _ in 0..9 {
         ctl.act(Action::Bits(1));
     }
-    let message = ctl.app.message.clone().unwrap();
+    let message = ctl.app.message().unwrap().to_string();
     assert!(message.contains("8 bits is the widest"), "{message}");
     ctl.act(Action::Undo);
-    let message = ctl.app.message.clone().unwrap();
+    let message = ctl.app.message().unwrap().to_string();
     let name = ctl.app.view.layers[ctl.app.selected].name.clone();
     assert!(
         message.starts_with("undid: ") && message.contains(&name),
         "{message}"
     );
     ctl.act(Action::Redo);
-    let message = ctl.app.message.clone().unwrap();
+    let message = ctl.app.message().unwrap().to_string();
     assert!(message.starts_with("redid: "), "{message}");
     ctl.act(Action::Undo);
 
@@ -223,12 +221,11 @@ fn explore_scrub_export_undo_and_quit() {
     ctl.act(Action::Finetune);
     assert!(
         ctl.app
-            .message
-            .as_deref()
+            .message()
             .unwrap()
             .contains("when the retrain is done"),
         "{:?}",
-        ctl.app.message
+        ctl.app.message()
     );
     // The status line names the waiting step beside the running one.
     let job = ctl.app.view.job.clone().unwrap();
@@ -257,8 +254,7 @@ fn explore_scrub_export_undo_and_quit() {
     pump_until(&mut ctl, "the fine-tuned plan's accuracy", exact);
     pump_until(&mut ctl, "the explanation", |c| {
         c.app
-            .message
-            .as_deref()
+            .message()
             .is_some_and(|m| m.starts_with("after fine-tuning: "))
     });
     let curves: Vec<&str> = ctl

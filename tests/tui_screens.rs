@@ -418,7 +418,7 @@ fn the_next_chart_key_turns_the_chart_in_lecture_mode_too() {
     let mut app = app_without_color(lenet5_view());
     app.lecture = true;
     app.update(Action::NextCurve);
-    assert_eq!(app.message, None, "the chart itself shows the change");
+    assert_eq!(app.message(), None, "the chart itself shows the change");
     let text = screen_text(&render(&app, 100, 30));
     assert!(text.contains("⠶ tried ━ Pareto"), "{text}");
 }
@@ -662,9 +662,12 @@ fn messages_expire_from_the_status_bar_and_stay_in_the_log() {
     );
     assert!(!top.contains("loading"), "{top}");
 
-    let later = app.message_at.unwrap() + dcx::tui::app::MESSAGE_SHOWN;
+    let later = app.message_log.back().unwrap().0 + dcx::tui::app::MESSAGE_SHOWN;
     assert_eq!(app.current_message(later), None);
-    assert!(app.current_message(app.message_at.unwrap()).is_some());
+    assert!(
+        app.current_message(app.message_log.back().unwrap().0)
+            .is_some()
+    );
 
     app.update(Action::Messages);
     assert_eq!(app.mode, Mode::Messages);

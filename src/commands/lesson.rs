@@ -185,7 +185,7 @@ pub fn run(data_dir: Option<&Path>, args: &LessonArgs) -> anyhow::Result<()> {
                         .collect(),
                 };
                 // A slide shows the screen, not the message of the last edit.
-                ctl.app.message = None;
+                ctl.app.message_log.clear();
                 let buffer = render_slide(&ctl.app, &panel, cols, rows, args.panel)?;
                 let opts = ScreenshotOptions {
                     font_px: args.font_px,

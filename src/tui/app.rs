@@ -130,10 +130,8 @@ pub struct App {
     pub colors: Colors,
     /// Changes apply to every layer, not just the selected one.
     pub apply_all: bool,
-    /// The latest one-line message for the status bar (export path, errors), and when it
-    /// came: the bar shows it for [`MESSAGE_SHOWN`], the log (`m`) keeps it.
-    pub message: Option<String>,
-    pub message_at: Option<Instant>,
+    /// Every one-line message for the status bar (export path, errors) and when it came,
+    /// newest last: the bar shows the newest for [`MESSAGE_SHOWN`], the log (`m`) all.
     pub message_log: VecDeque<(Instant, String)>,
     /// The exact accuracy and file bytes before the last change that moved them (projector
     /// mode shows what they were).
@@ -165,8 +163,6 @@ impl App {
             lecture: false,
             colors: Colors::default(),
             apply_all: false,
-            message: None,
-            message_at: None,
             message_log: VecDeque::new(),
             before_change: None,
             table_top: std::cell::Cell::new(0),
@@ -184,18 +180,21 @@ impl App {
         if self.message_log.len() == MESSAGE_LOG_LEN {
             self.message_log.pop_front();
         }
-        self.message_log.push_back((now, text.clone()));
-        self.message = Some(text);
-        self.message_at = Some(now);
+        self.message_log.push_back((now, text));
+    }
+
+    /// The latest message, however old.
+    pub fn message(&self) -> Option<&str> {
+        self.message_log.back().map(|(_, m)| m.as_str())
     }
 
     /// The message the status bar shows at `now`: the latest, until it is
     /// [`MESSAGE_SHOWN`] old.
     pub fn current_message(&self, now: Instant) -> Option<&str> {
-        let fresh = self
-            .message_at
-            .is_none_or(|at| now.saturating_duration_since(at) < MESSAGE_SHOWN);
-        self.message.as_deref().filter(|_| fresh)
+        self.message_log
+            .back()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < MESSAGE_SHOWN)
+            .map(|(_, m)| m.as_str())
     }
 
     fn layers(&self) -> Vec<usize> {
@@ -494,7 +493,7 @@ mod tests {
         a.update(Action::Char('.'));
         a.update(Action::Char('.'));
         assert!(a.update(Action::Submit).is_empty());
-        assert!(a.message.as_deref().unwrap().contains("not a threshold"));
+        assert!(a.message().unwrap().contains("not a threshold"));
         // A percentage keeps that share, never becomes the threshold 8.0.
         a.update(Action::EditThreshold);
         for c in "8%".chars() {

@@ -85,7 +85,7 @@ impl Controller {
             Event::Failed { kind, message, .. } => {
                 self.app.say(format!("{} failed: {message}", label(*kind)));
                 if matches!(kind, JobKind::Train | JobKind::Retrain | JobKind::FineTune) {
-                    self.failure = self.app.message.clone();
+                    self.failure = self.app.message().map(str::to_string);
                 }
                 match kind {
                     JobKind::Evaluate => {
@@ -181,7 +181,7 @@ impl Controller {
             Ok(s) => s,
             Err(e) => {
                 self.app.say(format!("cannot explore this checkpoint: {e}"));
-                self.failure = self.app.message.clone();
+                self.failure = self.app.message().map(str::to_string);
                 return;
             }
         };
