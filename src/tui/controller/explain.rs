@@ -2,7 +2,7 @@
 //! file and the accuracy, and, where it helps a newcomer, what to try next.
 
 use super::Controller;
-use crate::tui::ui::human_bytes;
+use crate::tui::ui::{grouped, human_bytes};
 
 /// What changed the plan last, to say in the explanation.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +45,7 @@ impl Controller {
                     "{} now keeps {:.1}% of its {} weights",
                     spec.name,
                     100.0 * r.kept() as f64 / spec.weight_count().max(1) as f64,
-                    thousands(spec.weight_count())
+                    grouped(spec.weight_count() as u64)
                 ),
                 _ => "the plan changed".to_string(),
             },
@@ -88,17 +88,4 @@ impl Controller {
         }
         self.app.say(text);
     }
-}
-
-/// `n` with thousands separators, as the reports print counts.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

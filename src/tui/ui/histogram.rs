@@ -9,6 +9,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Widget};
 
+use super::grouped;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
 use crate::tui::view::HistogramView;
@@ -495,19 +496,6 @@ fn whole_count(n: u64) -> String {
     } else {
         short_count(n as f64)
     }
-}
-
-/// 12345 -> "12,345".
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(d);
-    }
-    out
 }
 
 /// A share that is not 0% or 100% never prints as one.

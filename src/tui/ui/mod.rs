@@ -98,18 +98,14 @@ pub fn draw(app: &App, frame: &mut Frame) {
     .areas(area);
     status::draw(app, frame, top, &theme);
     layers::draw(app, frame, table, &theme);
-    {
-        let [left, right] = if middle.width >= 100 {
-            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
-                .areas(middle)
-        } else {
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
-                .areas(middle)
-        };
-        histogram::draw(app, frame, left, &theme, app.focus == Focus::Histogram);
-        curves::draw(app, frame, right, &theme, app.focus == Focus::Curves);
-        sizes::draw(app, frame, bottom, &theme);
-    }
+    let [left, right] = if middle.width >= 100 {
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(middle)
+    } else {
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle)
+    };
+    histogram::draw(app, frame, left, &theme, app.focus == Focus::Histogram);
+    curves::draw(app, frame, right, &theme, app.focus == Focus::Curves);
+    sizes::draw(app, frame, bottom, &theme);
     status::hints(app, frame, hints, &theme);
     overlay(app, frame, area, &theme);
 }
@@ -138,6 +134,19 @@ pub(crate) fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 /// Bytes as people read them.
+/// 12345 -> "12,345".
+pub(crate) fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 pub(crate) fn human_bytes(b: u64) -> String {
     if b >= 1_000_000 {
         format!("{:.2} MB", b as f64 / 1e6)
