@@ -2,6 +2,7 @@
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
@@ -13,21 +14,39 @@ use crate::tui::view::Accuracy;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let mut spans = figures(app, theme);
-    let used: usize = spans.iter().map(|s| s.width()).sum::<usize>() + 3;
-    let room = (area.width as usize).saturating_sub(used);
-    if let Some(job) = &app.view.job {
-        // Where even the job's name and progress do not fit, the hint line shows it.
-        if room >= job_text_min(job) {
-            spans.push(Span::styled(" │ ", theme.dim()));
-            spans.push(Span::styled(job_text(job, room), theme.centroid()));
-        }
-    } else if let Some(msg) = app.current_message(std::time::Instant::now())
-        && room >= MESSAGE_MIN
+    let room = room_beside(&spans, area.width);
+    if fits_beside(app, room)
+        && let Some((text, style)) = news(app, theme, room)
     {
         spans.push(Span::styled(" │ ", theme.dim()));
-        spans.push(Span::styled(fit(msg, room), theme.text()));
+        spans.push(Span::styled(text, style));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// Columns left beside the figures (and their separator) in a line `width` wide.
+fn room_beside(figures: &[Span], width: u16) -> usize {
+    let used: usize = figures.iter().map(|s| s.width()).sum::<usize>() + 3;
+    (width as usize).saturating_sub(used)
+}
+
+/// Whether the running job, or else the latest message, fits in the `room` beside the
+/// figures; where it does not, the hint line shows it instead.
+fn fits_beside(app: &App, room: usize) -> bool {
+    match &app.view.job {
+        Some(job) => room >= job_text_min(job),
+        None => room >= MESSAGE_MIN,
+    }
+}
+
+/// The running job, or else the latest message while it lasts, in `width` columns.
+fn news(app: &App, theme: &Theme, width: usize) -> Option<(String, Style)> {
+    match &app.view.job {
+        Some(job) => Some((job_text(job, width), theme.centroid())),
+        None => app
+            .current_message(std::time::Instant::now())
+            .map(|m| (fit(m, width), theme.text())),
+    }
 }
 
 /// The status line's figures: model, baseline and current accuracy, file size and ratio.
@@ -134,18 +153,11 @@ const MESSAGE_MIN: usize = 24;
 pub(crate) fn hints(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     // On a narrow screen the status line holds only the figures: the job, or else the latest
     // message, takes the hint line's place while it lasts.
-    let used: usize = figures(app, theme).iter().map(|s| s.width()).sum::<usize>() + 3;
-    let room = (area.width as usize).saturating_sub(used);
+    let room = room_beside(&figures(app, theme), area.width);
     let width = (area.width as usize).saturating_sub(1);
-    let instead = match &app.view.job {
-        Some(job) if room < job_text_min(job) => Some((job_text(job, width), theme.centroid())),
-        Some(_) => None,
-        None => app
-            .current_message(std::time::Instant::now())
-            .filter(|_| room < MESSAGE_MIN)
-            .map(|m| (fit(m, width), theme.text())),
-    };
-    if let Some((text, style)) = instead {
+    if !fits_beside(app, room)
+        && let Some((text, style)) = news(app, theme, width)
+    {
         frame.render_widget(
             Paragraph::new(Span::styled(format!(" {text}"), style)),
             area,
