@@ -334,6 +334,22 @@ pub(super) fn tick_decimals(span: f64, ticks: usize) -> usize {
     (-step.log10()).ceil().clamp(0.0, 6.0) as usize
 }
 
+/// Decimals the ticks of a "nice" step (1, 2 or 5 times a power of ten) need when about
+/// `ticks` of them span `span`: 0 for steps of 1 or more.
+pub(super) fn step_decimals(span: f64, ticks: usize) -> usize {
+    let raw = span.abs() / ticks.max(1) as f64;
+    if !(raw > 0.0 && raw.is_finite()) {
+        return 1;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|k| k * magnitude)
+        .find(|&s| s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude);
+    (-step.log10().floor()).clamp(0.0, 6.0) as usize
+}
+
 /// The look every chart's axes and grid share (tick labels of size `tick`); the caller adds
 /// what its axes say and draws.
 pub(super) fn axes<'a, 'b, DB, X, Y>(
@@ -464,6 +480,14 @@ pub(super) fn accuracy_range(values: impl Iterator<Item = f64>, floor: f64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_ticks_are_whole_where_the_step_is() {
+        assert_eq!(step_decimals(1983.0, 10), 0); // steps of 200: "1800"
+        assert_eq!(step_decimals(8.5, 10), 0); // steps of 1: "8"
+        assert_eq!(step_decimals(1.0, 10), 1); // steps of 0.1
+        assert_eq!(step_decimals(0.05, 10), 3); // steps of 0.005
+    }
 
     #[test]
     fn tick_labels_get_the_decimals_their_spacing_needs() {

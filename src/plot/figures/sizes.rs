@@ -7,7 +7,8 @@ use plotters::prelude::*;
 
 use super::DrawResult;
 use super::helpers::{
-    Area, Backend, Chart, Fallible, axes, chart, halves, legend, max_or, pct, swatch, titled,
+    Area, Backend, Chart, Fallible, axes, chart, halves, legend, max_or, pct, step_decimals,
+    swatch, titled,
 };
 use crate::analysis::ReportData;
 use crate::plot::style::{self, GREY, INK, Metrics, SANS};
@@ -53,22 +54,6 @@ where
 
 /// Tick labels a category chart's value axis asks for.
 const Y_TICKS: usize = 10;
-
-/// Decimals the ticks of a "nice" step (1, 2 or 5 times a power of ten) need when about
-/// `ticks` of them span `span`: 0 for steps of 1 or more.
-fn step_decimals(span: f64, ticks: usize) -> usize {
-    let raw = span.abs() / ticks.max(1) as f64;
-    if !(raw > 0.0 && raw.is_finite()) {
-        return 1;
-    }
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|k| k * magnitude)
-        .find(|&s| s >= raw * (1.0 - 1e-9))
-        .unwrap_or(10.0 * magnitude);
-    (-step.log10().floor()).clamp(0.0, 6.0) as usize
-}
 
 /// A text label centred above `(x, y)`.
 fn bar_label(text: String, x: f64, y: f64, m: Metrics) -> Text<'static, (f64, f64), String> {
@@ -307,17 +292,4 @@ pub(super) fn sizes<DB: Backend>(root: &Area<DB>, data: &ReportData, m: Metrics)
         )))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::step_decimals;
-
-    #[test]
-    fn value_ticks_are_whole_where_the_step_is() {
-        assert_eq!(step_decimals(1983.0, 10), 0); // steps of 200: "1800"
-        assert_eq!(step_decimals(8.5, 10), 0); // steps of 1: "8"
-        assert_eq!(step_decimals(1.0, 10), 1); // steps of 0.1
-        assert_eq!(step_decimals(0.05, 10), 3); // steps of 0.005
-    }
 }
