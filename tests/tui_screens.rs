@@ -423,6 +423,23 @@ fn the_next_chart_key_turns_the_chart_in_lecture_mode_too() {
     assert!(text.contains("⠶ tried ━ Pareto"), "{text}");
 }
 
+/// On a short screen projector mode keeps its digits whole (their words give way and the
+/// table scrolls).
+#[test]
+fn lecture_digits_stay_whole_on_short_screens() {
+    let mut app = app_without_color(lenet5_view());
+    app.lecture = true;
+    for (w, h) in [(60, 20), (80, 24)] {
+        let text = screen_text(&render(&app, w, h));
+        let rows: Vec<&str> = text.lines().collect();
+        // The bottom row of "99.25%" (rows 2 to 6 are the digits).
+        assert!(
+            rows[6].contains("███ ███ █ ███ ███ █ █"),
+            "{w}x{h}:\n{text}"
+        );
+    }
+}
+
 /// Projector mode: the accuracy and the ratio in digits five rows tall at 100x30, each with
 /// what it was before the last change.
 #[test]

@@ -14,6 +14,8 @@ use crate::tui::view::Accuracy;
 
 /// Rows the headline takes: the digits, two lines under them, the borders.
 pub(crate) const HEIGHT: u16 = 9;
+/// Rows of the digits and the borders alone, for a short screen.
+pub(crate) const DIGITS_ONLY: u16 = 7;
 
 /// Five rows of a character drawn in blocks (digits, '.', '%', 'x'; anything else blank).
 fn glyph(c: char) -> [&'static str; 5] {
@@ -84,7 +86,7 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     };
     let size_note = if loaded {
         format!(
-            "smaller: {} file of {} dense",
+            "smaller: {} file, {} dense",
             human_bytes(v.totals.file_bytes),
             human_bytes(v.totals.dense_bytes)
         )

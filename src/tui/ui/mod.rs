@@ -68,9 +68,18 @@ pub fn draw(app: &App, frame: &mut Frame) {
     if app.lecture {
         // For a projector: the two numbers that matter in large digits, the table, and the
         // selected layer's weights and curve.
+        // The digits whole at every size: on a short screen their words go first, then the
+        // table scrolls, and the charts keep six rows.
+        const CHARTS: u16 = 6;
+        let headline_rows = if area.height > 1 + big::HEIGHT + 5 + CHARTS {
+            big::HEIGHT
+        } else {
+            big::DIGITS_ONLY
+        };
+        let table_rows = table_rows.min(area.height.saturating_sub(1 + headline_rows + CHARTS + 1));
         let [top, headline, table, middle, hints] = Layout::vertical([
             Constraint::Length(1),
-            Constraint::Length(big::HEIGHT),
+            Constraint::Length(headline_rows),
             Constraint::Length(table_rows),
             Constraint::Min(6),
             Constraint::Length(1),
