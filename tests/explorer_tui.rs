@@ -45,6 +45,9 @@ fn explore_scrub_export_undo_and_quit() {
         runs: Vec::new(),
         lecture: false,
         worker: WorkerOptions::default(),
+        lessons_dir: std::path::PathBuf::from("lessons"),
+        lesson_start: None,
+        lesson: None,
     })
     .unwrap();
 

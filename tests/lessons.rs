@@ -2,11 +2,19 @@
 //! with every step applied and every check evaluated; bad files are refused naming the step
 //! and the key; `--slides` writes a PNG per step and slides.md, and a failed run no folder.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
 
 use dcx::explore::lesson::Lesson;
+use dcx::explore::{Session, WorkerOptions};
 use dcx::model::ModelKind;
+use dcx::model::train::TrainConfig;
+use dcx::tui::controller::{Controller, OpenLesson, Setup};
+use dcx::tui::keys::Action;
 
 const SHIPPED: [&str; 3] = [
     "lessons/deep-compression.toml",
@@ -26,7 +34,7 @@ fn run_lesson(cache: &Path, file: &Path, extra: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .args(["--data", "tests/fixtures/mnist-small", "lesson"])
         .arg(file)
-        .args(["--max-epochs", "1"])
+        .args(["--max-epochs", "1", "--check"])
         .args(extra)
         .output()
         .expect("dcx runs")
@@ -252,4 +260,134 @@ fn a_failed_run_leaves_no_slides_folder_and_exits_non_zero() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["x.toml"], "no slides folder, no temporary one");
+}
+
+fn pump_until(ctl: &mut Controller, what: &str, done: impl Fn(&Controller) -> bool) {
+    if let Err(e) = ctl.pump_until(what, Duration::from_secs(300), &|| false, done) {
+        panic!("{e:#}; status: {:?}", ctl.app.message());
+    }
+}
+
+/// The open lesson is at `step` (1-based), its actions applied, training done and the plan
+/// measured (every check has a verdict).
+fn prepared_at(c: &Controller, step: usize) -> bool {
+    c.app.lesson.as_ref().is_some_and(|p| {
+        p.step == step
+            && !p.state.starts_with("applying")
+            && p.checks.iter().all(|k| k.met.is_some())
+    }) && c.app.view.job.is_none()
+}
+
+fn fc1(c: &Controller) -> (f64, u8, bool) {
+    let s = c.session().unwrap();
+    let row = &c.app.view.layers[1];
+    (row.kept, row.bits, s.setting(1).unwrap().finetuned)
+}
+
+/// The lesson beside the live explorer: each step's actions are applied in order, training
+/// waits its turn, the class can touch any knob, `x` returns the step to its prepared state
+/// and `b` / `n` move between prepared steps without training again.
+#[test]
+fn a_live_lesson_steps_forward_and_back_and_resets_what_the_class_touched() {
+    let lesson = Lesson::parse(
+        r#"
+title = "Live"
+model = "lenet-300-100"
+
+[[step]]
+title = "Prune fc2"
+text = "Keep half of fc2."
+actions = [{ select = "fc2" }, { layer = "fc2", keep = 0.5 }]
+checks = [{ layer = "fc2", pruned_bytes = "< 120 KB" }]
+
+[[step]]
+title = "Share and retrain"
+text = "Four bits, then one epoch."
+actions = [{ layer = "fc2", bits = 4 }, { do = "retrain", epochs = 1 }]
+checks = [{ accuracy = ">= 10%" }]
+
+[[step]]
+title = "Prune fc1"
+text = "Keep a tenth of fc1."
+actions = [{ layer = "fc1", keep = 0.1 }]
+checks = [{ ratio = ">= 2x" }]
+"#,
+        "live.toml",
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let train = TrainConfig {
+        epochs: 1,
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    let mut ctl = Controller::start(Setup {
+        data: Arc::new(common::fixture()),
+        template: Session::default_experiment(&ModelKind::Lenet300100.arch(), train),
+        cache_dir: cache.path().to_path_buf(),
+        export_root: cache.path().to_path_buf(),
+        runs: Vec::new(),
+        lecture: false,
+        worker: WorkerOptions::default(),
+        lessons_dir: PathBuf::from("lessons"),
+        lesson_start: None,
+        lesson: Some(OpenLesson {
+            lesson,
+            file: PathBuf::from("live.toml"),
+            max_epochs: Some(1),
+        }),
+    })
+    .unwrap();
+    pump_until(&mut ctl, "step 1", |c| prepared_at(c, 1));
+    let panel = ctl.app.lesson.clone().unwrap();
+    assert_eq!((panel.step, panel.steps), (1, 3));
+    assert_eq!(panel.title, "Prune fc2");
+    assert_eq!(panel.checks[0].met, Some(true), "{:?}", panel.checks);
+    assert_eq!(ctl.app.selected, 1, "the step selected fc2");
+    let (kept, bits, trained) = fc1(&ctl);
+    assert!((kept - 0.5).abs() < 0.01, "kept {kept}");
+    assert!(!trained);
+
+    // Step 2 shares and retrains: the retraining runs in the background, then the step is
+    // prepared with the trained weights in use.
+    ctl.act(Action::LessonStep(1));
+    pump_until(&mut ctl, "step 2", |c| prepared_at(c, 2));
+    assert_eq!(fc1(&ctl).1, 4);
+    assert!(fc1(&ctl).2, "the retrained weights are in use");
+
+    // The class touches a knob: the panel says so, x brings the step back.
+    ctl.act(Action::Bits(-1));
+    assert_eq!(fc1(&ctl).1, 3);
+    let state = ctl.app.lesson.as_ref().unwrap().state.clone();
+    assert!(state.contains("x returns to it"), "{state}");
+    ctl.act(Action::LessonReset);
+    pump_until(&mut ctl, "step 2 again", |c| prepared_at(c, 2));
+    assert_eq!(fc1(&ctl).1, 4);
+    assert!(fc1(&ctl).2);
+    assert_eq!(ctl.app.lesson.as_ref().unwrap().state, "");
+
+    // Back to step 1: its state, with the checkpoint's weights, and no training.
+    ctl.act(Action::LessonStep(-1));
+    assert!(ctl.app.view.job.is_none(), "going back trains nothing");
+    pump_until(&mut ctl, "step 1 again", |c| prepared_at(c, 1));
+    assert_eq!(fc1(&ctl).1, bits);
+    assert!(!fc1(&ctl).2);
+
+    // Forward again: step 2 as it was prepared, without retraining.
+    ctl.act(Action::LessonStep(1));
+    assert!(
+        ctl.app.view.job.is_none(),
+        "a prepared step is restored, not redone"
+    );
+    pump_until(&mut ctl, "step 2 restored", |c| prepared_at(c, 2));
+    assert!(fc1(&ctl).2);
+    ctl.act(Action::LessonStep(1));
+    pump_until(&mut ctl, "step 3", |c| prepared_at(c, 3));
+    assert!((ctl.app.view.layers[0].kept - 0.1).abs() < 0.01);
+    ctl.act(Action::LessonStep(1));
+    assert!(
+        ctl.app.message().unwrap().contains("last step"),
+        "{:?}",
+        ctl.app.message()
+    );
 }

@@ -6,8 +6,8 @@ use dcx::tui::keys::{Action, BINDINGS};
 use dcx::tui::theme::Colors;
 use dcx::tui::ui;
 use dcx::tui::view::{
-    Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, SpeedView, Totals, TrainingView,
-    ViewModel,
+    Accuracy, Curve, CurvesView, HistogramView, JobView, LayerRow, LessonChoice, LessonPanel,
+    PanelCheck, SpeedView, Totals, TrainingView, ViewModel,
 };
 use proptest::prelude::*;
 use ratatui::Terminal;
@@ -501,6 +501,7 @@ proptest! {
         log in any::<bool>(),
         help in any::<bool>(),
         empty_hist in any::<bool>(),
+        lesson in any::<bool>(),
     ) {
         let mut view = lenet5_view();
         view.layers.truncate(layers);
@@ -517,6 +518,9 @@ proptest! {
         app.log_counts = log;
         if help {
             app.mode = Mode::Help;
+        }
+        if lesson {
+            app.lesson = Some(lesson_panel());
         }
         render(&app, w, h);
     }
@@ -807,4 +811,109 @@ fn text_on_a_coloured_background_meets_wcag_aa() {
             app.update(Action::NextCurve);
         }
     }
+}
+
+/// A lesson step as the panel beside the explorer shows it, one check met and one measuring.
+fn lesson_panel() -> LessonPanel {
+    LessonPanel {
+        lesson: "Deep Compression on LeNet-5".into(),
+        step: 3,
+        steps: 7,
+        title: "Retrain the survivors".into(),
+        text: "Masked retraining trains the *kept* weights only; the pruned stay zero.\n- one epoch recovers most of the loss\n- the file does not change: same weights kept".into(),
+        checks: vec![
+            PanelCheck {
+                label: "accuracy >= 99%".into(),
+                measured: "99.21%".into(),
+                met: Some(true),
+            },
+            PanelCheck {
+                label: "fc1 file < 45 KB".into(),
+                measured: "measuring…".into(),
+                met: None,
+            },
+        ],
+        state: "changed since the step was prepared: x returns to it".into(),
+        live: true,
+    }
+}
+
+/// Wide: the lesson's panel beside the explorer with its text, checks, state and keys; the
+/// explorer keeps at least its narrowest layout.
+#[test]
+fn a_lesson_beside_the_explorer_100x30_and_160x48() {
+    let mut app = app_without_color(lenet5_view());
+    app.lesson = Some(lesson_panel());
+    for (w, h) in [(100, 30), (160, 48)] {
+        let text = screen_text(&render(&app, w, h));
+        assert!(text.contains("step 3/7 · Deep Compression on"), "{text}");
+        assert!(text.contains("✓ accuracy >= 99%: 99.21%"), "{text}");
+        assert!(text.contains("… fc1 file < 45 KB: measuring…"), "{text}");
+        assert!(text.contains("x returns to it"), "{text}");
+        assert!(text.contains("n next step · b back"), "{text}");
+        // The explorer's table is still there, beside the panel.
+        assert!(text.contains("conv1"), "{text}");
+        insta::assert_snapshot!(format!("lesson_{w}x{h}"), render(&app, w, h).backend());
+    }
+}
+
+/// Narrow: the panel goes under the explorer; too short for both, the explorer alone.
+#[test]
+fn a_lesson_on_narrow_screens_goes_under_the_explorer_or_gives_way() {
+    let mut app = app_without_color(lenet5_view());
+    app.lesson = Some(lesson_panel());
+    let text = screen_text(&render(&app, 80, 24));
+    let panel_row = text
+        .lines()
+        .position(|l| l.contains("step 3/7"))
+        .expect("the panel at 80x24");
+    let table_row = text.lines().position(|l| l.contains("conv1")).unwrap();
+    assert!(panel_row > table_row, "{text}");
+    insta::assert_snapshot!("lesson_80x24", render(&app, 80, 24).backend());
+    let text = screen_text(&render(&app, 60, 20));
+    assert!(!text.contains("step 3/7"), "{text}");
+    assert!(text.contains("conv1"), "{text}");
+}
+
+/// `o` lists the lessons with their titles (a broken one says why), Enter opens the one
+/// highlighted, Esc closes the list.
+#[test]
+fn the_lesson_list_opens_the_highlighted_lesson() {
+    let mut app = app_without_color(lenet5_view());
+    assert_eq!(app.update(Action::Lessons), vec![Effect::ListLessons]);
+    app.lesson_choices = vec![
+        LessonChoice {
+            path: "lessons/deep-compression.toml".into(),
+            title: Ok("Deep Compression on LeNet-5".into()),
+        },
+        LessonChoice {
+            path: "lessons/broken.toml".into(),
+            title: Err("lessons/broken.toml: step 2 \"Two\": actions[0].kep: unknown field".into()),
+        },
+    ];
+    app.mode = Mode::Lessons(0);
+    let text = screen_text(&render(&app, 80, 24));
+    assert!(
+        text.contains("▶ deep-compression.toml  Deep Compression on LeNet-5"),
+        "{text}"
+    );
+    assert!(text.contains("broken.toml"), "{text}");
+    assert!(text.contains("cannot open: lessons/broken.toml"), "{text}");
+    insta::assert_snapshot!("lesson_list_80x24", render(&app, 80, 24).backend());
+    assert!(app.update(Action::Down).is_empty());
+    assert_eq!(app.mode, Mode::Lessons(1));
+    assert!(app.update(Action::Down).is_empty());
+    assert_eq!(app.mode, Mode::Lessons(0));
+    assert_eq!(app.update(Action::Submit), vec![Effect::OpenLesson(0)]);
+    assert_eq!(app.mode, Mode::Normal);
+    app.update(Action::Lessons);
+    app.mode = Mode::Lessons(1);
+    assert!(app.update(Action::Back).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    // The step keys ask the controller; they do nothing by themselves.
+    assert_eq!(
+        app.update(Action::LessonStep(1)),
+        vec![Effect::LessonStep(1)]
+    );
+    assert_eq!(app.update(Action::LessonReset), vec![Effect::LessonReset]);
 }

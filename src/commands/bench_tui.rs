@@ -64,6 +64,9 @@ pub fn run(data_dir: Option<&Path>, args: &TuiBenchArgs) -> anyhow::Result<()> {
         runs: Vec::new(),
         lecture: false,
         worker: WorkerOptions::default(),
+        lessons_dir: std::path::PathBuf::from("lessons"),
+        lesson_start: None,
+        lesson: None,
     })?;
     // Frames are timed as the user's terminal would draw them, with or without colour.
     ctl.app.colors = crate::tui::theme::Colors::from_env();

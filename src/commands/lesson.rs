@@ -1,11 +1,14 @@
-//! `dcx lesson FILE [--slides DIR]`: runs a lesson (`docs/lessons.md`) in the explorer without
-//! a terminal. The explorer's own controller loads or trains the baseline, takes each step's
-//! actions in order (training jobs run to completion), evaluates the plan exactly after each
-//! step and the step's checks on it; then prints a table of the steps, and with `--slides`
-//! writes one PNG per step (the explorer's screen with the lesson's panel) and `slides.md`.
+//! `dcx lesson FILE`: a lesson (`docs/lessons.md`) in the explorer. On a terminal it opens the
+//! live explorer with the lesson's panel beside it, stepped through with keys. With `--check`
+//! or `--slides DIR` (or no terminal) it runs without one: the explorer's own controller loads
+//! or trains the baseline, takes each step's actions in order (training jobs run to
+//! completion), evaluates the plan exactly after each step and the step's checks on it; then
+//! prints a table of the steps, and with `--slides` writes one PNG per step (the explorer's
+//! screen with the lesson's panel) and `slides.md`.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +17,12 @@ use clap::Args;
 
 use super::Interrupted;
 use super::progress::BarObserver;
-use crate::experiment::PruneRule;
-use crate::explore::lesson::{Action, Chart, CheckResult, Job, Lesson, Measured};
-use crate::explore::worker::JobKind;
-use crate::explore::{Edit, Scope, WorkerOptions};
+use crate::explore::WorkerOptions;
+use crate::explore::lesson::{CheckResult, Lesson, Measured};
 use crate::fsutil::FolderWriter;
 use crate::model::cache;
 use crate::plot::{self, ScreenshotOptions};
-use crate::tui::app::CurveTab;
-use crate::tui::controller::{Controller, Setup, render_slide};
-use crate::tui::keys;
+use crate::tui::controller::{Controller, OpenLesson, Setup, render_slide};
 use crate::tui::theme::Colors;
 use crate::tui::ui::lesson::{LessonPanel, PanelCheck};
 
@@ -34,6 +33,13 @@ pub struct LessonArgs {
     /// Write one PNG per step and slides.md into this folder (replaced as a whole).
     #[arg(long, value_name = "DIR")]
     pub slides: Option<PathBuf>,
+    /// Run every step without the explorer's screen and print a table of what each measured
+    /// and which checks held (what a lecturer runs before class). Also without a terminal.
+    #[arg(long)]
+    pub check: bool,
+    /// Larger, higher-contrast elements, for a projector (the explorer's z).
+    #[arg(long)]
+    pub lecture: bool,
     /// The explorer's part of a slide, in cells.
     #[arg(long, value_name = "COLSxROWS", default_value = "160x48")]
     pub size: String,
@@ -70,7 +76,7 @@ fn parse_cells(text: &str) -> anyhow::Result<(u16, u16)> {
 }
 
 /// The experiment the lesson starts from, as the explorer would start from it.
-fn template(lesson: &Lesson, file: &Path) -> anyhow::Result<crate::experiment::Experiment> {
+pub fn template(lesson: &Lesson, file: &Path) -> anyhow::Result<crate::experiment::Experiment> {
     let args = super::tui::TuiArgs {
         model: lesson
             .model
@@ -107,6 +113,35 @@ pub fn run(data_dir: Option<&Path>, args: &LessonArgs) -> anyhow::Result<()> {
     if let Some(n) = args.train_images {
         exp.train.train_limit = Some(n);
     }
+    let live = args.slides.is_none()
+        && !args.check
+        && std::io::stdout().is_terminal()
+        && std::io::stdin().is_terminal();
+    if live {
+        let data = Arc::new(super::data::load(data_dir)?);
+        return crate::tui::run(
+            Setup {
+                data,
+                template: exp,
+                cache_dir: cache::cache_dir(),
+                export_root: PathBuf::from("exports"),
+                runs: Vec::new(),
+                lecture: args.lecture,
+                worker: WorkerOptions::default(),
+                lessons_dir: args
+                    .file
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+                lesson_start: Some(template),
+                lesson: Some(OpenLesson {
+                    lesson,
+                    file: args.file.clone(),
+                    max_epochs: args.max_epochs,
+                }),
+            },
+            Colors::from_env(),
+        );
+    }
     // Before any work: a target that cannot be written fails now, not after the training.
     let folder = args
         .slides
@@ -121,8 +156,11 @@ pub fn run(data_dir: Option<&Path>, args: &LessonArgs) -> anyhow::Result<()> {
         cache_dir: cache::cache_dir(),
         export_root: std::env::temp_dir(),
         runs: Vec::new(),
-        lecture: false,
+        lecture: args.lecture,
         worker: WorkerOptions::default(),
+        lessons_dir: PathBuf::from("lessons"),
+        lesson_start: None,
+        lesson: None,
     })?;
     ctl.app.colors = Colors::from_env();
     bar.println(&format!("-> {}: the {} baseline", lesson.title, exp.model));
@@ -138,13 +176,14 @@ pub fn run(data_dir: Option<&Path>, args: &LessonArgs) -> anyhow::Result<()> {
     for (i, step) in lesson.steps.iter().enumerate() {
         bar.println(&format!("-> step {}/{n}: {}", i + 1, step.title));
         for (j, action) in step.actions.iter().enumerate() {
-            apply(&mut ctl, action, args.max_epochs).map_err(|e| {
-                anyhow::anyhow!(
-                    "{file}: step {} \"{}\": actions[{j}]: {e:#}",
-                    i + 1,
-                    step.title
-                )
-            })?;
+            ctl.apply_lesson_action(action, args.max_epochs)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{file}: step {} \"{}\": actions[{j}]: {e:#}",
+                        i + 1,
+                        step.title
+                    )
+                })?;
             wait(
                 &mut ctl,
                 &bar,
@@ -180,9 +219,10 @@ pub fn run(data_dir: Option<&Path>, args: &LessonArgs) -> anyhow::Result<()> {
                         .map(|c| PanelCheck {
                             label: c.label.clone(),
                             measured: c.measured.clone(),
-                            met: c.met,
+                            met: Some(c.met),
                         })
                         .collect(),
+                    ..LessonPanel::default()
                 };
                 // A slide shows the screen, not the message of the last edit.
                 ctl.app.message_log.clear();
@@ -241,102 +281,6 @@ fn wait(ctl: &mut Controller, bar: &BarObserver, what: &str) -> anyhow::Result<(
         Err(_) if bar.interrupted() => Err(Interrupted(format!("while waiting for {what}")).into()),
         other => other,
     }
-}
-
-/// One action, as the explorer's keys would do it.
-fn apply(ctl: &mut Controller, action: &Action, max_epochs: Option<usize>) -> anyhow::Result<()> {
-    let session = ctl
-        .session()
-        .ok_or_else(|| anyhow::anyhow!("the baseline is not ready"))?;
-    if let Some(job) = action.job {
-        let (kind, recipe) = match job {
-            Job::Retrain => (JobKind::Retrain, session.retrain_config().epochs),
-            Job::Finetune => (JobKind::FineTune, session.finetune_config().epochs),
-            Job::Sweep => {
-                ctl.act(keys::Action::Sweep);
-                return Ok(());
-            }
-        };
-        let epochs = action.epochs.unwrap_or(recipe);
-        ctl.train(kind, Some(max_epochs.map_or(epochs, |m| epochs.min(m))));
-        return Ok(());
-    }
-    if let Some(name) = &action.select {
-        ctl.app.selected = session
-            .layer_index(name)
-            .ok_or_else(|| anyhow::anyhow!("no layer {name}"))?;
-        ctl.refresh();
-        return Ok(());
-    }
-    if let Some(chart) = action.show {
-        ctl.app.curve_tab = match chart {
-            Chart::Sensitivity => CurveTab::Sensitivity,
-            Chart::History => CurveTab::History,
-            Chart::Training => CurveTab::Training,
-        };
-        return Ok(());
-    }
-    let Some(name) = &action.layer else {
-        anyhow::bail!("an action with nothing to do");
-    };
-    let layers: Vec<usize> = if name == "all" {
-        (0..session.layer_count()).collect()
-    } else {
-        vec![
-            session
-                .layer_index(name)
-                .ok_or_else(|| anyhow::anyhow!("layer: no layer {name}"))?,
-        ]
-    };
-    // The quantizer first: it sets the bit width a `bits` in the same action then changes.
-    let mut edits = Vec::new();
-    if let Some(q) = action.quantizer {
-        edits.push((
-            "quantizer",
-            EditFor::Each(Box::new(move |s: &crate::explore::Session, l| {
-                let bits = s.setting(l)?.plan.bits;
-                let range = q.bits_range();
-                Ok(Edit::Quantizer(q, bits.clamp(*range.start(), *range.end())))
-            })),
-        ));
-    }
-    if let Some(k) = action.keep {
-        edits.push(("keep", EditFor::All(Edit::Prune(PruneRule::Keep(k)))));
-    }
-    if let Some(t) = action.threshold {
-        edits.push(("threshold", EditFor::All(Edit::Threshold(t))));
-    }
-    if let Some(b) = action.bits {
-        edits.push(("bits", EditFor::All(Edit::Bits(b))));
-    }
-    if let Some(b) = action.index_bits {
-        edits.push(("index_bits", EditFor::All(Edit::IndexBits(b))));
-    }
-    if let Some(i) = action.init {
-        edits.push(("init", EditFor::All(Edit::Init(i))));
-    }
-    for (key, edit) in edits {
-        for &l in &layers {
-            ctl.edit_plan(|s| {
-                let e = match &edit {
-                    EditFor::All(e) => *e,
-                    EditFor::Each(f) => f(s, l)?,
-                };
-                s.edit(Scope::Layer(l), e)
-            })
-            .map_err(|e| anyhow::anyhow!("{key}: {e:#}"))?;
-        }
-    }
-    Ok(())
-}
-
-type PerLayer =
-    Box<dyn Fn(&crate::explore::Session, usize) -> Result<Edit, crate::explore::ExploreError>>;
-
-/// An edit the same for every layer, or one computed from each layer's setting.
-enum EditFor {
-    All(Edit),
-    Each(PerLayer),
 }
 
 fn bytes(b: u64) -> String {

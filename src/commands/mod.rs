@@ -58,8 +58,9 @@ pub enum Command {
     Study(study::StudyArgs),
     /// The explorer's screen as a PNG, without a terminal (for slides and the README).
     Screenshot(screenshot::ScreenshotArgs),
-    /// Run a lesson (lessons/*.toml) in the explorer without a terminal: a table of each
-    /// step's accuracy, size and checks, and with --slides one PNG per step and slides.md.
+    /// A lesson (lessons/*.toml) beside the live explorer, stepped with keys (n, b, x); with
+    /// --check a table of each step's accuracy, size and checks, with --slides one PNG per
+    /// step and slides.md (both without a terminal).
     Lesson(lesson::LessonArgs),
     /// Measure speed and print a table.
     #[command(subcommand)]

@@ -127,6 +127,9 @@ pub fn run(data_dir: Option<&Path>, args: &ScreenshotArgs) -> anyhow::Result<()>
         runs: Vec::new(),
         lecture: args.lecture,
         worker: WorkerOptions::default(),
+        lessons_dir: std::path::PathBuf::from("lessons"),
+        lesson_start: None,
+        lesson: None,
     })?;
     // NO_COLOR greys the PNG as it greys the terminal.
     ctl.app.colors = Colors::from_env();

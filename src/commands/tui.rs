@@ -138,6 +138,9 @@ pub fn run(data_dir: Option<&Path>, args: &TuiArgs) -> anyhow::Result<()> {
             runs,
             lecture: args.lecture,
             worker: WorkerOptions::default(),
+            lessons_dir: PathBuf::from("lessons"),
+            lesson_start: Some(super::lesson::template),
+            lesson: None,
         },
         crate::tui::theme::Colors::from_env(),
     )

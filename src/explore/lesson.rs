@@ -345,45 +345,66 @@ fn bytes_text(bytes: u64) -> String {
     }
 }
 
+type PickBytes = fn(&StageBytes) -> u64;
+
 impl Check {
+    /// The stage a bytes check reads, its condition and how to read it.
+    fn bytes_check(&self) -> Option<(&'static str, Condition, PickBytes)> {
+        match (self.pruned_bytes, self.shared_bytes, self.file_bytes) {
+            (Some(c), _, _) => Some(("pruned", c, |b| b.pruned)),
+            (_, Some(c), _) => Some(("shared", c, |b| b.shared)),
+            (_, _, Some(c)) => Some(("file", c, |b| b.file)),
+            _ => None,
+        }
+    }
+
+    /// The check in words, e.g. `fc1 file < 45 KB`.
+    pub fn label(&self) -> String {
+        if let Some(c) = self.accuracy {
+            return format!("accuracy {c}");
+        }
+        if let Some(c) = self.ratio {
+            return format!("ratio {c}");
+        }
+        match (self.bytes_check(), &self.layer) {
+            (Some((stage, c, _)), None) => format!("{stage} {c}"),
+            (Some((stage, c, _)), Some(name)) => format!("{name} {stage} {c}"),
+            (None, _) => "an empty check".into(),
+        }
+    }
+
     /// Evaluates the check on `m`; an error only for a layer the network lacks (which
     /// [`Lesson::check_layers`] refuses before a run).
     pub fn evaluate(&self, m: &Measured) -> Result<CheckResult, String> {
+        let label = self.label();
         if let Some(c) = self.accuracy {
             return Ok(CheckResult {
-                label: format!("accuracy {c}"),
+                label,
                 measured: format!("{:.2}%", 100.0 * m.accuracy),
                 met: c.cmp.holds(m.accuracy, c.value * c.unit.scale()),
             });
         }
         if let Some(c) = self.ratio {
             return Ok(CheckResult {
-                label: format!("ratio {c}"),
+                label,
                 measured: format!("{:.1}x", m.ratio),
                 met: c.cmp.holds(m.ratio, c.value),
             });
         }
-        let (stage, c, pick): (&str, _, fn(&StageBytes) -> u64) =
-            match (self.pruned_bytes, self.shared_bytes, self.file_bytes) {
-                (Some(c), _, _) => ("pruned", c, |b| b.pruned),
-                (_, Some(c), _) => ("shared", c, |b| b.shared),
-                (_, _, Some(c)) => ("file", c, |b| b.file),
-                _ => return Err("a check needs accuracy, ratio or a bytes key".into()),
-            };
-        let (label, bytes) = match &self.layer {
-            None => (stage.to_string(), pick(&m.total)),
-            Some(name) => {
-                let bytes = m
-                    .layers
-                    .iter()
-                    .find(|l| &l.name == name)
-                    .map(pick)
-                    .ok_or_else(|| format!("no layer {name}"))?;
-                (format!("{name} {stage}"), bytes)
-            }
+        let Some((_, c, pick)) = self.bytes_check() else {
+            return Err("a check needs accuracy, ratio or a bytes key".into());
+        };
+        let bytes = match &self.layer {
+            None => pick(&m.total),
+            Some(name) => m
+                .layers
+                .iter()
+                .find(|l| &l.name == name)
+                .map(pick)
+                .ok_or_else(|| format!("no layer {name}"))?,
         };
         Ok(CheckResult {
-            label: format!("{label} {c}"),
+            label,
             measured: bytes_text(bytes),
             met: c.cmp.holds(bytes as f64, c.value * c.unit.scale()),
         })

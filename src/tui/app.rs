@@ -4,7 +4,7 @@
 
 use super::keys::Action;
 use super::theme::Colors;
-use super::view::{TrainingView, ViewModel};
+use super::view::{LessonChoice, LessonPanel, TrainingView, ViewModel};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,8 @@ pub enum Mode {
     EditThreshold(String),
     /// Background work is running; quitting would discard it.
     ConfirmQuit,
+    /// The list of lessons (`App::lesson_choices`), this one highlighted.
+    Lessons(usize),
 }
 
 /// What the controller must do after an update.
@@ -110,6 +112,12 @@ pub enum Effect {
     Sweep,
     Export,
     Screenshot,
+    /// Find the lessons to offer (`App::lesson_choices`).
+    ListLessons,
+    /// Open this one of `App::lesson_choices`.
+    OpenLesson(usize),
+    LessonStep(i8),
+    LessonReset,
     /// Ctrl-Z: stop as a shell job, the terminal given back until `fg`.
     Suspend,
     Quit,
@@ -147,6 +155,10 @@ pub struct App {
     /// Help lines that fit on the screen and the largest useful `help_scroll`, set by drawing:
     /// only drawing knows the screen, and scrolling must stop where the text ends.
     pub help_page: std::cell::Cell<(u16, u16)>,
+    /// The open lesson's panel, shown beside the explorer.
+    pub lesson: Option<LessonPanel>,
+    /// The lessons the list (`o`) offers.
+    pub lesson_choices: Vec<LessonChoice>,
     pub should_quit: bool,
 }
 
@@ -170,6 +182,8 @@ impl App {
             help_scroll: 0,
             help_glossary: false,
             help_page: std::cell::Cell::new((0, 0)),
+            lesson: None,
+            lesson_choices: Vec::new(),
             should_quit: false,
         }
     }
@@ -229,6 +243,22 @@ impl App {
                         self.help_glossary = !self.help_glossary;
                         self.help_scroll = 0;
                     }
+                    _ => {}
+                }
+                Vec::new()
+            }
+            Mode::Lessons(at) => {
+                let n = self.lesson_choices.len().max(1);
+                match action {
+                    Action::Up => self.mode = Mode::Lessons((at + n - 1) % n),
+                    Action::Down => self.mode = Mode::Lessons((at + 1) % n),
+                    Action::Submit if at < self.lesson_choices.len() => {
+                        self.mode = Mode::Normal;
+                        return vec![Effect::OpenLesson(at)];
+                    }
+                    Action::Back | Action::Lessons | Action::Submit => self.mode = Mode::Normal,
+                    Action::Interrupt => return self.request_quit(),
+                    Action::Suspend => return vec![Effect::Suspend],
                     _ => {}
                 }
                 Vec::new()
@@ -354,6 +384,9 @@ impl App {
                 // Opens at the newest: drawing clamps the scroll to the end of the log.
                 self.help_scroll = u16::MAX;
             }
+            Action::Lessons => return vec![Effect::ListLessons],
+            Action::LessonStep(d) => return vec![Effect::LessonStep(d)],
+            Action::LessonReset => return vec![Effect::LessonReset],
             Action::Back | Action::Interrupt => return self.request_quit(),
             Action::Suspend => return vec![Effect::Suspend],
             Action::SelectRow(row) => {

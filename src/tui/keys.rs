@@ -46,6 +46,12 @@ pub enum Action {
     Help,
     /// Open (or close) the log of every message the status bar showed.
     Messages,
+    /// The list of lessons to open one beside the explorer.
+    Lessons,
+    /// The open lesson's next (+1) or previous (-1) step.
+    LessonStep(i8),
+    /// The open lesson's step as it was prepared, undoing what was touched since.
+    LessonReset,
     /// Esc / q: leave the current mode, or ask to quit.
     Back,
     /// Ctrl-C: quit now (still asks if work is running).
@@ -65,6 +71,8 @@ pub enum Context {
     Main,
     /// The help overlay and the message log (they scroll and close alike).
     Help,
+    /// The list of lessons (`o`).
+    Picker,
     /// Typing an exact threshold.
     Prompt,
     /// "Quit and discard the running work?"
@@ -72,9 +80,10 @@ pub enum Context {
 }
 
 impl Context {
-    pub const ALL: [Context; 4] = [
+    pub const ALL: [Context; 5] = [
         Context::Main,
         Context::Help,
+        Context::Picker,
         Context::Prompt,
         Context::QuitQuestion,
     ];
@@ -83,6 +92,7 @@ impl Context {
         match self {
             Context::Main => "main screen",
             Context::Help => "this help and the message log",
+            Context::Picker => "list of lessons",
             Context::Prompt => "threshold prompt",
             Context::QuitQuestion => "quit question",
         }
@@ -291,6 +301,20 @@ pub const BINDINGS: &[Binding] = &[
     },
     Binding {
         context: Context::Main,
+        triggers: &[(key('o'), Action::Lessons)],
+        help: "open a lesson (lessons/*.toml) beside the explorer",
+    },
+    Binding {
+        context: Context::Main,
+        triggers: &[
+            (key('n'), Action::LessonStep(1)),
+            (key('b'), Action::LessonStep(-1)),
+            (key('x'), Action::LessonReset),
+        ],
+        help: "lesson: next / previous step / step as prepared",
+    },
+    Binding {
+        context: Context::Main,
         triggers: &[(code(KeyCode::Tab), Action::FocusNext)],
         help: "move focus",
     },
@@ -370,6 +394,30 @@ pub const BINDINGS: &[Binding] = &[
         help: "quit (asks if work is running)",
     },
     Binding {
+        context: Context::Picker,
+        triggers: &[
+            (code(KeyCode::Up), Action::Up),
+            (code(KeyCode::Down), Action::Down),
+            (key('k'), Action::Up),
+            (key('j'), Action::Down),
+        ],
+        help: "choose a lesson",
+    },
+    Binding {
+        context: Context::Picker,
+        triggers: &[(code(KeyCode::Enter), Action::Submit)],
+        help: "open it at its first step, its text beside the explorer",
+    },
+    Binding {
+        context: Context::Picker,
+        triggers: &[
+            (code(KeyCode::Esc), Action::Back),
+            (key('q'), Action::Back),
+            (key('o'), Action::Lessons),
+        ],
+        help: "close the list",
+    },
+    Binding {
         context: Context::Prompt,
         triggers: &[
             (Trigger::Digit, Action::Char('0')),
@@ -438,6 +486,13 @@ pub(crate) const HINTS: &[(&[Trigger], &str)] = &[
     (&[key('f')], "tune"),
     (&[key('e')], "export"),
     (&[key('q')], "quit"),
+];
+
+/// The keys a lesson's panel names, at its foot.
+pub(crate) const LESSON_HINTS: &[(&[Trigger], &str)] = &[
+    (&[key('n')], "next step"),
+    (&[key('b')], "back"),
+    (&[key('x')], "step as prepared"),
 ];
 
 /// Keys the help's frame names, so they can be found without scrolling to them.
@@ -555,6 +610,15 @@ pub(crate) fn hint_line() -> String {
     format!(" {}", items.join("  "))
 }
 
+/// The foot of a lesson's panel.
+pub(crate) fn lesson_hint_line() -> String {
+    LESSON_HINTS
+        .iter()
+        .map(|(keys, word)| format!("{} {word}", hint_label(keys)))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// The binding a key sets off among the contexts that share a handler (see
 /// [`Context::takes_text`]): the matching key trigger with the most modifiers, else a digit.
 fn lookup(takes_text: bool, key: KeyEvent) -> Option<Action> {
@@ -667,6 +731,10 @@ mod tests {
         Action::FocusNext,
         Action::Help,
         Action::Messages,
+        Action::Lessons,
+        Action::LessonStep(1),
+        Action::LessonStep(-1),
+        Action::LessonReset,
         Action::Back,
         Action::Interrupt,
         Action::Suspend,
@@ -720,6 +788,9 @@ mod tests {
                 | Action::FocusNext
                 | Action::Help
                 | Action::Messages
+                | Action::Lessons
+                | Action::LessonStep(_)
+                | Action::LessonReset
                 | Action::Back
                 | Action::Interrupt
                 | Action::Suspend

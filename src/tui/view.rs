@@ -197,3 +197,38 @@ impl Default for ViewModel {
         }
     }
 }
+
+/// One check of a lesson step as its panel shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PanelCheck {
+    pub label: String,
+    pub measured: String,
+    /// `None` while the plan is being measured.
+    pub met: Option<bool>,
+}
+
+/// What a lesson's panel shows of one step: beside the live explorer (`dcx lesson`, `o`)
+/// and on a slide.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LessonPanel {
+    pub lesson: String,
+    /// 1-based.
+    pub step: usize,
+    pub steps: usize,
+    pub title: String,
+    pub text: String,
+    pub checks: Vec<PanelCheck>,
+    /// Where the step stands in the live explorer ("applying 2 of 3: retrain", "changed
+    /// since prepared: x returns to it"); empty on a slide.
+    pub state: String,
+    /// Beside the live explorer: the panel names the lesson's keys.
+    pub live: bool,
+}
+
+/// A lesson file the picker (`o`) offers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LessonChoice {
+    pub path: std::path::PathBuf,
+    /// The lesson's title, or why the file cannot be opened.
+    pub title: Result<String, String>,
+}

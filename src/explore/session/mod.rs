@@ -8,7 +8,8 @@
 //!
 //! `edit.rs` changes the plan (undo / redo), `cache.rs` keeps layer results and sizes,
 //! `accuracy.rs` looks up what is known of accuracy, `experiment.rs` converts to and from
-//! experiment files, `jobs.rs` builds the worker's jobs and `absorb.rs` folds its events back.
+//! experiment files, `jobs.rs` builds the worker's jobs, `absorb.rs` folds its events back
+//! and `saved.rs` keeps and restores a moment's plan and trained weights.
 
 mod absorb;
 mod accuracy;
@@ -16,6 +17,7 @@ mod cache;
 mod edit;
 mod experiment;
 mod jobs;
+mod saved;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use accuracy::{Accuracy, AloneDrop};
 pub use edit::{Edit, Scope};
+pub use saved::SavedState;
 
 use super::ExploreError;
 use super::eval::Estimate;

@@ -215,6 +215,22 @@ impl Controller {
                 self.screenshot()?;
                 false
             }
+            Effect::ListLessons => {
+                self.list_lessons();
+                false
+            }
+            Effect::OpenLesson(i) => {
+                self.open_listed(i)?;
+                false
+            }
+            Effect::LessonStep(d) => {
+                self.lesson_step(d);
+                false
+            }
+            Effect::LessonReset => {
+                self.lesson_reset();
+                false
+            }
             Effect::Suspend | Effect::Quit => false,
         };
         if changed {

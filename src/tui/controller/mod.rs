@@ -30,7 +30,7 @@ use crate::experiment::Experiment;
 use crate::explore::worker::{BaselineRequest, Job, JobId, JobKind};
 use crate::explore::{Session, Worker, WorkerOptions};
 use crate::model::train::{EpochStats, Evaluation};
-pub use lesson::render_slide;
+pub use lesson::{LessonStart, OpenLesson, render_slide};
 
 /// Everything the explorer starts from.
 pub struct Setup {
@@ -44,6 +44,12 @@ pub struct Setup {
     pub runs: Vec<crate::explore::runs::Run>,
     pub lecture: bool,
     pub worker: WorkerOptions,
+    /// Where `o` finds lessons.
+    pub lessons_dir: PathBuf,
+    /// How a lesson's starting experiment is made (`None`: `o` cannot open lessons).
+    pub lesson_start: Option<LessonStart>,
+    /// A lesson to open beside the explorer once the baseline is ready.
+    pub lesson: Option<OpenLesson>,
 }
 
 /// A job the status line follows.
@@ -94,6 +100,11 @@ pub struct Controller {
     /// changed the plan since (see [`explain`]).
     explained: Option<(f64, u64)>,
     change: Option<explain::Change>,
+    lessons_dir: PathBuf,
+    lesson_start: Option<LessonStart>,
+    /// The lesson open beside the explorer, and one waiting for the baseline.
+    lesson: Option<lesson::LessonRun>,
+    pending_lesson: Option<OpenLesson>,
     dirty: bool,
 }
 
@@ -140,6 +151,10 @@ impl Controller {
             auto_alone: true,
             explained: None,
             change: None,
+            lessons_dir: setup.lessons_dir,
+            lesson_start: setup.lesson_start,
+            lesson: None,
+            pending_lesson: setup.lesson,
             dirty: true,
         })
     }
@@ -241,6 +256,9 @@ impl Controller {
             self.dirty = true;
             self.refresh();
         }
+        if self.lesson.is_some() || self.pending_lesson.is_some() {
+            self.lesson_tick();
+        }
         any
     }
 
@@ -289,6 +307,7 @@ impl Controller {
         self.app.view = present::view_model(session, self.app.selected, &extras);
         let n = self.app.view.layers.len().max(1);
         self.app.selected = self.app.selected.min(n - 1);
+        self.lesson_view();
     }
 
     pub fn draw<B: Backend>(&self, terminal: &mut Terminal<B>) -> std::io::Result<()>

@@ -1,6 +1,7 @@
-//! A lesson's panel beside the explorer's screen on a slide (`dcx lesson --slides`): the step
-//! number, its title, its text (with `*emphasis*` and `- ` list lines) and its checks, each
-//! met (✓) or not (✗) with the measured value.
+//! A lesson's panel beside the explorer (`dcx lesson`, `o`) and on a slide (`dcx lesson
+//! --slides`): the step number, its title, its text (with `*emphasis*` and `- ` list lines)
+//! and its checks, each met (✓) or not (✗) with the measured value; live, also where the
+//! step stands and the lesson's keys.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -8,27 +9,9 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Widget, Wrap};
 
+use crate::tui::keys;
 use crate::tui::theme::{Colors, Theme};
-
-/// One check as the panel shows it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PanelCheck {
-    pub label: String,
-    pub measured: String,
-    pub met: bool,
-}
-
-/// What the panel shows of one step.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LessonPanel {
-    pub lesson: String,
-    /// 1-based.
-    pub step: usize,
-    pub steps: usize,
-    pub title: String,
-    pub text: String,
-    pub checks: Vec<PanelCheck>,
-}
+pub use crate::tui::view::{LessonPanel, PanelCheck};
 
 /// `*word*` in bold with `base`, the rest in `base`; an unmatched `*` stays as it is.
 fn emphasised(text: &str, base: Style) -> Vec<Span<'static>> {
@@ -107,7 +90,8 @@ pub fn render_panel(
         .borders(Borders::ALL)
         .border_style(theme.border(true))
         .title(Span::styled(
-            format!(" {} · step {}/{} ", panel.lesson, panel.step, panel.steps),
+            // The step first: a narrow panel cuts the lesson's title, not where the class is.
+            format!(" step {}/{} · {} ", panel.step, panel.steps, panel.lesson),
             theme.title(),
         ));
     let mut lines = vec![
@@ -122,10 +106,10 @@ pub fn render_panel(
         lines.push(Line::default());
         lines.push(Line::from(Span::styled("Checks", theme.title())));
         for c in &panel.checks {
-            let (mark, style) = if c.met {
-                ("✓", theme.good())
-            } else {
-                ("✗", theme.bad())
+            let (mark, style) = match c.met {
+                Some(true) => ("✓", theme.good()),
+                Some(false) => ("✗", theme.bad()),
+                None => ("…", theme.dim()),
             };
             lines.push(Line::from(vec![
                 Span::styled(format!(" {mark} "), style),
@@ -133,6 +117,20 @@ pub fn render_panel(
                 Span::styled(format!(": {}", c.measured), style),
             ]));
         }
+    }
+    if !panel.state.is_empty() {
+        lines.push(Line::default());
+        lines.push(Line::from(Span::styled(
+            panel.state.clone(),
+            theme.accent(),
+        )));
+    }
+    if panel.live {
+        lines.push(Line::default());
+        lines.push(Line::from(Span::styled(
+            keys::lesson_hint_line(),
+            theme.dim(),
+        )));
     }
     Paragraph::new(lines)
         .block(block)
@@ -168,20 +166,21 @@ mod tests {
                 PanelCheck {
                     label: "accuracy >= 99%".into(),
                     measured: "98.10%".into(),
-                    met: false,
+                    met: Some(false),
                 },
                 PanelCheck {
                     label: "ratio >= 10x".into(),
                     measured: "12.5x".into(),
-                    met: true,
+                    met: Some(true),
                 },
             ],
+            ..LessonPanel::default()
         };
         let area = Rect::new(0, 0, 50, 14);
         let mut buf = Buffer::empty(area);
         render_panel(&panel, area, &mut buf, Colors::On, false);
         let text = text_of(&buf);
-        assert!(text.contains("Deep Compression · step 2/7"), "{text}");
+        assert!(text.contains("step 2/7 · Deep Compression"), "{text}");
         assert!(text.contains("Cut the small weights."), "{text}");
         assert!(text.contains(" • fc1 keeps 8%"), "{text}");
         assert!(text.contains(" ✗ accuracy >= 99%: 98.10%"), "{text}");

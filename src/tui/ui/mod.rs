@@ -29,17 +29,51 @@ pub fn draw(app: &App, frame: &mut Frame) {
         overlay::too_small(frame, area, &theme);
         return;
     }
+    let (main, side) = match &app.lesson {
+        Some(_) => lesson_split(area),
+        None => (area, None),
+    };
     if let Some(t) = &app.training {
-        training::draw(t, frame, area, &theme);
-        // The quit question and the help must show over the training screen too.
-        match &app.mode {
-            Mode::Help => overlay::help(app, frame, area, &theme),
-            Mode::Messages => overlay::messages(app, frame, area, &theme),
-            Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, &theme),
-            _ => {}
-        }
-        return;
+        training::draw(t, frame, main, &theme);
+    } else {
+        draw_explorer(app, frame, main, &theme);
     }
+    if let (Some(panel), Some(side)) = (&app.lesson, side) {
+        lesson::render_panel(panel, side, frame.buffer_mut(), app.colors, app.lecture);
+    }
+    // Over the whole screen, the training screen's too (the quit question must show there).
+    overlay(app, frame, area, &theme);
+}
+
+/// Columns below which a lesson's panel goes under the explorer rather than beside it.
+const LESSON_BESIDE: u16 = 100;
+/// Rows the panel takes under the explorer on a narrow screen.
+const LESSON_BELOW: u16 = 9;
+
+/// The explorer's part of the screen and the lesson panel's: beside it on a wide screen,
+/// under it on a narrow one when there are rows to spare, else none (the step's title is
+/// said in the status bar as it opens).
+fn lesson_split(area: Rect) -> (Rect, Option<Rect>) {
+    if area.width >= LESSON_BESIDE {
+        let panel = (area.width * 36 / 100).clamp(34, 64);
+        let panel = panel.min(area.width - MIN_WIDTH);
+        let [main, side] =
+            Layout::horizontal([Constraint::Min(MIN_WIDTH), Constraint::Length(panel)]).areas(area);
+        return (main, Some(side));
+    }
+    let spare = area.height.saturating_sub(MIN_HEIGHT);
+    if spare < 5 {
+        return (area, None);
+    }
+    let rows = spare.min(LESSON_BELOW);
+    let [main, below] =
+        Layout::vertical([Constraint::Min(MIN_HEIGHT), Constraint::Length(rows)]).areas(area);
+    (main, Some(below))
+}
+
+/// The explorer's panels in `area`.
+fn draw_explorer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let theme = *theme;
     let table_rows = app.view.layers.len() as u16 + 4;
     let table_width = layers::natural_width(app.lecture);
     if !app.lecture && area.width >= table_width + SIDE_MIN_WIDTH {
@@ -62,7 +96,6 @@ pub fn draw(app: &App, frame: &mut Frame) {
         histogram::draw(app, frame, left, &theme, app.focus == Focus::Histogram);
         curves::draw(app, frame, right, &theme, app.focus == Focus::Curves);
         status::hints(app, frame, hints, &theme);
-        overlay(app, frame, area, &theme);
         return;
     }
     if app.lecture {
@@ -94,7 +127,6 @@ pub fn draw(app: &App, frame: &mut Frame) {
         histogram::draw(app, frame, left, &theme, app.focus == Focus::Histogram);
         curves::draw(app, frame, right, &theme, app.focus == Focus::Curves);
         status::hints(app, frame, hints, &theme);
-        overlay(app, frame, area, &theme);
         return;
     }
     let [top, table, middle, bottom, hints] = Layout::vertical([
@@ -116,16 +148,16 @@ pub fn draw(app: &App, frame: &mut Frame) {
     curves::draw(app, frame, right, &theme, app.focus == Focus::Curves);
     sizes::draw(app, frame, bottom, &theme);
     status::hints(app, frame, hints, &theme);
-    overlay(app, frame, area, &theme);
 }
 
-/// The help, the threshold prompt or the quit question over the main screen.
+/// The help, the threshold prompt, the quit question or the lessons over the main screen.
 fn overlay(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     match &app.mode {
         Mode::Help => overlay::help(app, frame, area, theme),
         Mode::Messages => overlay::messages(app, frame, area, theme),
         Mode::EditThreshold(text) => overlay::edit(app, frame, area, theme, text),
         Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, theme),
+        Mode::Lessons(at) => overlay::lessons(app, frame, area, theme, *at),
         Mode::Normal => {}
     }
 }

@@ -1,5 +1,5 @@
-//! Things drawn over the main screen: help, the threshold prompt, the quit question, and the
-//! message shown when the terminal is too small.
+//! Things drawn over the main screen: help, the threshold prompt, the quit question, the list
+//! of lessons, and the message shown when the terminal is too small.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -245,6 +245,61 @@ pub(crate) fn confirm_quit(app: &App, frame: &mut Frame, area: Rect, theme: &The
         Line::from(Span::styled(" Quit and discard it? y / n", theme.bad())),
     ];
     boxed(frame, centered(area, 40, 4), "quit?", lines, theme);
+}
+
+/// The lessons `o` found: each file's title, or why it cannot be opened.
+pub(crate) fn lessons(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, at: usize) {
+    let w = area.width.min(72);
+    let mut lines = Vec::new();
+    if app.lesson_choices.is_empty() {
+        lines.push(Line::from(Span::styled(
+            " No lessons here: dcx looks in lessons/ (lessons/*.toml) in the folder it was started in.",
+            theme.text(),
+        )));
+    }
+    let name_of = |c: &crate::tui::view::LessonChoice| {
+        c.path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    let name_w = app
+        .lesson_choices
+        .iter()
+        .map(|c| name_of(c).chars().count())
+        .max()
+        .unwrap_or(0);
+    for (i, choice) in app.lesson_choices.iter().enumerate() {
+        let name = format!("{:<name_w$}", name_of(choice));
+        let marker = if i == at { "▶ " } else { "  " };
+        let (title, style) = match &choice.title {
+            Ok(t) => (t.clone(), theme.text()),
+            Err(why) => (format!("cannot open: {why}"), theme.bad()),
+        };
+        // One line a lesson: the list must show every entry and its keys.
+        let room = (w as usize).saturating_sub(2 + 2 + name_w + 2);
+        let title = if title.chars().count() > room {
+            let cut: String = title.chars().take(room.saturating_sub(1)).collect();
+            format!("{cut}…")
+        } else {
+            title
+        };
+        let name_style = if i == at {
+            theme.selected()
+        } else {
+            theme.accent()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{marker}{name}"), name_style),
+            Span::styled(format!("  {title}"), style),
+        ]));
+    }
+    lines.push(Line::default());
+    lines.push(Line::from(Span::styled(
+        " ↑/↓ choose · Enter opens it beside the explorer · Esc closes",
+        theme.dim(),
+    )));
+    let h = (lines.len() as u16 + 2).min(area.height);
+    boxed(frame, centered(area, w, h), "lessons", lines, theme);
 }
 
 pub(crate) fn too_small(frame: &mut Frame, area: Rect, theme: &Theme) {
