@@ -16,10 +16,13 @@ use dcx::model::train::TrainConfig;
 use dcx::tui::controller::{Controller, OpenLesson, Setup};
 use dcx::tui::keys::Action;
 
-const SHIPPED: [&str; 3] = [
+const SHIPPED: [&str; 6] = [
     "lessons/deep-compression.toml",
     "lessons/storage.toml",
     "lessons/centroid-init.toml",
+    "lessons/huffman.toml",
+    "lessons/quantizers.toml",
+    "lessons/structured-vs-unstructured.toml",
 ];
 
 fn root() -> &'static Path {
@@ -169,6 +172,14 @@ fn bad_lessons_are_refused_naming_the_step_and_the_key() {
         (
             "[[step]]\ntitle = \"Two\"\ntext = \"b\"\nactions = [{ do = \"retrain\", epochs = 0 }]\n",
             "x.toml: step 2 \"Two\": actions[0].epochs: must be 1..=100, got 0",
+        ),
+        (
+            "[[step]]\ntitle = \"Thin\"\ntext = \"b\"\nactions = [{ layer = \"conv2\", units = 1.5 }]\n",
+            "x.toml: step 2 \"Thin\": actions[0].units: must be in (0, 1], got 1.5",
+        ),
+        (
+            "[[step]]\ntitle = \"Thin\"\ntext = \"b\"\nactions = [{ layer = \"conv2\", rank = \"l2\" }]\n",
+            "x.toml: step 2 \"Thin\": actions[0].rank: only with units",
         ),
         (
             "[[step]]\ntitle = \"Two\"\ntxt = \"b\"\n",

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Session;
 use crate::compress::kmeans::Init;
+use crate::compress::prune::UnitRank;
 use crate::experiment::Quantizer;
 
 /// A lesson file's whole content.
@@ -86,6 +87,17 @@ pub struct Action {
     pub init: Option<Init>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantizer: Option<Quantizer>,
+    /// Structured pruning: share (0, 1] of the layer's output units (filters, neurons) kept;
+    /// 1 cuts none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<f32>,
+    /// Which units a structured cut removes first (default `l1`); only with `units`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<UnitRank>,
+    /// Compress the weights of the last retraining or fine-tuning (true) or the checkpoint's
+    /// (false): the explorer's undo past a training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained: Option<bool>,
     #[serde(rename = "do", default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Job>,
     /// Epochs of a `retrain` or `finetune` (default: the recipe's).
@@ -622,6 +634,9 @@ impl Action {
             || self.index_bits.is_some()
             || self.init.is_some()
             || self.quantizer.is_some()
+            || self.units.is_some()
+            || self.rank.is_some()
+            || self.trained.is_some()
     }
 
     /// Checks the action's shape and ranges; the error's key is `""` or `.NAME`.
@@ -635,7 +650,7 @@ impl Action {
         if kinds.iter().filter(|&&k| k).count() != 1 {
             return Err((
                 String::new(),
-                "an action is exactly one of: a layer edit (layer = \"fc1\" with keep, threshold, bits, index_bits, init or quantizer), do, select or show".into(),
+                "an action is exactly one of: a layer edit (layer = \"fc1\" with keep, threshold, bits, index_bits, init, quantizer, units or trained), do, select or show".into(),
             ));
         }
         if self.epochs.is_some() && !matches!(self.job, Some(Job::Retrain | Job::Finetune)) {
@@ -659,7 +674,7 @@ impl Action {
             if !self.has_setting() {
                 return Err((
                     String::new(),
-                    "a layer action needs keep, threshold, bits, index_bits, init or quantizer"
+                    "a layer action needs keep, threshold, bits, index_bits, init, quantizer, units or trained"
                         .into(),
                 ));
             }
@@ -674,6 +689,14 @@ impl Action {
             && !(k > 0.0 && k <= 1.0)
         {
             return Err((".keep".into(), format!("must be in (0, 1], got {k}")));
+        }
+        if let Some(u) = self.units
+            && !(u > 0.0 && u <= 1.0)
+        {
+            return Err((".units".into(), format!("must be in (0, 1], got {u}")));
+        }
+        if self.rank.is_some() && self.units.is_none() {
+            return Err((".rank".into(), "only with units".into()));
         }
         if let Some(t) = self.threshold
             && !(t.is_finite() && t >= 0.0)

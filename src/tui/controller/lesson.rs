@@ -11,6 +11,7 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 
 use super::{Controller, render_buffer};
+use crate::compress::prune::UnitRule;
 use crate::experiment::{Experiment, PruneRule};
 use crate::explore::lesson::{self, Chart, Job, Lesson, Measured};
 use crate::explore::session::SavedState;
@@ -164,8 +165,12 @@ impl Controller {
                     .ok_or_else(|| anyhow::anyhow!("layer: no layer {name}"))?,
             ]
         };
-        // The quantizer first: it sets the bit width a `bits` in the same action then changes.
+        // The weights first: the other settings apply to the ones chosen. Then the quantizer:
+        // it sets the bit width a `bits` in the same action then changes.
         let mut edits = Vec::new();
+        if let Some(t) = action.trained {
+            edits.push(("trained", EditFor::All(Edit::Finetuned(t))));
+        }
         if let Some(q) = action.quantizer {
             edits.push((
                 "quantizer",
@@ -190,6 +195,13 @@ impl Controller {
         }
         if let Some(i) = action.init {
             edits.push(("init", EditFor::All(Edit::Init(i))));
+        }
+        if let Some(u) = action.units {
+            let rule = (u < 1.0).then(|| UnitRule {
+                keep: u,
+                rank: action.rank.unwrap_or_default(),
+            });
+            edits.push(("units", EditFor::All(Edit::Units(rule))));
         }
         for (key, edit) in edits {
             for &l in &layers {
