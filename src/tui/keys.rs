@@ -601,13 +601,18 @@ pub(crate) fn hint_label(keys: &[Trigger]) -> String {
     names.join(sep)
 }
 
-/// The hint bar's text.
-pub(crate) fn hint_line() -> String {
-    let items: Vec<String> = HINTS
+/// The hint bar's text in at most `width` columns: hints that do not fit go whole, from the
+/// middle of the list, so help (first) and quit (last) stay, and no word is cut.
+pub(crate) fn hint_line(width: usize) -> String {
+    let mut items: Vec<String> = HINTS
         .iter()
         .map(|(keys, word)| format!("{} {word}", hint_label(keys)))
         .collect();
-    format!(" {}", items.join("  "))
+    let line = |items: &[String]| format!(" {}", items.join("  "));
+    while items.len() > 2 && line(&items).chars().count() > width {
+        items.remove(items.len() - 2);
+    }
+    line(&items)
 }
 
 /// The foot of a lesson's panel.
@@ -938,7 +943,14 @@ mod tests {
                 assert!(bound, "hint '{word}': {} is not bound", t.name());
             }
         }
-        assert!(hint_line().starts_with(" ? help  ←→ threshold  +/- bits"));
+        assert!(hint_line(200).starts_with(" ? help  ←→ threshold  +/- bits"));
+        assert!(hint_line(200).ends_with("e export  q quit"));
+        let narrow = hint_line(60);
+        assert!(narrow.chars().count() <= 60, "{narrow}");
+        assert!(
+            narrow.starts_with(" ? help") && narrow.ends_with("q quit"),
+            "{narrow}"
+        );
     }
 
     #[test]

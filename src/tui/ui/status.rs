@@ -165,6 +165,7 @@ pub(crate) fn hints(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         return;
     }
     let all = if app.apply_all { "  [ALL LAYERS]" } else { "" };
-    let text = format!("{}{all}", keys::hint_line());
+    let room = (area.width as usize).saturating_sub(all.chars().count());
+    let text = format!("{}{all}", keys::hint_line(room));
     frame.render_widget(Paragraph::new(Span::styled(text, theme.dim())), area);
 }
