@@ -18,12 +18,13 @@ use crate::pipeline::{report, size};
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `fuzz/fuzz_targets/NAME.rs` and `fuzz/seeds/NAME/`.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("idx", idx),
     ("dcz", dcz),
     ("experiment", experiment),
     ("figures_json", figures_json),
     ("report_json", report_json),
+    ("lesson", lesson),
 ];
 
 /// An MNIST IDX file, raw or gzip.
@@ -81,6 +82,53 @@ pub fn figures_json(bytes: &[u8]) {
 pub fn report_json(bytes: &[u8]) {
     if let Ok(report) = serde_json::from_slice::<CompressionReport>(bytes) {
         let _ = report.check();
+    }
+}
+
+/// A lesson file; one that parses is written back and must read again unchanged, its layer
+/// names are checked against LeNet-5's, and each step's panel is drawn as the explorer would.
+pub fn lesson(bytes: &[u8]) {
+    use crate::explore::lesson::Lesson;
+    use crate::tui::view::LessonPanel;
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let Ok(lesson) = Lesson::parse(text, "fuzz.toml") else {
+        return;
+    };
+    let again = Lesson::parse(&lesson.to_toml(), "written back")
+        .unwrap_or_else(|e| panic!("an accepted lesson does not read back: {e}"));
+    assert!(again == lesson, "a lesson changed when written back");
+    let layers = ["conv1", "conv2", "fc1", "fc2"].map(String::from);
+    let _ = lesson.check_layers("fuzz.toml", &layers);
+    let area = ratatui::layout::Rect::new(0, 0, 40, 12);
+    for (i, step) in lesson.steps.iter().enumerate() {
+        let panel = LessonPanel {
+            lesson: lesson.title.clone(),
+            step: i + 1,
+            steps: lesson.steps.len(),
+            title: step.title.clone(),
+            text: step.text.clone(),
+            checks: step
+                .checks
+                .iter()
+                .map(|c| crate::tui::view::PanelCheck {
+                    label: c.label(),
+                    measured: String::new(),
+                    met: None,
+                })
+                .collect(),
+            state: String::new(),
+            live: true,
+        };
+        let mut buf = ratatui::buffer::Buffer::empty(area);
+        crate::tui::ui::lesson::render_panel(
+            &panel,
+            area,
+            &mut buf,
+            crate::tui::theme::Colors::On,
+            false,
+        );
     }
 }
 
