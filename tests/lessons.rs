@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use dcx::explore::lesson::Lesson;
 use dcx::explore::{Session, WorkerOptions};
-use dcx::model::ModelKind;
-use dcx::model::train::TrainConfig;
+use dcx::model::train::{Snapshot, TrainConfig};
+use dcx::model::{ModelKind, Net};
 use dcx::tui::controller::{Controller, OpenLesson, Setup};
 use dcx::tui::keys::Action;
 
-const SHIPPED: [&str; 7] = [
+const SHIPPED: [&str; 8] = [
     "lessons/deep-compression.toml",
     "lessons/storage.toml",
     "lessons/centroid-init.toml",
@@ -24,6 +24,7 @@ const SHIPPED: [&str; 7] = [
     "lessons/quantizers.toml",
     "lessons/structured-vs-unstructured.toml",
     "lessons/distillation.toml",
+    "lessons/lottery-ticket.toml",
 ];
 
 fn root() -> &'static Path {
@@ -61,21 +62,31 @@ fn lenet5_layers() -> Vec<String> {
 }
 
 #[test]
-fn the_shipped_lessons_parse_and_name_only_lenet5_layers() {
+fn the_shipped_lessons_parse_and_name_only_their_networks_layers() {
     for file in SHIPPED {
         let lesson = Lesson::load(&root().join(file)).unwrap_or_else(|e| panic!("{e}"));
-        // LeNet-5, or a network an experiment defines with LeNet-5's layer names.
-        assert!(
-            lesson.model.as_deref() == Some("lenet-5") || lesson.experiment.is_some(),
-            "{file}"
-        );
+        // LeNet-5, LeNet-300-100, or a network an experiment defines with LeNet-5's layer
+        // names.
+        let layers = match lesson.model.as_deref() {
+            Some("lenet-300-100") => ModelKind::Lenet300100
+                .arch()
+                .layers
+                .iter()
+                .map(|l| l.name.clone())
+                .collect(),
+            Some("lenet-5") => lenet5_layers(),
+            _ => {
+                assert!(lesson.experiment.is_some(), "{file}");
+                lenet5_layers()
+            }
+        };
         assert!(
             lesson.steps.len() >= 5,
             "{file}: {} steps",
             lesson.steps.len()
         );
         assert!(lesson.steps.iter().all(|s| !s.checks.is_empty()), "{file}");
-        lesson.check_layers(file, &lenet5_layers()).unwrap();
+        lesson.check_layers(file, &layers).unwrap();
         assert_eq!(Lesson::parse(&lesson.to_toml(), file).unwrap(), lesson);
     }
 }
@@ -405,5 +416,115 @@ checks = [{ ratio = ">= 2x" }]
         ctl.app.message().unwrap().contains("last step"),
         "{:?}",
         ctl.app.message()
+    );
+}
+
+/// Lottery-ticket rewinding in the explorer: the kept weights go back to exactly the values
+/// the baseline's training began from (the pruned ones stay zero), the control keeps the same
+/// mask over other values, and no export pretends an experiment can say either.
+#[test]
+fn rewinding_sets_the_kept_weights_to_their_initial_values_and_the_control_to_others() {
+    let lesson = Lesson::parse(
+        r#"
+title = "Ticket"
+model = "lenet-300-100"
+
+[[step]]
+title = "Rewind"
+text = "Prune fc1 and fc2, rewind."
+actions = [{ layer = "fc1", keep = 0.1 }, { layer = "fc2", keep = 0.2 }, { do = "rewind" }]
+checks = [{ accuracy = ">= 0%" }]
+
+[[step]]
+title = "Control"
+text = "The same masks, other values."
+actions = [{ do = "reinit" }]
+checks = [{ accuracy = ">= 0%" }]
+"#,
+        "ticket.toml",
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let train = TrainConfig {
+        epochs: 1,
+        seed: 7,
+        ..TrainConfig::default()
+    };
+    let arch = ModelKind::Lenet300100.arch();
+    let mut ctl = Controller::start(Setup {
+        data: Arc::new(common::fixture()),
+        template: Session::default_experiment(&arch, train),
+        cache_dir: cache.path().to_path_buf(),
+        export_root: exports.path().to_path_buf(),
+        runs: Vec::new(),
+        lecture: false,
+        worker: WorkerOptions::default(),
+        lessons_dir: PathBuf::from("lessons"),
+        lesson_start: None,
+        lesson: Some(OpenLesson {
+            lesson,
+            file: PathBuf::from("ticket.toml"),
+            max_epochs: Some(1),
+        }),
+    })
+    .unwrap();
+    pump_until(&mut ctl, "the rewind", |c| prepared_at(c, 1));
+    let init = Snapshot::of(&Net::new(&arch, 7).unwrap(), 0)
+        .unwrap()
+        .values;
+    let kept = |c: &Controller, l: usize| -> Vec<(usize, f32)> {
+        let s = c.session().unwrap();
+        assert!(
+            s.setting(l).unwrap().finetuned,
+            "layer {l} uses the rewound weights"
+        );
+        s.source(l)
+            .unwrap()
+            .state
+            .weights
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, w)| w != 0.0)
+            .collect()
+    };
+    for (l, share) in [(0, 0.1), (1, 0.2)] {
+        let survivors = kept(&ctl, l);
+        let n = init[l].0.len() as f64;
+        assert!(
+            (survivors.len() as f64 / n - share).abs() < 0.005,
+            "layer {l}: {} of {n} kept",
+            survivors.len()
+        );
+        assert!(
+            survivors.iter().all(|&(i, w)| w == init[l].0[i]),
+            "layer {l}: not the initial values"
+        );
+    }
+    // The output layer was not pruned: every weight is back at its initial value.
+    assert_eq!(
+        ctl.session().unwrap().source(2).unwrap().state.weights,
+        init[2].0
+    );
+    ctl.act(Action::Export);
+    let said = ctl.app.message().unwrap_or_default().to_string();
+    assert!(said.contains("lottery-ticket rewind"), "{said}");
+    assert_eq!(std::fs::read_dir(exports.path()).unwrap().count(), 0);
+
+    let winning: Vec<usize> = kept(&ctl, 0).into_iter().map(|(i, _)| i).collect();
+    ctl.act(Action::LessonStep(1));
+    pump_until(&mut ctl, "the control", |c| prepared_at(c, 2));
+    let control = kept(&ctl, 0);
+    assert_eq!(
+        control.iter().map(|&(i, _)| i).collect::<Vec<_>>(),
+        winning,
+        "the same mask"
+    );
+    let same = control.iter().filter(|&&(i, w)| w == init[0].0[i]).count();
+    assert!(
+        same < control.len() / 100,
+        "{same} of {} kept their initial values",
+        control.len()
     );
 }

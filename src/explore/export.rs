@@ -65,6 +65,14 @@ pub fn export(
                 .into(),
         ));
     }
+    if session.rewound() {
+        return Err(ExploreError::Invalid(
+            "the weights come from a lottery-ticket rewind, which an experiment's [[step]] \
+             recipe cannot say (an experiment's [lottery] section can); undo past the \
+             rewind with u to export"
+                .into(),
+        ));
+    }
     let evaluation = session.evaluation().ok_or_else(|| {
         ExploreError::Invalid("the current plan has not been evaluated yet".into())
     })?;

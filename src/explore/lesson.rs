@@ -118,6 +118,11 @@ pub enum Job {
     Finetune,
     /// The sensitivity sweep (`s`).
     Sweep,
+    /// Lottery-ticket rewinding: every layer keeps its mask, its survivors go back to the
+    /// values training began from.
+    Rewind,
+    /// The lottery ticket's control: the same masks over a fresh random initialisation.
+    Reinit,
 }
 
 /// The chart the slide shows (the explorer's `c`).

@@ -17,6 +17,7 @@ mod cache;
 mod edit;
 mod experiment;
 mod jobs;
+mod rewind;
 mod saved;
 
 use std::collections::HashMap;
@@ -94,6 +95,8 @@ pub struct Session {
     /// for the trained ones.
     activity: Arc<Activity>,
     tuned_activity: Option<Arc<Activity>>,
+    /// The trained weights descend from a lottery-ticket rewind (`rewind.rs`).
+    rewound: bool,
 }
 
 /// Every layer's structured cut (`None`: the layer keeps all its units).
@@ -203,6 +206,7 @@ impl Session {
             latest_speed: None,
             activity: Arc::new(activity),
             tuned_activity: None,
+            rewound: false,
         };
         for l in 0..session.layer_count() {
             session.check(l, &session.plan[l])?;

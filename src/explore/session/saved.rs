@@ -16,6 +16,7 @@ pub struct SavedState {
     tuned: Vec<Option<Arc<LayerSource>>>,
     tuned_recipe: Vec<RecipeStep>,
     tuned_activity: Option<Arc<Activity>>,
+    rewound: bool,
 }
 
 impl Session {
@@ -25,6 +26,7 @@ impl Session {
             tuned: self.tuned.clone(),
             tuned_recipe: self.tuned_recipe.clone(),
             tuned_activity: self.tuned_activity.clone(),
+            rewound: self.rewound,
         }
     }
 
@@ -43,6 +45,7 @@ impl Session {
             tuned: vec![None; self.tuned.len()],
             tuned_recipe: Vec::new(),
             tuned_activity: None,
+            rewound: false,
         }
     }
 
@@ -70,6 +73,7 @@ impl Session {
             self.tuned = saved.tuned.clone();
             self.tuned_recipe = saved.tuned_recipe.clone();
             self.tuned_activity = saved.tuned_activity.clone();
+            self.rewound = saved.rewound;
             // The undo stack may hold plans that read weights which are no longer here.
             self.undo.clear();
             self.redo.clear();

@@ -17,6 +17,9 @@ use crate::explore::lesson::{self, Chart, Job, Lesson, Measured};
 use crate::explore::session::SavedState;
 use crate::explore::worker::JobKind;
 use crate::explore::{Edit, ExploreError, Scope, Session};
+use crate::model::Net;
+use crate::model::train::Snapshot;
+use crate::pipeline::lottery;
 use crate::tui::app::{App, CurveTab};
 use crate::tui::keys;
 use crate::tui::ui::lesson::render_panel;
@@ -133,6 +136,7 @@ impl Controller {
                     self.act(keys::Action::Sweep);
                     return Ok(());
                 }
+                Job::Rewind | Job::Reinit => return self.rewind(job == Job::Reinit),
             };
             let epochs = action.epochs.unwrap_or(recipe);
             self.train(kind, Some(max_epochs.map_or(epochs, |m| epochs.min(m))));
@@ -215,6 +219,34 @@ impl Controller {
                 .map_err(|e| anyhow::anyhow!("{key}: {e:#}"))?;
             }
         }
+        Ok(())
+    }
+
+    /// Lottery-ticket rewinding of the current plan to the values the baseline's training
+    /// began from (`control`: a fresh draw of the same initialisation instead).
+    fn rewind(&mut self, control: bool) -> anyhow::Result<()> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the baseline is not ready"))?;
+        let arch = session.template().arch();
+        let seed = session.template().train.seed;
+        // The baseline's training starts from exactly this draw (see `model::cache`).
+        let start = if control {
+            lottery::reinit_values(&arch, seed, 0)?
+        } else {
+            Snapshot::of(&Net::new(&arch, seed)?, 0)?.values
+        };
+        session.rewind(&start)?;
+        self.scrub_target.iter_mut().for_each(|s| *s = None);
+        self.dirty = true;
+        self.plan_changed(None);
+        self.app.say(if control {
+            "the kept weights now hold a fresh random initialisation (the lottery ticket's control): p trains them".into()
+        } else {
+            "the kept weights are back at their values before training (the lottery ticket): p trains them".into()
+        });
+        self.refresh();
         Ok(())
     }
 
