@@ -265,48 +265,26 @@ pub fn run(
         best: None,
         runs: 0,
     };
-    // Bisect the factor on a log scale until the plan stops changing or the runs are spent;
-    // keep two runs for the bit search unless no run is within budget yet.
+    // Keep two runs for the bit search unless no run is within budget yet.
     let allocation_runs = opts.candidates.saturating_sub(2).max(1);
-    let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
-    let mut factor = START_FACTOR;
-    let mut tried: Vec<Vec<usize>> = Vec::new();
-    while search.runs < allocation_runs || (search.best.is_none() && search.runs < opts.candidates)
-    {
-        let picks = allocate(&options, factor * allowed.max(MIN_ALLOWANCE));
-        if tried.contains(&picks) {
-            match (lo, hi) {
-                (Some(l), Some(h)) if h / l > 1.05 => {}
-                _ => break,
-            }
-        } else {
-            tried.push(picks.clone());
+    let bits: Vec<u8> = plans.iter().map(|p| p.bits).collect();
+    let stopped = bisect(
+        &options,
+        allowed.max(MIN_ALLOWANCE),
+        |runs, any_within| runs < allocation_runs || (!any_within && runs < opts.candidates),
+        |picks, factor| {
             let keep: Vec<f32> = picks.iter().map(|&i| KEEPS[i]).collect();
-            let bits: Vec<u8> = plans.iter().map(|p| p.bits).collect();
             let index: Vec<u8> = picks
                 .iter()
                 .zip(&options)
                 .map(|(&i, o)| o[i].index_bits)
                 .collect();
             let label = format!("allocation x{}", short(factor));
-            let Some(ok) = search.measure(&label, &keep, &bits, &index, obs)? else {
-                return Ok(None);
-            };
-            if ok {
-                lo = Some(factor);
-            } else {
-                hi = Some(factor);
-            }
-        }
-        factor = match (lo, hi) {
-            (Some(l), Some(h)) => (l * h).sqrt(),
-            (Some(l), None) => l * 4.0,
-            (None, Some(h)) => h / 4.0,
-            (None, None) => unreachable!("a factor was just measured or repeated"),
-        };
-        if factor > 1e4 {
-            break;
-        }
+            search.measure(&label, &keep, &bits, &index, obs)
+        },
+    )?;
+    if stopped {
+        return Ok(None);
     }
 
     // Fewer sharing bits on the best plan: each layer as low as re-sharing alone keeps the
@@ -479,6 +457,55 @@ pub(crate) fn allocate(options: &[Vec<LayerOption>], allowed: f64) -> Vec<usize>
         .take()
         .map(|(_, p)| p)
         .unwrap_or_else(|| vec![0; options.len()])
+}
+
+/// Bisects the allowance factor on a log scale: from [`START_FACTOR`], 4x bolder after a
+/// plan within budget and 4x more careful after one over it until both sides are known, then
+/// their geometric mean. `measure` runs a plan (the option picked per layer) and says whether
+/// it is within budget (`None`: stopped); `more(runs, any_within)` says whether another run may
+/// be spent. A factor that allocates a plan already run counts as that run did, without
+/// running it again; the search ends when the two sides allocate the same plans, or the factor
+/// leaves the range where plans change. `Ok(true)`: stopped.
+fn bisect(
+    options: &[Vec<LayerOption>],
+    unit: f64,
+    more: impl Fn(usize, bool) -> bool,
+    mut measure: impl FnMut(&[usize], f64) -> anyhow::Result<Option<bool>>,
+) -> anyhow::Result<bool> {
+    let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
+    let mut factor = START_FACTOR;
+    let mut tried: Vec<(Vec<usize>, bool)> = Vec::new();
+    while more(tried.len(), tried.iter().any(|&(_, ok)| ok)) {
+        let picks = allocate(options, factor * unit);
+        let ok = match tried.iter().find(|(p, _)| *p == picks) {
+            Some(&(_, ok)) => ok,
+            None => {
+                let Some(ok) = measure(&picks, factor)? else {
+                    return Ok(true);
+                };
+                tried.push((picks, ok));
+                ok
+            }
+        };
+        if ok {
+            lo = Some(factor);
+        } else {
+            hi = Some(factor);
+        }
+        factor = match (lo, hi) {
+            // Closer than 2% apart, the two sides allocate the same plans.
+            (Some(l), Some(h)) if h / l < 1.02 => break,
+            (Some(l), Some(h)) => (l * h).sqrt(),
+            (Some(l), None) => l * 4.0,
+            (None, Some(h)) => h / 4.0,
+            (None, None) => unreachable!("a factor was just measured or repeated"),
+        };
+        // Beyond these every layer keeps its least share, or its all.
+        if !(1e-3..=1e4).contains(&factor) {
+            break;
+        }
+    }
+    Ok(false)
 }
 
 /// The running search: every candidate so far and the best run.
@@ -777,6 +804,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Three layers of 20 options: option i keeps less, costs less and loses i units.
+    fn ladder() -> Vec<Vec<LayerOption>> {
+        (0..3)
+            .map(|_| {
+                (0..20)
+                    .map(|i| {
+                        option(
+                            1.0 - i as f32 / 20.0,
+                            i as f64 * 0.001,
+                            1000 - 40 * i as u64,
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bisection_ends_on_the_boldest_plan_within_budget_and_never_runs_a_plan_twice() {
+        // A plan is within budget while its options sum to at most 17 (the runs "recover").
+        for budget in [0usize, 5, 17, 40, 57, 100] {
+            let mut runs: Vec<Vec<usize>> = Vec::new();
+            let stopped = bisect(
+                &ladder(),
+                0.001,
+                |n, _| n < 50,
+                |picks, _| {
+                    assert!(!runs.contains(&picks.to_vec()), "{picks:?} ran twice");
+                    runs.push(picks.to_vec());
+                    Ok(Some(picks.iter().sum::<usize>() <= budget))
+                },
+            )
+            .unwrap();
+            assert!(!stopped);
+            let best = runs
+                .iter()
+                .filter(|p| p.iter().sum::<usize>() <= budget)
+                .map(|p| p.iter().sum::<usize>())
+                .max();
+            // The boldest plan within budget is found to within one option step.
+            let target = budget.min(57);
+            assert!(
+                best.is_some_and(|b| b + 1 >= target) || (budget == 0 && best == Some(0)),
+                "budget {budget}: best {best:?} after {runs:?}"
+            );
+            assert!(runs.len() <= 12, "budget {budget}: {} runs", runs.len());
+        }
+    }
+
+    #[test]
+    fn the_bisection_stops_when_told_and_spends_no_more_runs_than_allowed() {
+        let mut runs = 0;
+        let stopped = bisect(
+            &ladder(),
+            0.001,
+            |n, _| n < 3,
+            |_, _| {
+                runs += 1;
+                Ok(Some(runs % 2 == 0))
+            },
+        )
+        .unwrap();
+        assert!(!stopped);
+        assert_eq!(runs, 3);
+        let stopped = bisect(&ladder(), 0.001, |_, _| true, |_, _| Ok(None)).unwrap();
+        assert!(stopped);
     }
 
     #[test]

@@ -160,7 +160,11 @@ pub fn run(data_dir: Option<&Path>, args: &TuneArgs) -> anyhow::Result<()> {
         header(
             &result,
             &summary,
-            file.model.layers.iter().map(|l| l.weight_count()).sum()
+            file.model
+                .layers
+                .iter()
+                .map(|l| 4 * (l.weight_count() + l.bias.len()) as u64)
+                .sum()
         ),
         result.experiment.to_toml()
     );
@@ -236,14 +240,14 @@ fn pct(keep: f32) -> String {
 }
 
 /// The comment the written experiment starts with: what was measured, and how.
-fn header(r: &TuneResult, s: &Summary, weights: usize) -> String {
-    let dense = 4 * weights as u64;
+fn header(r: &TuneResult, s: &Summary, dense: u64) -> String {
     let mut h = format!(
         "# Found by `dcx tune` (budget: held-out accuracy at least {:.2}%; baseline {:.2}%).\n\
-         # Measured: {} bytes ({:.1}x the {} bytes of dense f32 weights), test error {:.2}% from\n\
+         # Measured: {} bytes ({:.1}x the {} bytes of dense f32 weights and biases), test error {:.2}% from\n\
          # the file, held-out error {:.2}% ({} training images held out; the baseline and every\n\
          # step train on the first {}). Seeds: train {}, share {}. The search: {} pipeline runs,\n\
-         # {:.0} s; with the final `dcx compress` {:.0} s. `dcx compress` of this file {}.\n#\n\
+         # {:.0} s; with the final `dcx compress` {:.0} s. `dcx compress` of this file on the\n\
+         # real data {}.\n#\n\
          # The candidates (held-out accuracy; keep % / bits / gap bits per layer: {}):\n",
         r.floor * 100.0,
         r.baseline_holdout_accuracy * 100.0,
