@@ -202,6 +202,16 @@ pub fn run(
     })?);
     let mut template = start.clone();
     template.name = opts.name.clone();
+    // The start's description would describe another plan (and it is part of the file).
+    template.description = format!(
+        "found by dcx tune from {} within {} on {} held-out training images",
+        start.name,
+        match opts.budget {
+            Budget::MaxError(e) => format!("a held-out error of {}%", short(e * 100.0)),
+            Budget::MaxDrop(d) => format!("{} points below the baseline", short(d * 100.0)),
+        },
+        opts.holdout
+    );
     template.train.train_limit = Some(view.train.len);
     check_searchable(&template)?;
     Experiment::parse(&template.to_toml(), "the starting recipe")?;
