@@ -533,3 +533,91 @@ fn bench_infer_refuses_bad_input_by_name() {
         refused(&dcx(&["bench", "infer", &junk, flag, value]), words);
     }
 }
+
+#[test]
+fn tune_options_are_refused_by_name_before_any_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan.toml").display().to_string();
+    let fixture = repo("tests/fixtures/mnist-small");
+    let tune = |extra: &[&str]| {
+        let mut args = vec!["--data", &fixture, "tune", "--out", &out];
+        args.extend_from_slice(extra);
+        dcx(&args)
+    };
+    for (extra, words) in [
+        (
+            &["--model", "lenet-5", "--max-error", "0"][..],
+            &["--max-error"][..],
+        ),
+        (
+            &["--model", "lenet-5", "--max-error", "100"],
+            &["--max-error"],
+        ),
+        (
+            &["--model", "lenet-5", "--max-error", "nan"],
+            &["--max-error"],
+        ),
+        (&["--model", "lenet-5", "--max-drop", "-1"], &["--max-drop"]),
+        (
+            &["--model", "lenet-5", "--max-drop", "inf"],
+            &["--max-drop"],
+        ),
+        (
+            &["--model", "lenet-5", "--max-drop", "1", "--holdout", "0"],
+            &["--holdout"],
+        ),
+        (
+            &["--model", "lenet-5", "--max-drop", "1", "--candidates", "0"],
+            &["--candidates"],
+        ),
+        // A budget and a starting point are both required, one of each.
+        (&["--model", "lenet-5"], &["--max-error", "--max-drop"]),
+        (&["--max-drop", "1"], &["--model", "--experiment"]),
+        (
+            &["--model", "lenet-5", "--max-drop", "1", "--max-error", "1"],
+            &["--max-drop", "--max-error"],
+        ),
+        (
+            &[
+                "--experiment",
+                &repo("experiments/ternary-lenet-5.toml"),
+                "--max-drop",
+                "1",
+            ],
+            &["--experiment", "quantizer"],
+        ),
+        // More held-out images than the fixture's 600 training images.
+        (
+            &["--model", "lenet-5", "--max-drop", "1", "--holdout", "600"],
+            &["--holdout", "600"],
+        ),
+    ] {
+        refused(&tune(extra), words);
+    }
+    let txt = dir.path().join("plan.txt").display().to_string();
+    refused(
+        &dcx(&[
+            "tune",
+            "--model",
+            "lenet-5",
+            "--max-drop",
+            "1",
+            "--out",
+            &txt,
+        ]),
+        &["--out", "plan.txt", ".toml"],
+    );
+    refused(
+        &dcx(&[
+            "tune",
+            "--model",
+            "lenet-5",
+            "--max-drop",
+            "1",
+            "--out",
+            "bad name!.toml",
+        ]),
+        &["--out", "name"],
+    );
+    assert!(!dir.path().join("plan.toml").exists());
+}

@@ -12,6 +12,7 @@
 
 mod structured;
 pub mod study;
+pub mod tune;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -578,17 +579,27 @@ fn sensitivity(
     worker: &Worker,
     obs: &mut dyn BuildObserver,
 ) -> Result<SensitivityData, DataError> {
-    let mut s = session(inputs, inputs.baseline.clone())?;
-    let id = worker.submit(s.sweep_job());
-    let event = wait(worker, id, obs, |_| {})?;
-    s.absorb(&event);
-    let sweep = s
-        .sensitivity()
-        .ok_or_else(|| DataError::Worker("the sweep produced nothing".into()))?;
+    let sweep = sweep(worker, session(inputs, inputs.baseline.clone())?, obs)?;
     Ok(SensitivityData {
         baseline_accuracy: sweep.baseline_accuracy,
         layers: sweep.layers.clone(),
     })
+}
+
+/// The sensitivity sweep of `session`'s weights on the worker's test split (read from beside
+/// the session's checkpoint when stored there, and stored there when computed).
+pub(crate) fn sweep(
+    worker: &Worker,
+    mut session: Session,
+    obs: &mut dyn BuildObserver,
+) -> Result<Arc<crate::explore::Sensitivity>, DataError> {
+    let id = worker.submit(session.sweep_job());
+    let event = wait(worker, id, obs, |_| {})?;
+    session.absorb(&event);
+    session
+        .sensitivity()
+        .cloned()
+        .ok_or_else(|| DataError::Worker("the sweep produced nothing".into()))
 }
 
 fn evaluate(

@@ -14,6 +14,7 @@ pub mod screenshot;
 pub mod study;
 pub mod train;
 pub mod tui;
+pub mod tune;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,10 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Per-layer table of what is in a .dcz file.
     Inspect(inspect::InspectArgs),
+    /// Search the per-layer plan (keep share, sharing bits, gap width) that makes the smallest
+    /// .dcz within an error budget, measured on held-out training images; write it as an
+    /// experiment and run it with `dcx compress` (the test set is read only then).
+    Tune(tune::TuneArgs),
     /// Figures of an experiment (PNG / SVG) for a report.
     Plot(plot::PlotArgs),
     /// Compare a training-time method with its control over several seeds: lottery-ticket,
@@ -75,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Eval(args)) => eval::run(cli.data.as_deref(), &args),
         Some(Command::Inspect(args)) => inspect::run(&args),
         Some(Command::Plot(args)) => plot::run(cli.data.as_deref(), &args),
+        Some(Command::Tune(args)) => tune::run(cli.data.as_deref(), &args),
         Some(Command::Study(args)) => study::run(cli.data.as_deref(), &args),
         Some(Command::Screenshot(args)) => screenshot::run(cli.data.as_deref(), &args),
         Some(Command::Lesson(args)) => lesson::run(cli.data.as_deref(), &args),

@@ -163,6 +163,28 @@ impl Mnist {
     }
 }
 
+impl Mnist {
+    /// The tuning view: its training set is the first `len - n` training images and its test
+    /// set the last `n` (a validation split carved from the training set), so whatever is
+    /// selected on it never sees the real test set. Training on the first `len - n` images
+    /// is what `train_limit = len - n` does on the full data. `None` when `n` leaves no
+    /// training image or is 0.
+    pub fn holdout(&self, n: usize) -> Option<Mnist> {
+        let kept = self.train.len.checked_sub(n).filter(|&k| k > 0 && n > 0)?;
+        let test = Split {
+            images: self.train.images[kept * PIXELS..].to_vec(),
+            labels: self.train.labels[kept..].to_vec(),
+            len: n,
+        };
+        let key = format!("{}:holdout:{n}", self.fingerprint);
+        Some(Mnist {
+            train: self.train.prefix(kept),
+            test,
+            fingerprint: short_hex(&Sha256::digest(key.as_bytes())),
+        })
+    }
+}
+
 fn short_hex(digest: &[u8]) -> String {
     hex::encode(&digest[..8])
 }
@@ -585,6 +607,25 @@ mod tests {
         assert_eq!(s.fingerprint, m.subset(7, 3).fingerprint);
         let all = m.subset(100, 100);
         assert_eq!(all, m);
+    }
+
+    #[test]
+    fn holdout_splits_the_training_set_and_never_holds_a_test_image() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 20, 8, true);
+        let m = Mnist::load(dir.path()).unwrap();
+        let h = m.holdout(5).unwrap();
+        assert_eq!((h.train.len, h.test.len), (15, 5));
+        assert_eq!(h.train.images, m.train.images[..15 * PIXELS]);
+        assert_eq!(h.test.images, m.train.images[15 * PIXELS..]);
+        assert_eq!(h.test.labels, m.train.labels[15..]);
+        assert_ne!(h.fingerprint, m.fingerprint);
+        assert_ne!(h.fingerprint, m.subset(15, 5).fingerprint);
+        assert_ne!(h.fingerprint, m.holdout(6).unwrap().fingerprint);
+        assert_eq!(h.fingerprint, m.holdout(5).unwrap().fingerprint);
+        assert_eq!(m.holdout(0), None);
+        assert_eq!(m.holdout(20), None);
+        assert_eq!(m.holdout(21), None);
     }
 
     #[test]

@@ -1,0 +1,288 @@
+//! `dcx tune`: search the per-layer plan that makes the smallest file within an accuracy
+//! budget, on a held-out part of the training set; then run the chosen plan with `dcx
+//! compress` on the real data, evaluate its file on the test set, and write the plan as an
+//! experiment.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use super::compress::CliPipeline;
+use super::progress::BarObserver;
+use crate::analysis::tune::{self, Budget, TuneOptions, TuneResult};
+use crate::experiment::Experiment;
+use crate::format::dcz;
+use crate::fsutil::write_atomic;
+use crate::model::ModelKind;
+use crate::model::train;
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("start").required(true).args(["model", "experiment"]))]
+#[command(group = clap::ArgGroup::new("budget").required(true).args(["max_error", "max_drop"]))]
+pub struct TuneArgs {
+    /// Start from this network (lenet-300-100, lenet-5, course-cnn) with the built-in
+    /// recipe: 5-bit sharing, three rounds of gradual pruning with masked retraining, centroid
+    /// fine-tuning.
+    #[arg(long)]
+    pub model: Option<ModelKind>,
+    /// Start from this experiment's recipe instead (its training, retraining, fine-tuning and
+    /// sharing settings; the search chooses each layer's keep share, bits and gap width).
+    #[arg(long, value_name = "FILE")]
+    pub experiment: Option<PathBuf>,
+    /// Budget: the largest error allowed on the held-out training images, in percent.
+    #[arg(long, value_name = "PCT")]
+    pub max_error: Option<f64>,
+    /// Budget: the most accuracy points allowed below the baseline's held-out accuracy.
+    #[arg(long, value_name = "POINTS")]
+    pub max_drop: Option<f64>,
+    /// The last N training images are held out: every choice is measured on them, never on
+    /// the test set (the baseline and every candidate train on the rest).
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub holdout: usize,
+    /// Whole pipeline runs the search may spend on candidate plans.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub candidates: usize,
+    /// Seed of the baseline's training (every later step's seed follows from it; default:
+    /// the recipe's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The experiment to write (default: out/tune-MODEL.toml); its name is the file's stem.
+    /// The chosen plan's `dcx compress` folder goes to out/NAME.
+    #[arg(long, value_name = "FILE.toml")]
+    pub out: Option<PathBuf>,
+}
+
+impl TuneArgs {
+    /// The starting recipe (with --seed applied) and the search's options; `Err` names the
+    /// option that is wrong.
+    fn resolve(&self) -> anyhow::Result<(Experiment, TuneOptions, PathBuf)> {
+        let mut start = match (&self.experiment, self.model) {
+            (Some(path), _) => Experiment::load(path)?,
+            (None, Some(model)) => tune::starting_recipe(model),
+            (None, None) => anyhow::bail!("give --model or --experiment"),
+        };
+        if let Some(seed) = self.seed {
+            start.train.seed = seed;
+        }
+        let out = self.out.clone().unwrap_or_else(|| {
+            PathBuf::from("out").join(format!("tune-{}.toml", start.model.name()))
+        });
+        if out.extension().is_none_or(|e| e != "toml") {
+            anyhow::bail!(
+                "--out: {} must end in .toml (it is an experiment file)",
+                out.display()
+            );
+        }
+        let name = out
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let budget = match (self.max_error, self.max_drop) {
+            (Some(e), None) => Budget::MaxError(e / 100.0),
+            (None, Some(d)) => Budget::MaxDrop(d / 100.0),
+            _ => anyhow::bail!("give one of --max-error and --max-drop"),
+        };
+        let opts = TuneOptions {
+            budget,
+            holdout: self.holdout,
+            candidates: self.candidates,
+            name: name.clone(),
+        };
+        opts.validate().map_err(anyhow::Error::msg)?;
+        tune::check_searchable(&start)?;
+        let mut named = start.clone();
+        named.name = name;
+        Experiment::parse(&named.to_toml(), "--out")
+            .map_err(|e| anyhow::anyhow!("--out: {}: {e}", out.display()))?;
+        Ok((start, opts, out))
+    }
+}
+
+pub fn run(data_dir: Option<&Path>, args: &TuneArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // Everything checked before the data is read, so a typo costs nothing.
+    let (start, opts, out) = args.resolve()?;
+    // Both outputs are checked before the search, which may take long.
+    let folder = PathBuf::from("out").join(out.file_stem().unwrap_or_default());
+    for (path, what) in [(&out, "a file"), (&folder, "a folder")] {
+        let wrong = match what {
+            "a file" => path.is_dir(),
+            _ => path.exists() && !path.is_dir(),
+        };
+        if wrong {
+            anyhow::bail!(
+                "--out: {} exists and is not {what}; the search writes {what} there",
+                path.display()
+            );
+        }
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            anyhow::anyhow!("--out: {}: cannot make its folder: {e}", out.display())
+        })?;
+    }
+    let data = super::data::load(data_dir)?;
+    let mut obs = CliPipeline {
+        bar: BarObserver::new(&format!("tune {}", start.model.name())),
+    };
+    let cache = crate::model::cache::cache_dir();
+    let result = tune::run(&start, &opts, &data, &cache, &mut obs)?;
+    obs.bar.finish();
+    let Some(result) = result.filter(|_| !obs.bar.interrupted()) else {
+        return Err(super::Interrupted(format!("nothing written to {}", out.display())).into());
+    };
+    let search_seconds = result.seconds;
+    print!("{}", table(&result));
+
+    // The chosen plan through `dcx compress` on the real data: the reproduction, and the only
+    // time the test set is read.
+    super::compress::run_experiment(data_dir, result.experiment.clone(), Some(folder.clone()))?;
+    let file = dcz::load(&folder.join("model.dcz"))?;
+    let net = file.model.to_net()?;
+    let test = train::evaluate(&net, &data.test)?;
+    let view = data
+        .holdout(opts.holdout)
+        .expect("the search made this view already");
+    let held = train::evaluate(&net, &view.test)?;
+    let chosen = &result.candidates[result.chosen];
+    let bytes = file.layout.total() as u64;
+    let summary = Summary {
+        bytes,
+        test_error: 1.0 - test.accuracy,
+        holdout_error: 1.0 - held.accuracy,
+        reproduced: bytes == chosen.bytes && held.accuracy == chosen.holdout_accuracy,
+        search_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    let text = format!(
+        "{}{}",
+        header(
+            &result,
+            &summary,
+            file.model
+                .layers
+                .iter()
+                .map(|l| 4 * (l.weight_count() + l.bias.len()) as u64)
+                .sum()
+        ),
+        result.experiment.to_toml()
+    );
+    write_atomic(&out, text.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    println!(
+        "chosen: {} bytes, test error {:.2}% from {} ({} test images), held-out error {:.2}%{}",
+        bytes,
+        summary.test_error * 100.0,
+        folder.join("model.dcz").display(),
+        test.total,
+        summary.holdout_error * 100.0,
+        if summary.reproduced {
+            ": the search's bytes and held-out accuracy, reproduced"
+        } else {
+            "; NOT the search's bytes and held-out accuracy (see the table)"
+        }
+    );
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// What the final `dcx compress` run measured.
+struct Summary {
+    bytes: u64,
+    test_error: f64,
+    holdout_error: f64,
+    /// The run on the real data gave the chosen candidate's bytes and held-out accuracy.
+    reproduced: bool,
+    search_seconds: f64,
+    total_seconds: f64,
+}
+
+/// Every candidate, one row each, the chosen one marked.
+fn table(r: &TuneResult) -> String {
+    let mut s = format!(
+        "baseline held-out accuracy {:.2}% on {} images (trained on the first {}); the budget asks for at least {:.2}%\n",
+        r.baseline_holdout_accuracy * 100.0,
+        r.holdout,
+        r.train_images,
+        r.floor * 100.0
+    );
+    s += &format!(
+        "  # | {:<28} | {:<24} | {:<14} | {:<14} | {:>7} | {:>8}\n",
+        "candidate",
+        format!("keep % ({})", r.layers.join("/")),
+        "bits",
+        "index bits",
+        "bytes",
+        "held-out"
+    );
+    for (i, c) in r.candidates.iter().enumerate() {
+        let join = |v: Vec<String>| v.join("/");
+        s += &format!(
+            "{}{:>2} | {:<28} | {:<24} | {:<14} | {:<14} | {:>7} | {:>7.2}%{}\n",
+            if i == r.chosen { "*" } else { " " },
+            i + 1,
+            c.label,
+            join(c.keep.iter().map(|k| pct(*k)).collect()),
+            join(c.bits.iter().map(u8::to_string).collect()),
+            join(c.index_bits.iter().map(u8::to_string).collect()),
+            c.bytes,
+            c.holdout_accuracy * 100.0,
+            if c.within_budget { "" } else { " over" }
+        );
+    }
+    s += &format!("{} pipeline runs in {:.0} s; * chosen\n", r.runs, r.seconds);
+    s
+}
+
+fn pct(keep: f32) -> String {
+    let s = format!("{:.1}", keep * 100.0);
+    s.trim_end_matches(".0").to_string()
+}
+
+/// The comment the written experiment starts with: what was measured, and how.
+fn header(r: &TuneResult, s: &Summary, dense: u64) -> String {
+    let mut h = format!(
+        "# Found by `dcx tune` (budget: held-out accuracy at least {:.2}%; baseline {:.2}%).\n\
+         # Measured: {} bytes ({:.1}x the {} bytes of dense f32 weights and biases), test error {:.2}% from\n\
+         # the file, held-out error {:.2}% ({} training images held out; the baseline and every\n\
+         # step train on the first {}). Seeds: train {}, share {}. The search: {} pipeline runs,\n\
+         # {:.0} s; with the final `dcx compress` {:.0} s. `dcx compress` of this file on the\n\
+         # real data {}.\n#\n\
+         # The candidates (held-out accuracy; keep % / bits / gap bits per layer: {}):\n",
+        r.floor * 100.0,
+        r.baseline_holdout_accuracy * 100.0,
+        s.bytes,
+        crate::pipeline::size::ratio(dense, s.bytes),
+        dense,
+        s.test_error * 100.0,
+        s.holdout_error * 100.0,
+        r.holdout,
+        r.train_images,
+        r.experiment.train.seed,
+        r.experiment.share.seed,
+        r.runs,
+        s.search_seconds,
+        s.total_seconds,
+        if s.reproduced {
+            "gave the search's bytes and held-out accuracy"
+        } else {
+            "did NOT give the search's bytes and held-out accuracy"
+        },
+        r.layers.join(", ")
+    );
+    for (i, c) in r.candidates.iter().enumerate() {
+        let join = |v: Vec<String>| v.join(" ");
+        h += &format!(
+            "# {}{:>2} {:<28} keep {:<22} bits {:<10} gaps {:<10} {:>7} B {:.2}%\n",
+            if i == r.chosen { "*" } else { " " },
+            i + 1,
+            c.label,
+            join(c.keep.iter().map(|k| pct(*k)).collect()),
+            join(c.bits.iter().map(u8::to_string).collect()),
+            join(c.index_bits.iter().map(u8::to_string).collect()),
+            c.bytes,
+            c.holdout_accuracy * 100.0
+        );
+    }
+    h + "\n"
+}
