@@ -429,11 +429,16 @@ impl Controller {
             run.todo.push_back(Todo::Seal(step));
         }
         run.step = target;
+        // The whole text too: where the panel has no room for it (a small screen), the status
+        // bar's cut message points to the log, which shows all of it.
+        let step = &run.lesson.steps[target];
+        let text: Vec<&str> = step.text.split_whitespace().collect();
         let said = format!(
-            "lesson step {}/{}: {}",
+            "lesson step {}/{}: {}. {}",
             target + 1,
             run.lesson.steps.len(),
-            run.lesson.steps[target].title
+            step.title,
+            text.join(" ").replace('*', "")
         );
         self.app.say(said);
         if changed {
