@@ -5,11 +5,14 @@
 use std::sync::Arc;
 
 use super::{Session, next_version};
+use crate::experiment::RecipeStep;
 use crate::explore::ExploreError;
 use crate::explore::history::HistoryPoint;
 use crate::explore::layer::{LayerKey, LayerSetting, LayerSource};
 use crate::explore::plan::PlanKey;
 use crate::explore::worker::{Event, Tuned};
+use crate::pipeline::layer::LayerState;
+use crate::pipeline::structure::Activity;
 
 impl Session {
     /// Takes in what the worker reports: layer results, sizes, estimates, evaluations
@@ -115,24 +118,40 @@ impl Session {
                 "trained weights from another session".into(),
             ));
         }
-        let sources = tuned
-            .layers
-            .iter()
+        // Weights trained from a rewind's are still a ticket; from the checkpoint's, not.
+        self.rewound &= tuned.plan.iter().any(|s| s.finetuned);
+        self.use_trained(
+            tuned.layers.clone(),
+            Some(Arc::new(tuned.activity.clone())),
+            tuned.recipe.clone(),
+        )
+    }
+
+    /// Makes `states` every layer's trained source, with what was measured of them and the
+    /// recipe that made them, and switches `finetuned` on for every layer (one undo step).
+    pub(super) fn use_trained(
+        &mut self,
+        states: Vec<LayerState>,
+        activity: Option<Arc<Activity>>,
+        recipe: Vec<RecipeStep>,
+    ) -> Result<(), ExploreError> {
+        let sources = states
+            .into_iter()
             .enumerate()
             .map(|(l, state)| {
                 LayerSource::new(
                     l,
                     next_version(),
                     self.arch.layers[l].clone(),
-                    state.clone(),
+                    state,
                     Some(&self.base[l]),
                 )
                 .map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.tuned = sources.into_iter().map(Some).collect();
-        self.tuned_activity = Some(Arc::new(tuned.activity.clone()));
-        self.tuned_recipe = tuned.recipe.clone();
+        self.tuned_activity = activity;
+        self.tuned_recipe = recipe;
         let plan = self
             .plan
             .iter()

@@ -4,12 +4,9 @@
 //! retraining (`p`) then trains the ticket; the rounds of an experiment's `[lottery]` section
 //! are this, repeated.
 
-use std::sync::Arc;
-
-use super::{Session, next_version};
+use super::Session;
 use crate::compress::prune::PruneRule;
 use crate::explore::ExploreError;
-use crate::explore::layer::{LayerSetting, LayerSource};
 use crate::pipeline::layer::{LayerState, masked};
 use crate::pipeline::lottery::Values;
 
@@ -68,34 +65,10 @@ impl Session {
                 unit_rule: None,
             });
         }
-        let sources = states
-            .into_iter()
-            .enumerate()
-            .map(|(l, state)| {
-                LayerSource::new(
-                    l,
-                    next_version(),
-                    self.arch.layers[l].clone(),
-                    state,
-                    Some(&self.base[l]),
-                )
-                .map(Arc::new)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.tuned = sources.into_iter().map(Some).collect();
-        // Activations were measured on trained weights; these have not been trained.
-        self.tuned_activity = None;
-        self.tuned_recipe.clear();
+        // Activations were measured on trained weights; these have not been trained, and no
+        // recipe step made them.
+        self.use_trained(states, None, Vec::new())?;
         self.rewound = true;
-        let plan = self
-            .plan
-            .iter()
-            .map(|s| LayerSetting {
-                plan: s.plan,
-                finetuned: true,
-            })
-            .collect();
-        self.commit(plan, None);
         Ok(())
     }
 
