@@ -399,6 +399,70 @@ per_channel = true
     }
 }
 
+/// A built-in's file lists its stages too, so a decoder needs no table of built-ins; an older
+/// file that only names the built-in still reads the same in both readers, and the built-in's
+/// name over other stages is refused by both.
+#[test]
+fn a_built_in_file_lists_its_stages_and_older_files_that_only_name_it_still_read() {
+    if python3_missing() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = format!(
+        r#"name = "decoder-builtin"
+model = "lenet-300-100"
+[defaults]
+prune = {{ keep = 0.1 }}
+bits = 4
+{TRAIN}"#
+    );
+    let file = compress(cache.path(), dir.path(), "builtin", &builtin);
+    let (_, _, written) = read_metadata(Path::new(&file));
+    assert_eq!(written["model"], "lenet-300-100");
+    let types: Vec<&str> = written["network"]
+        .as_array()
+        .expect("a built-in's file lists its stages")
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["flatten", "fc", "relu", "fc", "relu", "fc"]);
+    decoder_agrees_with_dcx_on(cache.path(), dir.path(), "builtin", &file);
+
+    let older = dir.path().join("builtin-named-only.dcz");
+    std::fs::write(
+        &older,
+        with_metadata(Path::new(&file), |m| {
+            m.as_object_mut().unwrap().remove("network");
+        }),
+    )
+    .unwrap();
+    let older = older.display().to_string();
+    decoder_agrees_with_dcx_on(cache.path(), dir.path(), "builtin-older", &older);
+
+    let other = dir.path().join("builtin-other-stages.dcz");
+    std::fs::write(
+        &other,
+        with_metadata(Path::new(&file), |m| {
+            m["network"].as_array_mut().unwrap().remove(2);
+        }),
+    )
+    .unwrap();
+    let other = other.display().to_string();
+    let out = dcx(cache.path())
+        .args(["inspect", &other])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dcx inspect read it");
+    let says = "'lenet-300-100' is a built-in network: its network must be the built-in's stages";
+    assert!(err.contains(&other) && err.contains(says), "{err}");
+    let out = decoder(&[&other]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&other) && err.contains(says), "{err}");
+}
+
 /// Strided convolutions (stride 2 with and without padding, then stride 3) trained for a few
 /// batches: `dcx eval` on the file gives the accuracy the compress run measured in memory,
 /// the file lists each stride other than 1, and the decoder computes the same convolutions.

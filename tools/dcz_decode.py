@@ -48,8 +48,8 @@ def fc(name, outputs):
 
 RELU, MAX_POOL, FLATTEN = {"type": "relu"}, {"type": "max-pool"}, {"type": "flatten"}
 
-# The three built-in networks ("Running the network" in the doc) as the stages a `network`
-# key would list; their files name them in `model` and have no `network` key.
+# The three built-in networks ("Running the network" in the doc) as the stages their files'
+# `network` key lists; files written before that key was name them in `model` alone.
 BUILTIN_NETWORKS = {
     "lenet-300-100": [FLATTEN, fc("fc1", 300), RELU, fc("fc2", 100), RELU, fc("fc3", 10)],
     # Caffe's LeNet: no ReLU after the convolutions.
@@ -67,6 +67,17 @@ STAGE_KEYS = {
     "max-pool": (set(), {"size"}),
     "flatten": (set(), set()),
 }
+
+
+def with_defaults(stages):
+    """The stages with every optional key at its value (what an absent key means), so two
+    spellings of one network compare equal; anything else is left for network_layers."""
+    defaults = {"conv": {"padding": 0, "stride": 1}, "max-pool": {"size": 2}}
+    if not isinstance(stages, list):
+        return stages
+    return [{**defaults.get(s["type"], {}), **s}
+            if isinstance(s, dict) and isinstance(s.get("type"), str) else s
+            for s in stages]
 
 
 def valid_name(text):
@@ -579,10 +590,14 @@ def decode_file(data, name="file"):
         raise DczError(f"{name}: metadata model, experiment and writer must be strings")
     model = meta["model"]
     if "network" in meta:
-        if model in BUILTIN_NETWORKS or not valid_name(model):
-            raise DczError(f"{name}: metadata model {model!r} with a network: the name of a "
-                           "built-in or not 1 to 64 letters, digits, '-', '_' or '.'")
         stages = meta["network"]
+        if model in BUILTIN_NETWORKS:
+            if with_defaults(stages) != with_defaults(BUILTIN_NETWORKS[model]):
+                raise DczError(f"{name}: metadata model {model!r} is a built-in network: its "
+                               "network must be the built-in's stages")
+        elif not valid_name(model):
+            raise DczError(f"{name}: metadata model {model!r} with a network: not 1 to 64 "
+                           "letters, digits, '-', '_' or '.'")
     elif model in BUILTIN_NETWORKS:
         stages = BUILTIN_NETWORKS[model]
     else:

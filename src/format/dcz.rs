@@ -41,8 +41,9 @@ pub enum DczError {
 struct Metadata {
     /// A built-in network's name, or the name of the network `network` describes.
     model: String,
-    /// The stages of a network an experiment defined; absent for a built-in (whose files
-    /// are the bytes they always were).
+    /// The network's stages in order, so a reader needs nothing but the file to run it.
+    /// Always written; files of a built-in written before it was have none, and their `model`
+    /// names the built-in whose stages are meant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     network: Option<Vec<StageSpec>>,
     layers: Vec<LayerMeta>,
@@ -138,13 +139,13 @@ fn header(model: &CompressedModel) -> Vec<u8> {
 }
 
 fn metadata(model: &CompressedModel) -> Vec<u8> {
-    let (name, network) = match ModelRef::of(&model.arch) {
-        ModelRef::Builtin(kind) => (kind.name().to_string(), None),
-        ModelRef::Defined(spec) => (spec.name, Some(spec.layers)),
+    let spec = match ModelRef::of(&model.arch) {
+        ModelRef::Builtin(kind) => NetworkSpec::builtin(kind),
+        ModelRef::Defined(spec) => spec,
     };
     let meta = Metadata {
-        model: name,
-        network,
+        model: spec.name,
+        network: Some(spec.layers),
         layers: model
             .layers
             .iter()
@@ -482,14 +483,17 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
     })
 }
 
-/// The network a file's `network` stages describe. A built-in is named, never described, so
-/// each network has one form in a file; and a file holds the network inference runs, so
-/// batch-norm (folded into the layer before it when written) and dropout are refused.
+/// The network a file's `network` stages describe. A built-in's name means its own stages
+/// and no others, so a name never runs two networks; and a file holds the network inference
+/// runs, so batch-norm (folded into the layer before it when written) and dropout are refused.
 fn network_arch(model: &str, stages: &[StageSpec]) -> Result<crate::model::Arch, String> {
-    if model.parse::<ModelKind>().is_ok() {
-        return Err(format!(
-            "model '{model}' is a built-in network: its file names it and has no network key"
-        ));
+    if let Ok(kind) = model.parse::<ModelKind>() {
+        if stages != NetworkSpec::builtin(kind).layers.as_slice() {
+            return Err(format!(
+                "model '{model}' is a built-in network: its network must be the built-in's stages"
+            ));
+        }
+        return Ok(kind.arch());
     }
     for (i, stage) in stages.iter().enumerate() {
         let kind = match stage {
@@ -1131,10 +1135,39 @@ mod tests {
         let meta = metadata_json(&bytes);
         assert_eq!(meta["network"], strided_stages());
         assert_eq!(from_bytes(&bytes).unwrap().model, strided);
-        // A built-in is named only: its files are the bytes they were before networks.
-        let builtin = metadata_json(&file_bytes(&random_model(1, 0.1)).0);
-        assert_eq!(builtin["model"], "lenet-300-100");
-        assert!(builtin.get("network").is_none(), "{builtin}");
+    }
+
+    #[test]
+    fn a_built_in_is_named_and_its_stages_written_so_the_file_alone_runs_it() {
+        let model = random_model(1, 0.1);
+        let (bytes, _) = file_bytes(&model);
+        let meta = metadata_json(&bytes);
+        assert_eq!(meta["model"], "lenet-300-100");
+        assert_eq!(
+            meta["network"],
+            serde_json::json!([
+                {"type": "flatten"}, {"type": "fc", "name": "fc1", "outputs": 300},
+                {"type": "relu"}, {"type": "fc", "name": "fc2", "outputs": 100},
+                {"type": "relu"}, {"type": "fc", "name": "fc3", "outputs": 10}
+            ])
+        );
+        let read = from_bytes(&bytes).unwrap().model;
+        assert_eq!(read, model);
+        assert_eq!(read.arch.builtin, Some(ModelKind::Lenet300100));
+        // Files written before the stages were: the name alone means the built-in's.
+        let named_only = with_metadata(&bytes, |m| {
+            m.as_object_mut().unwrap().remove("network");
+        });
+        assert_eq!(from_bytes(&named_only).unwrap().model, model);
+        // A built-in's name with other stages would run another network under its name.
+        let other = with_metadata(&bytes, |m| {
+            m["network"].as_array_mut().unwrap().remove(2);
+        });
+        let err = from_bytes(&other).unwrap_err();
+        assert!(
+            err.contains("model 'lenet-300-100' is a built-in network: its network must be the built-in's stages"),
+            "{err}"
+        );
     }
 
     #[test]
