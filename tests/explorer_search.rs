@@ -143,6 +143,12 @@ fn a_searches_the_plan_plots_each_candidate_and_writes_and_applies_the_chosen_on
     // The chosen plan, written where the export writes, re-reads as the search's experiment.
     assert_eq!(files(exports.path()), std::slice::from_ref(&path));
     let written = Experiment::load(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("# Found by the explorer's plan search")
+            && text.contains(&format!("#   dcx compress {}\n", path.display())),
+        "{text}"
+    );
     assert_eq!(written, result.experiment);
     let chosen = &result.candidates[result.chosen];
     for (l, plan) in written.layer_plans().iter().enumerate() {

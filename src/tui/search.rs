@@ -200,7 +200,11 @@ impl SearchJob {
             news = true;
             match m {
                 Message::Stage(s) => {
-                    self.stage = s.trim_start_matches("tune: ").to_string();
+                    // The search's own steps; a candidate's pipeline stages (prune, retrain,
+                    // share) only restart the training progress.
+                    if let Some(step) = s.strip_prefix("tune: ") {
+                        self.stage = step.to_string();
+                    }
                     self.fraction = 0.0;
                     self.epoch = None;
                 }

@@ -16,6 +16,9 @@ use crate::tui::search::{Polled, SearchJob, budget_words};
 use crate::tui::ui::grouped;
 use crate::tui::view::JobView;
 
+/// Characters of the search's stage the status line shows.
+const STAGE_SHOWN: usize = 36;
+
 impl Controller {
     /// What `a` would search now: the session's recipe (its training, retraining and
     /// fine-tuning settings) with the current plan's layer settings, the options, and the
@@ -133,10 +136,17 @@ impl Controller {
             .epoch
             .map(|(e, n)| format!(" · epoch {e}/{n}"))
             .unwrap_or_default();
+        // Cut so that the detail still fits at 80 columns (a detail too long is not shown).
+        let stage = if job.stage.chars().count() > STAGE_SHOWN {
+            let head: String = job.stage.chars().take(STAGE_SHOWN - 1).collect();
+            format!("{}…", head.trim_end())
+        } else {
+            job.stage.clone()
+        };
         Some(JobView {
             label: "plan search".into(),
             fraction: job.fraction,
-            detail: format!("{}{epoch}", job.stage),
+            detail: format!("{stage}{epoch}"),
             then: Vec::new(),
         })
     }
@@ -154,7 +164,7 @@ impl Controller {
         }
         self.app.say(match written {
             Ok(path) => format!(
-                "plan search done: {} B at {:.2}% held-out accuracy (baseline {:.2}%, candidate {} of {}) written to {p}; `dcx compress {p}` reproduces it",
+                "plan search done: wrote {p}, {} B at {:.2}% held-out accuracy (baseline {:.2}%, candidate {} of {}); `dcx compress {p}` reproduces it",
                 grouped(chosen.bytes),
                 100.0 * chosen.holdout_accuracy,
                 100.0 * result.baseline_holdout_accuracy,
@@ -192,7 +202,8 @@ impl Controller {
             "# Found by the explorer's plan search (a), the search of `dcx tune`, in {} pipeline runs:\n\
              # {} bytes at a held-out accuracy of {:.2}% (baseline {:.2}%; the budget asks for at\n\
              # least {:.2}%), on the last {} training images; the baseline and every step train on\n\
-             # the first {}. `dcx compress {}` reproduces that file and measures its test accuracy.\n\n{}",
+             # the first {}. This reproduces that file and measures its test accuracy:\n\
+             #   dcx compress {}\n\n{}",
             result.runs,
             chosen.bytes,
             100.0 * chosen.holdout_accuracy,
