@@ -118,8 +118,8 @@ fn frames(
     }
 }
 
-/// Stops the background work (the controller's drop cancels every job and joins the worker
-/// and the figure thread), waiting at most `limit`.
+/// Stops the background work (the controller's drop cancels every job and joins the worker,
+/// the figure thread and the plan search), waiting at most `limit`.
 fn stop_within(ctl: Controller, limit: Duration) {
     let (done, stopped) = std::sync::mpsc::channel();
     let stopper = std::thread::Builder::new()
