@@ -110,6 +110,8 @@ fn lenet5_view() -> ViewModel {
             paper: Some((39.0, 99.26)),
             runs: Vec::new(),
             run_training: Vec::new(),
+            tune: Vec::new(),
+            tune_chosen: None,
         },
         baseline: 0.9929,
         accuracy: Accuracy::Exact(0.9925),
@@ -120,6 +122,7 @@ fn lenet5_view() -> ViewModel {
             paths: vec![("sparse".into(), 1.6)],
             fresh: true,
         }),
+        searching: false,
     }
 }
 
@@ -916,4 +919,33 @@ fn the_lesson_list_opens_the_highlighted_lesson() {
         vec![Effect::LessonStep(1)]
     );
     assert_eq!(app.update(Action::LessonReset), vec![Effect::LessonReset]);
+}
+
+/// The plan search's candidates on the accuracy-vs-compression chart: their own series
+/// (held-out accuracy), the chosen one marked, while the search runs in the status line.
+#[test]
+fn search_candidates_on_the_accuracy_vs_compression_chart_80x24() {
+    let mut view = lenet5_view();
+    view.curves.tune = vec![(30.0, 99.1), (52.0, 98.9), (61.0, 98.2), (44.0, 99.0)];
+    view.curves.tune_chosen = Some((52.0, 98.9));
+    view.job = Some(JobView {
+        label: "plan search".into(),
+        fraction: 0.5,
+        detail:
+            "candidate 5 (fewer bits): keep 66% / 12% / 8% / 19%, bits 8 / 5 / 4 / 5 · epoch 1/2"
+                .into(),
+        then: Vec::new(),
+    });
+    view.searching = true;
+    let mut app = app_without_color(view);
+    app.update(Action::NextCurve);
+    assert_eq!(app.curve_tab, CurveTab::History);
+    let screen = render(&app, 80, 24);
+    let text = screen_text(&screen);
+    assert!(text.contains("search (held-out)"), "{text}");
+    assert!(text.contains("plan search"), "{text}");
+    insta::assert_snapshot!(screen.backend());
+    // Esc stops the search rather than asking to quit.
+    assert_eq!(app.update(Action::Back), vec![Effect::StopSearch]);
+    assert_eq!(app.mode, Mode::Normal);
 }

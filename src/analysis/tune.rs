@@ -191,6 +191,19 @@ pub fn run(
     cache_dir: &Path,
     obs: &mut dyn PipelineObserver,
 ) -> anyhow::Result<Option<TuneResult>> {
+    run_heard(start, opts, data, cache_dir, obs, &mut |_| {})
+}
+
+/// [`run`], telling `measured` each candidate as soon as it is measured (in the order of
+/// [`TuneResult::candidates`]), so a screen can plot the search while it runs.
+pub fn run_heard(
+    start: &Experiment,
+    opts: &TuneOptions,
+    data: &Mnist,
+    cache_dir: &Path,
+    obs: &mut dyn PipelineObserver,
+    measured: &mut dyn FnMut(&Candidate),
+) -> anyhow::Result<Option<TuneResult>> {
     opts.validate().map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let view = Arc::new(data.holdout(opts.holdout).ok_or_else(|| {
@@ -274,6 +287,7 @@ pub fn run(
         candidates: Vec::new(),
         best: None,
         runs: 0,
+        measured,
     };
     // Keep two runs for the bit search unless no run is within budget yet.
     let allocation_runs = opts.candidates.saturating_sub(2).max(1);
@@ -346,11 +360,13 @@ pub fn run(
 }
 
 /// The search prunes by keep shares and shares by k-means: a recipe that does something else
-/// (fixed grids, structured pruning, a recipe of explicit steps) is not one it can vary.
+/// (fixed grids, structured pruning, a recipe of explicit steps) is not one it can vary. The
+/// message names no option: the command line and the explorer each say where the recipe came
+/// from.
 pub fn check_searchable(exp: &Experiment) -> anyhow::Result<()> {
     if !exp.steps.is_empty() || exp.dsd.is_some() || exp.lottery.is_some() || exp.from_scratch {
         anyhow::bail!(
-            "--experiment: the search varies a [retrain] / [finetune] recipe; [[step]], [dsd], [lottery] and from_scratch recipes are not searched"
+            "the search varies a [retrain] / [finetune] recipe; [[step]], [dsd], [lottery] and from_scratch recipes are not searched"
         );
     }
     if let Some(p) = exp
@@ -359,7 +375,7 @@ pub fn check_searchable(exp: &Experiment) -> anyhow::Result<()> {
         .find(|p| p.quantizer != Quantizer::KMeans || p.structured.is_some())
     {
         anyhow::bail!(
-            "--experiment: the search shares weights by k-means and prunes single weights; a layer plan with quantizer '{}'{} is not searched",
+            "the search shares weights by k-means and prunes single weights; a layer plan with quantizer '{}'{} is not searched",
             p.quantizer.name(),
             if p.structured.is_some() {
                 " and structured pruning"
@@ -528,9 +544,15 @@ struct Search<'a> {
     /// The smallest run within budget, and its file's model.
     best: Option<(Candidate, CompressedModel)>,
     runs: usize,
+    measured: &'a mut dyn FnMut(&Candidate),
 }
 
 impl Search<'_> {
+    fn record(&mut self, c: Candidate) {
+        (self.measured)(&c);
+        self.candidates.push(c);
+    }
+
     /// The template with these per-layer settings.
     fn experiment(&self, keep: &[f32], bits: &[u8], index_bits: &[u8]) -> Experiment {
         let mut exp = self.template.clone();
@@ -594,11 +616,11 @@ impl Search<'_> {
                 "over budget"
             }
         ));
-        self.candidates.push(ran.clone());
+        self.record(ran.clone());
         let (recoded, model) = self.recode(&ran, &result.model)?;
         let within = recoded.within_budget;
         let smallest = if recoded.bytes < ran.bytes {
-            self.candidates.push(recoded.clone());
+            self.record(recoded.clone());
             (recoded, model)
         } else {
             (ran, result.model)

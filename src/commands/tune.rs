@@ -90,7 +90,7 @@ impl TuneArgs {
             name: name.clone(),
         };
         opts.validate().map_err(anyhow::Error::msg)?;
-        tune::check_searchable(&start)?;
+        tune::check_searchable(&start).map_err(|e| anyhow::anyhow!("--experiment: {e}"))?;
         let mut named = start.clone();
         named.name = name;
         Experiment::parse(&named.to_toml(), "--out")

@@ -109,6 +109,10 @@ pub enum Effect {
     Redo,
     Retrain,
     Finetune,
+    /// Start the plan search (`dcx tune`'s) from the current plan and recipe.
+    Search,
+    /// Stop the running plan search; it writes nothing.
+    StopSearch,
     Sweep,
     Export,
     Screenshot,
@@ -359,6 +363,7 @@ impl App {
             }
             Action::Retrain => return vec![Effect::Retrain],
             Action::Finetune => return vec![Effect::Finetune],
+            Action::Search => return vec![Effect::Search],
             Action::Sweep => return vec![Effect::Sweep],
             Action::Undo => return vec![Effect::Undo],
             Action::Redo => return vec![Effect::Redo],
@@ -387,6 +392,8 @@ impl App {
             Action::Lessons => return vec![Effect::ListLessons],
             Action::LessonStep(d) => return vec![Effect::LessonStep(d)],
             Action::LessonReset => return vec![Effect::LessonReset],
+            // The search is the long job: Esc stops it without leaving (Ctrl-C still asks).
+            Action::Back if self.view.searching => return vec![Effect::StopSearch],
             Action::Back | Action::Interrupt => return self.request_quit(),
             Action::Suspend => return vec![Effect::Suspend],
             Action::SelectRow(row) => {
@@ -586,6 +593,25 @@ mod tests {
         b.update(Action::Interrupt);
         assert_eq!(b.update(Action::Char('y')), vec![Effect::Quit]);
         assert!(b.should_quit);
+    }
+
+    #[test]
+    fn escape_stops_a_search_before_it_asks_to_quit() {
+        let mut a = app(1);
+        assert_eq!(a.update(Action::Search), vec![Effect::Search]);
+        a.view.searching = true;
+        a.view.job = Some(JobView {
+            label: "plan search".into(),
+            fraction: 0.5,
+            detail: String::new(),
+            then: Vec::new(),
+        });
+        assert_eq!(a.update(Action::Back), vec![Effect::StopSearch]);
+        assert_eq!(a.mode, Mode::Normal);
+        assert!(!a.should_quit);
+        // Ctrl-C still asks, as with any running work.
+        assert!(a.update(Action::Interrupt).is_empty());
+        assert_eq!(a.mode, Mode::ConfirmQuit);
     }
 
     #[test]

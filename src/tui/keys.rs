@@ -33,6 +33,8 @@ pub enum Action {
     ToggleApplyAll,
     Retrain,
     Finetune,
+    /// Search the per-layer plan automatically (`dcx tune`'s search) in the background.
+    Search,
     Sweep,
     Undo,
     Redo,
@@ -251,13 +253,13 @@ pub const BINDINGS: &[Binding] = &[
     },
     Binding {
         context: Context::Main,
-        triggers: &[(key('p'), Action::Retrain)],
-        help: "masked retraining (background)",
+        triggers: &[(key('p'), Action::Retrain), (key('f'), Action::Finetune)],
+        help: "masked retraining / centroid fine-tuning (background)",
     },
     Binding {
         context: Context::Main,
-        triggers: &[(key('f'), Action::Finetune)],
-        help: "fine-tune under the quantizer (background)",
+        triggers: &[(key('a'), Action::Search)],
+        help: "search the plan (dcx tune) in the background; Esc stops it",
     },
     Binding {
         context: Context::Main,
@@ -348,7 +350,7 @@ pub const BINDINGS: &[Binding] = &[
             (code(KeyCode::Esc), Action::Back),
             (ctrl('c'), Action::Interrupt),
         ],
-        help: "quit (asks if work is running)",
+        help: "quit (asks if work is running); Esc / q stop a search first",
     },
     Binding {
         context: Context::Main,
@@ -485,6 +487,8 @@ pub(crate) const HINTS: &[(&[Trigger], &str)] = &[
     (&[key('p')], "retrain"),
     (&[key('f')], "tune"),
     (&[key('e')], "export"),
+    // Before quit, so the first to give way on a narrow screen (export stays at 80 columns).
+    (&[key('a')], "search"),
     (&[key('q')], "quit"),
 ];
 
@@ -724,6 +728,7 @@ mod tests {
         Action::ToggleApplyAll,
         Action::Retrain,
         Action::Finetune,
+        Action::Search,
         Action::Sweep,
         Action::Undo,
         Action::Redo,
@@ -781,6 +786,7 @@ mod tests {
                 | Action::ToggleApplyAll
                 | Action::Retrain
                 | Action::Finetune
+                | Action::Search
                 | Action::Sweep
                 | Action::Undo
                 | Action::Redo
@@ -944,7 +950,12 @@ mod tests {
             }
         }
         assert!(hint_line(200).starts_with(" ? help  ←→ threshold  +/- bits"));
-        assert!(hint_line(200).ends_with("e export  q quit"));
+        assert!(hint_line(200).ends_with("e export  a search  q quit"));
+        assert!(
+            hint_line(80).ends_with("e export  q quit"),
+            "{}",
+            hint_line(80)
+        );
         let narrow = hint_line(60);
         assert!(narrow.chars().count() <= 60, "{narrow}");
         assert!(
@@ -982,6 +993,7 @@ mod tests {
         assert_eq!(label(SCRUB_UP_BIG), "Shift-←/→ H");
         assert_eq!(label(Action::Redo), "u Ctrl-r");
         assert_eq!(label(Action::Interrupt), "q Esc Ctrl-c");
+        assert_eq!(label(Action::Finetune), "p f");
         assert_eq!(label(Action::SelectRow(0)), "click");
     }
 

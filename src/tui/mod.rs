@@ -1,7 +1,8 @@
 //! The explorer TUI: state (`app`), key map (`keys`), what is shown (`view`, built from the
 //! explore session by `present`), drawing (`ui`), colours (`theme`), the terminal (`terminal`)
-//! and the `controller` that connects them to the background worker. Events and worker
-//! messages go through `App::update`; `ui::draw` only reads the state.
+//! and the `controller` that connects them to the background worker and to the plan search
+//! (`search`). Events and worker messages go through `App::update`; `ui::draw` only reads the
+//! state.
 
 pub mod app;
 pub mod controller;
@@ -9,6 +10,7 @@ pub mod figures;
 pub(crate) mod glossary;
 pub mod keys;
 pub(crate) mod present;
+pub mod search;
 pub(crate) mod signals;
 pub mod terminal;
 pub mod theme;
@@ -116,8 +118,8 @@ fn frames(
     }
 }
 
-/// Stops the background work (the controller's drop cancels every job and joins the worker
-/// and the figure thread), waiting at most `limit`.
+/// Stops the background work (the controller's drop cancels every job and joins the worker,
+/// the figure thread and the plan search), waiting at most `limit`.
 fn stop_within(ctl: Controller, limit: Duration) {
     let (done, stopped) = std::sync::mpsc::channel();
     let stopper = std::thread::Builder::new()

@@ -21,6 +21,10 @@ pub(crate) struct Extras<'a> {
     pub job: Option<JobView>,
     /// The checkpoint's test accuracy from its training record, until the worker measures it.
     pub baseline: Option<f64>,
+    /// The plan search's candidates so far, and the index of the chosen one once it is done.
+    pub tune: &'a [crate::analysis::tune::Candidate],
+    pub tune_chosen: Option<usize>,
+    pub searching: bool,
 }
 
 pub(crate) fn view_model(session: &Session, selected: usize, extras: &Extras) -> ViewModel {
@@ -31,7 +35,7 @@ pub(crate) fn view_model(session: &Session, selected: usize, extras: &Extras) ->
     ViewModel {
         model: session.model().to_string(),
         histogram: histogram(session, selected),
-        curves: curves(session, selected, extras),
+        curves: curves(session, selected, extras, totals.dense_bytes),
         layers,
         totals,
         baseline: baseline(session, extras),
@@ -59,6 +63,7 @@ pub(crate) fn view_model(session: &Session, selected: usize, extras: &Extras) ->
                 fresh,
             })
         }),
+        searching: extras.searching,
     }
 }
 
@@ -178,7 +183,9 @@ fn histogram(session: &Session, l: usize) -> HistogramView {
     }
 }
 
-fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
+/// `dense_bytes`: the network's dense size, which every plan's ratio divides (the search's
+/// candidates are plans of the same network).
+fn curves(session: &Session, l: usize, extras: &Extras, dense_bytes: u64) -> CurvesView {
     let sensitivity_units = session
         .sensitivity()
         .and_then(|s| s.layers.get(l))
@@ -265,7 +272,19 @@ fn curves(session: &Session, l: usize, extras: &Extras) -> CurvesView {
             points: r.training.clone(),
         })
         .collect();
+    // Held-out accuracy, at the ratio the history computes for a plan of these file bytes.
+    let tune_point = |c: &crate::analysis::tune::Candidate| {
+        (
+            crate::pipeline::size::ratio(dense_bytes, c.bytes),
+            100.0 * c.holdout_accuracy,
+        )
+    };
     CurvesView {
+        tune: extras.tune.iter().map(tune_point).collect(),
+        tune_chosen: extras
+            .tune_chosen
+            .and_then(|i| extras.tune.get(i))
+            .map(tune_point),
         runs,
         run_training,
         training: extras.training.clone(),

@@ -116,6 +116,12 @@ pub struct CurvesView {
     pub runs: Vec<(String, (f64, f64))>,
     /// Those runs' training curves (accuracy % per epoch of retraining and fine-tuning).
     pub run_training: Vec<Curve>,
+    /// The plan search's candidates (`a`): (compression ratio, accuracy %). Their accuracy is
+    /// on held-out training images, not the test set, so they are a series of their own and
+    /// no part of the Pareto front of tried plans.
+    pub tune: Vec<(f64, f64)>,
+    /// The candidate the search chose, once it is done.
+    pub tune_chosen: Option<(f64, f64)>,
 }
 
 /// Accuracy of the current plan as the engine refines it.
@@ -169,6 +175,8 @@ pub struct ViewModel {
     pub activation_bits: Option<u8>,
     /// The plan's measured batch-1 speed against dense (`None`: not measured yet).
     pub speed: Option<SpeedView>,
+    /// A plan search runs: Esc stops it rather than asking to quit.
+    pub searching: bool,
 }
 
 /// Batch-1 latency of the plan's network, measured in the background.
@@ -194,6 +202,7 @@ impl Default for ViewModel {
             job: None,
             activation_bits: None,
             speed: None,
+            searching: false,
         }
     }
 }

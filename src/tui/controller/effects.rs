@@ -24,6 +24,9 @@ impl Controller {
             if let Some(f) = &self.figures {
                 f.cancel();
             }
+            if let Some(s) = &self.search {
+                s.cancel();
+            }
             return Ok(());
         }
         if effect == Effect::Suspend {
@@ -192,6 +195,14 @@ impl Controller {
             }
             Effect::Finetune => {
                 self.start_training(JobKind::FineTune);
+                false
+            }
+            Effect::Search => {
+                self.start_search();
+                false
+            }
+            Effect::StopSearch => {
+                self.stop_search();
                 false
             }
             Effect::Sweep if session.sensitivity().is_some() => {

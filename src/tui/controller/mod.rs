@@ -8,6 +8,7 @@ mod events;
 mod explain;
 mod export;
 mod lesson;
+mod plan_search;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use super::app::{App, Mode};
 use super::figures::FigureJob;
 use super::keys::{self, Action};
 use super::present::{self, Extras};
+use super::search::{SearchJob, SearchSettings};
 use super::ui;
 use super::view::{Curve, JobView};
 use crate::data::Mnist;
@@ -105,6 +107,17 @@ pub struct Controller {
     /// The lesson open beside the explorer, and one waiting for the baseline.
     lesson: Option<lesson::LessonRun>,
     pending_lesson: Option<OpenLesson>,
+    /// Where baselines are cached (the search trains its own there).
+    cache_dir: PathBuf,
+    /// What `a` searches with.
+    search_settings: SearchSettings,
+    /// The running plan search.
+    search: Option<SearchJob>,
+    /// The last search's candidates, and the chosen one once it ended.
+    search_candidates: Vec<crate::analysis::tune::Candidate>,
+    search_chosen: Option<usize>,
+    /// The last search's result.
+    searched: Option<crate::analysis::tune::TuneResult>,
     dirty: bool,
 }
 
@@ -117,7 +130,7 @@ impl Controller {
         worker.submit(Job::Train(BaselineRequest {
             model: model.clone(),
             config: setup.template.train.clone(),
-            cache_dir: setup.cache_dir,
+            cache_dir: setup.cache_dir.clone(),
             retrain: false,
             distill: setup.template.distill.clone(),
         }));
@@ -155,8 +168,30 @@ impl Controller {
             lesson_start: setup.lesson_start,
             lesson: None,
             pending_lesson: setup.lesson,
+            cache_dir: setup.cache_dir,
+            search_settings: SearchSettings::default(),
+            search: None,
+            search_candidates: Vec::new(),
+            search_chosen: None,
+            searched: None,
             dirty: true,
         })
+    }
+
+    /// What `a` searches with from now on (tests and small data sets: fewer runs, another
+    /// budget).
+    pub fn set_search_settings(&mut self, settings: SearchSettings) {
+        self.search_settings = settings;
+    }
+
+    /// The last plan search's result, once one ended with a plan.
+    pub fn searched(&self) -> Option<&crate::analysis::tune::TuneResult> {
+        self.searched.as_ref()
+    }
+
+    /// Whether a plan search runs.
+    pub fn searching(&self) -> bool {
+        self.search.is_some()
     }
 
     pub fn session(&self) -> Option<&Session> {
@@ -252,6 +287,7 @@ impl Controller {
             self.on_worker(event);
         }
         any |= self.poll_figures();
+        any |= self.poll_search();
         if any {
             self.dirty = true;
             self.refresh();
@@ -264,36 +300,38 @@ impl Controller {
 
     /// Rebuilds the view model from the session and the running jobs.
     pub(crate) fn refresh(&mut self) {
-        let job = self
-            .running
-            .values()
-            .filter(|r| r.kind != JobKind::Train)
-            .max_by_key(|r| priority(r.kind))
-            .map(|r| {
-                // Training keys pressed while one trains wait their turn: name them.
-                let then = if matches!(r.kind, JobKind::Retrain | JobKind::FineTune) {
-                    self.queued_training
-                        .iter()
-                        .map(|&k| label(k).to_string())
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                JobView {
-                    label: label(r.kind).into(),
-                    fraction: r.fraction,
-                    detail: r.detail.clone(),
-                    then,
-                }
-            })
-            .or_else(|| {
-                self.figures.as_ref().map(|f| JobView {
-                    label: "figures".into(),
-                    fraction: f.fraction,
-                    detail: f.stage.clone(),
-                    then: Vec::new(),
+        // The search first: the longest job, and the one Esc stops.
+        let job = self.search_view().or_else(|| {
+            self.running
+                .values()
+                .filter(|r| r.kind != JobKind::Train)
+                .max_by_key(|r| priority(r.kind))
+                .map(|r| {
+                    // Training keys pressed while one trains wait their turn: name them.
+                    let then = if matches!(r.kind, JobKind::Retrain | JobKind::FineTune) {
+                        self.queued_training
+                            .iter()
+                            .map(|&k| label(k).to_string())
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    JobView {
+                        label: label(r.kind).into(),
+                        fraction: r.fraction,
+                        detail: r.detail.clone(),
+                        then,
+                    }
                 })
-            });
+                .or_else(|| {
+                    self.figures.as_ref().map(|f| JobView {
+                        label: "figures".into(),
+                        fraction: f.fraction,
+                        detail: f.stage.clone(),
+                        then: Vec::new(),
+                    })
+                })
+        });
         let Some(session) = self.session.as_ref() else {
             self.app.view.job = job;
             return;
@@ -303,6 +341,9 @@ impl Controller {
             training: self.curves.clone(),
             job,
             baseline: self.baseline_eval.map(|e| e.accuracy),
+            tune: &self.search_candidates,
+            tune_chosen: self.search_chosen,
+            searching: self.search.is_some(),
         };
         self.app.view = present::view_model(session, self.app.selected, &extras);
         let n = self.app.view.layers.len().max(1);

@@ -83,12 +83,20 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
             }
         }
         CurveTab::History => {
+            // The search's names first: they are the news while it runs, and their accuracy
+            // is another kind (held-out), which a cut title must not leave unsaid.
+            if !c.tune.is_empty() {
+                name("▄ search (held-out)".into(), theme.series(1));
+            }
+            if c.tune_chosen.is_some() {
+                name("█ chosen".into(), theme.good());
+            }
             if !c.history.is_empty() {
                 name("⠶ tried".into(), theme.series(0));
                 name("━ Pareto".into(), theme.series(2));
-                if c.paper.is_some() {
-                    name("• paper".into(), theme.bad());
-                }
+            }
+            if !c.history.is_empty() && c.paper.is_some() {
+                name("• paper".into(), theme.bad());
             }
             for (i, (label, _)) in c.runs.iter().enumerate() {
                 name(format!("█ {label}"), theme.series(3 + i));
@@ -183,12 +191,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
             );
         }
         CurveTab::History => {
-            if c.history.is_empty() {
+            if c.history.is_empty() && c.tune.is_empty() {
                 return empty(frame, " every evaluated plan lands here");
             }
             let paper: Vec<(f64, f64)> = c.paper.into_iter().collect();
+            let chosen: Vec<(f64, f64)> = c.tune_chosen.into_iter().collect();
             let runs: Vec<[(f64, f64); 1]> = c.runs.iter().map(|(_, p)| [*p]).collect();
-            let mut all: Vec<&[(f64, f64)]> = vec![&c.history, &paper];
+            let mut all: Vec<&[(f64, f64)]> = vec![&c.history, &paper, &c.tune];
             all.extend(runs.iter().map(|r| &r[..]));
             let (xb, yb) = bounds(&all, 0.1);
             let mut sets = vec![
@@ -219,6 +228,28 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, focused: bo
                         .data(&paper),
                 );
             }
+            // The search's candidates: held-out accuracy, so beside the tried plans' test
+            // accuracy, never on their front; the chosen one over them.
+            sets.push(
+                Dataset::default()
+                    .name("search (held-out)")
+                    .marker(if app.lecture {
+                        Marker::Block
+                    } else {
+                        Marker::Bar
+                    })
+                    .graph_type(GraphType::Scatter)
+                    .style(theme.series(1))
+                    .data(&c.tune),
+            );
+            sets.push(
+                Dataset::default()
+                    .name("chosen")
+                    .marker(Marker::Block)
+                    .graph_type(GraphType::Scatter)
+                    .style(theme.good())
+                    .data(&chosen),
+            );
             // Finished runs on disk, each under its own name (a block: one point each).
             for (i, ((label, _), point)) in c.runs.iter().zip(&runs).enumerate() {
                 sets.push(
