@@ -265,19 +265,25 @@ pub fn run_heard(
     let arch = net.arch.clone();
     let share = ShareParams::of(&template);
     let plans = template.layer_plans();
-    let options: Vec<Vec<LayerOption>> = (0..arch.layers.len())
-        .map(|l| {
-            layer_options(
-                l,
-                &arch.layers[l],
-                &weights[l],
-                &plans[l],
-                share,
-                |s| sweep.accuracy_at(l, s),
-                sweep.baseline_accuracy,
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let mut options: Vec<Vec<LayerOption>> = Vec::with_capacity(arch.layers.len());
+    for l in 0..arch.layers.len() {
+        let stop = || obs.should_stop();
+        let Some(layer) = layer_options(
+            l,
+            &arch.layers[l],
+            &weights[l],
+            &plans[l],
+            share,
+            |s| {
+                sweep.baseline_accuracy - sweep.accuracy_at(l, s).unwrap_or(sweep.baseline_accuracy)
+            },
+            &stop,
+        )?
+        else {
+            return Ok(None);
+        };
+        options.push(layer);
+    }
 
     let mut search = Search {
         template,
@@ -407,30 +413,32 @@ fn layer_options(
     (w, b): &(Vec<f32>, Vec<f32>),
     plan: &LayerPlan,
     share: ShareParams,
-    accuracy_at: impl Fn(f64) -> Option<f64>,
-    baseline: f64,
-) -> anyhow::Result<Vec<LayerOption>> {
+    drop_at: impl Fn(f64) -> f64,
+    stop: &dyn Fn() -> bool,
+) -> anyhow::Result<Option<Vec<LayerOption>>> {
     let state = LayerState::dense(w.clone(), b.clone());
     let mut worst = 0.0f64;
-    KEEPS
-        .iter()
-        .map(|&keep| {
-            let plan = LayerPlan {
-                prune: PruneRule::Keep(keep),
-                ..*plan
-            };
-            let shared = state.share(l, spec, &plan, share, None);
-            let (index_bits, bytes) = cheapest_coding(&shared.compressed, share.max_code_len)?;
-            let acc = accuracy_at(1.0 - f64::from(keep)).unwrap_or(baseline);
-            worst = worst.max(baseline - acc);
-            Ok(LayerOption {
-                keep,
-                drop: worst,
-                bytes,
-                index_bits,
-            })
-        })
-        .collect()
+    let mut options = Vec::with_capacity(KEEPS.len());
+    // Sharing a large layer at every share takes seconds: a stop is heard between shares.
+    for &keep in &KEEPS {
+        if stop() {
+            return Ok(None);
+        }
+        let plan = LayerPlan {
+            prune: PruneRule::Keep(keep),
+            ..*plan
+        };
+        let shared = state.share(l, spec, &plan, share, None);
+        let (index_bits, bytes) = cheapest_coding(&shared.compressed, share.max_code_len)?;
+        worst = worst.max(drop_at(1.0 - f64::from(keep)));
+        options.push(LayerOption {
+            keep,
+            drop: worst,
+            bytes,
+            index_bits,
+        });
+    }
+    Ok(Some(options))
 }
 
 /// The gap width that makes `layer`'s file section smallest, and that section's bytes.
@@ -927,14 +935,20 @@ mod tests {
             max_code_len: 16,
         };
         // A noisy curve: the drop at 50% pruned is below the one at 30%.
-        let acc = |s: f64| {
-            Some(if (0.25..0.35).contains(&s) {
-                0.90
+        let drop = |s: f64| {
+            if (0.25..0.35).contains(&s) {
+                0.05
             } else {
-                0.95 - s / 10.0
-            })
+                s / 10.0
+            }
         };
-        let opts = layer_options(1, &spec, &(w, b), &plan, share, acc, 0.95).unwrap();
+        let weights = (w, b);
+        let opts = layer_options(1, &spec, &weights, &plan, share, drop, &|| false)
+            .unwrap()
+            .expect("nothing stops it");
+        // A stop is heard before the first share is coded.
+        let stopped = layer_options(1, &spec, &weights, &plan, share, drop, &|| true).unwrap();
+        assert!(stopped.is_none());
         assert_eq!(opts.len(), KEEPS.len());
         for pair in opts.windows(2) {
             assert!(pair[1].drop >= pair[0].drop, "{pair:?}");
