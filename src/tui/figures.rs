@@ -6,9 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
 
 use crate::analysis::{self, BuildObserver, BuildOptions, Inputs};
 use crate::data::Mnist;
@@ -16,6 +13,8 @@ use crate::experiment::Experiment;
 use crate::model::checkpoint;
 use crate::pipeline::CompressionReport;
 use crate::plot::{self, PlotOptions};
+
+use super::background::{Background, Link, Next};
 
 /// The file an export folder holds while its figures are not all drawn.
 pub(crate) const PENDING: &str = "FIGURES-NOT-DRAWN-YET.txt";
@@ -31,25 +30,22 @@ pub(crate) struct FigureJob {
     pub dir: PathBuf,
     pub stage: String,
     pub fraction: f64,
-    messages: Receiver<Message>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Dropping the job stops it and waits for it, so a hidden folder is never left half
+    /// drawn by a process that exits next.
+    job: Background<Message>,
 }
 
-struct Reporter {
-    tx: Sender<Message>,
-    stop: Arc<AtomicBool>,
-}
+struct Reporter(Link<Message>);
 
 impl BuildObserver for Reporter {
     fn stage(&mut self, description: &str) {
-        let _ = self.tx.send(Message::Stage(description.to_string()));
+        self.0.send(Message::Stage(description.to_string()));
     }
     fn progress(&mut self, fraction: f64) {
-        let _ = self.tx.send(Message::Progress(fraction));
+        self.0.send(Message::Progress(fraction));
     }
     fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.0.should_stop()
     }
 }
 
@@ -63,12 +59,6 @@ impl FigureJob {
         report: CompressionReport,
         data: Arc<Mnist>,
     ) -> FigureJob {
-        let (tx, messages) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut reporter = Reporter {
-            tx: tx.clone(),
-            stop: Arc::clone(&stop),
-        };
         let out = dir.join("figures");
         // Says, until the figures are in place, that they are not: a folder whose drawing was
         // stopped (or killed) tells its reader so, and how to finish it.
@@ -81,43 +71,35 @@ impl FigureJob {
             dir.display()
         );
         let _ = crate::fsutil::write_atomic(&marker, note.as_bytes());
-        let spawned = std::thread::Builder::new()
-            .name("dcx-figures".into())
-            .spawn(move || {
+        let job = Background::spawn(
+            "dcx-figures",
+            |e| Message::Done(Err(e)),
+            move |link| {
+                let mut reporter = Reporter(link);
                 let done = figures(&out, &experiment, &report, data, &mut reporter);
                 if done.is_ok() {
                     let _ = std::fs::remove_file(&marker);
                 }
-                let _ = tx.send(Message::Done(done.map_err(|e| format!("{e:#}"))));
-            });
-        let mut job = FigureJob {
+                reporter
+                    .0
+                    .send(Message::Done(done.map_err(|e| format!("{e:#}"))));
+            },
+        );
+        FigureJob {
             dir,
             stage: "figures".into(),
             fraction: 0.0,
-            messages,
-            stop,
-            thread: None,
-        };
-        match spawned {
-            Ok(thread) => job.thread = Some(thread),
-            Err(e) => {
-                // The receiver reports it on the first poll.
-                let (tx, rx) = mpsc::channel();
-                let _ = tx.send(Message::Done(Err(format!("cannot start a thread: {e}"))));
-                job.messages = rx;
-            }
+            job,
         }
-        job
     }
 
     /// Takes in progress; returns the outcome once the job is done.
     pub(crate) fn poll(&mut self) -> Option<Result<Vec<PathBuf>, String>> {
         loop {
-            let m = match self.messages.try_recv() {
-                Ok(m) => m,
-                Err(mpsc::TryRecvError::Empty) => return None,
-                // The thread ended without a word: it panicked.
-                Err(mpsc::TryRecvError::Disconnected) => {
+            let m = match self.job.next() {
+                Next::Message(m) => m,
+                Next::Empty => return None,
+                Next::Ended => {
                     return Some(Err("the figure thread stopped unexpectedly".into()));
                 }
             };
@@ -133,18 +115,7 @@ impl FigureJob {
     }
 
     pub fn cancel(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for FigureJob {
-    /// Stops the job and waits for it: the process may exit next, and a thread killed between
-    /// its writes would leave its hidden folder behind.
-    fn drop(&mut self) {
-        self.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.job.cancel();
     }
 }
 

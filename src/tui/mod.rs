@@ -5,6 +5,7 @@
 //! state.
 
 pub mod app;
+pub(crate) mod background;
 pub mod controller;
 pub mod figures;
 pub(crate) mod glossary;

@@ -5,15 +5,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
 
 use crate::analysis::tune::{self, Budget, Candidate, TuneOptions, TuneResult};
 use crate::data::Mnist;
 use crate::experiment::Experiment;
 use crate::model::train::{Observer, Progress};
 use crate::pipeline::PipelineObserver;
+
+use super::background::{Background, Link, Next};
 
 /// What `a` searches with: `dcx tune`'s defaults, except where the data is small.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,30 +99,26 @@ pub(crate) struct SearchJob {
     pub epoch: Option<(usize, usize)>,
     /// Every candidate measured so far, in the order the result lists them.
     pub candidates: Vec<Candidate>,
-    messages: Receiver<Message>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Dropping the job stops the search and waits for it: its baseline may be being written
+    /// to the cache.
+    job: Background<Message>,
 }
 
-struct Reporter {
-    tx: Sender<Message>,
-    stop: Arc<AtomicBool>,
-}
+struct Reporter(Link<Message>);
 
 impl Observer for Reporter {
     fn progress(&mut self, p: &Progress) {
-        let _ = self
-            .tx
+        self.0
             .send(Message::Progress(p.fraction(), p.epoch + 1, p.epochs));
     }
     fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.0.should_stop()
     }
 }
 
 impl PipelineObserver for Reporter {
     fn stage(&mut self, description: &str) {
-        let _ = self.tx.send(Message::Stage(description.to_string()));
+        self.0.send(Message::Stage(description.to_string()));
     }
 }
 
@@ -137,17 +132,13 @@ impl SearchJob {
         cache_dir: PathBuf,
         path: PathBuf,
     ) -> SearchJob {
-        let (tx, messages) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut reporter = Reporter {
-            tx: tx.clone(),
-            stop: Arc::clone(&stop),
-        };
         let opts = options.clone();
-        let spawned = std::thread::Builder::new()
-            .name("dcx-search".into())
-            .spawn(move || {
-                let heard = tx.clone();
+        let job = Background::spawn(
+            "dcx-search",
+            |e| Message::Done(Err(e)),
+            move |link| {
+                let heard = link.tx.clone();
+                let mut reporter = Reporter(link);
                 let done =
                     tune::run_heard(&start, &opts, &data, &cache_dir, &mut reporter, &mut |c| {
                         let _ = heard.send(Message::Candidate(c.clone()));
@@ -160,40 +151,28 @@ impl SearchJob {
                     Err(_) if stopped => Ok(None),
                     Err(e) => Err(format!("{e:#}")),
                 };
-                let _ = tx.send(Message::Done(done));
-            });
-        let mut job = SearchJob {
+                reporter.0.send(Message::Done(done));
+            },
+        );
+        SearchJob {
             path,
             options,
             stage: "starting".into(),
             fraction: 0.0,
             epoch: None,
             candidates: Vec::new(),
-            messages,
-            stop,
-            thread: None,
-        };
-        match spawned {
-            Ok(thread) => job.thread = Some(thread),
-            Err(e) => {
-                let (tx, rx) = mpsc::channel();
-                let _ = tx.send(Message::Done(Err(format!("cannot start a thread: {e}"))));
-                job.messages = rx;
-            }
+            job,
         }
-        job
     }
 
     /// Takes in what the search said since the last poll.
     pub(crate) fn poll(&mut self) -> Polled {
         let mut news = false;
         loop {
-            let m = match self.messages.try_recv() {
-                Ok(m) => m,
-                Err(mpsc::TryRecvError::Empty) => {
-                    return if news { Polled::News } else { Polled::Nothing };
-                }
-                Err(mpsc::TryRecvError::Disconnected) => {
+            let m = match self.job.next() {
+                Next::Message(m) => m,
+                Next::Empty => return if news { Polled::News } else { Polled::Nothing },
+                Next::Ended => {
                     return Polled::Done(Err("the search thread stopped unexpectedly".into()));
                 }
             };
@@ -219,17 +198,7 @@ impl SearchJob {
     }
 
     pub fn cancel(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for SearchJob {
-    /// Stops the search and waits for it: its baseline may be being written to the cache.
-    fn drop(&mut self) {
-        self.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.job.cancel();
     }
 }
 
