@@ -101,7 +101,10 @@ fn a_searches_the_plan_plots_each_candidate_and_writes_and_applies_the_chosen_on
     assert_eq!(path, exports.path().join("tune-lenet-300-100-001.toml"));
     assert_eq!(options.name, "tune-lenet-300-100-001");
 
+    // `a` asks the budget; Enter alone keeps the last one (here the settings' 5 points).
     ctl.act(Action::Search);
+    assert!(!ctl.searching());
+    ctl.act(Action::Submit);
     assert!(ctl.searching());
     let message = ctl.app.message().unwrap().to_string();
     assert!(
@@ -207,8 +210,16 @@ fn esc_stops_the_search_and_nothing_is_written() {
     let exports = tempfile::tempdir().unwrap();
     let mut ctl = explorer(cache.path(), exports.path());
     let before = ctl.session().unwrap().plan().to_vec();
+    // A typed budget is the search's.
     ctl.act(Action::Search);
+    ctl.act(Action::Char('3'));
+    ctl.act(Action::Submit);
     assert!(ctl.searching());
+    let message = ctl.app.message().unwrap().to_string();
+    assert!(
+        message.contains("at most 3 points below the baseline's held-out accuracy"),
+        "{message}"
+    );
     ctl.act(Action::Back);
     assert!(
         !ctl.app.should_quit,
@@ -237,6 +248,7 @@ fn a_plan_the_search_cannot_vary_is_refused_with_the_reason() {
     // Q: the first layer on a uniform grid, which the search (k-means only) does not vary.
     ctl.act(Action::CycleQuantizer);
     ctl.act(Action::Search);
+    ctl.act(Action::Submit);
     assert!(!ctl.searching());
     let message = ctl.app.message().unwrap().to_string();
     assert!(

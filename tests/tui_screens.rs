@@ -949,3 +949,22 @@ fn search_candidates_on_the_accuracy_vs_compression_chart_80x24() {
     assert_eq!(app.update(Action::Back), vec![Effect::StopSearch]);
     assert_eq!(app.mode, Mode::Normal);
 }
+
+/// `a` asks the search's budget first: what to type, what Enter alone does; the typed text
+/// shows as it is typed, at the smallest size the prompt is drawn for and a usual one.
+#[test]
+fn the_search_budget_prompt_60x20_and_80x24() {
+    let mut app = app_without_color(lenet5_view());
+    assert!(app.update(Action::Search).is_empty());
+    for c in "0.8%".chars() {
+        app.update(Action::Char(c));
+    }
+    assert_eq!(app.mode, Mode::EditBudget("0.8%".into()));
+    for (w, h) in [(60, 20), (80, 24)] {
+        let screen = render(&app, w, h);
+        let text = screen_text(&screen);
+        assert!(text.contains("plan search budget"), "{text}");
+        assert!(text.contains("0.8%▏"), "{text}");
+        insta::assert_snapshot!(format!("search_budget_{w}x{h}"), screen.backend());
+    }
+}

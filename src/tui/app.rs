@@ -5,6 +5,7 @@
 use super::keys::Action;
 use super::theme::Colors;
 use super::view::{LessonChoice, LessonPanel, TrainingView, ViewModel};
+use crate::analysis::tune::Budget;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,8 @@ pub enum Mode {
     Messages,
     /// Typing an exact threshold for the selected layer.
     EditThreshold(String),
+    /// Typing the plan search's budget before it starts.
+    EditBudget(String),
     /// Background work is running; quitting would discard it.
     ConfirmQuit,
     /// The list of lessons (`App::lesson_choices`), this one highlighted.
@@ -109,8 +112,9 @@ pub enum Effect {
     Redo,
     Retrain,
     Finetune,
-    /// Start the plan search (`dcx tune`'s) from the current plan and recipe.
-    Search,
+    /// Start the plan search (`dcx tune`'s) from the current plan and recipe, within this
+    /// budget (`None`: the last one, at first 0.15 points below the baseline).
+    Search(Option<Budget>),
     /// Stop the running plan search; it writes nothing.
     StopSearch,
     Sweep,
@@ -317,6 +321,40 @@ impl App {
                 Action::Interrupt => self.request_quit(),
                 _ => Vec::new(),
             },
+            Mode::EditBudget(mut text) => match action {
+                Action::Suspend => vec![Effect::Suspend],
+                Action::Char(c) if !c.is_control() && text.chars().count() < MAX_PROMPT => {
+                    text.push(c);
+                    self.mode = Mode::EditBudget(text);
+                    Vec::new()
+                }
+                Action::Backspace => {
+                    text.pop();
+                    self.mode = Mode::EditBudget(text);
+                    Vec::new()
+                }
+                Action::Submit => {
+                    self.mode = Mode::Normal;
+                    if text.trim().is_empty() {
+                        return vec![Effect::Search(None)];
+                    }
+                    match parse_budget(&text) {
+                        Some(budget) => vec![Effect::Search(Some(budget))],
+                        None => {
+                            self.say(format!(
+                                "'{text}' is not a budget: points below the baseline's held-out accuracy (0.15), or a held-out error (0.8%)"
+                            ));
+                            Vec::new()
+                        }
+                    }
+                }
+                Action::Back => {
+                    self.mode = Mode::Normal;
+                    Vec::new()
+                }
+                Action::Interrupt => self.request_quit(),
+                _ => Vec::new(),
+            },
             Mode::Normal => self.normal(action),
         }
     }
@@ -363,7 +401,9 @@ impl App {
             }
             Action::Retrain => return vec![Effect::Retrain],
             Action::Finetune => return vec![Effect::Finetune],
-            Action::Search => return vec![Effect::Search],
+            // While one runs, `a` only hears that it runs.
+            Action::Search if self.view.searching => return vec![Effect::Search(None)],
+            Action::Search => self.mode = Mode::EditBudget(String::new()),
             Action::Sweep => return vec![Effect::Sweep],
             Action::Undo => return vec![Effect::Undo],
             Action::Redo => return vec![Effect::Redo],
@@ -466,6 +506,25 @@ pub(crate) fn parse_prune_input(text: &str) -> Option<PruneInput> {
             .then_some(PruneInput::Keep(1.0 - p / 100.0));
     }
     number(&t).filter(|&v| v >= 0.0).map(PruneInput::Threshold)
+}
+
+/// Reads the search budget prompt: `0.15` (or `0.15 points`) is a held-out accuracy at most
+/// 0.15 points below the baseline's; `0.8%` is a held-out error of at most 0.8%. `None` for
+/// anything else, a drop of 100 points or more and an error outside (0, 100) included.
+pub(crate) fn parse_budget(text: &str) -> Option<Budget> {
+    let t = text.trim().to_ascii_lowercase();
+    let number = |s: &str| s.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+    if let Some(e) = t.strip_suffix('%').and_then(number) {
+        return (e > 0.0 && e < 100.0).then_some(Budget::MaxError(e / 100.0));
+    }
+    let points = t
+        .strip_suffix("points")
+        .or_else(|| t.strip_suffix("point"))
+        .or_else(|| t.strip_suffix("pt"))
+        .unwrap_or(&t);
+    number(points)
+        .filter(|d| (0.0..100.0).contains(d))
+        .map(|d| Budget::MaxDrop(d / 100.0))
 }
 
 #[cfg(test)]
@@ -596,10 +655,42 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_prompt_reads_points_or_an_error_and_refuses_the_rest() {
+        assert_eq!(parse_budget("0.15"), Some(Budget::MaxDrop(0.0015)));
+        assert_eq!(parse_budget(" 0.5 points"), Some(Budget::MaxDrop(0.005)));
+        assert_eq!(parse_budget("0pt"), Some(Budget::MaxDrop(0.0)));
+        assert_eq!(parse_budget("0.8%"), Some(Budget::MaxError(0.008)));
+        for bad in ["", "abc", "-1", "100", "0%", "100%", "nan", "inf%", "1e400"] {
+            assert_eq!(parse_budget(bad), None, "{bad}");
+        }
+        let mut a = app(1);
+        a.update(Action::Search);
+        for c in "0.8%".chars() {
+            a.update(Action::Char(c));
+        }
+        assert_eq!(
+            a.update(Action::Submit),
+            vec![Effect::Search(Some(Budget::MaxError(0.008)))]
+        );
+        a.update(Action::Search);
+        a.update(Action::Char('x'));
+        assert!(a.update(Action::Submit).is_empty());
+        assert!(a.message().unwrap().contains("'x' is not a budget"));
+        a.update(Action::Search);
+        assert!(a.update(Action::Back).is_empty());
+        assert_eq!(a.mode, Mode::Normal);
+    }
+
+    #[test]
     fn escape_stops_a_search_before_it_asks_to_quit() {
         let mut a = app(1);
-        assert_eq!(a.update(Action::Search), vec![Effect::Search]);
+        assert!(a.update(Action::Search).is_empty());
+        assert_eq!(a.mode, Mode::EditBudget(String::new()));
+        assert_eq!(a.update(Action::Submit), vec![Effect::Search(None)]);
         a.view.searching = true;
+        // While it runs, `a` asks nothing: the controller says it runs.
+        assert_eq!(a.update(Action::Search), vec![Effect::Search(None)]);
+        assert_eq!(a.mode, Mode::Normal);
         a.view.job = Some(JobView {
             label: "plan search".into(),
             fraction: 0.5,

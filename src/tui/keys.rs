@@ -259,7 +259,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         context: Context::Main,
         triggers: &[(key('a'), Action::Search)],
-        help: "search the plan (dcx tune) in the background; Esc stops it",
+        help: "search the plan (dcx tune): asks a budget; Esc stops it",
     },
     Binding {
         context: Context::Main,

@@ -197,8 +197,8 @@ impl Controller {
                 self.start_training(JobKind::FineTune);
                 false
             }
-            Effect::Search => {
-                self.start_search();
+            Effect::Search(budget) => {
+                self.start_search(budget);
                 false
             }
             Effect::StopSearch => {

@@ -207,7 +207,9 @@ impl Controller {
     pub(crate) fn on_terminal(&mut self, event: TermEvent) {
         let action = match event {
             TermEvent::Key(key) => match self.app.mode {
-                Mode::EditThreshold(_) | Mode::ConfirmQuit => keys::input_key(key),
+                Mode::EditThreshold(_) | Mode::EditBudget(_) | Mode::ConfirmQuit => {
+                    keys::input_key(key)
+                }
                 _ => keys::normal_key(key),
             },
             TermEvent::Mouse(m) => keys::mouse(m),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Controller;
-use crate::analysis::tune::{self, TuneOptions, TuneResult};
+use crate::analysis::tune::{self, Budget, TuneOptions, TuneResult};
 use crate::experiment::{Experiment, LayerOverrides, PruneRule};
 use crate::explore::export;
 use crate::explore::layer::LayerSetting;
@@ -59,11 +59,15 @@ impl Controller {
         Ok((start, options, path))
     }
 
-    pub(super) fn start_search(&mut self) {
+    /// Starts the search within `budget`, which stays for the next `a`; `None`: the last one.
+    pub(super) fn start_search(&mut self, budget: Option<Budget>) {
         if self.search.is_some() {
             self.app
                 .say("a plan search is running: Esc stops it (it writes nothing then)".into());
             return;
+        }
+        if let Some(budget) = budget {
+            self.search_settings.budget = budget;
         }
         let (start, options, path) = match self.search_request() {
             Ok(r) => r,

@@ -150,12 +150,13 @@ fn draw_explorer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     status::hints(app, frame, hints, &theme);
 }
 
-/// The help, the threshold prompt, the quit question or the lessons over the main screen.
+/// The help, a prompt, the quit question or the lessons over the main screen.
 fn overlay(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     match &app.mode {
         Mode::Help => overlay::help(app, frame, area, theme),
         Mode::Messages => overlay::messages(app, frame, area, theme),
         Mode::EditThreshold(text) => overlay::edit(app, frame, area, theme, text),
+        Mode::EditBudget(text) => overlay::budget(frame, area, theme, text),
         Mode::ConfirmQuit => overlay::confirm_quit(app, frame, area, theme),
         Mode::Lessons(at) => overlay::lessons(app, frame, area, theme, *at),
         Mode::Normal => {}

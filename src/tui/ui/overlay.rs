@@ -235,6 +235,38 @@ pub fn edit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme, text: &str)
     boxed(frame, centered(area, 44, 8), "threshold", lines, theme);
 }
 
+/// The plan search's budget, asked when `a` starts it.
+pub(crate) fn budget(frame: &mut Frame, area: Rect, theme: &Theme, text: &str) {
+    let lines = vec![
+        Line::from(Span::styled(
+            " search the smallest plan within a budget on",
+            theme.text(),
+        )),
+        Line::from(Span::styled(
+            " held-out training images: type",
+            theme.text(),
+        )),
+        Line::from(Span::styled(
+            " points below the baseline (0.15) or",
+            theme.text(),
+        )),
+        Line::from(Span::styled(" a held-out error (0.8%)", theme.text())),
+        Line::from(Span::styled(
+            " Enter alone: the last budget (0.15 at first)",
+            theme.dim(),
+        )),
+        Line::from(Span::styled(format!(" {text}▏"), theme.centroid())),
+        Line::from(Span::styled(" Enter starts it, Esc cancels", theme.dim())),
+    ];
+    boxed(
+        frame,
+        centered(area, 48, 9),
+        "plan search budget",
+        lines,
+        theme,
+    );
+}
+
 pub(crate) fn confirm_quit(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let job = app.view.job.as_ref().map_or("work", |j| j.label.as_str());
     let lines = vec![
