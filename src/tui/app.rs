@@ -281,81 +281,83 @@ impl App {
                     Vec::new()
                 }
             },
-            Mode::EditThreshold(mut text) => match action {
-                Action::Suspend => vec![Effect::Suspend],
-                Action::Char(c) if !c.is_control() && text.chars().count() < MAX_PROMPT => {
-                    text.push(c);
-                    self.mode = Mode::EditThreshold(text);
-                    Vec::new()
-                }
-                Action::Backspace => {
-                    text.pop();
-                    self.mode = Mode::EditThreshold(text);
-                    Vec::new()
-                }
-                Action::Submit => {
-                    self.mode = Mode::Normal;
-                    match parse_prune_input(&text) {
-                        Some(PruneInput::Threshold(value)) => self
-                            .layers()
-                            .into_iter()
-                            .map(|layer| Effect::SetThreshold { layer, value })
-                            .collect(),
-                        Some(PruneInput::Keep(keep)) => self
-                            .layers()
-                            .into_iter()
-                            .map(|layer| Effect::SetKeep { layer, keep })
-                            .collect(),
-                        None => {
-                            self.say(format!(
-                                "'{text}' is not a threshold (0.05), a kept % (8%) or a pruned % (92% pruned)"
-                            ));
-                            Vec::new()
-                        }
-                    }
-                }
-                Action::Back => {
-                    self.mode = Mode::Normal;
-                    Vec::new()
-                }
-                Action::Interrupt => self.request_quit(),
-                _ => Vec::new(),
-            },
-            Mode::EditBudget(mut text) => match action {
-                Action::Suspend => vec![Effect::Suspend],
-                Action::Char(c) if !c.is_control() && text.chars().count() < MAX_PROMPT => {
-                    text.push(c);
-                    self.mode = Mode::EditBudget(text);
-                    Vec::new()
-                }
-                Action::Backspace => {
-                    text.pop();
-                    self.mode = Mode::EditBudget(text);
-                    Vec::new()
-                }
-                Action::Submit => {
-                    self.mode = Mode::Normal;
-                    if text.trim().is_empty() {
-                        return vec![Effect::Search(None)];
-                    }
-                    match parse_budget(&text) {
-                        Some(budget) => vec![Effect::Search(Some(budget))],
-                        None => {
-                            self.say(format!(
-                                "'{text}' is not a budget: points below the baseline's held-out accuracy (0.15), or a held-out error (0.8%)"
-                            ));
-                            Vec::new()
-                        }
-                    }
-                }
-                Action::Back => {
-                    self.mode = Mode::Normal;
-                    Vec::new()
-                }
-                Action::Interrupt => self.request_quit(),
-                _ => Vec::new(),
-            },
+            Mode::EditThreshold(text) => {
+                self.prompt(text, action, Mode::EditThreshold, App::submit_threshold)
+            }
+            Mode::EditBudget(text) => {
+                self.prompt(text, action, Mode::EditBudget, App::submit_budget)
+            }
             Mode::Normal => self.normal(action),
+        }
+    }
+
+    /// A text prompt (the threshold's, the search budget's): `mode` rebuilds it with the
+    /// text typed so far; Enter hands the text to `submit`.
+    fn prompt(
+        &mut self,
+        mut text: String,
+        action: Action,
+        mode: fn(String) -> Mode,
+        submit: fn(&mut App, &str) -> Vec<Effect>,
+    ) -> Vec<Effect> {
+        match action {
+            Action::Suspend => vec![Effect::Suspend],
+            Action::Char(c) if !c.is_control() && text.chars().count() < MAX_PROMPT => {
+                text.push(c);
+                self.mode = mode(text);
+                Vec::new()
+            }
+            Action::Backspace => {
+                text.pop();
+                self.mode = mode(text);
+                Vec::new()
+            }
+            Action::Submit => {
+                self.mode = Mode::Normal;
+                submit(self, &text)
+            }
+            Action::Back => {
+                self.mode = Mode::Normal;
+                Vec::new()
+            }
+            Action::Interrupt => self.request_quit(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn submit_threshold(&mut self, text: &str) -> Vec<Effect> {
+        match parse_prune_input(text) {
+            Some(PruneInput::Threshold(value)) => self
+                .layers()
+                .into_iter()
+                .map(|layer| Effect::SetThreshold { layer, value })
+                .collect(),
+            Some(PruneInput::Keep(keep)) => self
+                .layers()
+                .into_iter()
+                .map(|layer| Effect::SetKeep { layer, keep })
+                .collect(),
+            None => {
+                self.say(format!(
+                    "'{text}' is not a threshold (0.05), a kept % (8%) or a pruned % (92% pruned)"
+                ));
+                Vec::new()
+            }
+        }
+    }
+
+    fn submit_budget(&mut self, text: &str) -> Vec<Effect> {
+        if text.trim().is_empty() {
+            return vec![Effect::Search(None)];
+        }
+        match parse_budget(text) {
+            Some(budget) => vec![Effect::Search(Some(budget))],
+            None => {
+                self.say(format!(
+                    "'{text}' is not a budget: points below the baseline's held-out accuracy (0.15), or a held-out error (0.8%)"
+                ));
+                Vec::new()
+            }
         }
     }
 
