@@ -8,7 +8,6 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use dcx::analysis::tune::{self, Budget};
 use dcx::experiment::{Experiment, PruneRule};
@@ -16,55 +15,13 @@ use dcx::explore::WorkerOptions;
 use dcx::tui::controller::{Controller, Setup};
 use dcx::tui::keys::Action;
 use dcx::tui::search::SearchSettings;
-use dcx::tui::view::Accuracy;
-
-fn pump_until(ctl: &mut Controller, what: &str, done: impl Fn(&Controller) -> bool) {
-    if let Err(e) = ctl.pump_until(what, Duration::from_secs(600), &|| false, done) {
-        panic!("{e:#}; status: {:?}", ctl.app.message());
-    }
-}
-
-fn exact(ctl: &Controller) -> bool {
-    matches!(ctl.app.view.accuracy, Accuracy::Exact(_))
-        && ctl.session().is_some_and(|s| s.evaluation().is_some())
-}
-
-/// A recipe of seconds on the fixture (`dcx tune`'s test recipe): two epochs of training,
-/// two rounds of pruning with an epoch of masked retraining each, an epoch of fine-tuning.
-fn recipe() -> Experiment {
-    Experiment::parse(
-        r#"
-name = "tiny"
-model = "lenet-300-100"
-[train]
-epochs = 2
-batch_size = 32
-lr = 0.002
-optimizer = "adam"
-schedule = "cosine"
-seed = 1
-[defaults]
-bits = 5
-index_bits = 5
-[retrain]
-rounds = 2
-epochs = 1
-lr = 0.001
-[finetune]
-epochs = 1
-lr = 0.00001
-"#,
-        "the test recipe",
-    )
-    .unwrap()
-}
 
 /// An explorer on the fixture with that recipe's LeNet-300-100 baseline, evaluated, whose `a`
 /// searches cheaply: 100 held-out images, six pipeline runs, a budget of 5 points.
 fn explorer(cache: &Path, exports: &Path) -> Controller {
     let mut ctl = Controller::start(Setup {
         data: Arc::new(common::fixture()),
-        template: recipe(),
+        template: common::tune_recipe(),
         cache_dir: cache.to_path_buf(),
         export_root: exports.to_path_buf(),
         runs: Vec::new(),
@@ -80,7 +37,7 @@ fn explorer(cache: &Path, exports: &Path) -> Controller {
         holdout: Some(100),
         candidates: 6,
     });
-    pump_until(&mut ctl, "the baseline's accuracy", exact);
+    common::pump_until(&mut ctl, "the baseline's accuracy", common::exact);
     ctl
 }
 
@@ -116,7 +73,7 @@ fn a_searches_the_plan_plots_each_candidate_and_writes_and_applies_the_chosen_on
     // A second `a` starts nothing while one runs.
     ctl.act(Action::Search);
     assert!(ctl.app.message().unwrap().contains("is running"));
-    pump_until(&mut ctl, "the search", |c| !c.searching());
+    common::pump_until(&mut ctl, "the search", |c| !c.searching());
     let result = ctl
         .searched()
         .unwrap_or_else(|| panic!("no result: {:?}", ctl.app.message_log))
@@ -192,7 +149,7 @@ fn a_searches_the_plan_plots_each_candidate_and_writes_and_applies_the_chosen_on
         assert_eq!(s.plan.prune, PruneRule::Keep(chosen.keep[l]));
         assert_eq!(s.plan.bits, chosen.bits[l]);
     }
-    pump_until(&mut ctl, "the chosen plan's accuracy", exact);
+    common::pump_until(&mut ctl, "the chosen plan's accuracy", common::exact);
 
     // `dcx tune`'s search from the same recipe and options finds the same.
     let data = common::fixture();
@@ -225,7 +182,7 @@ fn esc_stops_the_search_and_nothing_is_written() {
         !ctl.app.should_quit,
         "Esc stops the search, not the explorer"
     );
-    pump_until(&mut ctl, "the search to stop", |c| !c.searching());
+    common::pump_until(&mut ctl, "the search to stop", |c| !c.searching());
     let message = ctl.app.message().unwrap().to_string();
     assert!(message.contains("stopped: nothing written"), "{message}");
     assert!(ctl.searched().is_none());

@@ -5,7 +5,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use dcx::experiment::Experiment;
 use dcx::explore::{Session, WorkerOptions};
@@ -16,17 +15,6 @@ use dcx::tui::app::Mode;
 use dcx::tui::controller::{Controller, Setup, render_buffer};
 use dcx::tui::keys::Action;
 use dcx::tui::view::Accuracy;
-
-fn pump_until(ctl: &mut Controller, what: &str, done: impl Fn(&Controller) -> bool) {
-    if let Err(e) = ctl.pump_until(what, Duration::from_secs(300), &|| false, done) {
-        panic!("{e:#}; status: {:?}", ctl.app.message());
-    }
-}
-
-fn exact(ctl: &Controller) -> bool {
-    matches!(ctl.app.view.accuracy, Accuracy::Exact(_))
-        && ctl.session().is_some_and(|s| s.evaluation().is_some())
-}
 
 #[test]
 fn explore_scrub_export_undo_and_quit() {
@@ -52,12 +40,12 @@ fn explore_scrub_export_undo_and_quit() {
     .unwrap();
 
     // Without a checkpoint the baseline trains first, on the training screen.
-    pump_until(&mut ctl, "the baseline", |c| c.session().is_some());
+    common::pump_until(&mut ctl, "the baseline", |c| c.session().is_some());
     assert!(ctl.app.training.is_none(), "training screen closes");
     assert_eq!(ctl.app.view.layers.len(), 3);
     assert_eq!(ctl.app.view.curves.training[0].label, "baseline");
     assert_eq!(ctl.app.view.curves.training[0].points.len(), 1);
-    pump_until(&mut ctl, "the first evaluation", exact);
+    common::pump_until(&mut ctl, "the first evaluation", common::exact);
     let Accuracy::Exact(start) = ctl.app.view.accuracy else {
         unreachable!()
     };
@@ -70,7 +58,7 @@ fn explore_scrub_export_undo_and_quit() {
         dir: 1,
         coarse: true,
     });
-    pump_until(&mut ctl, "the scrubbed plan's accuracy", exact);
+    common::pump_until(&mut ctl, "the scrubbed plan's accuracy", common::exact);
     let row = &ctl.app.view.layers[1];
     assert!((row.kept - 0.90).abs() < 0.005, "kept {}", row.kept);
     // The context line says in words what the change did.
@@ -96,11 +84,11 @@ fn explore_scrub_export_undo_and_quit() {
     ctl.act(Action::Bits(-1));
     assert_eq!(ctl.app.view.layers[1].bits, bits - 1);
     assert_eq!(ctl.app.view.layers[0].bits, bits0);
-    pump_until(&mut ctl, "the 4-bit plan's accuracy", exact);
+    common::pump_until(&mut ctl, "the 4-bit plan's accuracy", common::exact);
 
     // Export: a new folder whose experiment re-creates the plan and whose file holds it.
     ctl.act(Action::Export);
-    pump_until(&mut ctl, "the export", |c| {
+    common::pump_until(&mut ctl, "the export", |c| {
         c.app
             .message()
             .is_some_and(|m| m.starts_with("exported model.dcz"))
@@ -127,7 +115,7 @@ fn explore_scrub_export_undo_and_quit() {
         "an export takes milliseconds: {md}"
     );
     // The figures follow in the background, from the same results.
-    pump_until(&mut ctl, "the export's figures", |c| {
+    common::pump_until(&mut ctl, "the export's figures", |c| {
         c.app
             .message()
             .is_some_and(|m| m.contains("figures") && !m.contains("drawing"))
@@ -144,8 +132,8 @@ fn explore_scrub_export_undo_and_quit() {
     ctl.act(Action::Undo);
     ctl.act(Action::Undo);
     assert_eq!(ctl.app.view.layers[1].bits, bits);
-    pump_until(&mut ctl, "the undone plan", |c| {
-        c.app.view.layers[1].kept == 1.0 && exact(c)
+    common::pump_until(&mut ctl, "the undone plan", |c| {
+        c.app.view.layers[1].kept == 1.0 && common::exact(c)
     });
 
     // With "apply to all", one scrub key edits every layer and is one undo step.
@@ -186,7 +174,7 @@ fn explore_scrub_export_undo_and_quit() {
     assert!(text.contains("fc2"), "{text}");
 
     // Background work settles: every layer measured alone, the sweep done and shown.
-    pump_until(&mut ctl, "every layer measured alone and the sweep", |c| {
+    common::pump_until(&mut ctl, "every layer measured alone and the sweep", |c| {
         c.app.view.layers.iter().all(|r| r.solo_drop.is_some())
             && c.app.view.curves.sensitivity.is_some()
             && c.app.view.job.is_none()
@@ -236,7 +224,7 @@ fn explore_scrub_export_undo_and_quit() {
         job.label == "retrain" && job.then == ["fine-tune"],
         "{job:?}"
     );
-    pump_until(&mut ctl, "the retraining", |c| {
+    common::pump_until(&mut ctl, "the retraining", |c| {
         c.app
             .view
             .job
@@ -244,7 +232,7 @@ fn explore_scrub_export_undo_and_quit() {
             .is_some_and(|j| j.label == "fine-tune")
     });
     assert!(ctl.app.view.layers.iter().all(|r| r.finetuned));
-    pump_until(&mut ctl, "the fine-tuning", |c| c.app.view.job.is_none());
+    common::pump_until(&mut ctl, "the fine-tuning", |c| c.app.view.job.is_none());
     assert!(
         ctl.app
             .message_log
@@ -254,8 +242,8 @@ fn explore_scrub_export_undo_and_quit() {
         ctl.app.message_log
     );
     // Once its accuracy is in, the context line says what the fine-tuning did.
-    pump_until(&mut ctl, "the fine-tuned plan's accuracy", exact);
-    pump_until(&mut ctl, "the explanation", |c| {
+    common::pump_until(&mut ctl, "the fine-tuned plan's accuracy", common::exact);
+    common::pump_until(&mut ctl, "the explanation", |c| {
         c.app
             .message()
             .is_some_and(|m| m.starts_with("after fine-tuning: "))
@@ -279,7 +267,7 @@ fn explore_scrub_export_undo_and_quit() {
         .map(|c| c.points[0].0)
         .collect();
     assert_eq!(xs, [1.0, 2.0, 3.0]);
-    pump_until(&mut ctl, "the fine-tuned plan's accuracy", exact);
+    common::pump_until(&mut ctl, "the fine-tuned plan's accuracy", common::exact);
 
     // Quit: asks while the sensitivity sweep or other work still runs, quits on 'y'.
     ctl.act(Action::Back);

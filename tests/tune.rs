@@ -12,35 +12,6 @@ use dcx::model::train;
 
 const HOLDOUT: usize = 100;
 
-/// A recipe of a few seconds on the fixture: small epochs, two pruning rounds.
-fn recipe() -> Experiment {
-    Experiment::parse(
-        r#"
-name = "tiny"
-model = "lenet-300-100"
-[train]
-epochs = 2
-batch_size = 32
-lr = 0.002
-optimizer = "adam"
-schedule = "cosine"
-seed = 1
-[defaults]
-bits = 5
-index_bits = 5
-[retrain]
-rounds = 2
-epochs = 1
-lr = 0.001
-[finetune]
-epochs = 1
-lr = 0.00001
-"#,
-        "the test recipe",
-    )
-    .unwrap()
-}
-
 fn options() -> TuneOptions {
     TuneOptions {
         budget: Budget::MaxDrop(0.02),
@@ -51,9 +22,15 @@ fn options() -> TuneOptions {
 }
 
 fn search(data: &Mnist, cache: &Path) -> TuneResult {
-    tune::run(&recipe(), &options(), data, cache, &mut common::Quiet)
-        .unwrap()
-        .expect("not stopped")
+    tune::run(
+        &common::tune_recipe(),
+        &options(),
+        data,
+        cache,
+        &mut common::Quiet,
+    )
+    .unwrap()
+    .expect("not stopped")
 }
 
 /// The fixture with every test label moved to the next class and every test pixel negated.
@@ -128,9 +105,15 @@ fn a_budget_the_baseline_itself_misses_is_an_error_naming_it() {
         budget: Budget::MaxError(0.001),
         ..options()
     };
-    let err = tune::run(&recipe(), &opts, &data, dir.path(), &mut common::Quiet)
-        .unwrap_err()
-        .to_string();
+    let err = tune::run(
+        &common::tune_recipe(),
+        &opts,
+        &data,
+        dir.path(),
+        &mut common::Quiet,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("--max-error"), "{err}");
     assert!(err.contains("held-out error"), "{err}");
 }
@@ -143,8 +126,14 @@ fn a_holdout_that_leaves_no_training_image_is_an_error_naming_it() {
         holdout: data.train.len,
         ..options()
     };
-    let err = tune::run(&recipe(), &opts, &data, dir.path(), &mut common::Quiet)
-        .unwrap_err()
-        .to_string();
+    let err = tune::run(
+        &common::tune_recipe(),
+        &opts,
+        &data,
+        dir.path(),
+        &mut common::Quiet,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("--holdout"), "{err}");
 }
