@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::compress::CliPipeline;
 use super::progress::BarObserver;
-use crate::analysis::tune::{self, Budget, TuneOptions, TuneResult};
+use crate::analysis::tune::{self, Budget, Candidate, TuneOptions, TuneResult};
 use crate::experiment::Experiment;
 use crate::format::dcz;
 use crate::fsutil::write_atomic;
@@ -216,15 +216,15 @@ fn table(r: &TuneResult) -> String {
         "held-out"
     );
     for (i, c) in r.candidates.iter().enumerate() {
-        let join = |v: Vec<String>| v.join("/");
+        let [keep, bits, gaps] = per_layer(c, "/");
         s += &format!(
             "{}{:>2} | {:<28} | {:<24} | {:<14} | {:<14} | {:>7} | {:>7.2}%{}\n",
             if i == r.chosen { "*" } else { " " },
             i + 1,
             c.label,
-            join(c.keep.iter().map(|k| pct(*k)).collect()),
-            join(c.bits.iter().map(u8::to_string).collect()),
-            join(c.index_bits.iter().map(u8::to_string).collect()),
+            keep,
+            bits,
+            gaps,
             c.bytes,
             c.holdout_accuracy * 100.0,
             if c.within_budget { "" } else { " over" }
@@ -232,6 +232,24 @@ fn table(r: &TuneResult) -> String {
     }
     s += &format!("{} pipeline runs in {:.0} s; * chosen\n", r.runs, r.seconds);
     s
+}
+
+/// A candidate's keep shares (in %), sharing bits and gap widths, each layer's joined by
+/// `sep`: the columns of the printed table and of the written file's comments.
+fn per_layer(c: &Candidate, sep: &str) -> [String; 3] {
+    [
+        c.keep.iter().map(|k| pct(*k)).collect::<Vec<_>>().join(sep),
+        c.bits
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join(sep),
+        c.index_bits
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join(sep),
+    ]
 }
 
 fn pct(keep: f32) -> String {
@@ -271,15 +289,15 @@ fn header(r: &TuneResult, s: &Summary, dense: u64) -> String {
         r.layers.join(", ")
     );
     for (i, c) in r.candidates.iter().enumerate() {
-        let join = |v: Vec<String>| v.join(" ");
+        let [keep, bits, gaps] = per_layer(c, " ");
         h += &format!(
             "# {}{:>2} {:<28} keep {:<22} bits {:<10} gaps {:<10} {:>7} B {:.2}%\n",
             if i == r.chosen { "*" } else { " " },
             i + 1,
             c.label,
-            join(c.keep.iter().map(|k| pct(*k)).collect()),
-            join(c.bits.iter().map(u8::to_string).collect()),
-            join(c.index_bits.iter().map(u8::to_string).collect()),
+            keep,
+            bits,
+            gaps,
             c.bytes,
             c.holdout_accuracy * 100.0
         );
