@@ -670,7 +670,7 @@ impl Search<'_> {
             experiment: exp.to_toml(),
             ..model.clone()
         };
-        let bytes = file_bytes(&model, max_code_len)?.len() as u64;
+        let bytes = dcz::encode(&model, max_code_len)?.0.len() as u64;
         Ok((
             Candidate {
                 label: format!("{}, re-coded", ran.label),
@@ -689,15 +689,6 @@ impl Search<'_> {
             .filter(|&i| self.candidates[i].within_budget)
             .min_by_key(|&i| self.candidates[i].bytes)
     }
-}
-
-fn file_bytes(model: &CompressedModel, max_code_len: u8) -> anyhow::Result<Vec<u8>> {
-    let encoded = model
-        .layers
-        .iter()
-        .map(|l| encode::encode_layer(l, max_code_len))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(dcz::to_bytes(model, &encoded).0)
 }
 
 /// Sharing bits per layer for the next run of `best`, or `None` when no layer can go lower:
@@ -774,7 +765,7 @@ fn fewer_bits(
 }
 
 /// A factor or percentage in few digits.
-fn short(v: f64) -> String {
+pub(crate) fn short(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

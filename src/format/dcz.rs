@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::compress::bits::BitReader;
-use crate::compress::encode::EncodedLayer;
+use crate::compress::encode::{EncodeError, EncodedLayer, encode_layer};
 use crate::compress::huffman::HuffmanCode;
 use crate::compress::model::{CompressedLayer, CompressedModel, Units};
 use crate::compress::quantize::Quantizer;
@@ -193,7 +193,22 @@ fn inflate_metadata(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Serialises a model whose layers were encoded by [`crate::compress::encode::encode_layer`].
+/// Encodes every layer (codes of at most `max_code_len` bits) and serialises the file: its
+/// bytes, each layer's encoding and where the parts lie.
+pub(crate) fn encode(
+    model: &CompressedModel,
+    max_code_len: u8,
+) -> Result<(Vec<u8>, Vec<EncodedLayer>, DczLayout), EncodeError> {
+    let encoded = model
+        .layers
+        .iter()
+        .map(|l| encode_layer(l, max_code_len))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (bytes, layout) = to_bytes(model, &encoded);
+    Ok((bytes, encoded, layout))
+}
+
+/// Serialises a model whose layers were encoded by [`encode_layer`].
 pub(crate) fn to_bytes(model: &CompressedModel, encoded: &[EncodedLayer]) -> (Vec<u8>, DczLayout) {
     assert_eq!(model.layers.len(), encoded.len(), "one encoding per layer");
     let mut out = header(model);

@@ -339,12 +339,7 @@ pub fn run(
         layers,
         activations: net.activations().cloned(),
     };
-    let encoded = model
-        .layers
-        .iter()
-        .map(|l| encode::encode_layer(l, exp.max_code_len))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (bytes, layout) = dcz::to_bytes(&model, &encoded);
+    let (bytes, encoded, layout) = dcz::encode(&model, exp.max_code_len)?;
     let sizes = size::size_report(&model, &encoded, &layout);
     let cost = CostReport::of(&model);
     obs.stage("timing inference: dense, sparse and thinned, alternating");

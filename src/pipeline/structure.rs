@@ -173,7 +173,6 @@ pub fn unit_cuts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compress::encode;
     use crate::compress::kmeans::{EmptyClusters, Stop};
     use crate::compress::model::{CompressedLayer, CompressedModel};
     use crate::compress::prune::{PruneRule, UnitRule};
@@ -318,14 +317,7 @@ mod tests {
                 );
                 assert_eq!(&back, l, "{kind} {}", l.name);
             }
-            let write = |m: &CompressedModel| {
-                let enc: Vec<_> = m
-                    .layers
-                    .iter()
-                    .map(|l| encode::encode_layer(l, 16).unwrap())
-                    .collect();
-                dcz::to_bytes(m, &enc).0
-            };
+            let write = |m: &CompressedModel| dcz::encode(m, 16).unwrap().0;
             let bytes = write(&m);
             let read = dcz::from_bytes(&bytes).unwrap().model;
             assert_eq!(read, m, "{kind} {quantizer:?}");

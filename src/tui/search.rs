@@ -59,15 +59,10 @@ pub(crate) fn budget_words(budget: Budget) -> String {
     match budget {
         Budget::MaxDrop(d) => format!(
             "at most {} points below the baseline's held-out accuracy",
-            trim(d * 100.0)
+            tune::short(d * 100.0)
         ),
-        Budget::MaxError(e) => format!("a held-out error of at most {}%", trim(e * 100.0)),
+        Budget::MaxError(e) => format!("a held-out error of at most {}%", tune::short(e * 100.0)),
     }
-}
-
-fn trim(v: f64) -> String {
-    let s = format!("{v:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 enum Message {
