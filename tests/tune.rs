@@ -137,3 +137,173 @@ fn a_holdout_that_leaves_no_training_image_is_an_error_naming_it() {
     .to_string();
     assert!(err.contains("--holdout"), "{err}");
 }
+
+#[test]
+fn the_best_plan_is_thinned_a_rung_at_a_time_and_the_thinned_plan_re_runs_to_its_file() {
+    let data = common::fixture();
+    let cache = tempfile::tempdir().unwrap();
+    let opts = TuneOptions {
+        budget: Budget::MaxDrop(0.05),
+        candidates: 8,
+        ..options()
+    };
+    let found = tune::run(
+        &common::tune_recipe(),
+        &opts,
+        &data,
+        cache.path(),
+        &mut common::Quiet,
+    )
+    .unwrap()
+    .expect("not stopped");
+    let thinned: Vec<&tune::Candidate> = found
+        .candidates
+        .iter()
+        .filter(|c| c.ran && c.label == "thinner units")
+        .collect();
+    assert!(!thinned.is_empty(), "{:#?}", found.candidates);
+    let last = found.layers.len() - 1;
+    let mut before = vec![1.0; found.layers.len()];
+    for c in &thinned {
+        // Only sparse layers lose units, never the classes, and each step goes lower.
+        for (l, (&u, &k)) in c.units.iter().zip(&c.keep).enumerate() {
+            assert!(u == 1.0 || (k <= 0.25 && l != last), "{c:?}");
+            assert!(u <= before[l], "{c:?}");
+        }
+        assert!(c.units != before, "{c:?}");
+        // The plan it thinned was the best so far: same keep shares and bits, fewer bytes
+        // than the thinned one or within budget.
+        let from = found
+            .candidates
+            .iter()
+            .take_while(|o| !std::ptr::eq(*o, *c))
+            .filter(|o| o.within_budget && o.keep == c.keep && o.bits == c.bits)
+            .min_by_key(|o| o.bytes)
+            .expect("a plan within budget before it");
+        assert!(from.units.iter().zip(&c.units).all(|(a, b)| b <= a));
+        before = c.units.clone();
+    }
+
+    // Thinning paid here: the chosen plan cuts units, by the L1 rule its experiment names,
+    // and its file comes back from that experiment.
+    let chosen = &found.candidates[found.chosen];
+    assert!(chosen.units.iter().any(|&u| u < 1.0), "{chosen:?}");
+    let exp = Experiment::parse(&found.experiment.to_toml(), "the written plan").unwrap();
+    for (plan, &u) in exp.layer_plans().iter().zip(&chosen.units) {
+        assert_eq!(plan.structured.map(|s| s.keep), (u < 1.0).then_some(u));
+    }
+    let result = dcx::pipeline::run(&exp, &data, cache.path(), &mut common::Quiet).unwrap();
+    assert_eq!(result.bytes.len() as u64, chosen.bytes);
+}
+
+#[test]
+fn a_start_with_structured_rules_is_searched_and_its_rules_give_way_to_the_search_s_units() {
+    let data = common::fixture();
+    let cache = tempfile::tempdir().unwrap();
+    let mut start = common::tune_recipe();
+    start.layers.entry("fc1".into()).or_default().structured = Some(dcx::experiment::UnitRule {
+        keep: 0.5,
+        rank: dcx::experiment::UnitRank::Apoz,
+    });
+    tune::check_searchable(&start).unwrap();
+    let found = tune::run(&start, &options(), &data, cache.path(), &mut common::Quiet)
+        .unwrap()
+        .expect("not stopped");
+    // The written plan cuts exactly the chosen candidate's units, by L1 norm: the start's
+    // APoZ rule is gone.
+    let chosen = &found.candidates[found.chosen];
+    for (plan, &u) in found.experiment.layer_plans().iter().zip(&chosen.units) {
+        let expected = (u < 1.0).then_some(dcx::experiment::UnitRule {
+            keep: u,
+            rank: dcx::experiment::UnitRank::L1,
+        });
+        assert_eq!(plan.structured, expected);
+    }
+}
+
+/// `dcx tune --refit`: the plan is chosen as always, then the written experiment trains on
+/// every training image; the file it reports is that experiment's, which `dcx compress`
+/// writes again byte for byte.
+#[test]
+fn refit_writes_the_chosen_plan_trained_on_every_training_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("start.toml"),
+        common::tune_recipe().to_toml(),
+    )
+    .unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-small");
+    let dcx = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcx"))
+            .args(["--data", fixture.to_str().unwrap()])
+            .args(args)
+            .current_dir(dir.path())
+            .env("DCX_CACHE", cache.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let said = dcx(&[
+        "tune",
+        "--experiment",
+        "start.toml",
+        "--holdout",
+        &HOLDOUT.to_string(),
+        "--max-drop",
+        "5",
+        "--candidates",
+        "4",
+        "--refit",
+        "--out",
+        "plan.toml",
+    ]);
+    let data = common::fixture();
+    assert!(
+        said.contains(&format!("refit on all {} training images", data.train.len)),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(dir.path().join("plan.toml")).unwrap();
+    assert!(text.contains("(refit)"), "{text}");
+    let plan = Experiment::parse(&text, "plan.toml").unwrap();
+    assert_eq!(plan.train.train_limit, None, "every training image");
+    let searched = std::fs::read(dir.path().join("out/plan/model.dcz")).unwrap();
+
+    dcx(&["compress", "plan.toml", "--out", "again"]);
+    let again = std::fs::read(dir.path().join("again/model.dcz")).unwrap();
+    assert_eq!(again, searched);
+    // The chosen candidate is the same plan trained without the held-out images: that one
+    // gives the bytes the table lists, and other weights than the refit's.
+    let chosen_bytes: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("# *"))
+        .filter_map(|l| l.split(" B ").next()?.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(chosen_bytes.len(), 1, "{text}");
+    let mut held = plan.clone();
+    held.train.train_limit = Some(data.train.len - HOLDOUT);
+    held.description = held.description.replace(
+        &format!(", then trained on all {} training images", data.train.len),
+        "",
+    );
+    std::fs::write(dir.path().join("plan.toml"), held.to_toml()).unwrap();
+    dcx(&["compress", "plan.toml", "--out", "held"]);
+    let candidate = std::fs::read(dir.path().join("held/model.dcz")).unwrap();
+    assert_eq!(candidate.len() as u64, chosen_bytes[0]);
+    let weights = |bytes: &[u8]| {
+        dcx::format::dcz::from_bytes(bytes)
+            .unwrap()
+            .model
+            .layers
+            .iter()
+            .map(|l| l.dense_weights())
+            .collect::<Vec<_>>()
+    };
+    assert_ne!(weights(&candidate), weights(&again));
+}

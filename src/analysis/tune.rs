@@ -16,7 +16,10 @@
 //!    one over budget more careful (retraining wins back much of what the sweep predicts);
 //! 4. fewer sharing bits on the best candidate, checked cheaply first (re-sharing its layers
 //!    without training); only a plan that passes gets a full run;
-//! 5. every candidate's gap widths re-coded to the cheapest (they change no weight, so the
+//! 5. thinner layers on the best candidate: whole units (filters, neurons, by L1 norm) of its
+//!    sparse layers cut a rung at a time, as many survivors kept over fewer positions, while
+//!    a full run stays within budget;
+//! 6. every candidate's gap widths re-coded to the cheapest (they change no weight, so the
 //!    bytes are exact without a run).
 
 use std::path::Path;
@@ -26,12 +29,16 @@ use std::time::Instant;
 use crate::compress::encode;
 use crate::compress::model::{CompressedLayer, CompressedModel};
 use crate::data::Mnist;
-use crate::experiment::{Experiment, LayerPlan, PruneRule, Quantizer};
+use crate::experiment::{Experiment, LayerPlan, PruneRule, Quantizer, UnitRank, UnitRule};
 use crate::explore::{Session, Worker, WorkerOptions};
 use crate::format::dcz;
 use crate::model::train;
 use crate::pipeline::layer::{LayerState, ShareParams};
 use crate::pipeline::{self, PipelineObserver};
+
+/// Whole pipeline runs a search spends unless told otherwise: six for the allocation, two for
+/// fewer bits, two for thinner layers.
+pub const CANDIDATES: usize = 10;
 
 /// The keep shares the allocation chooses from: down to 1%, the sweep's last probe (below
 /// it the sweep predicts nothing).
@@ -54,6 +61,17 @@ const INDEX_BITS: std::ops::RangeInclusive<u8> = 1..=12;
 
 /// The fewest sharing bits the bit search goes down to.
 const MIN_BITS: u8 = 2;
+
+/// The shares of a layer's units (conv filters, fc neurons) the thinning step tries, each
+/// about 0.7 of the one before.
+const UNIT_RUNGS: [f32; 7] = [1.0, 0.5, 0.35, 0.25, 0.18, 0.125, 0.09];
+
+/// Runs the bit search leaves to the thinning step.
+const THIN_RUNS: usize = 2;
+
+/// A layer keeping at most this share of its weights is thinned: its survivors are spread
+/// thin enough that cutting whole units shortens their gaps.
+const THIN_BELOW: f32 = 0.25;
 
 /// The accuracy a plan must keep on the held-out images.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -112,6 +130,8 @@ pub struct Candidate {
     pub keep: Vec<f32>,
     pub bits: Vec<u8>,
     pub index_bits: Vec<u8>,
+    /// Share of each layer's output units kept (structured pruning by L1 norm; 1: all).
+    pub units: Vec<f32>,
     /// Bytes of its `.dcz` file.
     pub bytes: u64,
     /// Accuracy of the file's network on the held-out images.
@@ -226,6 +246,13 @@ pub fn run_heard(
         opts.holdout
     );
     template.train.train_limit = Some(view.train.len);
+    // The search chooses the unit shares: the start's structured rules would only make the
+    // sweep and the byte estimates disagree with what it runs.
+    template.defaults.structured = None;
+    template
+        .layers
+        .values_mut()
+        .for_each(|o| o.structured = None);
     check_searchable(&template)?;
     Experiment::parse(&template.to_toml(), "the starting recipe")?;
 
@@ -295,8 +322,9 @@ pub fn run_heard(
         runs: 0,
         measured,
     };
-    // Keep two runs for the bit search unless no run is within budget yet.
-    let allocation_runs = opts.candidates.saturating_sub(2).max(1);
+    // Keep two runs for the bit search and two for thinning unless no run is within budget
+    // yet.
+    let allocation_runs = opts.candidates.saturating_sub(4).max(1);
     let bits: Vec<u8> = plans.iter().map(|p| p.bits).collect();
     let stopped = bisect(
         &options,
@@ -310,7 +338,8 @@ pub fn run_heard(
                 .map(|(&i, o)| o[i].index_bits)
                 .collect();
             let label = format!("allocation x{}", short(factor));
-            search.measure(&label, &keep, &bits, &index, obs)
+            let units = vec![1.0; keep.len()];
+            search.measure(&label, &keep, &bits, &index, &units, obs)
         },
     )?;
     if stopped {
@@ -323,11 +352,53 @@ pub fn run_heard(
         let Some((best, model)) = search.best.clone() else {
             break;
         };
+        // The last runs are the thinning step's, where it has a layer to thin.
+        if thinner(&arch, &best.keep, &best.units).is_some()
+            && search.runs + THIN_RUNS >= opts.candidates
+        {
+            break;
+        }
         obs.stage("tune: fewer sharing bits, checked without training first");
         let Some(bits) = fewer_bits(&search, &best, &model, share)? else {
             break;
         };
-        let Some(ok) = search.measure("fewer bits", &best.keep, &bits, &best.index_bits, obs)?
+        let Some(ok) = search.measure(
+            "fewer bits",
+            &best.keep,
+            &bits,
+            &best.index_bits,
+            &best.units,
+            obs,
+        )?
+        else {
+            return Ok(None);
+        };
+        if !ok {
+            break;
+        }
+    }
+
+    // Thinner layers on the best plan: whole units of its sparse layers go, one rung at a
+    // time while the held-out accuracy holds. The survivors left are as many, over fewer
+    // positions (shorter gaps); a cut unit's bias and the next layer's weights on it go too.
+    while search.runs < opts.candidates {
+        let Some((best, _)) = search.best.clone() else {
+            break;
+        };
+        let Some(units) = thinner(&arch, &best.keep, &best.units)
+            .filter(|u| !search.candidates.iter().any(|c| c.ran && c.units == *u))
+        else {
+            break;
+        };
+        obs.stage("tune: thinner layers, whole units of the sparse layers cut");
+        let Some(ok) = search.measure(
+            "thinner units",
+            &best.keep,
+            &best.bits,
+            &best.index_bits,
+            &units,
+            obs,
+        )?
         else {
             return Ok(None);
         };
@@ -350,7 +421,7 @@ pub fn run_heard(
         );
     };
     let c = &search.candidates[chosen];
-    let experiment = search.experiment(&c.keep, &c.bits, &c.index_bits);
+    let experiment = search.experiment(&c.keep, &c.bits, &c.index_bits, &c.units);
     Ok(Some(TuneResult {
         experiment,
         chosen,
@@ -365,10 +436,10 @@ pub fn run_heard(
     }))
 }
 
-/// The search prunes by keep shares and shares by k-means: a recipe that does something else
-/// (fixed grids, structured pruning, a recipe of explicit steps) is not one it can vary. The
-/// message names no option: the command line and the explorer each say where the recipe came
-/// from.
+/// The search prunes by keep shares and unit shares and shares by k-means: a recipe that
+/// does something else (fixed grids, a recipe of explicit steps) is not one it can vary. A
+/// start's own structured rules give way to the unit shares the search chooses. The message
+/// names no option: the command line and the explorer each say where the recipe came from.
 pub fn check_searchable(exp: &Experiment) -> anyhow::Result<()> {
     if !exp.steps.is_empty() || exp.dsd.is_some() || exp.lottery.is_some() || exp.from_scratch {
         anyhow::bail!(
@@ -378,16 +449,11 @@ pub fn check_searchable(exp: &Experiment) -> anyhow::Result<()> {
     if let Some(p) = exp
         .layer_plans()
         .iter()
-        .find(|p| p.quantizer != Quantizer::KMeans || p.structured.is_some())
+        .find(|p| p.quantizer != Quantizer::KMeans)
     {
         anyhow::bail!(
-            "the search shares weights by k-means and prunes single weights; a layer plan with quantizer '{}'{} is not searched",
-            p.quantizer.name(),
-            if p.structured.is_some() {
-                " and structured pruning"
-            } else {
-                ""
-            }
+            "the search shares weights by k-means; a layer plan with quantizer '{}' is not searched",
+            p.quantizer.name()
         );
     }
     Ok(())
@@ -562,13 +628,23 @@ impl Search<'_> {
     }
 
     /// The template with these per-layer settings.
-    fn experiment(&self, keep: &[f32], bits: &[u8], index_bits: &[u8]) -> Experiment {
+    fn experiment(
+        &self,
+        keep: &[f32],
+        bits: &[u8],
+        index_bits: &[u8],
+        units: &[f32],
+    ) -> Experiment {
         let mut exp = self.template.clone();
         for (l, spec) in exp.arch().layers.iter().enumerate() {
             let o = exp.layers.entry(spec.name.to_string()).or_default();
             o.prune = Some(PruneRule::Keep(keep[l]));
             o.bits = Some(bits[l]);
             o.index_bits = Some(index_bits[l]);
+            o.structured = (units[l] < 1.0).then_some(UnitRule {
+                keep: units[l],
+                rank: UnitRank::L1,
+            });
         }
         exp
     }
@@ -582,9 +658,10 @@ impl Search<'_> {
         keep: &[f32],
         bits: &[u8],
         index_bits: &[u8],
+        units: &[f32],
         obs: &mut dyn PipelineObserver,
     ) -> anyhow::Result<Option<bool>> {
-        let exp = self.experiment(keep, bits, index_bits);
+        let exp = self.experiment(keep, bits, index_bits, units);
         self.runs += 1;
         obs.stage(&format!(
             "tune: candidate {} ({label}): keep {}, bits {}",
@@ -608,6 +685,7 @@ impl Search<'_> {
             keep: keep.to_vec(),
             bits: bits.to_vec(),
             index_bits: index_bits.to_vec(),
+            units: units.to_vec(),
             bytes: result.bytes.len() as u64,
             holdout_accuracy: accuracy,
             within_budget: accuracy >= self.floor,
@@ -664,7 +742,7 @@ impl Search<'_> {
             l.index_bits = bits;
             index_bits.push(bits);
         }
-        let exp = self.experiment(&ran.keep, &ran.bits, &index_bits);
+        let exp = self.experiment(&ran.keep, &ran.bits, &index_bits, &ran.units);
         let model = CompressedModel {
             layers,
             experiment: exp.to_toml(),
@@ -764,6 +842,37 @@ fn fewer_bits(
     Ok(None)
 }
 
+/// The next rung of unit shares for a plan keeping `keep` of each layer's weights with
+/// `units` of its units: every layer but the last that keeps at most [`THIN_BELOW`] of its
+/// weights goes one rung down, where the units left (its own outputs and the previous layer's)
+/// still hold twice the weights it keeps, and twice the next layer's if that one is sparse
+/// too. `None`: no layer can go lower.
+pub(crate) fn thinner(arch: &crate::model::Arch, keep: &[f32], units: &[f32]) -> Option<Vec<f32>> {
+    let n = arch.layers.len();
+    let mut next = units.to_vec();
+    // The share of layer l's weights its units and its inputs' units leave alive.
+    let alive = |u: &[f32], l: usize| u[l] * l.checked_sub(1).map_or(1.0, |p| u[p]);
+    let mut changed = false;
+    for l in 0..n.saturating_sub(1) {
+        if keep[l] > THIN_BELOW {
+            continue;
+        }
+        let Some(&rung) = UNIT_RUNGS.iter().find(|&&r| r < next[l] - 1e-6) else {
+            continue;
+        };
+        let mut trial = next.clone();
+        trial[l] = rung;
+        // The next layer reads the cut units too: a sparse one must still hold its survivors
+        // (a dense one keeps what is left).
+        let fits = |m: usize| keep[m] <= alive(&trial, m) / 2.0;
+        if fits(l) && (keep[l + 1] > THIN_BELOW || fits(l + 1)) {
+            next = trial;
+            changed = true;
+        }
+    }
+    changed.then_some(next)
+}
+
 /// A factor or percentage in few digits.
 pub(crate) fn short(v: f64) -> String {
     let s = format!("{v:.3}");
@@ -793,6 +902,40 @@ mod tests {
             bytes,
             index_bits: 5,
         }
+    }
+
+    #[test]
+    fn thinning_cuts_units_of_the_sparse_layers_a_rung_at_a_time_while_their_survivors_fit() {
+        use crate::model::ModelKind;
+        let lenet5 = ModelKind::Lenet5.arch();
+        // conv1 keeps every weight and fc2 is the classes: neither is thinned. conv2 and fc1
+        // are sparse.
+        let keep = [1.0, 0.16, 0.013, 0.4];
+        let mut units = vec![1.0; 4];
+        let mut ladder = Vec::new();
+        while let Some(next) = thinner(&lenet5, &keep, &units) {
+            assert!(next.iter().zip(&units).all(|(n, u)| n <= u), "{next:?}");
+            assert!(next != units);
+            units = next;
+            ladder.push(units.clone());
+            assert!(ladder.len() < 10, "the ladder ends");
+        }
+        assert_eq!(ladder[0], vec![1.0, 0.5, 0.5, 1.0]);
+        assert_eq!(ladder[1], vec![1.0, 0.35, 0.35, 1.0]);
+        // conv2's 16% of its weights no longer fit twice in a quarter of its filters; fc1
+        // goes on down to the last rung, over conv2's 35% of channels.
+        assert_eq!(ladder.last().unwrap(), &vec![1.0, 0.35, 0.09, 1.0]);
+        assert!(keep[2] <= 0.09 * 0.35 / 2.0);
+
+        // LeNet-300-100: fc1 and fc2 halve once; then fc2's 10% would no longer fit twice in
+        // what fc1's next rung leaves it.
+        let mlp = ModelKind::Lenet300100.arch();
+        let keep = [0.05, 0.1, 0.5];
+        let once = thinner(&mlp, &keep, &[1.0; 3]).unwrap();
+        assert_eq!(once, vec![0.5, 0.5, 1.0]);
+        assert_eq!(thinner(&mlp, &keep, &once), None);
+        // A dense plan has nothing to thin.
+        assert_eq!(thinner(&mlp, &[1.0, 0.5, 1.0], &[1.0; 3]), None);
     }
 
     #[test]

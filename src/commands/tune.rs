@@ -41,7 +41,7 @@ pub struct TuneArgs {
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub holdout: usize,
     /// Whole pipeline runs the search may spend on candidate plans.
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = tune::CANDIDATES)]
     pub candidates: usize,
     /// Seed of the baseline's training (every later step's seed follows from it; default:
     /// the recipe's).
@@ -51,6 +51,11 @@ pub struct TuneArgs {
     /// The chosen plan's `dcx compress` folder goes to out/NAME.
     #[arg(long, value_name = "FILE.toml")]
     pub out: Option<PathBuf>,
+    /// Once the plan is chosen (on the held-out images, as always), the written experiment
+    /// trains on every training image, the held-out ones too: its file and test error are
+    /// then the refit's, not the search's, which it cannot reproduce.
+    #[arg(long)]
+    pub refit: bool,
 }
 
 impl TuneArgs {
@@ -134,26 +139,38 @@ pub fn run(data_dir: Option<&Path>, args: &TuneArgs) -> anyhow::Result<()> {
     };
     let search_seconds = result.seconds;
     print!("{}", table(&result));
+    let mut experiment = result.experiment.clone();
+    if args.refit {
+        experiment.train.train_limit = None;
+        experiment.description +=
+            &format!(", then trained on all {} training images", data.train.len);
+    }
 
-    // The chosen plan through `dcx compress` on the real data: the reproduction, and the only
-    // time the test set is read.
-    super::compress::run_experiment(data_dir, result.experiment.clone(), Some(folder.clone()))?;
+    // The chosen plan through `dcx compress` on the real data: the reproduction (unless
+    // refit), and the only time the test set is read.
+    super::compress::run_experiment(data_dir, experiment.clone(), Some(folder.clone()))?;
     let file = dcz::load(&folder.join("model.dcz"))?;
     let net = file.model.to_net()?;
     let test = train::evaluate(&net, &data.test)?;
-    let view = data
-        .holdout(opts.holdout)
-        .expect("the search made this view already");
-    let held = train::evaluate(&net, &view.test)?;
     let chosen = &result.candidates[result.chosen];
     let bytes = file.layout.total() as u64;
+    // A refit trained on the held-out images: they measure nothing of it.
+    let held = if args.refit {
+        None
+    } else {
+        let view = data
+            .holdout(opts.holdout)
+            .expect("the search made this view already");
+        Some(train::evaluate(&net, &view.test)?.accuracy)
+    };
     let summary = Summary {
         bytes,
         test_error: 1.0 - test.accuracy,
-        holdout_error: 1.0 - held.accuracy,
-        reproduced: bytes == chosen.bytes && held.accuracy == chosen.holdout_accuracy,
+        holdout_error: held.map(|a| 1.0 - a),
+        reproduced: held.map(|a| bytes == chosen.bytes && a == chosen.holdout_accuracy),
         search_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
+        train_images: data.train.len,
     };
     let text = format!(
         "{}{}",
@@ -166,20 +183,28 @@ pub fn run(data_dir: Option<&Path>, args: &TuneArgs) -> anyhow::Result<()> {
                 .map(|l| 4 * (l.weight_count() + l.bias.len()) as u64)
                 .sum()
         ),
-        result.experiment.to_toml()
+        experiment.to_toml()
     );
     write_atomic(&out, text.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     println!(
-        "chosen: {} bytes, test error {:.2}% from {} ({} test images), held-out error {:.2}%{}",
+        "chosen: {} bytes, test error {:.2}% from {} ({} test images){}",
         bytes,
         summary.test_error * 100.0,
         folder.join("model.dcz").display(),
         test.total,
-        summary.holdout_error * 100.0,
-        if summary.reproduced {
-            ": the search's bytes and held-out accuracy, reproduced"
-        } else {
-            "; NOT the search's bytes and held-out accuracy (see the table)"
+        match (summary.holdout_error, summary.reproduced) {
+            (Some(e), Some(true)) => format!(
+                ", held-out error {:.2}%: the search's bytes and held-out accuracy, reproduced",
+                e * 100.0
+            ),
+            (Some(e), _) => format!(
+                ", held-out error {:.2}%; NOT the search's bytes and held-out accuracy (see the table)",
+                e * 100.0
+            ),
+            (None, _) => format!(
+                "; refit on all {} training images (the search chose on {} held-out ones and trained on the rest)",
+                data.train.len, opts.holdout
+            ),
         }
     );
     println!("wrote {}", out.display());
@@ -190,11 +215,15 @@ pub fn run(data_dir: Option<&Path>, args: &TuneArgs) -> anyhow::Result<()> {
 struct Summary {
     bytes: u64,
     test_error: f64,
-    holdout_error: f64,
-    /// The run on the real data gave the chosen candidate's bytes and held-out accuracy.
-    reproduced: bool,
+    /// `None` after a refit, which trained on the held-out images.
+    holdout_error: Option<f64>,
+    /// The run on the real data gave the chosen candidate's bytes and held-out accuracy
+    /// (`None` after a refit: it trains on other images).
+    reproduced: Option<bool>,
     search_seconds: f64,
     total_seconds: f64,
+    /// Training images there are (a refit trains on all of them).
+    train_images: usize,
 }
 
 /// Every candidate, one row each, the chosen one marked.
@@ -207,24 +236,26 @@ fn table(r: &TuneResult) -> String {
         r.floor * 100.0
     );
     s += &format!(
-        "  # | {:<28} | {:<24} | {:<14} | {:<14} | {:>7} | {:>8}\n",
+        "  # | {:<28} | {:<24} | {:<14} | {:<14} | {:<16} | {:>7} | {:>8}\n",
         "candidate",
         format!("keep % ({})", r.layers.join("/")),
         "bits",
         "index bits",
+        "units %",
         "bytes",
         "held-out"
     );
     for (i, c) in r.candidates.iter().enumerate() {
-        let [keep, bits, gaps] = per_layer(c, "/");
+        let [keep, bits, gaps, units] = per_layer(c, "/");
         s += &format!(
-            "{}{:>2} | {:<28} | {:<24} | {:<14} | {:<14} | {:>7} | {:>7.2}%{}\n",
+            "{}{:>2} | {:<28} | {:<24} | {:<14} | {:<14} | {:<16} | {:>7} | {:>7.2}%{}\n",
             if i == r.chosen { "*" } else { " " },
             i + 1,
             c.label,
             keep,
             bits,
             gaps,
+            units,
             c.bytes,
             c.holdout_accuracy * 100.0,
             if c.within_budget { "" } else { " over" }
@@ -234,9 +265,10 @@ fn table(r: &TuneResult) -> String {
     s
 }
 
-/// A candidate's keep shares (in %), sharing bits and gap widths, each layer's joined by
-/// `sep`: the columns of the printed table and of the written file's comments.
-fn per_layer(c: &Candidate, sep: &str) -> [String; 3] {
+/// A candidate's keep shares (in %), sharing bits, gap widths and unit shares (in %), each
+/// layer's joined by `sep`: the columns of the printed table and of the written file's
+/// comments.
+fn per_layer(c: &Candidate, sep: &str) -> [String; 4] {
     [
         c.keep.iter().map(|k| pct(*k)).collect::<Vec<_>>().join(sep),
         c.bits
@@ -249,6 +281,11 @@ fn per_layer(c: &Candidate, sep: &str) -> [String; 3] {
             .map(u8::to_string)
             .collect::<Vec<_>>()
             .join(sep),
+        c.units
+            .iter()
+            .map(|u| pct(*u))
+            .collect::<Vec<_>>()
+            .join(sep),
     ]
 }
 
@@ -259,39 +296,65 @@ fn pct(keep: f32) -> String {
 
 /// The comment the written experiment starts with: what was measured, and how.
 fn header(r: &TuneResult, s: &Summary, dense: u64) -> String {
+    let how = match (s.holdout_error, s.reproduced) {
+        (Some(held), Some(reproduced)) => format!(
+            "# the file, held-out error {:.2}% ({} training images held out; the baseline and every\n\
+             # step train on the first {}). Seeds: train {}, share {}. The search: {} pipeline runs,\n\
+             # {:.0} s; with the final `dcx compress` {:.0} s. `dcx compress` of this file on the\n\
+             # real data {}.\n",
+            held * 100.0,
+            r.holdout,
+            r.train_images,
+            r.experiment.train.seed,
+            r.experiment.share.seed,
+            r.runs,
+            s.search_seconds,
+            s.total_seconds,
+            if reproduced {
+                "gave the search's bytes and held-out accuracy"
+            } else {
+                "did NOT give the search's bytes and held-out accuracy"
+            },
+        ),
+        _ => format!(
+            "# the file. The search held out {} training images and trained on the first {}; this\n\
+             # plan then trains on all {} (refit), so its file is none of the candidates' and the\n\
+             # held-out images no longer measure it. Seeds: train {}, share {}. The search: {}\n\
+             # pipeline runs, {:.0} s; with the final `dcx compress` {:.0} s.\n",
+            r.holdout,
+            r.train_images,
+            s.train_images,
+            r.experiment.train.seed,
+            r.experiment.share.seed,
+            r.runs,
+            s.search_seconds,
+            s.total_seconds,
+        ),
+    };
     let mut h = format!(
         "# Found by `dcx tune` (budget: held-out accuracy at least {:.2}%; baseline {:.2}%).\n\
          # Measured: {} bytes ({:.1}x the {} bytes of dense f32 weights and biases), test error {:.2}% from\n\
-         # the file, held-out error {:.2}% ({} training images held out; the baseline and every\n\
-         # step train on the first {}). Seeds: train {}, share {}. The search: {} pipeline runs,\n\
-         # {:.0} s; with the final `dcx compress` {:.0} s. `dcx compress` of this file on the\n\
-         # real data {}.\n#\n\
-         # The candidates (held-out accuracy; keep % / bits / gap bits per layer: {}):\n",
+         {how}#\n\
+         # The candidates (held-out accuracy; keep % / bits / gap bits per layer, and units % where\n\
+         # whole units were cut: {}):\n",
         r.floor * 100.0,
         r.baseline_holdout_accuracy * 100.0,
         s.bytes,
         crate::pipeline::size::ratio(dense, s.bytes),
         dense,
         s.test_error * 100.0,
-        s.holdout_error * 100.0,
-        r.holdout,
-        r.train_images,
-        r.experiment.train.seed,
-        r.experiment.share.seed,
-        r.runs,
-        s.search_seconds,
-        s.total_seconds,
-        if s.reproduced {
-            "gave the search's bytes and held-out accuracy"
-        } else {
-            "did NOT give the search's bytes and held-out accuracy"
-        },
         r.layers.join(", ")
     );
     for (i, c) in r.candidates.iter().enumerate() {
-        let [keep, bits, gaps] = per_layer(c, " ");
+        let [keep, bits, gaps, units] = per_layer(c, " ");
+        // A plan that cuts no unit says nothing of units.
+        let units = if c.units.iter().any(|&u| u < 1.0) {
+            format!(" units {units}")
+        } else {
+            String::new()
+        };
         h += &format!(
-            "# {}{:>2} {:<28} keep {:<22} bits {:<10} gaps {:<10} {:>7} B {:.2}%\n",
+            "# {}{:>2} {:<28} keep {:<22} bits {:<10} gaps {:<10} {:>7} B {:.2}%{units}\n",
             if i == r.chosen { "*" } else { " " },
             i + 1,
             c.label,

@@ -35,7 +35,7 @@ impl Default for SearchSettings {
         SearchSettings {
             budget: Budget::MaxDrop(0.0015),
             holdout: None,
-            candidates: 8,
+            candidates: tune::CANDIDATES,
         }
     }
 }
@@ -206,7 +206,7 @@ mod tests {
         let s = SearchSettings::default();
         assert_eq!(s.options(60_000, "n".into()).holdout, 5000);
         assert_eq!(s.options(600, "n".into()).holdout, 50);
-        assert_eq!(s.options(600, "n".into()).candidates, 8);
+        assert_eq!(s.options(600, "n".into()).candidates, tune::CANDIDATES);
         assert_eq!(s.budget, Budget::MaxDrop(0.0015));
         assert_eq!(
             budget_words(s.budget),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::Controller;
 use crate::analysis::tune::{self, Budget, TuneOptions, TuneResult};
-use crate::experiment::{Experiment, LayerOverrides, PruneRule};
+use crate::experiment::{Experiment, LayerOverrides, PruneRule, UnitRank, UnitRule};
 use crate::explore::export;
 use crate::explore::layer::LayerSetting;
 use crate::fsutil::write_atomic;
@@ -223,7 +223,7 @@ impl Controller {
         Ok(path)
     }
 
-    /// Makes the chosen keep shares, sharing bits and gap widths the session's plan (one undo
+    /// Makes the chosen keep shares, sharing bits, gap widths and unit shares the session's plan (one undo
     /// step) and says which weights they apply to: the explorer's, not the search's baseline.
     fn apply_search(&mut self, chosen: &tune::Candidate) -> anyhow::Result<()> {
         let Some(session) = self.session.as_mut() else {
@@ -238,6 +238,10 @@ impl Controller {
                 s.plan.prune = PruneRule::Keep(chosen.keep[l]);
                 s.plan.bits = chosen.bits[l];
                 s.plan.index_bits = chosen.index_bits[l];
+                s.plan.structured = (chosen.units[l] < 1.0).then_some(UnitRule {
+                    keep: chosen.units[l],
+                    rank: UnitRank::L1,
+                });
                 s
             })
             .collect();
