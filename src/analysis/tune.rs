@@ -385,9 +385,12 @@ pub fn run_heard(
         let Some((best, _)) = search.best.clone() else {
             break;
         };
-        let Some(units) = thinner(&arch, &best.keep, &best.units)
-            .filter(|u| !search.candidates.iter().any(|c| c.ran && c.units == *u))
-        else {
+        let Some(units) = thinner(&arch, &best.keep, &best.units).filter(|u| {
+            !search
+                .candidates
+                .iter()
+                .any(|c| c.ran && c.keep == best.keep && c.bits == best.bits && c.units == *u)
+        }) else {
             break;
         };
         obs.stage("tune: thinner layers, whole units of the sparse layers cut");
