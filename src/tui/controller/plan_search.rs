@@ -261,7 +261,7 @@ impl Controller {
             )
         };
         self.app.say(format!(
-            "the chosen keep shares, bits and gap widths are now the plan, on {weights}, without the search's retraining: the top line shows its test accuracy; p retrains, u undoes"
+            "the chosen keep shares, bits, gap widths and units are now the plan, on {weights}, without the search's retraining: the top line shows its test accuracy; p retrains, u undoes"
         ));
         Ok(())
     }
