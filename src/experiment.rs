@@ -52,6 +52,9 @@ pub struct LayerOverrides {
     /// Structured pruning: keep this fraction of the layer's output units (filters, neurons).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub structured: Option<UnitRule>,
+    /// How the biases are stored: 32 (f32 each) or 8 (an 8-bit affine grid per layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bias_bits: Option<u8>,
 }
 
 /// A layer's settings with every default resolved.
@@ -68,6 +71,22 @@ pub struct LayerPlan {
     /// Structured pruning of the layer's output units, on top of `prune` (`None`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structured: Option<UnitRule>,
+    /// Bits per stored bias: 32 (f32) or 8 (an 8-bit affine grid over the layer's biases).
+    #[serde(default = "f32_bias_bits", skip_serializing_if = "is_f32_bias_bits")]
+    pub bias_bits: u8,
+}
+
+/// Biases as f32, as every file before `bias_bits` existed stored them.
+pub(crate) const F32_BIAS_BITS: u8 = 32;
+/// The one grid biases can be put on: 8 bits, a byte per bias.
+pub(crate) const GRID_BIAS_BITS: u8 = crate::compress::model::BiasGrid::BITS;
+
+fn f32_bias_bits() -> u8 {
+    F32_BIAS_BITS
+}
+
+fn is_f32_bias_bits(b: &u8) -> bool {
+    *b == F32_BIAS_BITS
 }
 
 impl LayerPlan {
@@ -83,6 +102,7 @@ impl LayerPlan {
             init: Init::Linear,
             per_channel: false,
             structured: None,
+            bias_bits: F32_BIAS_BITS,
         }
     }
 
@@ -110,6 +130,9 @@ impl LayerPlan {
         }
         if let Some(u) = o.structured {
             self.structured = Some(u);
+        }
+        if let Some(b) = o.bias_bits {
+            self.bias_bits = b;
         }
         self.normalized()
     }
@@ -935,6 +958,15 @@ fn check_overrides(at: &str, o: &LayerOverrides) -> Result<(), String> {
     {
         return Err(format!("{}: {b} is out of range 1..=16", key("index_bits")));
     }
+    if let Some(b) = o.bias_bits
+        && b != F32_BIAS_BITS
+        && b != GRID_BIAS_BITS
+    {
+        return Err(format!(
+            "{}: {b} is not 32 (f32 biases) or 8 (biases on an 8-bit grid)",
+            key("bias_bits")
+        ));
+    }
     match o.prune {
         Some(PruneRule::Threshold(t)) if !(t >= 0.0 && t.is_finite()) => Err(format!(
             "{}: {t} must be a finite number >= 0",
@@ -984,6 +1016,7 @@ impl From<LayerPlan> for LayerOverrides {
             init: Some(p.init),
             per_channel: p.per_channel.then_some(true),
             structured: p.structured,
+            bias_bits: (p.bias_bits != F32_BIAS_BITS).then_some(p.bias_bits),
         }
     }
 }
@@ -1045,6 +1078,26 @@ mod tests {
     }
 
     const HEAD: &str = "name = \"x\"\nmodel = \"lenet-5\"\n[train]\nepochs = 1\nbatch_size = 8\nlr = 0.1\noptimizer = \"adam\"\nschedule = \"constant\"\nseed = 1\n";
+
+    #[test]
+    fn bias_bits_are_32_or_8_per_layer_and_32_is_not_written() {
+        let exp = Experiment::parse(
+            &format!("{HEAD}[defaults]\nbias_bits = 8\n[layers.fc2]\nbias_bits = 32\n"),
+            "t",
+        )
+        .unwrap();
+        let bits: Vec<u8> = exp.layer_plans().iter().map(|p| p.bias_bits).collect();
+        assert_eq!(bits, [8, 8, 8, 32]);
+        assert_eq!(Experiment::parse(&exp.to_toml(), "again").unwrap(), exp);
+        let plain = Experiment::parse(HEAD, "t").unwrap();
+        assert!(plain.layer_plans().iter().all(|p| p.bias_bits == 32));
+        assert!(!plain.to_toml().contains("bias_bits"));
+        let e = err(&format!("{HEAD}[layers.conv2]\nbias_bits = 16\n"));
+        assert!(
+            e.contains("layers.conv2.bias_bits") && e.contains("16"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {

@@ -105,6 +105,49 @@ fn pipeline_file_round_trip_and_invariants() {
     the_file_alone_reproduces(&result, &data, &exp);
 }
 
+#[test]
+fn biases_on_8_bit_grids_are_the_files_and_the_last_stage_measures_them() {
+    let data = common::fixture();
+    let cache = tempfile::tempdir().unwrap();
+    let text = EXPERIMENT.replace("[defaults]\n", "[defaults]\nbias_bits = 8\n");
+    let exp = Experiment::parse(&text, "fixture").unwrap();
+    assert!(exp.layer_plans().iter().all(|p| p.bias_bits == 8));
+    let result = pipeline::run(&exp, &data, cache.path(), &mut Quiet).unwrap();
+    let r = &result.report;
+    // Fine-tuning trains the biases in f32: the gridded ones are measured after it, in the
+    // network the file holds.
+    let stages: Vec<&str> = r.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(
+        stages[stages.len() - 2..],
+        ["fine-tuned", "biases on 8-bit grids"]
+    );
+    assert_eq!(r.last().file_bytes, Some(result.bytes.len() as u64));
+    for (l, layer) in result.model.layers.iter().enumerate() {
+        let grid = layer.bias_grid.expect("every layer's biases on a grid");
+        assert_eq!(
+            result.net.bias_values(l).unwrap(),
+            layer.bias,
+            "{}",
+            layer.name
+        );
+        for &b in &layer.bias {
+            assert_eq!(
+                grid.value(grid.code(b)),
+                b,
+                "{}: {b} is on the grid",
+                layer.name
+            );
+        }
+        // A byte per bias, after a scale and a zero point.
+        assert_eq!(layer.bias_bytes(), 5 + layer.bias.len());
+    }
+    // fc3 prunes its biases: a pruned bias is exactly 0 on the grid too.
+    let fc3 = &result.model.layers[2];
+    let zeros = fc3.bias.iter().filter(|&&b| b == 0.0).count();
+    assert!((1..10).contains(&zeros), "fc3 has {zeros} zero biases");
+    the_file_alone_reproduces(&result, &data, &exp);
+}
+
 /// The written file gives back the same model and the same accuracy, and the experiment
 /// travels in it and parses back to the same plan.
 fn the_file_alone_reproduces(

@@ -117,6 +117,7 @@ fn random_setting(rng: &mut StdRng, session: &Session, l: usize) -> LayerSetting
             init,
             per_channel: quantizer.allows_per_channel() && rng.random_bool(0.5),
             structured: None,
+            bias_bits: if rng.random_bool(0.3) { 8 } else { 32 },
         },
         finetuned: false,
     }

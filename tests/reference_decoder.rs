@@ -182,7 +182,7 @@ fn the_reference_decoder_reads_what_dcx_writes() {
     let dir = tempfile::tempdir().unwrap();
     // Plain-mode tables (1-bit sharing, 1-bit gaps: nearly every gap symbol a filler),
     // delta-mode tables (8-bit sharing, 16-bit gaps), a one-symbol gap code (nothing pruned)
-    // and pruned biases.
+    // and pruned biases; f32 biases and biases on 8-bit grids (pruned ones too).
     let mixed = format!(
         r#"name = "decoder-mixed"
 model = "lenet-300-100"
@@ -195,9 +195,11 @@ index_bits = 1
 prune = {{ keep = 0.1 }}
 bits = 8
 index_bits = 16
+bias_bits = 8
 [layers.fc3]
 prune = {{ keep = 1.0 }}
 prune_bias = true
+bias_bits = 8
 bits = 3
 index_bits = 4
 init = "kmeans++"
@@ -321,6 +323,7 @@ layers = [
 [layers.conv1]
 structured = {{ keep = 0.5, rank = "l1" }}
 bits = 6
+bias_bits = 8
 [layers.conv2]
 prune = {{ keep = 0.5 }}
 bits = 5

@@ -432,15 +432,34 @@ def read_coded_streams(sec, index_bits, n, g, symbols, weights, what):
     return indices, positions, figures
 
 
-def sparse_sizes(n, g, bits, index_bits, table_bytes, outputs):
+def sparse_sizes(n, g, bits, index_bits, table_bytes, outputs, bias_bytes):
     """The `pruned (P)` and `shared (P+Q)` sizes of a layer storing n survivors and g gap
     symbols: survivors as f32 or in `bits` bits, gap symbols in index_bits bits, plus
-    `table_bytes` (the codebook, or whatever maps an index to a value) and f32 biases."""
+    `table_bytes` (the codebook, or whatever maps an index to a value) and the biases: f32
+    after pruning, as stored (`bias_bytes`) after sharing."""
     gap_bits = g * index_bits
     return {
         "pruned_bytes": 4 * n + ceil_bytes(gap_bits) + 4 * outputs,
-        "shared_bytes": ceil_bytes(n * bits + gap_bits) + table_bytes + 4 * outputs,
+        "shared_bytes": ceil_bytes(n * bits + gap_bits) + table_bytes + bias_bytes,
     }
+
+
+def read_biases(sec, layer, what):
+    """`u32` B, then B f32 biases, or with `bias_bits` 8 in the metadata an f32 scale, a u8
+    zero point and B u8 codes, each `scale * (code - zero point)` in f32. Returns the biases
+    and the bytes they took after B."""
+    outputs = layer["shape"][0]
+    b = sec.u32("B")
+    if b != outputs:
+        raise DczError(f"{what}: B = {b} biases, the layer has {outputs} outputs")
+    if layer.get("bias_bits") is None:
+        return sec.f32s(b, "biases"), 4 * b
+    scale = sec.f32s(1, "bias grid scale")[0]
+    if not scale > 0:
+        raise DczError(f"{what}: bias grid scale {scale} is not > 0")
+    zero = sec.u8("bias grid zero point")
+    codes = sec.take(b, "bias codes")
+    return [to_f32(scale * (c - zero)) for c in codes], 5 + b
 
 
 def decode_kmeans_section(sec, layer, what):
@@ -462,16 +481,13 @@ def decode_kmeans_section(sec, layer, what):
     if k > 1 << bits:
         raise DczError(f"{what}: K = {k} > 2^bits = {1 << bits}")
     codebook = sec.f32s(k, "codebook")
-    b = sec.u32("B")
-    if b != outputs:
-        raise DczError(f"{what}: B = {b} biases, the layer has {outputs} outputs")
-    biases = sec.f32s(b, "biases")
+    biases, bias_bytes = read_biases(sec, layer, what)
     indices, positions, figures = read_coded_streams(sec, index_bits, n, g, k, weights, what)
     dense = [0.0] * weights
     for p, i in zip(positions, indices):
         dense[p] = codebook[i]
     figures.update({"bits": bits, "codebook_len": k})
-    figures.update(sparse_sizes(n, g, bits, index_bits, 4 * k, outputs))
+    figures.update(sparse_sizes(n, g, bits, index_bits, 4 * k, outputs, bias_bytes))
     return dense, biases, figures
 
 
@@ -516,17 +532,14 @@ def decode_grid_section(sec, layer, what, affine):
         levels = 2
         value = lambda grp, c: params[grp] if c == 1 else -params[grp]
         level_bytes = 4 * groups
-    b = sec.u32("B")
-    if b != outputs:
-        raise DczError(f"{what}: B = {b} biases, the layer has {outputs} outputs")
-    biases = sec.f32s(b, "biases")
+    biases, bias_bytes = read_biases(sec, layer, what)
     indices, positions, figures = read_coded_streams(sec, index_bits, n, g, levels, weights, what)
     run = weights // groups
     dense = [0.0] * weights
     for p, i in zip(positions, indices):
         dense[p] = value(p // run, i)
     figures.update({"bits": bits, "codebook_len": levels, "groups": groups})
-    figures.update(sparse_sizes(n, g, bits, index_bits, level_bytes, outputs))
+    figures.update(sparse_sizes(n, g, bits, index_bits, level_bytes, outputs, bias_bytes))
     return dense, biases, figures
 
 
@@ -608,9 +621,13 @@ def decode_file(data, name="file"):
         raise DczError(f"{name}: metadata lists {layers!r}, {model} has {len(arch)} layers")
     for got, expected in zip(layers, arch):
         want = {key: expected[key] for key in ("name", "kind", "shape")}
-        if not isinstance(got, dict) or not set(got) <= {*want, "quantizer", "outputs"}:
+        if not isinstance(got, dict) or not set(got) <= {*want, "quantizer", "outputs",
+                                                          "bias_bits"}:
             raise DczError(f"{name}: metadata layer {got!r}: keys other than "
-                           "name, kind, shape, quantizer, outputs")
+                           "name, kind, shape, quantizer, outputs, bias_bits")
+        if "bias_bits" in got and (type(got["bias_bits"]) is not int or got["bias_bits"] != 8):
+            raise DczError(f"{name}: metadata layer {got['name']}: bias_bits "
+                           f"{got['bias_bits']!r}, only 8 is written (f32 biases have no key)")
         if {key: got.get(key) for key in want} != want:
             raise DczError(f"{name}: metadata layer {got!r} is not {model}'s {want!r}")
     count = r.u16("layer count")
@@ -642,6 +659,11 @@ def decode_file(data, name="file"):
             raise DczError(f"{what}: unknown quantizer {quantizer!r}")
         shape = layer["shape"]
         kept_outputs = layer.get("outputs")
+        if isinstance(kept_outputs, str):
+            # One character per output unit, "1" kept: the list of the kept ones.
+            if len(kept_outputs) != shape[0] or set(kept_outputs) - {"0", "1"}:
+                raise DczError(f"{what}: outputs must be {shape[0]} characters 0 or 1")
+            kept_outputs = [i for i, c in enumerate(kept_outputs) if c == "1"]
         if kept_outputs is not None:
             if index == len(layers) - 1:
                 raise DczError(f"{what}: outputs listed for the last layer (the classes)")

@@ -488,6 +488,7 @@ pub(crate) fn quantizer_sweep(
                         init,
                         per_channel,
                         structured: None,
+                        bias_bits: p.bias_bits,
                     }
                     .normalized(),
                     finetuned: false,
@@ -734,6 +735,7 @@ fn uniform_plan(
                 init: p.init,
                 per_channel: false,
                 structured: None,
+                bias_bits: p.bias_bits,
             },
             finetuned: false,
         })

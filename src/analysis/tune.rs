@@ -161,8 +161,9 @@ pub struct TuneResult {
 }
 
 /// The recipe `dcx tune --model` starts from: the baseline `dcx train` makes, 5-bit sharing
-/// and gaps, three rounds of gradual pruning with two epochs of masked retraining each, then
-/// one epoch of centroid fine-tuning at a small rate (Adam normalises the summed gradient).
+/// and gaps, biases on 8-bit grids, three rounds of gradual pruning with two epochs of masked
+/// retraining each, then one epoch of centroid fine-tuning at a small rate (Adam normalises
+/// the summed gradient).
 pub fn starting_recipe(model: crate::model::ModelKind) -> Experiment {
     let name = model.name();
     let text = format!(
@@ -181,6 +182,7 @@ seed = 1
 bits = 5
 index_bits = 5
 init = "linear"
+bias_bits = 8
 
 [retrain]
 rounds = 3

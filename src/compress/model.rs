@@ -3,11 +3,12 @@
 
 use super::quantize::Quantizer;
 use crate::model::activations::ActivationQuant;
-use crate::model::quant::GridParams;
+use crate::model::quant::{self, Grid, GridParams};
 use crate::model::{Arch, LayerKind, Net};
 
 /// One layer after pruning and weight sharing: which positions survive, which centroid each
-/// survivor uses, and the codebook. Biases stay dense f32 (they are 0.2% of LeNet-5).
+/// survivor uses, and the codebook. Biases are dense: f32 each, or on an 8-bit grid (a pruned
+/// LeNet-5's biases are a twelfth of its file as f32).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompressedLayer {
     pub name: String,
@@ -30,10 +31,64 @@ pub struct CompressedLayer {
     pub positions: Vec<u32>,
     /// Codebook index of each surviving weight, parallel to `positions`.
     pub assignments: Vec<u8>,
+    /// The biases' values: as trained, or the grid's values when `bias_grid` is set.
     pub bias: Vec<f32>,
+    /// The 8-bit grid the biases are stored on (`None`: f32 each).
+    pub bias_grid: Option<BiasGrid>,
     /// The output and input units structured pruning left (`None`: all of them). Positions,
     /// groups and biases stay in the full layer's frame; the file stores the thinned layer.
     pub units: Option<Units>,
+}
+
+/// Biases on an affine grid of 256 codes over `min(0, lowest)` to `max(0, highest)`: a bias
+/// is `scale * (code - zero_point)`, so a zero (a pruned or cut unit's) stays exactly zero.
+/// The weights' uniform quantizer fits it, so both are one piece of arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BiasGrid {
+    pub scale: f32,
+    pub zero_point: u8,
+}
+
+impl BiasGrid {
+    /// Bits per stored bias on the grid: a byte each.
+    pub const BITS: u8 = 8;
+    const GRID: Grid = Grid::Affine { bits: Self::BITS };
+
+    /// The grid fitted to `bias`, and the values the biases become on it.
+    pub fn fit(bias: &[f32]) -> (BiasGrid, Vec<f32>) {
+        let fitted = quant::quantize(Self::GRID, 1, bias, &vec![true; bias.len()]);
+        let grid = BiasGrid::from_params(&fitted.params);
+        (grid, fitted.dequantized())
+    }
+
+    fn from_params(params: &GridParams) -> BiasGrid {
+        match params {
+            GridParams::Affine {
+                scales,
+                zero_points,
+            } => BiasGrid {
+                scale: scales[0],
+                zero_point: zero_points[0],
+            },
+            GridParams::Sign { .. } => unreachable!("an affine grid fits affine parameters"),
+        }
+    }
+
+    fn params(&self) -> GridParams {
+        GridParams::Affine {
+            scales: vec![self.scale],
+            zero_points: vec![self.zero_point],
+        }
+    }
+
+    /// The code of a bias already on the grid (one of [`BiasGrid::value`]'s values).
+    pub fn code(&self, bias: f32) -> u8 {
+        quant::code(Self::GRID, &self.params(), 0, bias)
+    }
+
+    pub fn value(&self, code: u8) -> f32 {
+        self.params().value(0, code)
+    }
 }
 
 /// Which units of a layer survive structured pruning: its output units (conv filters, fc
@@ -156,6 +211,15 @@ impl CompressedLayer {
             None => 4 * self.codebook.len(),
             Some(GridParams::Affine { scales, .. }) => 5 * scales.len(),
             Some(GridParams::Sign { alphas }) => 4 * alphas.len(),
+        }
+    }
+
+    /// Bytes the file spends on the biases (of a thinned layer, the kept outputs'): f32 each,
+    /// or a grid's f32 scale and u8 zero point then a byte each.
+    pub fn bias_bytes(&self) -> usize {
+        match self.bias_grid {
+            None => 4 * self.bias.len(),
+            Some(_) => 5 + self.bias.len(),
         }
     }
 

@@ -47,6 +47,7 @@ pub struct LayerKey {
     quantizer: Quantizer,
     init: Init,
     per_channel: bool,
+    bias_bits: u8,
     /// The structured rule: the bits of its kept fraction and its rank.
     structured: Option<(u32, crate::experiment::UnitRank)>,
     /// Fingerprint of the units the layer keeps (its own outputs and the layer before's):
@@ -74,6 +75,7 @@ impl LayerKey {
             init,
             per_channel,
             structured,
+            bias_bits,
         } = *plan;
         let rule = match prune {
             PruneRule::Threshold(t) => (0, t.to_bits()),
@@ -91,6 +93,7 @@ impl LayerKey {
             quantizer,
             init,
             per_channel,
+            bias_bits,
             structured: structured.map(|u| (u.keep.to_bits(), u.rank)),
             units: units.map_or(0, |u| {
                 use std::hash::{Hash, Hasher};

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::compress::bits::BitReader;
 use crate::compress::encode::{EncodeError, EncodedLayer, encode_layer};
 use crate::compress::huffman::HuffmanCode;
-use crate::compress::model::{CompressedLayer, CompressedModel, Units};
+use crate::compress::model::{BiasGrid, CompressedLayer, CompressedModel, Units};
 use crate::compress::quantize::Quantizer;
 use crate::compress::sparse_index;
 use crate::model::activations::{ActGrid, ActivationQuant, Calibration};
@@ -74,10 +74,24 @@ struct LayerMeta {
     /// Absent means k-means, so files of k-means layers are the bytes they always were.
     #[serde(default, skip_serializing_if = "is_kmeans")]
     quantizer: Quantizer,
-    /// The output units structured pruning kept, increasing; absent when it kept them all.
-    /// The section then holds the thinned layer (see `docs/dcz-format.md`).
+    /// The output units structured pruning kept; absent when it kept them all. The section
+    /// then holds the thinned layer (see `docs/dcz-format.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    outputs: Option<Vec<u32>>,
+    outputs: Option<KeptOutputs>,
+    /// 8 when the section stores the biases on an 8-bit grid; absent when they are f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bias_bits: Option<u8>,
+}
+
+/// A layer's kept output units, as the metadata spells them.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum KeptOutputs {
+    /// One character per output unit, `1` kept, `0` cut: what dcx writes. A list of 250
+    /// indices deflates to about 450 bytes; this, to about 65.
+    Mask(String),
+    /// The kept units' indices, increasing: what files written before the mask hold.
+    List(Vec<u32>),
 }
 
 fn is_kmeans(q: &Quantizer) -> bool {
@@ -159,10 +173,14 @@ fn metadata(model: &CompressedModel) -> Vec<u8> {
                     .as_ref()
                     .filter(|u| u.outputs.iter().any(|&k| !k))
                     .map(|u| {
-                        (0..u.outputs.len() as u32)
-                            .filter(|&o| u.outputs[o as usize])
-                            .collect()
+                        KeptOutputs::Mask(
+                            u.outputs
+                                .iter()
+                                .map(|&k| if k { '1' } else { '0' })
+                                .collect(),
+                        )
                     }),
+                bias_bits: l.bias_grid.map(|_| BiasGrid::BITS),
             })
             .collect(),
         experiment: model.experiment.clone(),
@@ -263,8 +281,17 @@ fn layer_section(layer: &CompressedLayer, enc: &EncodedLayer) -> Vec<u8> {
         }
     }
     s.extend_from_slice(&(layer.bias.len() as u32).to_le_bytes());
-    for b in &layer.bias {
-        s.extend_from_slice(&b.to_le_bytes());
+    match layer.bias_grid {
+        None => {
+            for b in &layer.bias {
+                s.extend_from_slice(&b.to_le_bytes());
+            }
+        }
+        Some(g) => {
+            s.extend_from_slice(&g.scale.to_le_bytes());
+            s.push(g.zero_point);
+            s.extend(layer.bias.iter().map(|&b| g.code(b)));
+        }
     }
     for block in [&enc.table_bytes, &enc.weight_stream, &enc.gap_stream] {
         s.extend_from_slice(&(block.len() as u32).to_le_bytes());
@@ -450,7 +477,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
                 spec.weight_shape()
             ));
         }
-        let outputs = kept_outputs(lm.outputs.as_deref(), spec, l + 1 == count)
+        let outputs = kept_outputs(lm.outputs.as_ref(), spec, l + 1 == count)
             .map_err(|e| format!("layer {}: outputs: {e}", spec.name))?;
         let units = Units {
             inputs: inputs
@@ -461,8 +488,21 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
         let start = c.at;
         let section = c.block(&format!("layer {} section", spec.name))?;
         section_bytes.push(c.at - start);
+        let form = SectionForm {
+            quantizer: lm.quantizer,
+            bias_grid: match lm.bias_bits {
+                None => false,
+                Some(BiasGrid::BITS) => true,
+                Some(b) => {
+                    return Err(format!(
+                        "layer {}: bias_bits {b}: only 8 (an 8-bit grid) is written; f32 biases have no key",
+                        spec.name
+                    ));
+                }
+            },
+        };
         let layer = if units.is_whole() {
-            read_section(section, spec, lm.quantizer)
+            read_section(section, spec, form)
         } else {
             let shape = units.thinned_shape(&spec.weight_shape());
             let thin = LayerSpec {
@@ -470,7 +510,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<DczFile, String> {
                 inputs: shape[1],
                 ..spec.clone()
             };
-            read_section(section, &thin, lm.quantizer)
+            read_section(section, &thin, form)
                 .map(|t| CompressedLayer::expanded(t, spec.weight_shape(), units.clone()))
         }
         .map_err(|e| format!("layer {}: {e}", spec.name))?;
@@ -527,16 +567,35 @@ fn network_arch(model: &str, stages: &[StageSpec]) -> Result<crate::model::Arch,
     .to_arch_from_file()
 }
 
-/// The kept-output list of a layer's metadata as a mask: strictly increasing unit indices
-/// below the layer's output count, at least one, and none for the last layer (its outputs
-/// are the classes).
-fn kept_outputs(list: Option<&[u32]>, spec: &LayerSpec, last: bool) -> Result<Vec<bool>, String> {
-    let Some(list) = list else {
+/// The kept outputs of a layer's metadata as a mask: a string of `0`s and `1`s, one per
+/// output, or (older files) strictly increasing unit indices below the layer's output count;
+/// at least one kept, and none listed for the last layer (its outputs are the classes).
+fn kept_outputs(
+    kept: Option<&KeptOutputs>,
+    spec: &LayerSpec,
+    last: bool,
+) -> Result<Vec<bool>, String> {
+    let Some(kept) = kept else {
         return Ok(vec![true; spec.outputs]);
     };
     if last {
         return Err("the last layer's outputs are the classes: none can be cut".into());
     }
+    let list = match kept {
+        KeptOutputs::Mask(mask) => {
+            if mask.len() != spec.outputs || mask.bytes().any(|b| b != b'0' && b != b'1') {
+                return Err(format!(
+                    "not a string of {} characters 0 or 1, one per output",
+                    spec.outputs
+                ));
+            }
+            if !mask.contains('1') {
+                return Err("no output kept".into());
+            }
+            return Ok(mask.bytes().map(|b| b == b'1').collect());
+        }
+        KeptOutputs::List(list) => list,
+    };
     if list.is_empty() {
         return Err("no output kept".into());
     }
@@ -555,11 +614,20 @@ fn kept_outputs(list: Option<&[u32]>, spec: &LayerSpec, last: bool) -> Result<Ve
     Ok(keep)
 }
 
+/// What a layer's metadata says about how its section is laid out.
+#[derive(Clone, Copy)]
+struct SectionForm {
+    quantizer: Quantizer,
+    /// The biases are an 8-bit grid (scale, zero point, a code each), not f32 each.
+    bias_grid: bool,
+}
+
 fn read_section(
     bytes: &[u8],
     spec: &LayerSpec,
-    quantizer: Quantizer,
+    form: SectionForm,
 ) -> Result<CompressedLayer, String> {
+    let quantizer = form.quantizer;
     let shape = spec.weight_shape();
     let weights: usize = shape.iter().product();
     let mut c = Cursor { bytes, at: 0 };
@@ -612,7 +680,20 @@ fn read_section(
     if bias_len != bias_count {
         return Err(format!("{bias_len} biases, expected {bias_count}"));
     }
-    let bias = c.f32s(bias_len, "biases")?;
+    let (bias, bias_grid) = if form.bias_grid {
+        let scale = c.f32s(1, "bias grid scale")?[0];
+        if scale <= 0.0 {
+            return Err(format!("bias grid scale {scale} is not > 0"));
+        }
+        let grid = BiasGrid {
+            scale,
+            zero_point: c.u8("bias grid zero point")?,
+        };
+        let codes = c.take(bias_len, "bias codes")?;
+        (codes.iter().map(|&b| grid.value(b)).collect(), Some(grid))
+    } else {
+        (c.f32s(bias_len, "biases")?, None)
+    };
     let tables = c.block("code tables")?;
     let weight_stream = c.block("weight stream")?;
     let gap_stream = c.block("gap stream")?;
@@ -670,6 +751,7 @@ fn read_section(
         positions,
         assignments,
         bias,
+        bias_grid,
         units: None,
     })
 }
@@ -801,6 +883,7 @@ mod tests {
                     positions,
                     assignments,
                     bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
+                    bias_grid: None,
                     units: None,
                 }
             })
@@ -849,6 +932,7 @@ mod tests {
                     positions,
                     grid: Some(fitted.params),
                     bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
+                    bias_grid: None,
                     units: None,
                 }
             })
@@ -859,6 +943,111 @@ mod tests {
             layers,
             activations: None,
         }
+    }
+
+    /// `random_model` with every other fc1 neuron cut: fc1 keeps only its live rows, fc2
+    /// only the columns that read them, a cut neuron's bias is 0.
+    fn thinned_model(seed: u64) -> CompressedModel {
+        let mut model = random_model(seed, 0.1);
+        let kept: Vec<bool> = (0..300).map(|o| o % 2 == 0 || o % 7 == 0).collect();
+        let units = [
+            Units {
+                outputs: kept.clone(),
+                inputs: vec![true; 784],
+            },
+            Units {
+                outputs: vec![true; 100],
+                inputs: kept.clone(),
+            },
+        ];
+        for (layer, units) in model.layers.iter_mut().zip(units) {
+            let alive = units.alive(&layer.shape);
+            let (positions, assignments) = layer
+                .positions
+                .iter()
+                .zip(&layer.assignments)
+                .filter(|&(&p, _)| alive[p as usize])
+                .unzip();
+            layer.positions = positions;
+            layer.assignments = assignments;
+            for (b, &k) in layer.bias.iter_mut().zip(&units.outputs) {
+                *b = if k { *b } else { 0.0 };
+            }
+            layer.units = Some(units);
+        }
+        model
+    }
+
+    #[test]
+    fn kept_units_are_a_string_of_0s_and_1s_and_older_lists_still_read() {
+        let model = thinned_model(4);
+        let (bytes, _) = file_bytes(&model);
+        assert_eq!(from_bytes(&bytes).unwrap().model, model);
+        let meta = metadata_json(&bytes);
+        let mask = meta["layers"][0]["outputs"].as_str().unwrap().to_string();
+        assert_eq!(mask.len(), 300);
+        assert_eq!(&mask[..8], "10101011");
+        assert!(meta["layers"][1].get("outputs").is_none());
+        // A file written before the string form lists the kept units: the same model, in
+        // several times the metadata bytes.
+        let listed: Vec<u32> = (0..300u32)
+            .filter(|&o| mask.as_bytes()[o as usize] == b'1')
+            .collect();
+        let older = with_metadata(&bytes, |m| m["layers"][0]["outputs"] = listed.into());
+        assert_eq!(from_bytes(&older).unwrap().model, model);
+        let grown = older.len() - with_metadata(&bytes, |_| ()).len();
+        assert!(grown > 200, "the list costs {grown} more bytes");
+        // A mask of another length, another character or no unit kept names the layer.
+        for bad in ["1".repeat(299), "2".repeat(300), "0".repeat(300)] {
+            let file = with_metadata(&bytes, |m| m["layers"][0]["outputs"] = bad.into());
+            let err = from_bytes(&file).unwrap_err();
+            assert!(err.contains("layer fc1: outputs"), "{err}");
+        }
+    }
+
+    #[test]
+    fn biases_on_an_8_bit_grid_round_trip_bit_exact_in_a_byte_each() {
+        let mut plain = random_model(3, 0.05);
+        for layer in &mut plain.layers {
+            // A negative bias and a pruned one among them: zero must stay exactly zero.
+            layer.bias[0] = -0.02;
+            layer.bias[1] = 0.0;
+        }
+        let mut gridded = plain.clone();
+        for layer in &mut gridded.layers {
+            let (grid, values) = BiasGrid::fit(&layer.bias);
+            layer.bias = values;
+            layer.bias_grid = Some(grid);
+        }
+        let (bytes, layout) = file_bytes(&gridded);
+        let back = from_bytes(&bytes).unwrap();
+        assert_eq!(back.model, gridded);
+        for (g, p) in gridded.layers.iter().zip(&plain.layers) {
+            assert_eq!(g.bias[1], 0.0);
+            let half_step = g.bias_grid.unwrap().scale / 2.0;
+            for (a, b) in g.bias.iter().zip(&p.bias) {
+                assert!((a - b).abs() <= half_step * 1.001, "{a} vs {b}");
+            }
+        }
+        // Each layer's biases shrink from 4 bytes each to a scale, a zero point and a byte each.
+        let (_, plain_layout) = file_bytes(&plain);
+        for (l, layer) in plain.layers.iter().enumerate() {
+            let b = layer.bias.len();
+            assert_eq!(
+                plain_layout.section_bytes[l] - layout.section_bytes[l],
+                4 * b - (5 + b)
+            );
+        }
+        assert_eq!(metadata_json(&bytes)["layers"][0]["bias_bits"], 8);
+        assert!(
+            metadata_json(&file_bytes(&plain).0)["layers"][0]
+                .get("bias_bits")
+                .is_none()
+        );
+        // Another width is not a layout a reader knows.
+        let other = with_metadata(&bytes, |m| m["layers"][1]["bias_bits"] = 16.into());
+        let err = from_bytes(&other).unwrap_err();
+        assert!(err.contains("fc2") && err.contains("bias_bits 16"), "{err}");
     }
 
     #[test]
@@ -1106,6 +1295,7 @@ mod tests {
                     assignments: positions.iter().map(|_| rng.random_range(0..8)).collect(),
                     positions,
                     bias: (0..spec.bias_count()).map(|j| j as f32 * 1e-3).collect(),
+                    bias_grid: None,
                     units: None,
                 }
             })

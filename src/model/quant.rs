@@ -235,7 +235,7 @@ fn fit(
 
 /// The code of weight `w` of `group` under fitted `params`.
 #[inline]
-fn code(grid: Grid, params: &GridParams, group: usize, w: f32) -> u8 {
+pub fn code(grid: Grid, params: &GridParams, group: usize, w: f32) -> u8 {
     match params {
         GridParams::Affine {
             scales,

@@ -108,6 +108,7 @@ mod tests {
                 positions: (0..spec.weight_count() as u32).step_by(4).collect(),
                 assignments: vec![0; spec.weight_count().div_ceil(4)],
                 bias: vec![0.0; spec.outputs],
+                bias_grid: None,
                 units: None,
             })
             .collect();

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compress::kmeans::{self, EmptyClusters, Init, KMeansConfig, Stop};
-use crate::compress::model::{CompressedLayer, Units};
+use crate::compress::model::{BiasGrid, CompressedLayer, Units};
 use crate::compress::prune;
 use crate::experiment::{Experiment, LayerPlan, PruneRule};
 use crate::model::LayerSpec;
@@ -319,6 +319,13 @@ impl LayerState {
                 }
             },
         };
+        let bias = masked(&self.bias, &mask.bias);
+        let (bias, bias_grid) = if plan.bias_bits == BiasGrid::BITS {
+            let (grid, values) = BiasGrid::fit(&bias);
+            (values, Some(grid))
+        } else {
+            (bias, None)
+        };
         let compressed = CompressedLayer {
             name: spec.name.to_string(),
             kind: spec.kind,
@@ -330,7 +337,8 @@ impl LayerState {
             grid,
             positions,
             assignments,
-            bias: masked(&self.bias, &mask.bias),
+            bias,
+            bias_grid,
             units: mask.units.clone(),
         };
         Shared {

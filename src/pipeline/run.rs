@@ -307,7 +307,10 @@ pub fn run(
         .map(|(l, (((s, spec), plan), u))| s.share(l, spec, plan, share, u.as_ref()))
         .collect();
     let layers: Vec<CompressedLayer> = shared.iter().map(|s| s.compressed.clone()).collect();
-    if !shared.iter().all(|s| s.fine_tuned) {
+    let all_fine_tuned = shared.iter().all(|s| s.fine_tuned);
+    // Biases put on a grid here are not the ones training ended on: measure the file's.
+    let biases_gridded = layers.iter().any(|l| l.bias_grid.is_some());
+    if !all_fine_tuned || biases_gridded {
         net = Net::from_values(
             &arch,
             layers
@@ -317,7 +320,15 @@ pub fn run(
         )?;
         step::quantize_activations(&mut net, exp.activations.as_ref(), data)?;
         let masks: Vec<&[bool]> = shared.iter().map(|s| &s.mask.weights[..]).collect();
-        stages.push(eval_stage("shared", &net, data, Some(&masks))?);
+        let label = if all_fine_tuned {
+            "biases on 8-bit grids"
+        } else {
+            "shared"
+        };
+        let mut stage = eval_stage(label, &net, data, Some(&masks))?;
+        let refs: Vec<&CompressedLayer> = layers.iter().collect();
+        stage.describe_file(exp, &refs, net.activations())?;
+        stages.push(stage);
     } else if net.activations().is_none() && exp.activations.is_some() {
         // A fine-tune step calibrates its grids, so every layer being as one left it means
         // the net has grids; should it not, calibrate here: the file must hold the grids its

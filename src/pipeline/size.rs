@@ -3,7 +3,8 @@
 //! - dense: every weight and bias as f32;
 //! - pruned (P): surviving weights as f32 plus one `index_bits` gap per entry (fillers
 //!   included), biases f32;
-//! - shared (P+Q): `bits` per surviving weight plus the gaps, the codebook as f32, biases f32;
+//! - shared (P+Q): `bits` per surviving weight plus the gaps, the codebook as f32, biases as
+//!   stored (f32, or a byte each on an 8-bit grid);
 //! - Huffman (P+Q+H): the layer's section of the real `.dcz` file, byte for byte (code tables
 //!   and length fields included). Header, metadata and checksum are reported on their own.
 
@@ -111,7 +112,8 @@ pub(crate) fn layer_size(
     let bias_bytes = 4 * layer.bias.len() as u64;
     // The stages after pruning store the thinned layer: a cut unit has no bias or grid.
     let thin = layer.thinned();
-    let stored_bias_bytes = 4 * thin.bias.len() as u64;
+    let f32_bias_bytes = 4 * thin.bias.len() as u64;
+    let stored_bias_bytes = thin.bias_bytes() as u64;
     let index_bits = gaps * layer.index_bits as u64;
     let per = |bits: f64| if kept == 0 { 0.0 } else { bits / kept as f64 };
     LayerSize {
@@ -125,7 +127,7 @@ pub(crate) fn layer_size(
         index_bits: layer.index_bits,
         codebook_len: layer.levels(),
         dense_bytes: 4 * (layer.weight_count() as u64) + bias_bytes,
-        pruned_bytes: bytes(kept * 32 + index_bits) + stored_bias_bytes,
+        pruned_bytes: bytes(kept * 32 + index_bits) + f32_bias_bytes,
         shared_bytes: bytes(kept * layer.bits as u64 + index_bits)
             + thin.level_bytes() as u64
             + stored_bias_bytes,

@@ -116,6 +116,7 @@ fn differences(then: &LayerPlan, now: &LayerPlan) -> Option<LayerOverrides> {
         quantizer: (then.quantizer != now.quantizer).then_some(then.quantizer),
         init: (then.init != now.init).then_some(then.init),
         per_channel: (then.per_channel != now.per_channel).then_some(then.per_channel),
+        bias_bits: (then.bias_bits != now.bias_bits).then_some(then.bias_bits),
         // A step that cut no units under a plan that does: one unit in keep 1 says "none".
         structured: (then.structured != now.structured).then(|| {
             then.structured.unwrap_or(crate::experiment::UnitRule {
