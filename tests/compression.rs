@@ -106,45 +106,72 @@ fn pipeline_file_round_trip_and_invariants() {
 }
 
 #[test]
-fn biases_on_8_bit_grids_are_the_files_and_the_last_stage_measures_them() {
+fn biases_go_on_8_bit_grids_after_training_and_cost_a_byte_each() {
     let data = common::fixture();
     let cache = tempfile::tempdir().unwrap();
+    let plain = Experiment::parse(EXPERIMENT, "fixture").unwrap();
     let text = EXPERIMENT.replace("[defaults]\n", "[defaults]\nbias_bits = 8\n");
     let exp = Experiment::parse(&text, "fixture").unwrap();
     assert!(exp.layer_plans().iter().all(|p| p.bias_bits == 8));
+    let f32_run = pipeline::run(&plain, &data, cache.path(), &mut Quiet).unwrap();
     let result = pipeline::run(&exp, &data, cache.path(), &mut Quiet).unwrap();
     let r = &result.report;
-    // Fine-tuning trains the biases in f32: the gridded ones are measured after it, in the
-    // network the file holds.
+    // Training is that of the f32 plan, stage for stage; the grids come after it, and the
+    // last stage measures the network the file holds.
     let stages: Vec<&str> = r.stages.iter().map(|s| s.stage.as_str()).collect();
-    assert_eq!(
-        stages[stages.len() - 2..],
-        ["fine-tuned", "biases on 8-bit grids"]
-    );
+    let n = stages.len();
+    assert_eq!(stages[n - 2..], ["fine-tuned", "biases on 8-bit grids"]);
+    let trained = |stages: &[pipeline::StageEval]| -> Vec<(String, f64, f32)> {
+        stages[..n - 1]
+            .iter()
+            .map(|s| (s.stage.clone(), s.accuracy, s.loss))
+            .collect()
+    };
+    assert_eq!(trained(&r.stages), trained(&f32_run.report.stages));
     assert_eq!(r.last().file_bytes, Some(result.bytes.len() as u64));
-    for (l, layer) in result.model.layers.iter().enumerate() {
-        let grid = layer.bias_grid.expect("every layer's biases on a grid");
-        assert_eq!(
-            result.net.bias_values(l).unwrap(),
-            layer.bias,
-            "{}",
-            layer.name
-        );
-        for &b in &layer.bias {
+    for (l, (g, f)) in result
+        .model
+        .layers
+        .iter()
+        .zip(&f32_run.model.layers)
+        .enumerate()
+    {
+        let grid = g.bias_grid.expect("every layer's biases on a grid");
+        assert_eq!(g.dense_weights(), f.dense_weights(), "{}", g.name);
+        assert_eq!(result.net.bias_values(l).unwrap(), g.bias, "{}", g.name);
+        for (&a, &b) in g.bias.iter().zip(&f.bias) {
             assert_eq!(
-                grid.value(grid.code(b)),
-                b,
-                "{}: {b} is on the grid",
-                layer.name
+                grid.value(grid.code(a)),
+                a,
+                "{}: {a} is on the grid",
+                g.name
             );
+            assert!(
+                (a - b).abs() <= grid.scale * 0.5001,
+                "{}: {a} vs {b}",
+                g.name
+            );
+            if b == 0.0 {
+                assert_eq!(a, 0.0, "{}: a pruned bias stays 0", g.name);
+            }
         }
-        // A byte per bias, after a scale and a zero point.
-        assert_eq!(layer.bias_bytes(), 5 + layer.bias.len());
     }
-    // fc3 prunes its biases: a pruned bias is exactly 0 on the grid too.
-    let fc3 = &result.model.layers[2];
-    let zeros = fc3.bias.iter().filter(|&&b| b == 0.0).count();
-    assert!((1..10).contains(&zeros), "fc3 has {zeros} zero biases");
+    // fc3 prunes its biases.
+    assert!(f32_run.model.layers[2].bias.contains(&0.0));
+    // Same weights, same codes: each section differs by its biases alone, 4 bytes each
+    // against a scale, a zero point and a byte each.
+    for ((g, f), layer) in r
+        .sizes
+        .layers
+        .iter()
+        .zip(&f32_run.report.sizes.layers)
+        .zip(&result.model.layers)
+    {
+        let b = layer.bias.len() as u64;
+        assert_eq!(f.file_bytes - g.file_bytes, 3 * b - 5, "{}", g.name);
+        assert_eq!(f.shared_bytes - g.shared_bytes, 3 * b - 5, "{}", g.name);
+        assert_eq!(f.pruned_bytes, g.pruned_bytes, "{}", g.name);
+    }
     the_file_alone_reproduces(&result, &data, &exp);
 }
 

@@ -148,6 +148,8 @@ fn a_searches_the_plan_plots_each_candidate_and_writes_and_applies_the_chosen_on
     for (l, s) in plan.iter().enumerate() {
         assert_eq!(s.plan.prune, PruneRule::Keep(chosen.keep[l]));
         assert_eq!(s.plan.bits, chosen.bits[l]);
+        // The search stored the biases on grids (the recipe does not say): so does the plan.
+        assert_eq!(s.plan.bias_bits, 8);
     }
     common::pump_until(&mut ctl, "the chosen plan's accuracy", common::exact);
 

@@ -197,7 +197,7 @@ fn the_best_plan_is_thinned_a_rung_at_a_time_and_the_thinned_plan_re_runs_to_its
 }
 
 #[test]
-fn a_start_with_structured_rules_is_searched_and_its_rules_give_way_to_the_search_s_units() {
+fn a_start_s_structured_rules_give_way_to_the_search_s_units_and_its_bias_storage_holds() {
     let data = common::fixture();
     let cache = tempfile::tempdir().unwrap();
     let mut start = common::tune_recipe();
@@ -205,6 +205,8 @@ fn a_start_with_structured_rules_is_searched_and_its_rules_give_way_to_the_searc
         keep: 0.5,
         rank: dcx::experiment::UnitRank::Apoz,
     });
+    // A start that says how a layer stores its biases keeps it; the others go on grids.
+    start.layers.entry("fc2".into()).or_default().bias_bits = Some(32);
     tune::check_searchable(&start).unwrap();
     let found = tune::run(&start, &options(), &data, cache.path(), &mut common::Quiet)
         .unwrap()
@@ -219,6 +221,13 @@ fn a_start_with_structured_rules_is_searched_and_its_rules_give_way_to_the_searc
         });
         assert_eq!(plan.structured, expected);
     }
+    let bias_bits: Vec<u8> = found
+        .experiment
+        .layer_plans()
+        .iter()
+        .map(|p| p.bias_bits)
+        .collect();
+    assert_eq!(bias_bits, [8, 32, 8]);
 }
 
 /// `dcx tune --refit`: the plan is chosen as always, then the written experiment trains on

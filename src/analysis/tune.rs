@@ -21,6 +21,8 @@
 //!    a full run stays within budget;
 //! 6. every candidate's gap widths re-coded to the cheapest (they change no weight, so the
 //!    bytes are exact without a run).
+//!
+//! Every candidate stores its biases on 8-bit grids unless the start sets `bias_bits`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -161,9 +163,8 @@ pub struct TuneResult {
 }
 
 /// The recipe `dcx tune --model` starts from: the baseline `dcx train` makes, 5-bit sharing
-/// and gaps, biases on 8-bit grids, three rounds of gradual pruning with two epochs of masked
-/// retraining each, then one epoch of centroid fine-tuning at a small rate (Adam normalises
-/// the summed gradient).
+/// and gaps, three rounds of gradual pruning with two epochs of masked retraining each, then
+/// one epoch of centroid fine-tuning at a small rate (Adam normalises the summed gradient).
 pub fn starting_recipe(model: crate::model::ModelKind) -> Experiment {
     let name = model.name();
     let text = format!(
@@ -182,7 +183,6 @@ seed = 1
 bits = 5
 index_bits = 5
 init = "linear"
-bias_bits = 8
 
 [retrain]
 rounds = 3
@@ -255,6 +255,12 @@ pub fn run_heard(
         .layers
         .values_mut()
         .for_each(|o| o.structured = None);
+    // Biases on 8-bit grids save 3 bytes each for no retraining (the grid goes on after
+    // training, and every candidate's held-out accuracy is measured with it), unless the
+    // start says how it stores them.
+    if template.defaults.bias_bits.is_none() {
+        template.defaults.bias_bits = Some(crate::experiment::GRID_BIAS_BITS);
+    }
     check_searchable(&template)?;
     Experiment::parse(&template.to_toml(), "the starting recipe")?;
 

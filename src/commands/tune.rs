@@ -22,8 +22,8 @@ use crate::model::train;
 #[command(group = clap::ArgGroup::new("budget").required(true).args(["max_error", "max_drop"]))]
 pub struct TuneArgs {
     /// Start from this network (lenet-300-100, lenet-5, course-cnn) with the built-in
-    /// recipe: 5-bit sharing, biases on 8-bit grids, three rounds of gradual pruning with
-    /// masked retraining, centroid fine-tuning.
+    /// recipe: 5-bit sharing, three rounds of gradual pruning with masked retraining,
+    /// centroid fine-tuning. Biases go on 8-bit grids unless the start sets bias_bits.
     #[arg(long)]
     pub model: Option<ModelKind>,
     /// Start from this experiment's recipe instead (its training, retraining, fine-tuning and

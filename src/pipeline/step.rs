@@ -118,7 +118,12 @@ pub(crate) fn prepare(
                     assignments,
                     codebook: c.codebook.clone(),
                 };
-                let (w, b) = (c.dense_weights(), c.bias.clone());
+                // Biases train in f32: a grid for them (`bias_bits`) is put on after training,
+                // so weights and accuracy before it are those of the f32-bias plan.
+                let (w, b) = (
+                    c.dense_weights(),
+                    super::layer::masked(&state.bias, &mask.bias),
+                );
                 (mask, Some(shared), w, b, Some(tie))
             }
         };

@@ -161,7 +161,13 @@ impl Controller {
         self.search_chosen = Some(result.chosen);
         let chosen = result.candidates[result.chosen].clone();
         let written = self.write_search(job, &result);
-        let applied = self.apply_search(&chosen);
+        let bias_bits: Vec<u8> = result
+            .experiment
+            .layer_plans()
+            .iter()
+            .map(|p| p.bias_bits)
+            .collect();
+        let applied = self.apply_search(&chosen, &bias_bits);
         if let Err(e) = applied {
             self.app
                 .say(format!("the chosen plan could not become the plan: {e}"));
@@ -223,9 +229,10 @@ impl Controller {
         Ok(path)
     }
 
-    /// Makes the chosen keep shares, sharing bits, gap widths and unit shares the session's plan (one undo
-    /// step) and says which weights they apply to: the explorer's, not the search's baseline.
-    fn apply_search(&mut self, chosen: &tune::Candidate) -> anyhow::Result<()> {
+    /// Makes the chosen keep shares, sharing bits, gap widths, unit shares and bias storage
+    /// the session's plan (one undo step) and says which weights they apply to: the
+    /// explorer's, not the search's baseline.
+    fn apply_search(&mut self, chosen: &tune::Candidate, bias_bits: &[u8]) -> anyhow::Result<()> {
         let Some(session) = self.session.as_mut() else {
             return Ok(());
         };
@@ -238,6 +245,7 @@ impl Controller {
                 s.plan.prune = PruneRule::Keep(chosen.keep[l]);
                 s.plan.bits = chosen.bits[l];
                 s.plan.index_bits = chosen.index_bits[l];
+                s.plan.bias_bits = bias_bits[l];
                 s.plan.structured = (chosen.units[l] < 1.0).then_some(UnitRule {
                     keep: chosen.units[l],
                     rank: UnitRank::L1,
@@ -261,7 +269,7 @@ impl Controller {
             )
         };
         self.app.say(format!(
-            "the chosen keep shares, bits, gap widths and units are now the plan, on {weights}, without the search's retraining: the top line shows its test accuracy; p retrains, u undoes"
+            "the chosen keep shares, bits, gap widths, units and bias grids are now the plan, on {weights}, without the search's retraining: the top line shows its test accuracy; p retrains, u undoes"
         ));
         Ok(())
     }
