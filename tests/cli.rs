@@ -436,7 +436,7 @@ fn a_thinned_file_runs_thinned_and_reports_its_cost_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let file = fixture_dcz_with(
         dir.path(),
-        "[layers.fc1]\nstructured = { keep = 0.5 }\n[layers.fc2]\nstructured = { keep = 0.4, rank = \"apoz\" }\n",
+        "[layers.fc1]\nstructured = { keep = 0.5 }\n[layers.fc2]\nstructured = { keep = 0.4, rank = \"apoz\" }\nbias_bits = 8\n",
     );
     let fixture = repo("tests/fixtures/mnist-small");
     let out = dcx(&[
@@ -483,6 +483,9 @@ fn a_thinned_file_runs_thinned_and_reports_its_cost_everywhere() {
         "{text}"
     );
     assert!(text.contains("thinned f32 (cut units removed)"), "{text}");
+    // The stored biases: fc2's 40 kept ones on a grid, fc1's 150 and fc3's 10 as f32.
+    let biases = "Biases on 8-bit grids (a byte each, and 5 bytes per layer for the grid's scale and zero point) in fc2: 45 bytes; as f32 (4 bytes each) in fc1, fc3: 640 bytes.";
+    assert!(text.contains(biases), "{text}");
     // The report measured the same paths, each against the dense run beside it.
     let report = std::fs::read_to_string(file.replace("model.dcz", "report.json")).unwrap();
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
@@ -504,6 +507,7 @@ fn a_thinned_file_runs_thinned_and_reports_its_cost_everywhere() {
     }
     let md = std::fs::read_to_string(file.replace("model.dcz", "report.md")).unwrap();
     assert!(md.contains("## Inference speed (measured)") && md.contains("| 150 / 300 |"));
+    assert!(md.contains(biases), "{md}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::cost::CostReport;
 use super::run::CompressionReport;
-use super::size::SizeReport;
+use super::size::{LayerSize, SizeReport};
 use crate::compress::paper;
 use crate::compress::quantize::Quantizer;
 use crate::model::ModelKind;
@@ -75,6 +75,33 @@ pub(crate) fn layer_table(sizes: &SizeReport, thresholds: Option<&[f32]>) -> Str
         sizes.file_bytes,
         sizes.ratio(),
     );
+    let (gridded, f32s): (Vec<&LayerSize>, Vec<&LayerSize>) =
+        sizes.layers.iter().partition(|l| l.bias_grid);
+    // f32 biases are what the columns assume: only a grid needs saying.
+    if !gridded.is_empty() {
+        let names = |ls: &[&LayerSize]| -> String {
+            ls.iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let bytes = |ls: &[&LayerSize]| -> u64 { ls.iter().map(|l| l.bias_bytes).sum() };
+        let _ = write!(
+            s,
+            "\nBiases on 8-bit grids (a byte each, and 5 bytes per layer for the grid's scale and zero point) in {}: {} bytes",
+            names(&gridded),
+            bytes(&gridded)
+        );
+        if !f32s.is_empty() {
+            let _ = write!(
+                s,
+                "; as f32 (4 bytes each) in {}: {} bytes",
+                names(&f32s),
+                bytes(&f32s)
+            );
+        }
+        let _ = writeln!(s, ".");
+    }
     s
 }
 

@@ -38,6 +38,13 @@ pub struct LayerSize {
     /// Shannon bounds of the same streams, per surviving weight.
     pub weight_bits_entropy: f64,
     pub index_bits_entropy: f64,
+    /// Bytes the section spends on the biases it stores (a thinned layer's kept ones): f32
+    /// each, or an 8-bit grid's scale, zero point and a byte each.
+    #[serde(default)]
+    pub bias_bytes: u64,
+    /// Whether those biases are on an 8-bit grid.
+    #[serde(default)]
+    pub bias_grid: bool,
 }
 
 /// Compression ratio: dense f32 bytes over the bytes that stand for them. The one formula
@@ -136,6 +143,8 @@ pub(crate) fn layer_size(
         index_bits_huffman: per(enc.gap_stream_bits as f64),
         weight_bits_entropy: per(enc.weight_entropy_bits),
         index_bits_entropy: per(enc.gap_entropy_bits),
+        bias_bytes: stored_bias_bytes,
+        bias_grid: layer.bias_grid.is_some(),
     }
 }
 
