@@ -320,12 +320,14 @@ impl LayerState {
             },
         };
         let bias = masked(&self.bias, &mask.bias);
-        let (bias, bias_grid) = if plan.bias_bits == BiasGrid::BITS {
-            let (grid, values) = BiasGrid::fit(&bias);
-            (values, Some(grid))
-        } else {
-            (bias, None)
-        };
+        // A NaN would land on a valid code: left as it is, the writer refuses it by name.
+        let (bias, bias_grid) =
+            if plan.bias_bits == BiasGrid::BITS && bias.iter().all(|b| b.is_finite()) {
+                let (grid, values) = BiasGrid::fit(&bias);
+                (values, Some(grid))
+            } else {
+                (bias, None)
+            };
         let compressed = CompressedLayer {
             name: spec.name.to_string(),
             kind: spec.kind,
@@ -486,6 +488,29 @@ mod tests {
                 .zip(&first.weights)
                 .all(|(&t, &f)| !t || f)
         );
+    }
+
+    #[test]
+    fn biases_go_on_a_grid_when_the_plan_asks_and_a_nan_is_left_for_the_writer_to_refuse() {
+        let s = spec();
+        let bias: Vec<f32> = (0..s.bias_count()).map(|i| i as f32 * 0.013 - 0.1).collect();
+        let mut state = LayerState::dense(weights(s.weight_count()), bias.clone());
+        let plan = LayerPlan {
+            bias_bits: 8,
+            ..LayerPlan::paper_default(s.kind)
+        };
+        let shared = state.share(0, &s, &plan, share_params(), None).compressed;
+        let grid = shared.bias_grid.expect("a grid");
+        for (&a, &b) in shared.bias.iter().zip(&bias) {
+            assert!((a - b).abs() <= grid.scale / 2.0 * 1.001, "{a} vs {b}");
+            assert_eq!(grid.value(grid.code(a)), a);
+        }
+        let f32s = LayerPlan::paper_default(s.kind);
+        let plain = state.share(0, &s, &f32s, share_params(), None).compressed;
+        assert_eq!((plain.bias_grid, &plain.bias), (None, &bias));
+        state.bias[3] = f32::NAN;
+        let diverged = state.share(0, &s, &plan, share_params(), None).compressed;
+        assert!(diverged.bias_grid.is_none() && diverged.bias[3].is_nan());
     }
 
     #[test]
