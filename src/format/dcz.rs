@@ -1669,8 +1669,21 @@ mod tests {
         fn mutated_and_truncated_files_never_panic(
             cut in 0usize..4000,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            thinned in any::<bool>(),
         ) {
-            let (bytes, _) = file_bytes(&random_model(4, 0.01));
+            // Also a file with the optional parts: kept-unit strings and biases on grids.
+            let model = if thinned {
+                let mut model = thinned_model(4);
+                for layer in &mut model.layers {
+                    let (grid, values) = BiasGrid::fit(&layer.bias);
+                    layer.bias = values;
+                    layer.bias_grid = Some(grid);
+                }
+                model
+            } else {
+                random_model(4, 0.01)
+            };
+            let (bytes, _) = file_bytes(&model);
             let mut m = bytes.clone();
             for (at, x) in flips {
                 let i = at % m.len();

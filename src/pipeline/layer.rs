@@ -493,7 +493,9 @@ mod tests {
     #[test]
     fn biases_go_on_a_grid_when_the_plan_asks_and_a_nan_is_left_for_the_writer_to_refuse() {
         let s = spec();
-        let bias: Vec<f32> = (0..s.bias_count()).map(|i| i as f32 * 0.013 - 0.1).collect();
+        let bias: Vec<f32> = (0..s.bias_count())
+            .map(|i| i as f32 * 0.013 - 0.1)
+            .collect();
         let mut state = LayerState::dense(weights(s.weight_count()), bias.clone());
         let plan = LayerPlan {
             bias_bits: 8,
