@@ -310,7 +310,9 @@ pub fn run(
     let all_fine_tuned = shared.iter().all(|s| s.fine_tuned);
     // Biases put on a grid here are not the ones training ended on: measure the file's.
     let biases_gridded = layers.iter().any(|l| l.bias_grid.is_some());
-    if !all_fine_tuned || biases_gridded {
+    // Whether the last stage measured is the file's network (its bytes are set once written).
+    let file_stage = !all_fine_tuned || biases_gridded;
+    if file_stage {
         net = Net::from_values(
             &arch,
             layers
@@ -325,10 +327,7 @@ pub fn run(
         } else {
             "shared"
         };
-        let mut stage = eval_stage(label, &net, data, Some(&masks))?;
-        let refs: Vec<&CompressedLayer> = layers.iter().collect();
-        stage.describe_file(exp, &refs, net.activations())?;
-        stages.push(stage);
+        stages.push(eval_stage(label, &net, data, Some(&masks))?);
     } else if net.activations().is_none() && exp.activations.is_some() {
         // A fine-tune step calibrates its grids, so every layer being as one left it means
         // the net has grids; should it not, calibrate here: the file must hold the grids its
@@ -351,6 +350,12 @@ pub fn run(
         activations: net.activations().cloned(),
     };
     let (bytes, encoded, layout) = dcz::encode(&model, exp.max_code_len)?;
+    if file_stage {
+        let last = stages
+            .last_mut()
+            .expect("the file's stage was pushed above");
+        last.set_file(&model.layers, bytes.len());
+    }
     let sizes = size::size_report(&model, &encoded, &layout);
     let cost = CostReport::of(&model);
     obs.stage("timing inference: dense, sparse and thinned, alternating");
@@ -471,10 +476,15 @@ impl StageEval {
             .map(|l| encode::encode_layer(l, exp.max_code_len))
             .collect::<Result<Vec<_>, _>>()?;
         let (bytes, _) = dcz::to_bytes(&model, &encoded);
-        self.file_bytes = Some(bytes.len() as u64);
-        let total: usize = model.layers.iter().map(|l| l.weight_count()).sum();
-        let kept: usize = model.layers.iter().map(|l| l.kept()).sum();
-        self.kept = kept as f64 / total.max(1) as f64;
+        self.set_file(&model.layers, bytes.len());
         Ok(())
+    }
+
+    /// The stage's file bytes, and its kept fraction from the file's layers.
+    fn set_file(&mut self, layers: &[CompressedLayer], file_bytes: usize) {
+        self.file_bytes = Some(file_bytes as u64);
+        let total: usize = layers.iter().map(|l| l.weight_count()).sum();
+        let kept: usize = layers.iter().map(|l| l.kept()).sum();
+        self.kept = kept as f64 / total.max(1) as f64;
     }
 }
