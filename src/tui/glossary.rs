@@ -50,7 +50,7 @@ pub(crate) const TERMS: &[(&str, &str)] = &[
     ),
     (
         "shared",
-        "after weight sharing: each kept weight as a bits-bit code plus its index, the codebook and the biases, before Huffman coding (bytes)",
+        "after weight sharing: each kept weight as a bits-bit code plus its index, the codebook and the biases (4 bytes each, or 1 on an 8-bit bias grid, which the plan search chooses), before Huffman coding (bytes)",
     ),
     (
         "huffman",
