@@ -14,11 +14,13 @@
 //!    retraining, sharing, centroid fine-tuning, Huffman): its real file bytes and held-out
 //!    accuracy. `factor` is bisected: a candidate within budget makes the next one bolder,
 //!    one over budget more careful (retraining wins back much of what the sweep predicts);
-//! 4. fewer sharing bits on the best candidate, checked cheaply first (re-sharing its layers
-//!    without training); only a plan that passes gets a full run;
-//! 5. thinner layers on the best candidate: whole units (filters, neurons, by L1 norm) of its
-//!    sparse layers cut a rung at a time, as many survivors kept over fewer positions, while
-//!    a full run stays within budget;
+//! 4. then, in rounds while a round makes the best candidate smaller: fewer sharing bits,
+//!    checked cheaply first (re-sharing its layers without training), only a plan that passes
+//!    getting a full run (a full run over budget keeps each layer it lowered a bit above what
+//!    it tried); then thinner layers: whole units (filters, neurons, by L1 norm) of its sparse
+//!    layers cut a rung at a time, every layer together and, when that is over budget, each
+//!    alone, while a full run stays within budget;
+//! 5. runs past the default [`CANDIDATES`] all go to those rounds;
 //! 6. every candidate's gap widths re-coded to the cheapest (they change no weight, so the
 //!    bytes are exact without a run).
 //!
@@ -331,8 +333,8 @@ pub fn run_heard(
         measured,
     };
     // Keep two runs for the bit search and two for thinning unless no run is within budget
-    // yet.
-    let allocation_runs = opts.candidates.saturating_sub(4).max(1);
+    // yet; runs beyond the default go to refining the best plan.
+    let allocation_runs = opts.candidates.saturating_sub(4).clamp(1, CANDIDATES - 4);
     let bits: Vec<u8> = plans.iter().map(|p| p.bits).collect();
     let stopped = bisect(
         &options,
@@ -354,66 +356,96 @@ pub fn run_heard(
         return Ok(None);
     }
 
-    // Fewer sharing bits on the best plan: each layer as low as re-sharing alone keeps the
-    // held-out accuracy, then all together, then one full run.
-    while search.runs < opts.candidates {
-        let Some((best, model)) = search.best.clone() else {
-            break;
-        };
-        // The last runs are the thinning step's, where it has a layer to thin.
-        if thinner(&arch, &best.keep, &best.units).is_some()
-            && search.runs + THIN_RUNS >= opts.candidates
-        {
-            break;
+    // Then the best plan is refined in rounds, while a round makes it smaller: fewer sharing
+    // bits (each layer as low as re-sharing alone keeps the held-out accuracy, then all
+    // together, then one full run), then thinner layers (whole units of its sparse layers go a
+    // rung at a time; the survivors left are as many, over fewer positions, and a cut unit's
+    // bias and the next layer's weights on it go too). Thinning changes which bits a layer
+    // can afford, and fewer bits can free accuracy for thinning.
+    let mut floors = vec![MIN_BITS; arch.layers.len()];
+    let mut first_round = true;
+    loop {
+        let before = search.best.as_ref().map(|(b, _)| b.bytes);
+        let mut failed_in_a_row = 0;
+        while search.runs < opts.candidates && failed_in_a_row < 2 {
+            let Some((best, model)) = search.best.clone() else {
+                break;
+            };
+            // In the first round the last runs are the thinning step's, where it has a layer
+            // to thin.
+            if first_round
+                && !thinner_steps(&arch, &best.keep, &best.units).is_empty()
+                && search.runs + THIN_RUNS >= opts.candidates
+            {
+                break;
+            }
+            obs.stage("tune: fewer sharing bits, checked without training first");
+            let Some(bits) = fewer_bits(&search, &best, &model, share, &floors)? else {
+                break;
+            };
+            let Some(ok) = search.measure(
+                "fewer bits",
+                &best.keep,
+                &bits,
+                &best.index_bits,
+                &best.units,
+                obs,
+            )?
+            else {
+                return Ok(None);
+            };
+            if ok {
+                failed_in_a_row = 0;
+            } else {
+                // Which lowered layer cost the accuracy is unknown: each goes back up a bit
+                // for the rest of the search.
+                failed_in_a_row += 1;
+                raise_floors(&mut floors, &best.bits, &bits);
+            }
         }
-        obs.stage("tune: fewer sharing bits, checked without training first");
-        let Some(bits) = fewer_bits(&search, &best, &model, share)? else {
-            break;
-        };
-        let Some(ok) = search.measure(
-            "fewer bits",
-            &best.keep,
-            &bits,
-            &best.index_bits,
-            &best.units,
-            obs,
-        )?
-        else {
-            return Ok(None);
-        };
-        if !ok {
-            break;
-        }
-    }
+        first_round = false;
 
-    // Thinner layers on the best plan: whole units of its sparse layers go, one rung at a
-    // time while the held-out accuracy holds. The survivors left are as many, over fewer
-    // positions (shorter gaps); a cut unit's bias and the next layer's weights on it go too.
-    while search.runs < opts.candidates {
-        let Some((best, _)) = search.best.clone() else {
+        'thinning: while search.runs < opts.candidates {
+            let Some((best, _)) = search.best.clone() else {
+                break;
+            };
+            // Every layer a rung down first; when that fails, each layer alone.
+            let steps: Vec<Vec<f32>> = thinner_steps(&arch, &best.keep, &best.units)
+                .into_iter()
+                .filter(|u| {
+                    !search.candidates.iter().any(|c| {
+                        c.ran && c.keep == best.keep && c.bits == best.bits && c.units == *u
+                    })
+                })
+                .collect();
+            if steps.is_empty() {
+                break;
+            }
+            obs.stage("tune: thinner layers, whole units of the sparse layers cut");
+            for units in steps {
+                if search.runs >= opts.candidates {
+                    break 'thinning;
+                }
+                let Some(ok) = search.measure(
+                    "thinner units",
+                    &best.keep,
+                    &best.bits,
+                    &best.index_bits,
+                    &units,
+                    obs,
+                )?
+                else {
+                    return Ok(None);
+                };
+                if ok {
+                    continue 'thinning;
+                }
+            }
             break;
-        };
-        let Some(units) = thinner(&arch, &best.keep, &best.units).filter(|u| {
-            !search
-                .candidates
-                .iter()
-                .any(|c| c.ran && c.keep == best.keep && c.bits == best.bits && c.units == *u)
-        }) else {
-            break;
-        };
-        obs.stage("tune: thinner layers, whole units of the sparse layers cut");
-        let Some(ok) = search.measure(
-            "thinner units",
-            &best.keep,
-            &best.bits,
-            &best.index_bits,
-            &units,
-            obs,
-        )?
-        else {
-            return Ok(None);
-        };
-        if !ok {
+        }
+
+        let after = search.best.as_ref().map(|(b, _)| b.bytes);
+        if after == before || search.runs >= opts.candidates {
             break;
         }
     }
@@ -782,13 +814,14 @@ impl Search<'_> {
 
 /// Sharing bits per layer for the next run of `best`, or `None` when no layer can go lower:
 /// each layer re-shared alone (its survivors' values, no training) as low as keeps the
-/// held-out accuracy above the floor; then, while all of them together fall below it, the
-/// layer that saves the fewest bytes goes back to its bits.
+/// held-out accuracy above the floor, but not below its `floors` entry; then, while all of
+/// them together fall below it, the layer that saves the fewest bytes goes back to its bits.
 fn fewer_bits(
     search: &Search,
     best: &Candidate,
     model: &CompressedModel,
     share: ShareParams,
+    floors: &[u8],
 ) -> anyhow::Result<Option<Vec<u8>>> {
     let arch = model.arch.clone();
     let n = model.layers.len();
@@ -815,9 +848,9 @@ fn fewer_bits(
     };
     // (layer, bits, bytes saved)
     let mut lowered: Vec<(usize, u8, u64)> = Vec::new();
-    for l in 0..n {
+    for (l, &floor) in floors.iter().enumerate().take(n) {
         let mut low = None;
-        for bits in (MIN_BITS..best.bits[l]).rev() {
+        for bits in (floor.max(MIN_BITS)..best.bits[l]).rev() {
             if with(&[(l, bits)])? < search.floor {
                 break;
             }
@@ -842,7 +875,7 @@ fn fewer_bits(
             if search
                 .candidates
                 .iter()
-                .any(|c| c.ran && c.keep == best.keep && c.bits == bits)
+                .any(|c| c.ran && c.keep == best.keep && c.units == best.units && c.bits == bits)
             {
                 return Ok(None);
             }
@@ -851,6 +884,41 @@ fn fewer_bits(
         lowered.pop();
     }
     Ok(None)
+}
+
+/// After a full run with `tried` bits failed where the plan it lowered had `from`: every layer
+/// it lowered may go at most to one bit above what it tried.
+fn raise_floors(floors: &mut [u8], from: &[u8], tried: &[u8]) {
+    for ((floor, &f), &t) in floors.iter_mut().zip(from).zip(tried) {
+        if t < f {
+            *floor = (*floor).max(t + 1);
+        }
+    }
+}
+
+/// The unit shares the thinning step tries next, in order: every thinnable layer a rung down
+/// ([`thinner`]), then each of them alone a rung down (a layer whose cut costs the accuracy
+/// need not hold the others back). Empty: no layer can go lower.
+pub(crate) fn thinner_steps(
+    arch: &crate::model::Arch,
+    keep: &[f32],
+    units: &[f32],
+) -> Vec<Vec<f32>> {
+    let Some(all) = thinner(arch, keep, units) else {
+        return Vec::new();
+    };
+    let mut steps = vec![all.clone()];
+    for l in 0..units.len() {
+        if all[l] == units[l] {
+            continue;
+        }
+        let mut alone = units.to_vec();
+        alone[l] = all[l];
+        if !steps.contains(&alone) {
+            steps.push(alone);
+        }
+    }
+    steps
 }
 
 /// The next rung of unit shares for a plan keeping `keep` of each layer's weights with
@@ -947,6 +1015,36 @@ mod tests {
         assert_eq!(thinner(&mlp, &keep, &once), None);
         // A dense plan has nothing to thin.
         assert_eq!(thinner(&mlp, &[1.0, 0.5, 1.0], &[1.0; 3]), None);
+    }
+
+    #[test]
+    fn when_every_layer_a_rung_down_fails_each_layer_is_tried_alone() {
+        use crate::model::ModelKind;
+        let lenet5 = ModelKind::Lenet5.arch();
+        let keep = [1.0, 0.16, 0.013, 0.4];
+        let steps = thinner_steps(&lenet5, &keep, &[1.0; 4]);
+        assert_eq!(
+            steps,
+            vec![
+                vec![1.0, 0.5, 0.5, 1.0],
+                vec![1.0, 0.5, 1.0, 1.0],
+                vec![1.0, 1.0, 0.5, 1.0],
+            ]
+        );
+        // Where only one layer can go down, it is tried once.
+        let steps = thinner_steps(&lenet5, &[1.0, 0.2, 0.01, 0.4], &[1.0, 0.5, 0.5, 1.0]);
+        assert_eq!(steps, vec![vec![1.0, 0.5, 0.35, 1.0]]);
+        assert!(thinner_steps(&lenet5, &[1.0, 0.5, 1.0, 1.0], &[1.0; 4]).is_empty());
+    }
+
+    #[test]
+    fn a_failed_bit_run_keeps_each_layer_it_lowered_a_bit_above_what_it_tried() {
+        let mut floors = vec![MIN_BITS; 4];
+        raise_floors(&mut floors, &[5, 5, 5, 5], &[4, 2, 5, 5]);
+        assert_eq!(floors, vec![5, 3, MIN_BITS, MIN_BITS]);
+        // A later failure never lowers a floor.
+        raise_floors(&mut floors, &[5, 5, 5, 5], &[5, 2, 3, 5]);
+        assert_eq!(floors, vec![5, 3, 4, MIN_BITS]);
     }
 
     #[test]
