@@ -280,6 +280,27 @@ fn refit_writes_the_chosen_plan_trained_on_every_training_image() {
     );
     let text = std::fs::read_to_string(dir.path().join("plan.toml")).unwrap();
     assert!(text.contains("(refit)"), "{text}");
+    // The header says how far chance moves a held-out accuracy near the baseline's.
+    let after = |marker: &str| -> f64 {
+        let rest = &text[text
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker}: {text}"))
+            + marker.len()..];
+        rest.trim_start_matches(['#', ' ', '\n'])
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let baseline = after("; baseline ") / 100.0;
+    let said_error = after("standard error of a held-out accuracy there: ");
+    let binomial = (baseline * (1.0 - baseline) / HOLDOUT as f64).sqrt() * 100.0;
+    assert!(
+        (said_error - binomial).abs() < 0.006,
+        "{said_error} vs {binomial}: {text}"
+    );
+    assert!(said_error > 0.0, "{text}");
     let plan = Experiment::parse(&text, "plan.toml").unwrap();
     assert_eq!(plan.train.train_limit, None, "every training image");
     let searched = std::fs::read(dir.path().join("out/plan/model.dcz")).unwrap();

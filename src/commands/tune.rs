@@ -229,11 +229,12 @@ struct Summary {
 /// Every candidate, one row each, the chosen one marked.
 fn table(r: &TuneResult) -> String {
     let mut s = format!(
-        "baseline held-out accuracy {:.2}% on {} images (trained on the first {}); the budget asks for at least {:.2}%\n",
+        "baseline held-out accuracy {:.2}% on {} images (trained on the first {}); the budget asks for at least {:.2}%; one standard error of a held-out accuracy there: {:.2} points\n",
         r.baseline_holdout_accuracy * 100.0,
         r.holdout,
         r.train_images,
-        r.floor * 100.0
+        r.floor * 100.0,
+        standard_error(r) * 100.0
     );
     s += &format!(
         "  # | {:<28} | {:<24} | {:<14} | {:<14} | {:<16} | {:>7} | {:>8}\n",
@@ -289,6 +290,13 @@ fn per_layer(c: &Candidate, sep: &str) -> [String; 4] {
     ]
 }
 
+/// The binomial standard error of an accuracy near the baseline's on the held-out images:
+/// candidates closer than about this to the floor are on it or under it by chance.
+fn standard_error(r: &TuneResult) -> f64 {
+    let p = r.baseline_holdout_accuracy;
+    (p * (1.0 - p) / r.holdout as f64).sqrt()
+}
+
 fn pct(keep: f32) -> String {
     let s = format!("{:.1}", keep * 100.0);
     s.trim_end_matches(".0").to_string()
@@ -332,13 +340,15 @@ fn header(r: &TuneResult, s: &Summary, dense: u64) -> String {
         ),
     };
     let mut h = format!(
-        "# Found by `dcx tune` (budget: held-out accuracy at least {:.2}%; baseline {:.2}%).\n\
+        "# Found by `dcx tune` (budget: held-out accuracy at least {:.2}%; baseline {:.2}%; one\n\
+         # standard error of a held-out accuracy there: {:.2} points).\n\
          # Measured: {} bytes ({:.1}x the {} bytes of dense f32 weights and biases), test error {:.2}% from\n\
          {how}#\n\
          # The candidates (held-out accuracy; keep % / bits / gap bits per layer, and units % where\n\
          # whole units were cut: {}):\n",
         r.floor * 100.0,
         r.baseline_holdout_accuracy * 100.0,
+        standard_error(r) * 100.0,
         s.bytes,
         crate::pipeline::size::ratio(dense, s.bytes),
         dense,
