@@ -374,7 +374,7 @@ pub fn run_heard(
             // In the first round the last runs are the thinning step's, where it has a layer
             // to thin.
             if first_round
-                && !thinner_steps(&arch, &best.keep, &best.units).is_empty()
+                && thinner(&arch, &best.keep, &best.units).is_some()
                 && search.runs + THIN_RUNS >= opts.candidates
             {
                 break;
@@ -412,11 +412,7 @@ pub fn run_heard(
             // Every layer a rung down first; when that fails, each layer alone.
             let steps: Vec<Vec<f32>> = thinner_steps(&arch, &best.keep, &best.units)
                 .into_iter()
-                .filter(|u| {
-                    !search.candidates.iter().any(|c| {
-                        c.ran && c.keep == best.keep && c.bits == best.bits && c.units == *u
-                    })
-                })
+                .filter(|u| !search.has_run(&best.keep, &best.bits, u))
                 .collect();
             if steps.is_empty() {
                 break;
@@ -804,6 +800,13 @@ impl Search<'_> {
         ))
     }
 
+    /// Whether a full run of this plan was made already (its gap widths aside).
+    fn has_run(&self, keep: &[f32], bits: &[u8], units: &[f32]) -> bool {
+        self.candidates
+            .iter()
+            .any(|c| c.ran && c.keep == keep && c.bits == bits && c.units == units)
+    }
+
     /// The smallest candidate within budget (the first of equals).
     fn chosen(&self) -> Option<usize> {
         (0..self.candidates.len())
@@ -824,7 +827,6 @@ fn fewer_bits(
     floors: &[u8],
 ) -> anyhow::Result<Option<Vec<u8>>> {
     let arch = model.arch.clone();
-    let n = model.layers.len();
     let reshared = |l: usize, bits: u8| -> CompressedLayer {
         let layer = &model.layers[l];
         let state = LayerState::dense(layer.dense_weights(), layer.bias.clone());
@@ -848,9 +850,9 @@ fn fewer_bits(
     };
     // (layer, bits, bytes saved)
     let mut lowered: Vec<(usize, u8, u64)> = Vec::new();
-    for (l, &floor) in floors.iter().enumerate().take(n) {
+    for (l, (&floor, &from)) in floors.iter().zip(&best.bits).enumerate() {
         let mut low = None;
-        for bits in (floor.max(MIN_BITS)..best.bits[l]).rev() {
+        for bits in (floor..from).rev() {
             if with(&[(l, bits)])? < search.floor {
                 break;
             }
@@ -872,11 +874,7 @@ fn fewer_bits(
             for (l, b) in changes {
                 bits[l] = b;
             }
-            if search
-                .candidates
-                .iter()
-                .any(|c| c.ran && c.keep == best.keep && c.units == best.units && c.bits == bits)
-            {
+            if search.has_run(&best.keep, &bits, &best.units) {
                 return Ok(None);
             }
             return Ok(Some(bits));
