@@ -18,6 +18,7 @@ fn options() -> TuneOptions {
         holdout: HOLDOUT,
         candidates: 4,
         name: "tuned".into(),
+        refine: false,
     }
 }
 
@@ -336,4 +337,75 @@ fn refit_writes_the_chosen_plan_trained_on_every_training_image() {
             .collect::<Vec<_>>()
     };
     assert_ne!(weights(&candidate), weights(&again));
+}
+
+/// `--refine`: the start's own plan is the first run (no sweep, no allocation), and every
+/// later run only makes it smaller: the same keep shares, no more bits, no more units.
+#[test]
+fn refining_starts_from_the_start_s_plan_and_only_lowers_bits_and_units() {
+    let data = common::fixture();
+    let cache = tempfile::tempdir().unwrap();
+    let mut start = common::tune_recipe();
+    for (name, keep, bits) in [("fc1", 0.1, 5), ("fc2", 0.2, 4), ("fc3", 1.0, 5)] {
+        let o = start.layers.entry(name.into()).or_default();
+        o.prune = Some(dcx::experiment::PruneRule::Keep(keep));
+        o.bits = Some(bits);
+    }
+    start.layers.get_mut("fc1").unwrap().structured = Some(dcx::experiment::UnitRule {
+        keep: 0.5,
+        rank: dcx::experiment::UnitRank::L1,
+    });
+    let opts = TuneOptions {
+        budget: Budget::MaxDrop(0.3),
+        candidates: 4,
+        refine: true,
+        ..options()
+    };
+    let found = tune::run(&start, &opts, &data, cache.path(), &mut common::Quiet)
+        .unwrap()
+        .expect("not stopped");
+    let first = &found.candidates[0];
+    assert_eq!(first.label, "the start's plan");
+    assert_eq!(first.keep, [0.1, 0.2, 1.0]);
+    assert_eq!(first.bits, [5, 4, 5]);
+    assert_eq!(first.index_bits, [5, 5, 5]);
+    assert_eq!(first.units, [0.5, 1.0, 1.0]);
+    assert!(found.runs >= 2, "{:#?}", found.candidates);
+    for c in &found.candidates {
+        assert!(!c.label.starts_with("allocation"), "{c:?}");
+        assert_eq!(c.keep, first.keep, "{c:?}");
+        assert!(c.bits.iter().zip(&first.bits).all(|(a, b)| a <= b), "{c:?}");
+        assert!(
+            c.units.iter().zip(&first.units).all(|(a, b)| a <= b),
+            "{c:?}"
+        );
+    }
+    let chosen = &found.candidates[found.chosen];
+    assert!(chosen.bytes <= first.bytes, "{chosen:?}");
+    assert!(
+        found
+            .experiment
+            .description
+            .starts_with("refined by dcx tune from tiny"),
+        "{}",
+        found.experiment.description
+    );
+}
+
+#[test]
+fn refining_a_plan_pruned_by_a_threshold_is_an_error_naming_the_layer() {
+    let data = common::fixture();
+    let cache = tempfile::tempdir().unwrap();
+    let mut start = common::tune_recipe();
+    start.layers.entry("fc2".into()).or_default().prune =
+        Some(dcx::experiment::PruneRule::Threshold(0.01));
+    let opts = TuneOptions {
+        refine: true,
+        ..options()
+    };
+    let err = tune::run(&start, &opts, &data, cache.path(), &mut common::Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--refine: layer fc2"), "{err}");
+    assert!(err.contains("keep share"), "{err}");
 }

@@ -95,6 +95,9 @@ pub struct TuneOptions {
     pub candidates: usize,
     /// The name the written experiment (and every candidate) carries: it is part of the file.
     pub name: String,
+    /// Start from the start's own per-layer plan (keep shares, bits, gap widths, unit
+    /// shares) instead of an allocation from the sensitivity sweep, and only make it smaller.
+    pub refine: bool,
 }
 
 impl TuneOptions {
@@ -241,7 +244,8 @@ pub fn run_heard(
     template.name = opts.name.clone();
     // The start's description would describe another plan (and it is part of the file).
     template.description = format!(
-        "found by dcx tune from {} within {} on {} held-out training images",
+        "{} by dcx tune from {} within {} on {} held-out training images",
+        if opts.refine { "refined" } else { "found" },
         start.name,
         match opts.budget {
             Budget::MaxError(e) => format!("a held-out error of {}%", short(e * 100.0)),
@@ -250,6 +254,8 @@ pub fn run_heard(
         opts.holdout
     );
     template.train.train_limit = Some(view.train.len);
+    // Read before the start's structured rules go: they are part of the plan to refine.
+    let start_plan = opts.refine.then(|| plan_of(start)).transpose()?;
     // The search chooses the unit shares: the start's structured rules would only make the
     // sweep and the byte estimates disagree with what it runs.
     template.defaults.structured = None;
@@ -286,42 +292,8 @@ pub fn run_heard(
         );
     }
 
-    obs.stage("tune: sensitivity of each layer alone on the held-out images");
-    let weights = crate::analysis::weights_of(&net)?;
-    let worker = Worker::spawn(Arc::clone(&view), WorkerOptions::default())?;
-    let session = Session::from_weights(net.arch.clone(), weights.clone(), template.clone())?
-        .with_checkpoint(&base.path);
-    let sweep = match super::sweep(&worker, session, &mut Heard(obs)) {
-        Ok(s) => s,
-        Err(super::DataError::Cancelled) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    drop(worker);
-
-    obs.stage("tune: file bytes of each layer at each keep share");
     let arch = net.arch.clone();
     let share = ShareParams::of(&template);
-    let plans = template.layer_plans();
-    let mut options: Vec<Vec<LayerOption>> = Vec::with_capacity(arch.layers.len());
-    for l in 0..arch.layers.len() {
-        let stop = || obs.should_stop();
-        let Some(layer) = layer_options(
-            l,
-            &arch.layers[l],
-            &weights[l],
-            &plans[l],
-            share,
-            |s| {
-                sweep.baseline_accuracy - sweep.accuracy_at(l, s).unwrap_or(sweep.baseline_accuracy)
-            },
-            &stop,
-        )?
-        else {
-            return Ok(None);
-        };
-        options.push(layer);
-    }
-
     let mut search = Search {
         template,
         view: &view,
@@ -332,26 +304,19 @@ pub fn run_heard(
         runs: 0,
         measured,
     };
-    // Keep two runs for the bit search and two for thinning unless no run is within budget
-    // yet; runs beyond the default go to refining the best plan.
-    let allocation_runs = opts.candidates.saturating_sub(4).clamp(1, CANDIDATES - 4);
-    let bits: Vec<u8> = plans.iter().map(|p| p.bits).collect();
-    let stopped = bisect(
-        &options,
-        allowed.max(MIN_ALLOWANCE),
-        |runs, any_within| runs < allocation_runs || (!any_within && runs < opts.candidates),
-        |picks, factor| {
-            let keep: Vec<f32> = picks.iter().map(|&i| KEEPS[i]).collect();
-            let index: Vec<u8> = picks
-                .iter()
-                .zip(&options)
-                .map(|(&i, o)| o[i].index_bits)
-                .collect();
-            let label = format!("allocation x{}", short(factor));
-            let units = vec![1.0; keep.len()];
-            search.measure(&label, &keep, &bits, &index, &units, obs)
-        },
-    )?;
+    let stopped = match start_plan {
+        Some(p) => search
+            .measure(
+                "the start's plan",
+                &p.keep,
+                &p.bits,
+                &p.index_bits,
+                &p.units,
+                obs,
+            )?
+            .is_none(),
+        None => allocate_and_run(&mut search, &view, &net, &base.path, opts, allowed, obs)?,
+    };
     if stopped {
         return Ok(None);
     }
@@ -473,6 +438,125 @@ pub fn run_heard(
         seconds: started.elapsed().as_secs_f64(),
         candidates: search.candidates,
     }))
+}
+
+/// A plan as the search writes it: per layer, keep share, sharing bits, gap width, unit share.
+struct Plan {
+    keep: Vec<f32>,
+    bits: Vec<u8>,
+    index_bits: Vec<u8>,
+    units: Vec<f32>,
+}
+
+/// `exp`'s own per-layer plan, for `--refine`: every layer must prune by a keep share and cut
+/// units (if at all) by L1 norm, the rules the search writes.
+fn plan_of(exp: &Experiment) -> anyhow::Result<Plan> {
+    let names: Vec<String> = exp
+        .arch()
+        .layers
+        .iter()
+        .map(|l| l.name.to_string())
+        .collect();
+    let mut plan = Plan {
+        keep: Vec::new(),
+        bits: Vec::new(),
+        index_bits: Vec::new(),
+        units: Vec::new(),
+    };
+    for (p, name) in exp.layer_plans().iter().zip(&names) {
+        let PruneRule::Keep(keep) = p.prune else {
+            anyhow::bail!(
+                "--refine: layer {name} prunes by {:?}; the search refines keep shares ([layers.{name}.prune] keep = ...)",
+                p.prune
+            );
+        };
+        let units = match p.structured {
+            None => 1.0,
+            Some(UnitRule {
+                keep,
+                rank: UnitRank::L1,
+            }) => keep,
+            Some(_) => anyhow::bail!(
+                "--refine: layer {name} ranks its units by another rule than L1 norm, the one the search cuts by"
+            ),
+        };
+        plan.keep.push(keep);
+        plan.bits.push(p.bits);
+        plan.index_bits.push(p.index_bits);
+        plan.units.push(units);
+    }
+    Ok(plan)
+}
+
+/// The sensitivity sweep, each layer's bytes at each keep share, and the allocation's runs of
+/// the search (see [`bisect`]). `Ok(true)`: stopped.
+fn allocate_and_run(
+    search: &mut Search,
+    view: &Arc<Mnist>,
+    net: &crate::model::Net,
+    checkpoint: &Path,
+    opts: &TuneOptions,
+    allowed: f64,
+    obs: &mut dyn PipelineObserver,
+) -> anyhow::Result<bool> {
+    obs.stage("tune: sensitivity of each layer alone on the held-out images");
+    let weights = crate::analysis::weights_of(net)?;
+    let worker = Worker::spawn(Arc::clone(view), WorkerOptions::default())?;
+    let session =
+        Session::from_weights(net.arch.clone(), weights.clone(), search.template.clone())?
+            .with_checkpoint(checkpoint);
+    let sweep = match super::sweep(&worker, session, &mut Heard(obs)) {
+        Ok(s) => s,
+        Err(super::DataError::Cancelled) => return Ok(true),
+        Err(e) => return Err(e.into()),
+    };
+    drop(worker);
+
+    obs.stage("tune: file bytes of each layer at each keep share");
+    let arch = net.arch.clone();
+    let share = ShareParams::of(&search.template);
+    let plans = search.template.layer_plans();
+    let mut options: Vec<Vec<LayerOption>> = Vec::with_capacity(arch.layers.len());
+    for l in 0..arch.layers.len() {
+        let stop = || obs.should_stop();
+        let Some(layer) = layer_options(
+            l,
+            &arch.layers[l],
+            &weights[l],
+            &plans[l],
+            share,
+            |s| {
+                sweep.baseline_accuracy - sweep.accuracy_at(l, s).unwrap_or(sweep.baseline_accuracy)
+            },
+            &stop,
+        )?
+        else {
+            return Ok(true);
+        };
+        options.push(layer);
+    }
+
+    // Keep two runs for the bit search and two for thinning unless no run is within budget
+    // yet; runs beyond the default go to refining the best plan.
+    let allocation_runs = opts.candidates.saturating_sub(4).clamp(1, CANDIDATES - 4);
+    let bits: Vec<u8> = plans.iter().map(|p| p.bits).collect();
+    let stopped = bisect(
+        &options,
+        allowed.max(MIN_ALLOWANCE),
+        |runs, any_within| runs < allocation_runs || (!any_within && runs < opts.candidates),
+        |picks, factor| {
+            let keep: Vec<f32> = picks.iter().map(|&i| KEEPS[i]).collect();
+            let index: Vec<u8> = picks
+                .iter()
+                .zip(&options)
+                .map(|(&i, o)| o[i].index_bits)
+                .collect();
+            let label = format!("allocation x{}", short(factor));
+            let units = vec![1.0; keep.len()];
+            search.measure(&label, &keep, &bits, &index, &units, obs)
+        },
+    )?;
+    Ok(stopped)
 }
 
 /// The search prunes by keep shares and unit shares and shares by k-means: a recipe that

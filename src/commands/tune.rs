@@ -56,6 +56,11 @@ pub struct TuneArgs {
     /// then the refit's, not the search's, which it cannot reproduce.
     #[arg(long)]
     pub refit: bool,
+    /// Start from --experiment's own per-layer plan (keep shares, bits, gap widths, unit
+    /// shares cut by L1 norm) instead of an allocation from the sensitivity sweep: the search
+    /// measures that plan first, then makes it smaller (fewer bits, thinner layers).
+    #[arg(long, requires = "experiment")]
+    pub refine: bool,
 }
 
 impl TuneArgs {
@@ -93,6 +98,7 @@ impl TuneArgs {
             holdout: self.holdout,
             candidates: self.candidates,
             name: name.clone(),
+            refine: self.refine,
         };
         opts.validate().map_err(anyhow::Error::msg)?;
         tune::check_searchable(&start).map_err(|e| anyhow::anyhow!("--experiment: {e}"))?;

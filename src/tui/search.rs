@@ -50,6 +50,7 @@ impl SearchSettings {
                 .unwrap_or_else(|| HOLDOUT.min(train_images / 12)),
             candidates: self.candidates,
             name,
+            refine: false,
         }
     }
 }
