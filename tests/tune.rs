@@ -409,3 +409,51 @@ fn refining_a_plan_pruned_by_a_threshold_is_an_error_naming_the_layer() {
     assert!(err.contains("--refine: layer fc2"), "{err}");
     assert!(err.contains("keep share"), "{err}");
 }
+
+#[test]
+fn refining_a_start_over_budget_says_the_start_is_the_problem() {
+    let data = common::fixture();
+    let cache = tempfile::tempdir().unwrap();
+    let mut start = common::tune_recipe();
+    for name in ["fc1", "fc2", "fc3"] {
+        let o = start.layers.entry(name.into()).or_default();
+        o.prune = Some(dcx::experiment::PruneRule::Keep(0.01));
+        o.bits = Some(2);
+    }
+    let opts = TuneOptions {
+        budget: Budget::MaxDrop(0.0),
+        refine: true,
+        ..options()
+    };
+    let err = tune::run(&start, &opts, &data, cache.path(), &mut common::Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--refine: the start's own plan is over the budget"),
+        "{err}"
+    );
+}
+
+/// `--refine` refines an experiment's plan: with `--model` there is none, and it says so
+/// before reading any data.
+#[test]
+fn refine_without_an_experiment_is_an_error_before_any_data_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcx"))
+        .args(["--data", dir.path().join("absent").to_str().unwrap()])
+        .args([
+            "tune",
+            "--model",
+            "lenet-5",
+            "--refine",
+            "--max-drop",
+            "0.1",
+        ])
+        .current_dir(dir.path())
+        .env("DCX_CACHE", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--refine: give --experiment"), "{err}");
+}

@@ -417,6 +417,13 @@ pub fn run_heard(
             .iter()
             .map(|c| c.holdout_accuracy)
             .fold(0.0, f64::max);
+        if opts.refine {
+            anyhow::bail!(
+                "--refine: the start's own plan is over the budget: held-out accuracy {:.2}%, the budget asks for {:.2}% (refining only makes a plan smaller: give a looser budget or a gentler plan)",
+                closest * 100.0,
+                floor * 100.0
+            );
+        }
         anyhow::bail!(
             "no candidate within the budget: the best held-out accuracy of {} runs was {:.2}%, the budget asks for {:.2}% (a larger --candidates or a gentler recipe may get there)",
             search.runs,

@@ -59,7 +59,7 @@ pub struct TuneArgs {
     /// Start from --experiment's own per-layer plan (keep shares, bits, gap widths, unit
     /// shares cut by L1 norm) instead of an allocation from the sensitivity sweep: the search
     /// measures that plan first, then makes it smaller (fewer bits, thinner layers).
-    #[arg(long, requires = "experiment")]
+    #[arg(long)]
     pub refine: bool,
 }
 
@@ -67,6 +67,9 @@ impl TuneArgs {
     /// The starting recipe (with --seed applied) and the search's options; `Err` names the
     /// option that is wrong.
     fn resolve(&self) -> anyhow::Result<(Experiment, TuneOptions, PathBuf)> {
+        if self.refine && self.experiment.is_none() {
+            anyhow::bail!("--refine: give --experiment, the plan to refine (--model has none)");
+        }
         let mut start = match (&self.experiment, self.model) {
             (Some(path), _) => Experiment::load(path)?,
             (None, Some(model)) => tune::starting_recipe(model),
