@@ -458,24 +458,19 @@ struct Plan {
 /// `exp`'s own per-layer plan, for `--refine`: every layer must prune by a keep share and cut
 /// units (if at all) by L1 norm, the rules the search writes.
 fn plan_of(exp: &Experiment) -> anyhow::Result<Plan> {
-    let names: Vec<String> = exp
-        .arch()
-        .layers
-        .iter()
-        .map(|l| l.name.to_string())
-        .collect();
     let mut plan = Plan {
         keep: Vec::new(),
         bits: Vec::new(),
         index_bits: Vec::new(),
         units: Vec::new(),
     };
-    for (p, name) in exp.layer_plans().iter().zip(&names) {
-        let PruneRule::Keep(keep) = p.prune else {
-            anyhow::bail!(
-                "--refine: layer {name} prunes by {:?}; the search refines keep shares ([layers.{name}.prune] keep = ...)",
-                p.prune
-            );
+    for (p, spec) in exp.layer_plans().iter().zip(&exp.arch().layers) {
+        let name = &spec.name;
+        let keep_share = match p.prune {
+            PruneRule::Keep(keep) => keep,
+            PruneRule::Threshold(t) => return Err(not_a_keep_share(name, "threshold", t)),
+            PruneRule::Quality(q) => return Err(not_a_keep_share(name, "quality", q)),
+            PruneRule::Random(k) => return Err(not_a_keep_share(name, "random", k)),
         };
         let units = match p.structured {
             None => 1.0,
@@ -487,12 +482,20 @@ fn plan_of(exp: &Experiment) -> anyhow::Result<Plan> {
                 "--refine: layer {name} ranks its units by another rule than L1 norm, the one the search cuts by"
             ),
         };
-        plan.keep.push(keep);
+        plan.keep.push(keep_share);
         plan.bits.push(p.bits);
         plan.index_bits.push(p.index_bits);
         plan.units.push(units);
     }
     Ok(plan)
+}
+
+/// `--refine`'s refusal of a layer pruned by another rule than a keep share, in the
+/// experiment file's own words.
+fn not_a_keep_share(layer: &str, rule: &str, value: f32) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--refine: layer {layer} prunes by {{ {rule} = {value} }}; the search refines keep shares ([layers.{layer}.prune] keep = ...)"
+    )
 }
 
 /// The sensitivity sweep, each layer's bytes at each keep share, and the allocation's runs of
