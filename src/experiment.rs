@@ -583,6 +583,11 @@ pub struct Experiment {
     /// Dense-sparse-dense: the recipe's first two steps, instead of `[retrain]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsd: Option<DsdPlan>,
+    /// Every retraining, dense and fine-tuning step of the recipe also learns from the
+    /// uncompressed baseline's softened outputs (knowledge distillation from the network the
+    /// plan compresses); `None`: from the labels alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrain_distill: Option<crate::model::distill::DistillConfig>,
 }
 
 /// Knowledge distillation for the baseline (`[distill]`): its loss mixes the teacher's
@@ -822,6 +827,15 @@ impl Experiment {
         }
         if let Some(a) = &self.activations {
             a.validate()?;
+        }
+        if let Some(d) = &self.retrain_distill {
+            d.validate().map_err(|e| format!("retrain_distill.{e}"))?;
+            if self.from_scratch {
+                return Err(
+                    "retrain_distill: a from_scratch recipe has no trained baseline to learn from"
+                        .into(),
+                );
+            }
         }
         if let Some(d) = &self.distill {
             if !(d.teacher.ends_with(".toml") || d.teacher.ends_with(".safetensors")) {

@@ -332,6 +332,73 @@ fn dense_sparse_dense_ends_dense_through_the_pipeline() {
     );
 }
 
+/// `[retrain_distill]`: the retraining and fine-tuning steps learn from the uncompressed
+/// baseline's logits (stored beside its checkpoint). With `alpha = 0` the soft targets weigh
+/// nothing and the run is the plain one bit for bit; with `alpha = 0.9` they move the weights.
+#[test]
+fn retraining_learns_from_the_uncompressed_baseline_when_asked() {
+    let data = common::fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = "[defaults]\nbits = 4\n[defaults.prune]\nkeep = 0.2\n[retrain]\nrounds = 1\nepochs = 1\nlr = 0.001\n[finetune]\nepochs = 1\nlr = 0.0001\n";
+    let run = |extra: &str| {
+        let exp = experiment(&format!("{recipe}{extra}"));
+        dcx::pipeline::run(&exp, &data, dir.path(), &mut common::Quiet).unwrap()
+    };
+    let plain = run("");
+    let logits_before = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains("logits")
+        })
+        .count();
+    assert_eq!(logits_before, 0, "a plain run computes no teacher logits");
+    let weightless = run("[retrain_distill]\ntemperature = 4.0\nalpha = 0.0\n");
+    let taught = run("[retrain_distill]\ntemperature = 4.0\nalpha = 0.9\n");
+    let differing = |other: &dcx::pipeline::CompressionResult| {
+        (0..3)
+            .map(|l| {
+                let a = plain.net.weight_values(l).unwrap();
+                let b = other.net.weight_values(l).unwrap();
+                a.iter()
+                    .zip(&b)
+                    .filter(|(x, y)| x.to_bits() != y.to_bits())
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    assert_eq!(differing(&weightless), 0);
+    let moved = differing(&taught);
+    assert!(moved > 1000, "{moved} weights differ");
+    // The same baseline taught both: its logits were computed once and kept.
+    let logits = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains("logits")
+        })
+        .count();
+    assert_eq!(logits, 1);
+    let header = "name = \"t\"\nmodel = \"lenet-300-100\"\n";
+    let train = "[train]\nepochs = 1\nbatch_size = 32\nlr = 0.001\noptimizer = \"adam\"\nschedule = \"cosine\"\nseed = 3\n";
+    for (top, extra, expected) in [
+        (
+            "",
+            "[retrain_distill]\ntemperature = 4.0\nalpha = 1.5\n",
+            "retrain_distill.alpha",
+        ),
+        (
+            "from_scratch = true\n",
+            "[retrain_distill]\ntemperature = 4.0\nalpha = 0.5\n",
+            "retrain_distill: a from_scratch recipe",
+        ),
+    ] {
+        let text = format!("{header}{top}{train}{extra}");
+        let err = Experiment::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains(expected) && err.contains("t.toml"), "{err}");
+    }
+}
+
 fn study_opts(kind: StudyKind) -> StudyOptions {
     StudyOptions {
         seeds: 2,

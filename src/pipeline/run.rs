@@ -175,6 +175,19 @@ pub fn run(
     // into the layer before it (the same outputs), dropout gone.
     let mut net = trained.folded()?;
     let norm_scales = structure::Activity::norm_scales(&trained)?;
+    // The uncompressed network teaches every step that compresses it, when asked: its
+    // logits are computed once (and cached beside its checkpoint), before any step moves it.
+    let teacher = match &exp.retrain_distill {
+        Some(config) => {
+            let id = Path::new(&baseline_checkpoint)
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            Some(super::baseline::soft_targets_of(
+                &net, &id, *config, data, cache_dir,
+            )?)
+        }
+        None => None,
+    };
     let arch = net.arch.clone();
     let n_layers = arch.layers.len();
     let share = ShareParams::of(exp);
@@ -254,7 +267,14 @@ pub fn run(
             StepKind::Dense => "dense retraining (dense-sparse-dense)".to_string(),
         });
         let cfg = step.train_config(&exp.train.for_folded(&arch));
-        let out = train::train(&prepared.net, data, &cfg, &prepared.constraints, obs)?;
+        let out = train::train_distilled(
+            &prepared.net,
+            data,
+            &cfg,
+            &prepared.constraints,
+            teacher.as_ref(),
+            obs,
+        )?;
         match step.kind {
             StepKind::Retrain | StepKind::Dense => {
                 retrain_history.extend(out.history.iter().cloned())

@@ -23,9 +23,10 @@ impl Session {
         exp.retrain = None;
         exp.finetune = None;
         // The explorer's weights went through its own steps only: not the template's
-        // lottery rounds or dense-sparse-dense recipe.
+        // lottery rounds, dense-sparse-dense recipe or teaching by the baseline.
         exp.lottery = None;
         exp.dsd = None;
+        exp.retrain_distill = None;
         exp.steps = self
             .recipe()
             .iter()

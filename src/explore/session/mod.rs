@@ -249,6 +249,7 @@ impl Session {
             distill: None,
             lottery: None,
             dsd: None,
+            retrain_distill: None,
         }
     }
 
