@@ -41,6 +41,7 @@ fn training_options_no_training_can_run_with() {
         ("--epochs", "0", "epochs"),
         ("--l1", "-1", "l1"),
         ("--l2", "nan", "l2"),
+        ("--shift", "5", "shift"),
     ] {
         refused(&dcx(&["train", &format!("{flag}={value}")]), &[key]);
     }

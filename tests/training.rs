@@ -259,6 +259,13 @@ fn settings_no_training_can_run_with_are_refused() {
                 ..ok.clone()
             },
         ),
+        (
+            "shift",
+            TrainConfig {
+                shift: 5,
+                ..ok.clone()
+            },
+        ),
     ];
     let data = common::fixture().subset(64, 10);
     for (key, cfg) in bad {

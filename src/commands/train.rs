@@ -17,7 +17,7 @@ pub struct TrainArgs {
     pub model: ModelKind,
     /// Train this experiment's network with its [train] recipe instead (a network the file
     /// defines, say); the same cached checkpoint `dcx compress` uses.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "epochs", "lr", "batch_size", "seed", "optimizer", "constant_lr", "limit"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "epochs", "lr", "batch_size", "seed", "optimizer", "constant_lr", "limit", "shift"])]
     pub experiment: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -45,6 +45,10 @@ pub struct TrainArgs {
     /// L2 penalty on the weights: lambda · Σw² joins the loss.
     #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
     pub l2: f64,
+    /// Data augmentation: move each training image by a random offset of up to this many
+    /// pixels across and down, anew each epoch (0 to 4; a recipe of its own in the cache).
+    #[arg(long, default_value_t = 0, value_name = "PIXELS")]
+    pub shift: usize,
 }
 
 impl TrainArgs {
@@ -63,6 +67,7 @@ impl TrainArgs {
             train_limit: self.limit,
             l1: self.l1,
             l2: self.l2,
+            shift: self.shift,
             ..TrainConfig::default()
         }
     }
@@ -81,7 +86,7 @@ pub fn run(data_dir: Option<&Path>, args: &TrainArgs) -> anyhow::Result<()> {
     // Checked before the data is read, so a typo costs nothing.
     if let Err(e) = cfg.validate() {
         anyhow::bail!(
-            "invalid training option (--epochs, --batch, --lr, --limit, --l1, --l2): {e}"
+            "invalid training option (--epochs, --batch, --lr, --limit, --l1, --l2, --shift): {e}"
         );
     }
     let data = super::data::load(data_dir)?;

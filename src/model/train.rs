@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
 use super::distill::SoftTargets;
@@ -50,7 +50,21 @@ pub struct TrainConfig {
     /// Per-layer penalties by layer name, replacing `l1` / `l2` for that layer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub penalty: BTreeMap<String, LayerPenalty>,
+    /// Data augmentation: each training image, each time it is drawn, moves by a random
+    /// whole number of pixels in `-shift..=shift` across and down (the uncovered border is
+    /// background), so the network sees handwriting placed a little differently every epoch.
+    /// 0: the images as they are. Written only when set, so the cache keys of recipes
+    /// without it stay.
+    #[serde(default, skip_serializing_if = "is_zero_pixels")]
+    pub shift: usize,
 }
+
+fn is_zero_pixels(v: &usize) -> bool {
+    *v == 0
+}
+
+/// The most [`TrainConfig::shift`] allows: beyond it a digit can leave the 28x28 frame.
+pub const MAX_SHIFT: usize = 4;
 
 /// One layer's penalties (`[train.penalty.NAME]`); an absent one is the `[train]` value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -85,6 +99,7 @@ impl Default for TrainConfig {
             l1: 0.0,
             l2: 0.0,
             penalty: BTreeMap::new(),
+            shift: 0,
         }
     }
 }
@@ -116,6 +131,12 @@ impl TrainConfig {
             return Err(format!(
                 "momentum: must be in [0, 1), got {}",
                 self.momentum
+            ));
+        }
+        if self.shift > MAX_SHIFT {
+            return Err(format!(
+                "shift: at most {MAX_SHIFT} pixels (a digit further off leaves the frame), got {}",
+                self.shift
             ));
         }
         if self.train_limit == Some(0) {
@@ -287,6 +308,48 @@ pub fn batch(net: &Net, split: &Split, indices: &[usize]) -> candle_core::Result
     Ok((x, y))
 }
 
+/// [`batch`], each image moved by its own random offset in `-shift..=shift` pixels across
+/// and down (drawn from `rng`), the uncovered border filled with the background's value.
+pub(crate) fn shifted_batch(
+    net: &Net,
+    split: &Split,
+    indices: &[usize],
+    shift: usize,
+    rng: &mut StdRng,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    use crate::data::{MEAN, STD};
+    const SIDE: i64 = 28;
+    let background = (0.0 - MEAN) / STD;
+    let s = shift as i64;
+    let mut images = vec![background; indices.len() * 784];
+    let mut labels = Vec::with_capacity(indices.len());
+    for (k, &i) in indices.iter().enumerate() {
+        let (dx, dy) = (rng.random_range(-s..=s), rng.random_range(-s..=s));
+        let from = split.image(i);
+        let to = &mut images[k * 784..(k + 1) * 784];
+        for y in 0..SIDE {
+            let sy = y - dy;
+            if !(0..SIDE).contains(&sy) {
+                continue;
+            }
+            // The row's pixels whose source x = x - dx lies inside the image.
+            let x0 = dx.max(0);
+            let x1 = (SIDE + dx).min(SIDE);
+            if x0 >= x1 {
+                continue;
+            }
+            let dst = (y * SIDE + x0) as usize;
+            let src = (sy * SIDE + x0 - dx) as usize;
+            let n = (x1 - x0) as usize;
+            to[dst..dst + n].copy_from_slice(&from[src..src + n]);
+        }
+        labels.push(split.labels[i] as u32);
+    }
+    let x = net.input(images, indices.len())?;
+    let y = Tensor::from_vec(labels, indices.len(), net.device())?;
+    Ok((x, y))
+}
+
 /// Trains `net` in place. `constraints[i]` applies to the i-th of [`Net::vars`] (layer by
 /// layer, weight then bias); missing entries are free. See [`weight_constraints`].
 pub fn train(
@@ -391,6 +454,8 @@ pub(crate) fn train_taught(
     let total_steps = batches * cfg.epochs;
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
     let mut order: Vec<usize> = (0..n).collect();
+    // Its own stream, so a recipe with a shift draws the same batches as one without.
+    let mut shifts = StdRng::seed_from_u64(cfg.seed ^ 0x0005_41f7);
     let mut history = Vec::new();
     let mut step = 0;
     let mut cancelled = false;
@@ -403,7 +468,11 @@ pub(crate) fn train_taught(
                 cancelled = true;
                 break 'epochs;
             }
-            let (x, y) = batch(net, &data.train, chunk)?;
+            let (x, y) = if cfg.shift > 0 {
+                shifted_batch(net, &data.train, chunk, cfg.shift, &mut shifts)?
+            } else {
+                batch(net, &data.train, chunk)?
+            };
             // Batch statistics and dropout in this pass only: evaluations stay inference.
             net.set_training(true);
             let logits = net.forward(&x);
@@ -529,4 +598,60 @@ pub(crate) fn evaluate_with(
         correct,
         total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelKind;
+
+    /// Three images of distinct values, so any pixel's origin is known.
+    fn split() -> Split {
+        let images = (0..3 * 784).map(|v| 1.0 + v as f32).collect();
+        Split {
+            images,
+            labels: vec![4, 7, 9],
+            len: 3,
+        }
+    }
+
+    /// Each drawn image is its source moved by one offset within the shift, every pixel
+    /// the frame uncovers is background, the labels follow, and across draws the offsets
+    /// cover the whole square (not always the same one).
+    #[test]
+    fn a_shifted_batch_moves_each_image_within_the_shift() {
+        let net = Net::new(&ModelKind::Lenet300100.arch(), 1).unwrap();
+        let data = split();
+        let background = (0.0 - crate::data::MEAN) / crate::data::STD;
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let (x, y) = shifted_batch(&net, &data, &[2, 0], 2, &mut rng).unwrap();
+            assert_eq!(y.to_vec1::<u32>().unwrap(), vec![9, 4]);
+            let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (k, &i) in [2usize, 0].iter().enumerate() {
+                let got = &x[k * 784..(k + 1) * 784];
+                let src = data.image(i);
+                let offsets: Vec<(i64, i64)> = (-2..=2)
+                    .flat_map(|dy| (-2..=2).map(move |dx| (dx, dy)))
+                    .filter(|&(dx, dy)| {
+                        (0..28i64).all(|py| {
+                            (0..28i64).all(|px| {
+                                let (sx, sy) = (px - dx, py - dy);
+                                let want = if (0..28).contains(&sx) && (0..28).contains(&sy) {
+                                    src[(sy * 28 + sx) as usize]
+                                } else {
+                                    background
+                                };
+                                got[(py * 28 + px) as usize] == want
+                            })
+                        })
+                    })
+                    .collect();
+                assert_eq!(offsets.len(), 1, "image {i}: {offsets:?}");
+                seen.insert(offsets[0]);
+            }
+        }
+        assert_eq!(seen.len(), 25, "{seen:?}");
+    }
 }
