@@ -119,6 +119,7 @@ fn rewinding_restores_the_exact_initial_values_of_the_survivors_and_keeps_the_ma
         &masks,
         &quick(1, 4),
         &data,
+        None,
         &mut Silent,
     )
     .unwrap();
@@ -379,6 +380,16 @@ fn retraining_learns_from_the_uncompressed_baseline_when_asked() {
         })
         .count();
     assert_eq!(logits, 1);
+    // Lottery rounds are retraining too: the teacher reaches them.
+    let lottery = |alpha: &str| {
+        let exp = experiment(&format!(
+            "[lottery]\nrounds = 1\nprune = 0.5\n[defaults]\nbits = 4\n[retrain_distill]\ntemperature = 4.0\nalpha = {alpha}\n"
+        ));
+        let r = dcx::pipeline::run(&exp, &data, dir.path(), &mut common::Quiet).unwrap();
+        assert!(r.report.stages[1].stage.starts_with("lottery round 1"));
+        r.net.weight_values(0).unwrap()
+    };
+    assert_ne!(lottery("0.0"), lottery("0.9"));
     let header = "name = \"t\"\nmodel = \"lenet-300-100\"\n";
     let train = "[train]\nepochs = 1\nbatch_size = 32\nlr = 0.001\noptimizer = \"adam\"\nschedule = \"cosine\"\nseed = 3\n";
     for (top, extra, expected) in [

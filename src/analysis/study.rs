@@ -585,7 +585,7 @@ fn lottery_seed(
                 kept * 100.0
             ));
             let (net, out) =
-                lottery::train_masked(&opts.model.arch(), start, &masks, &cfg, data, obs)?;
+                lottery::train_masked(&opts.model.arch(), start, &masks, &cfg, data, None, obs)?;
             if out.cancelled {
                 return Ok(None);
             }

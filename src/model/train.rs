@@ -317,16 +317,17 @@ pub(crate) fn shifted_batch(
     shift: usize,
     rng: &mut StdRng,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    use crate::data::{MEAN, STD};
-    const SIDE: i64 = 28;
+    use crate::data::{MEAN, PIXELS, ROWS, STD};
+    // Square images: one side serves both axes.
+    const SIDE: i64 = ROWS as i64;
     let background = (0.0 - MEAN) / STD;
     let s = shift as i64;
-    let mut images = vec![background; indices.len() * 784];
+    let mut images = vec![background; indices.len() * PIXELS];
     let mut labels = Vec::with_capacity(indices.len());
     for (k, &i) in indices.iter().enumerate() {
         let (dx, dy) = (rng.random_range(-s..=s), rng.random_range(-s..=s));
         let from = split.image(i);
-        let to = &mut images[k * 784..(k + 1) * 784];
+        let to = &mut images[k * PIXELS..(k + 1) * PIXELS];
         for y in 0..SIDE {
             let sy = y - dy;
             if !(0..SIDE).contains(&sy) {
@@ -625,10 +626,12 @@ mod tests {
         let background = (0.0 - crate::data::MEAN) / crate::data::STD;
         let mut rng = StdRng::seed_from_u64(3);
         let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..60 {
+        let mut apart = 0;
+        for _ in 0..400 {
             let (x, y) = shifted_batch(&net, &data, &[2, 0], 2, &mut rng).unwrap();
             assert_eq!(y.to_vec1::<u32>().unwrap(), vec![9, 4]);
             let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut pair = Vec::new();
             for (k, &i) in [2usize, 0].iter().enumerate() {
                 let got = &x[k * 784..(k + 1) * 784];
                 let src = data.image(i);
@@ -650,8 +653,15 @@ mod tests {
                     .collect();
                 assert_eq!(offsets.len(), 1, "image {i}: {offsets:?}");
                 seen.insert(offsets[0]);
+                pair.push(offsets[0]);
             }
+            apart += usize::from(pair[0] != pair[1]);
         }
         assert_eq!(seen.len(), 25, "{seen:?}");
+        // One offset per image, not one per batch.
+        assert!(
+            apart > 300,
+            "{apart} of 400 batches moved their two images apart"
+        );
     }
 }

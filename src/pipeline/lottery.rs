@@ -13,6 +13,7 @@ use super::run::{PipelineObserver, StageEval};
 use crate::compress::prune;
 use crate::data::Mnist;
 use crate::experiment::{Control, Experiment, LotteryPlan, PruneRule, Rewind};
+use crate::model::distill::SoftTargets;
 use crate::model::optim::Constraint;
 use crate::model::train::{self, EpochStats, Snapshot, TrainConfig, TrainOutcome};
 use crate::model::{Arch, Net};
@@ -77,13 +78,14 @@ pub fn reinit_values(model: &Arch, seed: u64, round: usize) -> candle_core::Resu
 }
 
 /// The network `values` (already masked) trained under `masks`: pruned weights stay exactly
-/// zero, biases train free.
+/// zero, biases train free; with `teacher`, learning from its soft targets too.
 pub fn train_masked(
     model: &Arch,
     values: Values,
     masks: &[Mask],
     cfg: &TrainConfig,
     data: &Mnist,
+    teacher: Option<&SoftTargets>,
     obs: &mut dyn train::Observer,
 ) -> candle_core::Result<(Net, TrainOutcome)> {
     let net = Net::from_values(model, values)?;
@@ -96,7 +98,7 @@ pub fn train_masked(
             })
             .collect(),
     );
-    let out = train::train(&net, data, cfg, &constraints, obs)?;
+    let out = train::train_distilled(&net, data, cfg, &constraints, teacher, obs)?;
     Ok((net, out))
 }
 
@@ -160,6 +162,7 @@ pub(crate) fn run(
     baseline: &Net,
     rewind_to: &Snapshot,
     data: &Mnist,
+    teacher: Option<&SoftTargets>,
     obs: &mut dyn PipelineObserver,
 ) -> anyhow::Result<LotteryOutcome> {
     let layers = baseline.params.len();
@@ -208,6 +211,7 @@ pub(crate) fn run(
             &masks,
             &cfg,
             data,
+            teacher,
             obs,
         )?;
         out.history.extend(trained.history.iter().cloned());

@@ -177,8 +177,14 @@ pub fn run(
     let norm_scales = structure::Activity::norm_scales(&trained)?;
     // The uncompressed network teaches every step that compresses it, when asked: its
     // logits are computed once (and cached beside its checkpoint), before any step moves it.
+    let trains = exp.lottery.is_some() || exp.recipe().iter().any(|s| s.epochs > 0);
     let teacher = match &exp.retrain_distill {
-        Some(config) => {
+        Some(_) if exp.from_scratch => {
+            anyhow::bail!(
+                "retrain_distill: a from_scratch recipe has no trained baseline to learn from"
+            )
+        }
+        Some(config) if trains => {
             let id = Path::new(&baseline_checkpoint)
                 .file_stem()
                 .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
@@ -186,7 +192,7 @@ pub fn run(
                 &net, &id, *config, data, cache_dir,
             )?)
         }
-        None => None,
+        _ => None,
     };
     let arch = net.arch.clone();
     let n_layers = arch.layers.len();
@@ -205,7 +211,7 @@ pub fn run(
     let mut cancelled = false;
 
     if let (Some(plan), Some(rewind_to)) = (&exp.lottery, &rewind_to) {
-        let lottery = super::lottery::run(exp, plan, &net, rewind_to, data, obs)?;
+        let lottery = super::lottery::run(exp, plan, &net, rewind_to, data, teacher.as_ref(), obs)?;
         stages.extend(lottery.stages);
         retrain_history.extend(lottery.history);
         cancelled = lottery.cancelled;
