@@ -345,15 +345,17 @@ fn retraining_learns_from_the_uncompressed_baseline_when_asked() {
         let exp = experiment(&format!("{recipe}{extra}"));
         dcx::pipeline::run(&exp, &data, dir.path(), &mut common::Quiet).unwrap()
     };
+    let logits_files = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains("logits")
+            })
+            .count()
+    };
     let plain = run("");
-    let logits_before = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            let name = e.as_ref().unwrap().file_name();
-            name.to_string_lossy().contains("logits")
-        })
-        .count();
-    assert_eq!(logits_before, 0, "a plain run computes no teacher logits");
+    assert_eq!(logits_files(), 0, "a plain run computes no teacher logits");
     let weightless = run("[retrain_distill]\ntemperature = 4.0\nalpha = 0.0\n");
     let taught = run("[retrain_distill]\ntemperature = 4.0\nalpha = 0.9\n");
     let differing = |other: &dcx::pipeline::CompressionResult| {
@@ -372,14 +374,7 @@ fn retraining_learns_from_the_uncompressed_baseline_when_asked() {
     let moved = differing(&taught);
     assert!(moved > 1000, "{moved} weights differ");
     // The same baseline taught both: its logits were computed once and kept.
-    let logits = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            let name = e.as_ref().unwrap().file_name();
-            name.to_string_lossy().contains("logits")
-        })
-        .count();
-    assert_eq!(logits, 1);
+    assert_eq!(logits_files(), 1);
     // Lottery rounds are retraining too: the teacher reaches them.
     let lottery = |alpha: &str| {
         let exp = experiment(&format!(
