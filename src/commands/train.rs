@@ -46,7 +46,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0, value_name = "LAMBDA")]
     pub l2: f64,
     /// Data augmentation: move each training image by a random offset of up to this many
-    /// pixels across and down, anew each epoch (0 to 4; a recipe of its own in the cache).
+    /// pixels left or right and up or down, anew each epoch (0 to 4; a recipe of its own in
+    /// the cache).
     #[arg(long, default_value_t = 0, value_name = "PIXELS")]
     pub shift: usize,
 }

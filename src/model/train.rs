@@ -51,8 +51,9 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub penalty: BTreeMap<String, LayerPenalty>,
     /// Data augmentation: each training image, each time it is drawn, moves by a random
-    /// whole number of pixels in `-shift..=shift` across and down (the uncovered border is
-    /// background), so the network sees handwriting placed a little differently every epoch.
+    /// whole number of pixels in `-shift..=shift` horizontally and vertically (the uncovered
+    /// border is background), so the network sees handwriting placed a little differently
+    /// every epoch.
     /// 0: the images as they are. Written only when set, so the cache keys of recipes
     /// without it stay.
     #[serde(default, skip_serializing_if = "is_zero_pixels")]
