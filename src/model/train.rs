@@ -299,18 +299,14 @@ pub struct Evaluation {
 /// Gathers the images and labels at `indices` into tensors.
 pub fn batch(net: &Net, split: &Split, indices: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
     let mut images = Vec::with_capacity(indices.len() * 784);
-    let mut labels = Vec::with_capacity(indices.len());
     for &i in indices {
-        images.extend_from_slice(&split.images[i * 784..(i + 1) * 784]);
-        labels.push(split.labels[i] as u32);
+        images.extend_from_slice(split.image(i));
     }
-    let x = net.input(images, indices.len())?;
-    let y = Tensor::from_vec(labels, indices.len(), net.device())?;
-    Ok((x, y))
+    tensors(net, images, split, indices)
 }
 
-/// [`batch`], each image moved by its own random offset in `-shift..=shift` pixels across
-/// and down (drawn from `rng`), the uncovered border filled with the background's value.
+/// [`batch`], each image moved by its own random offset in `-shift..=shift` pixels on each
+/// axis (drawn from `rng`), the uncovered border filled with the background's value.
 pub(crate) fn shifted_batch(
     net: &Net,
     split: &Split,
@@ -324,29 +320,31 @@ pub(crate) fn shifted_batch(
     let background = (0.0 - MEAN) / STD;
     let s = shift as i64;
     let mut images = vec![background; indices.len() * PIXELS];
-    let mut labels = Vec::with_capacity(indices.len());
     for (k, &i) in indices.iter().enumerate() {
         let (dx, dy) = (rng.random_range(-s..=s), rng.random_range(-s..=s));
         let from = split.image(i);
         let to = &mut images[k * PIXELS..(k + 1) * PIXELS];
-        for y in 0..SIDE {
-            let sy = y - dy;
-            if !(0..SIDE).contains(&sy) {
-                continue;
-            }
-            // The row's pixels whose source x = x - dx lies inside the image.
-            let x0 = dx.max(0);
-            let x1 = (SIDE + dx).min(SIDE);
-            if x0 >= x1 {
-                continue;
-            }
+        // Every row keeps the columns whose source x - dx lies inside the image: never
+        // none, as a shift is at most MAX_SHIFT, well under the side.
+        let (x0, x1) = (dx.max(0), (SIDE + dx).min(SIDE));
+        let n = (x1 - x0) as usize;
+        for y in (0..SIDE).filter(|y| (0..SIDE).contains(&(y - dy))) {
             let dst = (y * SIDE + x0) as usize;
-            let src = (sy * SIDE + x0 - dx) as usize;
-            let n = (x1 - x0) as usize;
+            let src = ((y - dy) * SIDE + x0 - dx) as usize;
             to[dst..dst + n].copy_from_slice(&from[src..src + n]);
         }
-        labels.push(split.labels[i] as u32);
     }
+    tensors(net, images, split, indices)
+}
+
+/// The network's input of `images` (a batch in `indices`' order) and the labels at `indices`.
+fn tensors(
+    net: &Net,
+    images: Vec<f32>,
+    split: &Split,
+    indices: &[usize],
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let labels: Vec<u32> = indices.iter().map(|&i| split.labels[i] as u32).collect();
     let x = net.input(images, indices.len())?;
     let y = Tensor::from_vec(labels, indices.len(), net.device())?;
     Ok((x, y))
